@@ -1,0 +1,242 @@
+"""Command line: each subcommand parses its arguments and calls the public API."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from typing import Any
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class _Progress:
+    """tqdm progress bars over the trainer's callbacks: loss/accuracy per batch, val figures per epoch."""
+
+    def __init__(self, epochs: int | None = None):
+        from .training.trainer import Callback
+
+        self.epochs = epochs
+        self.bar = None
+        outer = self
+
+        class Hooks(Callback):
+            def on_epoch_begin(self, epoch, num_batches, start_batch):
+                from tqdm import tqdm
+
+                total = f"/{outer.epochs}" if outer.epochs else ""
+                outer.bar = tqdm(total=num_batches, initial=start_batch, desc=f"Epoch {epoch + 1}{total}",
+                                 unit="batch", file=sys.stderr, dynamic_ncols=True, leave=True)
+
+            def on_batch_end(self, batch, logs):
+                outer.bar.update(1)
+                outer.bar.set_postfix(loss=f"{logs['loss']:.4f}", accuracy=f"{logs['accuracy']:.3f}", refresh=False)
+
+            def on_epoch_end(self, epoch, logs):
+                outer.bar.set_postfix(loss=f"{logs['loss']:.4f}", accuracy=f"{logs['accuracy']:.3f}",
+                                      val_loss=f"{logs['val_loss']:.4f}", val_accuracy=f"{logs['val_accuracy']:.3f}")
+                outer.bar.close()
+
+            def on_train_end(self, interrupted):
+                if outer.bar is not None and not outer.bar.disable:
+                    outer.bar.close()
+
+        self.callback = Hooks()
+
+
+def _print_result(run) -> None:
+    m = run.metrics
+    lo, hi = m["test_accuracy_ci95"]
+    print(f"\nTest accuracy: {m['test_accuracy']:.1%}  (95% CI {lo:.1%}-{hi:.1%}, "
+          f"{m['test_correct']}/{m['counts']['test']} photos)   test loss: {m['test_loss']:.4f}")
+    print(f"Trained {m['epochs_run']} epochs in {m['train_seconds']:.0f} s "
+          f"({m['train_images_per_second']:.1f} images/s, {m['device']}, {m['precision']})")
+    width = max(len(c) for c in m["class_names"]) + 2
+    print(f"\n{'class':<{width}} precision  recall      f1  support")
+    for c, v in m["per_class"].items():
+        print(f"{c:<{width}} {v['precision']:9.3f} {v['recall']:7.3f} {v['f1']:7.3f} {v['support']:8d}")
+    print("\nConfusion matrix (rows: true, columns: predicted)")
+    print(" " * width + " ".join(f"{c[:8]:>8}" for c in m["class_names"]))
+    for c, row in zip(m["class_names"], m["confusion_matrix"]):
+        print(f"{c:<{width}}" + " ".join(f"{v:8d}" for v in row))
+    if m["skipped"] or m["duplicates"]:
+        print(f"\nLeft out: {len(m['skipped'])} unusable file(s), {len(m['duplicates'])} duplicate(s):")
+        for p in (m["skipped"] + m["duplicates"])[:10]:
+            print(f"  {p['path']}: {p['reason']}")
+        extra = len(m["skipped"]) + len(m["duplicates"]) - 10
+        if extra > 0:
+            print(f"  ... and {extra} more (see metrics.json)")
+    print(f"\nRun directory: {run.dir}\nReport: {run.dir / 'report.html'}")
+
+
+def cmd_demo(args) -> int:
+    from .demo import demo
+
+    progress = _Progress(args.epochs)
+    run = demo(out=args.out, epochs=args.epochs, callbacks=[progress.callback], on_stage=_err,
+               precision=args.precision, device=args.device)
+    _print_result(run)
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from . import summary
+
+    result = summary(args.model, num_classes=args.classes, print_fn=None if args.json else print)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from . import train
+
+    if args.resume is None and args.data is None:
+        raise ValueError("diycnn train needs a DATA folder (or --resume RUN_DIR).")
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in
+                                 ("epochs", "batch_size", "lr", "seed", "val_split", "test_split", "patience",
+                                  "device", "precision")}
+    progress = _Progress(args.epochs)
+    run = train(args.data, model=args.model, out=args.out, split=args.split, resume=args.resume,
+                config=args.config, callbacks=[progress.callback], on_stage=_err,
+                **{k: v for k, v in overrides.items() if v is not None})
+    _print_result(run)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from . import load
+
+    run = load(args.run, device=args.device)
+    preds = run.predict(args.paths, top_k=args.top_k)
+    for problem in preds.problems:
+        _err(f"skipped {problem.path}: {problem.reason}")
+    if args.json:
+        print(json.dumps(list(preds), indent=2, ensure_ascii=False))
+    elif args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["path", "label"] + run.class_names)
+        for p in preds:
+            writer.writerow([p["path"], p["label"]] + [f"{p['probabilities'][c]:.6f}" for c in run.class_names])
+    else:
+        k = args.top_k or 1
+        width = max([len(p["path"]) for p in preds] + [4])
+        for p in preds:
+            top = sorted(p["probabilities"].items(), key=lambda kv: -kv[1])[:k]
+            print(f"{p['path']:<{width}}  " + "  ".join(f"{c} {v:6.1%}" for c, v in top))
+    if not preds:
+        _err("Nothing could be predicted.")
+        return 1
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import load
+
+    run = load(args.run, device=args.device)
+    result = run.evaluate(args.data)
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return 0
+    lo, hi = result["accuracy_ci95"]
+    print(f"Accuracy: {result['accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}, {result['correct']}/{result['n']})   "
+          f"loss: {result['loss']:.4f}   macro-F1: {result['macro_f1']:.3f}")
+    for c, v in result["per_class"].items():
+        if v["support"]:
+            print(f"  {c}: precision {v['precision']:.3f} recall {v['recall']:.3f} f1 {v['f1']:.3f} support {v['support']}")
+    for p in result["skipped"]:
+        _err(f"skipped {p['path']}: {p['reason']}")
+    if result.get("seen_in_training"):
+        _err(f"warning: {len(result['seen_in_training'])} photo(s) are copies of training/validation photos.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .settings import DEVICES, PRECISIONS
+
+    parser = argparse.ArgumentParser(prog="diycnn", description="Photo folders in, a classifier you can trust out.")
+    parser.add_argument("--version", action="version", version=f"diycnn {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def device_args(p):
+        p.add_argument("--device", choices=DEVICES, default=None, help="default: auto (cuda if present)")
+
+    p = sub.add_parser("demo", help="train the blog's model on the bundled face/non-face photos (no network)")
+    p.add_argument("--out", help="output folder (default: runs/demo, numbered)")
+    p.add_argument("--epochs", type=int, default=None, help="default: 12")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    device_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("summary", help="Keras-style table of a model's layers and parameters")
+    p.add_argument("model", help="built-in name (seed-cnn) or a .yaml/.json spec")
+    p.add_argument("--classes", type=int, default=2, help="number of classes (default 2)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("train", help="train a model on a photo folder")
+    p.add_argument("data", nargs="?", help="DATA/<class>/* or DATA/{train,val,test}/<class>/*")
+    p.add_argument("--model", default="seed-cnn", help="built-in name or spec file (default seed-cnn)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--val-split", type=float)
+    p.add_argument("--test-split", type=float)
+    p.add_argument("--patience", type=int, help="early stopping on val loss, restoring the best weights")
+    p.add_argument("--precision", choices=PRECISIONS)
+    device_args(p)
+    p.add_argument("--split", help="reuse a split.json (compare models on the same photos)")
+    p.add_argument("--config", help="YAML/JSON file of settings (flags override it)")
+    p.add_argument("--out", help="run directory (default runs/<data>-<model>, numbered)")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="classify photos with a trained run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("paths", nargs="+", help="files, folders or glob patterns")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+    p.add_argument("--top-k", type=int, default=None)
+    device_args(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score a run on a labelled photo folder")
+    p.add_argument("run", help="run directory")
+    p.add_argument("data", help="DATA/<class>/*")
+    p.add_argument("--json", action="store_true")
+    device_args(p)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for `diycnn` and `python -m diycnn`; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "device", None) is None and "device" in args:
+        args.device = "auto" if args.command in ("predict", "evaluate", "demo") else None
+    if args.command == "demo" and args.epochs is None:
+        from .demo import DEMO_EPOCHS
+
+        args.epochs = DEMO_EPOCHS
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as exc:
+        _err(f"\n{exc}" if str(exc) else "\nInterrupted.")
+        return EXIT_INTERRUPTED
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError) as exc:
+        _err(f"error: {exc}")
+        return EXIT_ERROR

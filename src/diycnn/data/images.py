@@ -1,0 +1,207 @@
+"""Decode any photo the same way at train and predict time, and describe that preprocessing.
+
+Images are recognised by content, not by extension. Every mode is converted to RGB
+by one function (`to_rgb`), transparency is composited on a fixed background, EXIF
+orientation is applied, and animated files use their first frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Formats we accept, by the name Pillow detects from the bytes. MPO is a JPEG variant
+# written by many cameras.
+SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF"}
+# Pillow's own decompression-bomb threshold (~89.5 megapixels); larger files are skipped.
+MAX_PIXELS = 89_478_485
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+class ImageError(ValueError):
+    """A file that cannot be used as a photo; `reason` says why in words a user understands."""
+
+    def __init__(self, path: str | Path | None, reason: str):
+        self.path = str(path) if path is not None else None
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}" if self.path else reason)
+
+
+def _open(source: str | Path | bytes) -> Image.Image:
+    """Open an image lazily (header only) and check its format and size."""
+    path = None if isinstance(source, (bytes, bytearray)) else source
+    data = source if path is None else None
+    if path is not None:
+        try:
+            size = Path(path).stat().st_size
+        except OSError as exc:
+            raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+        if size == 0:
+            raise ImageError(path, "empty file (0 bytes)")
+    elif len(data) == 0:
+        raise ImageError(None, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data) if path is None else path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(path, f"oversized image, refused as a possible decompression bomb ({exc})") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(path, "not an image (content is not JPEG, PNG, GIF, BMP, WebP or TIFF)") from None
+    except PermissionError:
+        raise ImageError(path, "cannot read file (permission denied)") from None
+    except Exception as exc:  # Pillow plugins raise many types on malformed headers
+        raise ImageError(path, f"unreadable image header ({type(exc).__name__}: {exc})") from None
+    if im.format not in SUPPORTED_FORMATS:
+        fmt = im.format
+        im.close()
+        raise ImageError(path, f"unsupported image format {fmt} (supported: JPEG, PNG, GIF, BMP, WebP, TIFF)")
+    w, h = im.size
+    if w < 1 or h < 1:
+        im.close()
+        raise ImageError(path, f"image has no pixels ({w}x{h})")
+    if w * h > MAX_PIXELS:
+        im.close()
+        raise ImageError(path, f"oversized image ({w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit)")
+    return im
+
+
+def probe(source: str | Path | bytes) -> tuple[str, tuple[int, int]]:
+    """Read only the header: return (format, (width, height)).
+
+    Raises:
+        ImageError: not a supported, sane image.
+    """
+    im = _open(source)
+    try:
+        return im.format, im.size
+    finally:
+        im.close()
+
+
+def _scale_to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer and float greyscale to 8-bit 'L', keeping relative brightness."""
+    arr = np.asarray(im)
+    if im.mode == "F":
+        arr = arr.astype(np.float64)
+        arr = arr * 255.0 if np.nanmax(arr) <= 1.0 else arr
+    elif im.mode.startswith("I;16") or arr.max(initial=0) > 255:
+        arr = arr.astype(np.float64) / 257.0  # 0..65535 -> 0..255
+    arr = np.nan_to_num(arr, nan=0.0)
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+
+
+def to_rgb(im: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Convert any Pillow mode to RGB; transparent pixels become `background`."""
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        im = _scale_to_8bit(im)
+    if im.mode == "P" or (im.mode in ("L", "RGB") and "transparency" in im.info):
+        im = im.convert("RGBA")
+    if im.mode in ("LA", "La", "PA", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        canvas = Image.new("RGB", im.size, background)
+        canvas.paste(im, mask=im.getchannel("A"))
+        return canvas
+    return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def load_rgb(source: str | Path | bytes, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Fully decode a photo to an upright RGB image (first frame of animations).
+
+    Raises:
+        ImageError: unreadable, truncated, unsupported or oversized.
+
+    Example:
+        >>> load_rgb("photos/iu/001.jpg").size
+    """
+    path = None if isinstance(source, (bytes, bytearray)) else source
+    im = _open(source)
+    try:
+        if getattr(im, "n_frames", 1) > 1:
+            im.seek(0)
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        return to_rgb(im, background)
+    except ImageError:
+        raise
+    except Exception as exc:  # truncated data, bad EXIF, corrupt frames...
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason.lower():
+            reason = f"truncated or corrupt image data ({reason})"
+        else:
+            reason = f"cannot decode image ({type(exc).__name__}: {reason})"
+        raise ImageError(path, reason) from None
+    finally:
+        im.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How a photo becomes the model's input; saved in model.json and reused by predict.
+
+    The pipeline: decode to RGB (`load_rgb`) -> resize to `size` (H, W) -> uint8 (H, W, 3)
+    -> float * `input_scale` -> (x - mean) / std per channel -> (B, 3, H, W).
+    """
+
+    size: tuple[int, int] = (100, 100)
+    resize: str = "squash"  # stretch to size, as Keras' image_dataset_from_directory does
+    interpolation: str = "bilinear"
+    input_scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    background: tuple[int, int, int] = (255, 255, 255)
+
+    def __post_init__(self) -> None:
+        if self.resize not in ("squash", "center-crop"):
+            raise ValueError(f"resize must be 'squash' or 'center-crop', received {self.resize!r}.")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {sorted(INTERPOLATIONS)}, received {self.interpolation!r}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Preprocessing":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"Unknown preprocessing field(s) {sorted(unknown)}; valid fields: {sorted(names)}.")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    def resize_image(self, im: Image.Image) -> Image.Image:
+        h, w = self.size
+        if self.resize == "center-crop":
+            side = min(im.size)
+            left, top = (im.width - side) // 2, (im.height - side) // 2
+            im = im.crop((left, top, left + side, top + side))
+        return im.resize((w, h), INTERPOLATIONS[self.interpolation])
+
+    def load(self, source: str | Path | bytes) -> np.ndarray:
+        """Decode and resize one photo to uint8 (H, W, 3). Raises ImageError."""
+        return np.asarray(self.resize_image(load_rgb(source, self.background)), dtype=np.uint8)
+
+    def normalise(self, batch_u8, dtype=None):
+        """uint8 torch tensor (B, H, W, 3) -> float (B, 3, H, W), channels-last in memory."""
+        import torch
+
+        x = batch_u8.permute(0, 3, 1, 2).to(dtype or torch.float32)  # a view: keeps NHWC strides
+        x = x * self.input_scale
+        if any(self.mean) or any(s != 1.0 for s in self.std):
+            mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            x = (x - mean) / std
+        return x.contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,308 @@
+"""Find the photos in a data folder: layout, classes, problems, duplicates and leaks.
+
+Two layouts are understood:
+
+* ``DATA/<class>/*`` -- diycnn makes the split;
+* ``DATA/{train,val|validation,test}/<class>/*`` -- the given splits are used.
+
+Scanning reads each file once (content hash + image header); it never crashes on a bad
+file: the file is skipped and the reason recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .images import ImageError, probe
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+SPLIT_ORDER = ("train", "val", "test")
+JUNK_NAMES = {"thumbs.db", "desktop.ini", "__macosx", ".ds_store", "icon\r"}
+
+
+@dataclasses.dataclass
+class ImageRecord:
+    """One usable photo: where it is, its class, and its content hash."""
+
+    path: Path  # absolute
+    rel: str  # relative to the data folder, '/'-separated
+    label: str
+    sha256: str
+    given_split: str | None = None  # 'train'/'val'/'test' for the split-folder layout
+
+
+@dataclasses.dataclass
+class Problem:
+    """A file left out, and why (stored in metrics.json)."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclasses.dataclass
+class ScanResult:
+    root: Path
+    layout: str  # 'class-folders' or 'split-folders'
+    class_names: list[str]
+    records: list[ImageRecord]
+    skipped: list[Problem]
+    duplicates: list[Problem]
+    notes: list[str]
+
+    def count_by_class(self) -> dict[str, int]:
+        counts = {c: 0 for c in self.class_names}
+        for r in self.records:
+            counts[r.label] += 1
+        return counts
+
+
+def is_junk(name: str) -> bool:
+    """Hidden files and operating-system clutter, ignored silently."""
+    return name.startswith(".") or name.lower() in JUNK_NAMES or name.startswith("._")
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    except OSError as exc:
+        raise FileNotFoundError(f"Cannot list folder '{folder}': {exc.strerror or exc}.") from None
+    return [p for p in entries if p.is_dir() and not is_junk(p.name)]
+
+
+def _walk_files(folder: Path, skipped: list[Problem], root: Path) -> list[Path]:
+    """All non-junk files under `folder`, sorted; symlinked folders are not followed (no loops)."""
+    found: list[Path] = []
+
+    def on_error(exc: OSError) -> None:
+        skipped.append(Problem(_rel(Path(exc.filename), root), f"cannot list folder ({exc.strerror or exc})"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=on_error, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not is_junk(d))
+        base = Path(dirpath)
+        for name in sorted(filenames):
+            if is_junk(name):
+                continue
+            path = base / name
+            if path.is_symlink() and not path.exists():
+                skipped.append(Problem(_rel(path, root), "broken or looping symbolic link"))
+                continue
+            if not path.is_file():
+                skipped.append(Problem(_rel(path, root), "not a regular file"))
+                continue
+            found.append(path)
+    return found
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _inspect(path: Path) -> tuple[str | None, str | None]:
+    """(sha256, None) for a usable image, or (None, reason)."""
+    try:
+        probe(path)
+        with open(path, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        return digest, None
+    except ImageError as exc:
+        return None, exc.reason
+    except OSError as exc:
+        return None, f"cannot read file ({exc.strerror or exc})"
+
+
+def _check_class_names(names: list[str], where: Path) -> None:
+    lowered: dict[str, str] = {}
+    for name in names:
+        other = lowered.setdefault(name.lower(), name)
+        if other != name:
+            raise ValueError(
+                f"Class folders '{other}' and '{name}' in '{where}' differ only by letter case, which is "
+                "ambiguous (and merges on Windows and macOS). Rename or merge one of them."
+            )
+
+
+def _dedupe(records: list[ImageRecord], duplicates: list[Problem]) -> list[ImageRecord]:
+    """Keep one copy of each content hash.
+
+    Same hash in two classes: a label conflict, every copy left out. Otherwise the copy
+    in the earliest split (train < val < test) is kept, so no photo sits on both the
+    training and the evaluation side.
+    """
+    groups: dict[str, list[ImageRecord]] = {}
+    for r in records:
+        groups.setdefault(r.sha256, []).append(r)
+    rank = {s: i for i, s in enumerate(SPLIT_ORDER)}
+    keep_ids: set[int] = set()
+    for group in groups.values():
+        if len(group) == 1:
+            keep_ids.add(id(group[0]))
+            continue
+        labels = sorted({r.label for r in group})
+        if len(labels) > 1:
+            paths = ", ".join(r.rel for r in group)
+            for r in group:
+                duplicates.append(Problem(r.rel, f"label conflict: the same image is in classes {labels} ({paths}); left out"))
+            continue
+        group.sort(key=lambda r: (rank.get(r.given_split or "train", 0), r.rel))
+        first = group[0]
+        keep_ids.add(id(first))
+        for r in group[1:]:
+            if r.given_split and r.given_split != first.given_split:
+                reason = (f"leak: byte-identical copy of {first.rel} ({first.given_split}); "
+                          f"removed from the {r.given_split} split")
+            else:
+                reason = f"duplicate: byte-identical copy of {first.rel}; collapsed"
+            duplicates.append(Problem(r.rel, reason))
+    return [r for r in records if id(r) in keep_ids]
+
+
+def scan_folder(data: str | Path, workers: int | None = None, min_classes: int = 2) -> ScanResult:
+    """Scan a photo folder.
+
+    Args:
+        data: `DATA/<class>/*` or `DATA/{train,val,test}/<class>/*`.
+        workers: threads for hashing and header checks (default: CPU count).
+        min_classes: fewest class folders accepted (2 for training; 1 to evaluate one class).
+
+    Returns:
+        ScanResult with usable records (duplicates removed), skipped files and notes.
+
+    Raises:
+        FileNotFoundError: DATA is missing or not a folder.
+        ValueError: fewer than 2 classes, no images, empty classes, or ambiguous class names.
+
+    Example:
+        >>> scan_folder("photos").class_names
+        ['iu', 'suzy']
+    """
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(
+            f"Data folder '{data}' does not exist. Pass a folder with one sub-folder of photos per class, "
+            "e.g. photos/iu/*.jpg and photos/suzy/*.jpg."
+        )
+    if not root.is_dir():
+        raise FileNotFoundError(f"'{data}' is a file, not a folder. Pass the folder that holds one sub-folder per class.")
+    root = root.resolve()
+    skipped: list[Problem] = []
+    notes: list[str] = []
+
+    top = _subdirs(root)
+    split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in top if p.name.lower() in SPLIT_NAMES}
+    if split_dirs:
+        if "train" not in split_dirs:
+            raise ValueError(
+                f"'{root}' has {sorted(p.name for p in split_dirs.values())} but no 'train' folder. "
+                "Add DATA/train/<class>/..., or use one folder per class without split folders."
+            )
+        layout = "split-folders"
+        class_names = [p.name for p in _subdirs(split_dirs["train"])]
+        _check_class_names(class_names, split_dirs["train"])
+        for split, folder in split_dirs.items():
+            for sub in _subdirs(folder):
+                if sub.name not in class_names:
+                    raise ValueError(
+                        f"Class '{sub.name}' in '{folder}' has no folder in '{split_dirs['train']}'. "
+                        "Every class needs training photos; add them or remove the folder."
+                    )
+        others = [p.name for p in top if p.name.lower() not in SPLIT_NAMES]
+        if others:
+            notes.append(f"ignored folders beside the split folders: {others}")
+        sources = [(split, folder / c, c) for split, folder in split_dirs.items() for c in class_names
+                   if (folder / c).is_dir()]
+    else:
+        layout = "class-folders"
+        class_names = [p.name for p in top]
+        _check_class_names(class_names, root)
+        sources = [(None, root / c, c) for c in class_names]
+
+    if len(class_names) < min_classes:
+        raise ValueError(
+            f"Found {len(class_names)} class folder(s) in '{root}' {class_names}; at least {min_classes} are needed. "
+            "Put each class's photos in its own sub-folder, e.g. photos/iu/ and photos/suzy/."
+        )
+    for entry in sorted(os.listdir(root)):
+        if not is_junk(entry) and (root / entry).is_file():
+            skipped.append(Problem(entry, "not inside a class folder"))
+
+    candidates: list[tuple[str | None, str, Path]] = []
+    for split, folder, label in sources:
+        for path in _walk_files(folder, skipped, root):
+            candidates.append((split, label, path))
+    if not candidates:
+        raise ValueError(
+            f"No files found in the class folders of '{root}'. Add photos (JPEG, PNG, GIF, BMP, WebP or TIFF)."
+        )
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+        results = list(pool.map(lambda c: _inspect(c[2]), candidates))
+
+    records: list[ImageRecord] = []
+    for (split, label, path), (digest, reason) in zip(candidates, results):
+        rel = _rel(path, root)
+        if reason is not None:
+            skipped.append(Problem(rel, reason))
+        else:
+            records.append(ImageRecord(path=path, rel=rel, label=label, sha256=digest, given_split=split))
+    if not records:
+        raise ValueError(
+            f"None of the {len(candidates)} files in '{root}' is a usable image "
+            f"(first problem: {skipped[0].path}: {skipped[0].reason})."
+        )
+
+    duplicates: list[Problem] = []
+    records = _dedupe(records, duplicates)
+    result = ScanResult(root, layout, class_names, records, skipped, duplicates, notes)
+    for name, count in result.count_by_class().items():
+        if count == 0:
+            raise ValueError(
+                f"Class '{name}' in '{root}' has no usable images. Add photos to its folder or remove the folder."
+            )
+    if skipped:
+        log.warning("Skipped %d file(s) in %s (see metrics.json for reasons)", len(skipped), root)
+    if duplicates:
+        log.warning("Left out %d duplicate or conflicting file(s) in %s", len(duplicates), root)
+    return result
+
+
+def find_images(paths: list[str | Path]) -> tuple[list[Path], list[Problem]]:
+    """Expand files, folders (recursively) and glob patterns into a list of files to predict.
+
+    Returns (files, problems) where problems are inputs that matched nothing.
+    """
+    import glob
+
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for given in paths:
+        given = str(given)
+        p = Path(given).expanduser()
+        if p.is_dir():
+            found = _walk_files(p, problems, p)
+            if not found:
+                problems.append(Problem(given, "folder holds no files"))
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        elif any(ch in given for ch in "*?["):
+            matches = sorted(glob.glob(given, recursive=True))
+            matched = [Path(m) for m in matches if Path(m).is_file() and not is_junk(Path(m).name)]
+            if not matched:
+                problems.append(Problem(given, "pattern matched no files"))
+            files.extend(matched)
+        else:
+            problems.append(Problem(given, "no such file or folder"))
+    return files, problems

@@ -1,0 +1,177 @@
+"""Stratified, seeded train/val/test splits, saved as split.json and reusable across models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .scan import SPLIT_ORDER, ImageRecord, ScanResult
+
+log = logging.getLogger(__name__)
+
+SPLIT_FORMAT = "diycnn-split"
+SPLIT_VERSION = 1
+
+
+class Split:
+    """Which photo (path relative to DATA) is in which split, by class."""
+
+    def __init__(self, class_names: list[str], assignment: dict[str, dict[str, list[str]]],
+                 sha256: dict[str, str], seed: int, val_split: float, test_split: float,
+                 notes: list[str] | None = None):
+        self.class_names = list(class_names)
+        self.assignment = assignment
+        self.sha256 = sha256
+        self.seed = seed
+        self.val_split = val_split
+        self.test_split = test_split
+        self.notes = list(notes or [])
+
+    def paths(self, split: str) -> list[tuple[str, str]]:
+        """[(rel_path, label)] of one split, in class then path order."""
+        return [(p, c) for c in self.class_names for p in self.assignment[split].get(c, [])]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {s: {c: len(self.assignment[s].get(c, [])) for c in self.class_names} for s in SPLIT_ORDER}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": SPLIT_FORMAT,
+            "version": SPLIT_VERSION,
+            "seed": self.seed,
+            "val_split": self.val_split,
+            "test_split": self.test_split,
+            "class_names": self.class_names,
+            "counts": self.counts(),
+            "splits": self.assignment,
+            "sha256": self.sha256,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "split file") -> "Split":
+        if not isinstance(data, dict) or data.get("format") != SPLIT_FORMAT:
+            raise ValueError(f"'{where}' is not a diycnn split.json (its 'format' is not '{SPLIT_FORMAT}').")
+        if data.get("version", 0) > SPLIT_VERSION:
+            raise ValueError(f"'{where}' was written by a newer diycnn (split version {data['version']}); upgrade diycnn.")
+        try:
+            assignment = {s: {c: list(v) for c, v in data["splits"][s].items()} for s in SPLIT_ORDER}
+            return cls(data["class_names"], assignment, dict(data.get("sha256", {})), int(data["seed"]),
+                       float(data["val_split"]), float(data["test_split"]), data.get("notes", []))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"'{where}' is missing or has a malformed field: {exc}.") from None
+
+
+def _carve(items: list[str], fraction: float, rng: np.random.Generator, keep_min: int) -> tuple[list[str], list[str]]:
+    """Take round(n * fraction) (at least 1) items out of `items`, leaving at least `keep_min`."""
+    n_take = max(1, int(math.floor(len(items) * fraction + 0.5)))
+    n_take = min(n_take, len(items) - keep_min)
+    order = rng.permutation(len(items))
+    taken = sorted(items[i] for i in order[:n_take])
+    rest = sorted(items[i] for i in order[n_take:])
+    return rest, taken
+
+
+def make_split(scan: ScanResult, val_split: float = 0.15, test_split: float = 0.15, seed: int = 0) -> Split:
+    """Split the scanned photos, stratified by class and seeded.
+
+    Class folders: each class is split val_split/test_split/rest. Split folders: given
+    splits are kept; a missing (or, after de-duplication, empty) val or test split is
+    carved from train with the same fractions, and a note says so.
+
+    Raises:
+        ValueError: a class has too few photos to give every split at least one.
+    """
+    by_split: dict[str, dict[str, list[str]]] = {s: {c: [] for c in scan.class_names} for s in SPLIT_ORDER}
+    for r in scan.records:
+        by_split[r.given_split or "train"][r.label].append(r.rel)
+    notes: list[str] = []
+    if scan.layout == "class-folders":
+        carve = ["val", "test"]
+    else:
+        carve = [s for s in ("val", "test") if not any(by_split[s].values())]
+        for s in carve:
+            notes.append(f"no usable '{s}' split folder: {s} carved from train "
+                         f"({val_split if s == 'val' else test_split:.0%} of each class, seed {seed})")
+    fractions = {"val": val_split, "test": test_split}
+    for ci, c in enumerate(scan.class_names):
+        train = sorted(by_split["train"][c])
+        needed = 1 + len(carve)
+        if len(train) < needed:
+            where = "" if scan.layout == "class-folders" else " in train/"
+            raise ValueError(
+                f"Class '{c}' has {len(train)} usable image(s){where}; at least {needed} are needed to give "
+                f"train{', val' if 'val' in carve else ''}{', test' if 'test' in carve else ''} one each. "
+                f"Add photos to '{c}' (20+ per class is a sensible minimum) or remove the class."
+            )
+        rng = np.random.default_rng([seed, ci])
+        for i, s in enumerate(carve):
+            # Class folders: fractions are of the whole class, so later carves are rescaled to
+            # what is left. Given train folder: fractions are of that folder.
+            frac = fractions[s]
+            if scan.layout == "class-folders" and i > 0:
+                frac = frac / (1 - sum(fractions[x] for x in carve[:i]))
+            train, taken = _carve(train, frac, rng, keep_min=needed - 1 - i)
+            by_split[s][c] = taken
+        by_split["train"][c] = train
+    sha = {r.rel: r.sha256 for r in scan.records}
+    for note in notes:
+        log.info("%s", note)
+    return Split(scan.class_names, by_split, sha, seed, val_split, test_split, notes)
+
+
+def check_split(split: Split, scan: ScanResult, where: str = "split file") -> None:
+    """Check a reused split against the photos found now: same classes, files present and unchanged.
+
+    Raises:
+        ValueError: naming the mismatch and how to fix it.
+    """
+    if split.class_names != scan.class_names:
+        raise ValueError(
+            f"The {where} has classes {split.class_names} but the data folder has {scan.class_names}. "
+            "Use the data folder the split was made from, or make a new split (omit --split)."
+        )
+    found = {r.rel: r.sha256 for r in scan.records}
+    missing = [p for s in SPLIT_ORDER for p, _ in split.paths(s) if p not in found]
+    if missing:
+        raise ValueError(
+            f"The {where} lists {len(missing)} photo(s) that are missing or unusable in '{scan.root}', "
+            f"e.g. {missing[:3]}. Use the same data folder, or make a new split (omit --split)."
+        )
+    changed = [p for p, h in split.sha256.items() if p in found and found[p] != h]
+    if changed:
+        raise ValueError(
+            f"{len(changed)} photo(s) changed since the {where} was made, e.g. {changed[:3]}. "
+            "Restore them or make a new split (omit --split)."
+        )
+    extra = len(found) - sum(len(v) for s in SPLIT_ORDER for v in split.assignment[s].values())
+    if extra > 0:
+        log.warning("%d photo(s) in the data folder are not in the %s and are not used", extra, where)
+
+
+def read_split(path: str | Path) -> Split:
+    """Load a split.json.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a diycnn split file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Split file '{path}' does not exist. Pass a split.json written by an earlier run.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"Split file '{path}' is not valid JSON ({exc}).") from None
+    return Split.from_dict(data, where=str(path))
+
+
+def records_for(split: Split, scan: ScanResult, name: str) -> list[ImageRecord]:
+    """The ImageRecords of one split, in the split's order."""
+    by_rel = {r.rel: r for r in scan.records}
+    return [by_rel[p] for p, _ in split.paths(name)]

@@ -1,0 +1,71 @@
+"""Classification metrics: accuracy with a Wilson interval, log loss, per-class scores, confusion."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion (well-behaved for small n and p near 0 or 1).
+
+    Example:
+        >>> wilson_interval(64, 100)
+        (0.5427..., 0.7266...)
+    """
+    if total == 0:
+        return (0.0, 1.0)
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Rows: true class; columns: predicted class."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return cm
+
+
+def classification_metrics(probs: np.ndarray, y_true: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """All the test figures from predicted probabilities (N, C) and true labels (N,).
+
+    Returns:
+        {"accuracy", "accuracy_ci95", "loss", "macro_f1", "n", "per_class": {name: {precision,
+        recall, f1, support}}, "confusion_matrix": [[...]], "class_names"}
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    n, k = len(y_true), len(class_names)
+    if n == 0:
+        raise ValueError("No images to evaluate.")
+    y_pred = probs.argmax(axis=1)
+    correct = int((y_pred == y_true).sum())
+    cm = confusion_matrix(y_true, y_pred, k)
+    # Categorical cross-entropy, clipped like Keras (epsilon 1e-7) so one confident error is finite.
+    p_true = np.clip(probs[np.arange(n), y_true], 1e-7, 1.0)
+    loss = float(-np.log(p_true).mean())
+    per_class = {}
+    for i, name in enumerate(class_names):
+        tp = int(cm[i, i])
+        predicted, support = int(cm[:, i].sum()), int(cm[i, :].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    present = [v["f1"] for v in per_class.values() if v["support"] > 0]
+    return {
+        "accuracy": correct / n,
+        "accuracy_ci95": list(wilson_interval(correct, n)),
+        "loss": loss,
+        "macro_f1": float(np.mean(present)) if present else 0.0,
+        "n": n,
+        "correct": correct,
+        "per_class": per_class,
+        "confusion_matrix": cm.tolist(),
+        "class_names": list(class_names),
+    }

@@ -1,0 +1,88 @@
+"""Atomic file writes and safe reads: a file is either the old version or the new one, never half."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _json_default(value: Any):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"Cannot write {type(value).__name__} to JSON")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default, ensure_ascii=False) + "\n")
+
+
+def to_jsonable(data: Any) -> Any:
+    return json.loads(json.dumps(data, default=_json_default))
+
+
+def atomic_save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """safetensors file written atomically (weights are never pickled)."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def load_tensors(path: str | Path) -> tuple[dict, dict[str, str]]:
+    """Read a safetensors file: (tensors, metadata). Refuses anything else (pickles included).
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: not a safetensors file.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Weights file '{path}' does not exist.")
+    try:
+        tensors = {}
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            for key in fh.keys():
+                tensors[key] = fh.get_tensor(key)
+        return tensors, metadata
+    except Exception as exc:  # safetensors raises its own error types for malformed headers
+        raise ValueError(
+            f"'{path}' is not a valid safetensors file ({type(exc).__name__}: {exc}). diycnn only loads "
+            "safetensors weights and never unpickles files; re-create the run or restore the file."
+        ) from None

@@ -1,0 +1,104 @@
+"""A self-contained report.html (images embedded as data URIs; opens offline)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+from ..data.images import ImageError, load_rgb
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.3em .6em;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+.big{font-size:1.3em}.muted{color:#666}.gallery{display:flex;flex-wrap:wrap;gap:10px}
+.gallery figure{margin:0;width:170px;font-size:.8em}.gallery img{width:160px;height:160px;object-fit:cover;border:2px solid #c33}
+img.plot{max-width:100%}code{background:#f4f4f4;padding:0 .2em}
+"""
+
+
+def data_uri(png: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(png).decode('ascii')}"
+
+
+def thumbnail_uri(path: str | Path, size: int = 160) -> str | None:
+    """A small JPEG of a photo as a data URI, or None if it cannot be read any more."""
+    try:
+        im = load_rgb(path)
+    except ImageError:
+        return None
+    im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=80)
+    return data_uri(buf.getvalue(), "image/jpeg")
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, confusion: bytes,
+                  data_root: Path, max_errors: int = 24) -> str:
+    """The run report: headline figures, curves, confusion matrix, per-class scores,
+    misclassified test photos, data problems and settings."""
+    name = info.get("name", "run")
+    ci = metrics["test_accuracy_ci95"]
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>diycnn report: {_e(name)}</title>",
+             f"<style>{CSS}</style></head><body>",
+             f"<h1>diycnn report: {_e(name)}</h1>",
+             f"<p class='muted'>model <b>{_e(info['model']['name'])}</b> on <code>{_e(info.get('data', ''))}</code>, "
+             f"created {_e(info.get('created', ''))}</p>",
+             f"<p class='big'>Test accuracy <b>{metrics['test_accuracy']:.1%}</b> "
+             f"(95% CI {ci[0]:.1%}–{ci[1]:.1%}, {metrics['test_correct']}/{metrics['counts']['test']} photos), "
+             f"test loss <b>{metrics['test_loss']:.4f}</b>, macro-F1 {metrics['test_macro_f1']:.3f}.</p>",
+             f"<p>Trained {metrics['epochs_run']} epoch(s) in {metrics['train_seconds']:.0f} s "
+             f"({metrics['train_images_per_second']:.1f} images/s, {_e(metrics['device'])}, {_e(metrics['precision'])})"
+             + (f"; early stopping kept epoch {metrics['best_epoch']}" if metrics.get("best_epoch") else "") + ".</p>",
+             "<h2>Learning curves</h2>",
+             f"<img class='plot' alt='accuracy and loss curves' src='{data_uri(curves)}'>",
+             "<h2>Confusion matrix (test split)</h2>",
+             f"<img class='plot' alt='confusion matrix' src='{data_uri(confusion)}'>",
+             "<h2>Per-class scores (test split)</h2>",
+             _table(["class", "precision", "recall", "F1", "support"],
+                    [[c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
+                     for c, v in metrics["per_class"].items()]),
+             "<h2>Photos per split</h2>",
+             _table(["class", "train", "val", "test"],
+                    [[c] + [metrics["counts_by_class"][s][c] for s in ("train", "val", "test")]
+                     for c in metrics["class_names"]])]
+    errors = metrics.get("misclassified", [])
+    parts.append(f"<h2>Misclassified test photos ({len(errors)})</h2>")
+    if errors:
+        figures = []
+        for err in errors[:max_errors]:
+            uri = thumbnail_uri(data_root / err["path"])
+            img = f"<img alt='{_e(err['path'])}' src='{uri}'>" if uri else "<p>(photo no longer readable)</p>"
+            figures.append(f"<figure>{img}<figcaption>{_e(err['path'])}<br>true <b>{_e(err['true'])}</b>, "
+                           f"predicted <b>{_e(err['predicted'])}</b> ({err['probability']:.0%})</figcaption></figure>")
+        parts.append("<div class='gallery'>" + "".join(figures) + "</div>")
+        if len(errors) > max_errors:
+            parts.append(f"<p class='muted'>{len(errors) - max_errors} more in metrics.json.</p>")
+    else:
+        parts.append("<p>None: every test photo was classified correctly.</p>")
+    problems = metrics.get("skipped", []) + metrics.get("duplicates", [])
+    parts.append(f"<h2>Data problems ({len(metrics.get('skipped', []))} skipped, "
+                 f"{len(metrics.get('duplicates', []))} duplicates left out)</h2>")
+    if problems:
+        parts.append(_table(["file", "reason"], [[p["path"], p["reason"]] for p in problems[:200]]))
+    for note in metrics.get("notes", []):
+        parts.append(f"<p class='muted'>Note: {_e(note)}</p>")
+    parts.append("<h2>Settings</h2>")
+    parts.append(_table(["setting", "value"], [[k, v] for k, v in info.get("training", {}).items()]))
+    parts.append(f"<p class='muted'>diycnn {_e(info['versions'].get('diycnn'))}, torch {_e(info['versions'].get('torch'))}</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

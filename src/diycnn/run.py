@@ -1,0 +1,253 @@
+"""The run directory: what a training run leaves behind, and `Run`, which reads it back.
+
+    runs/<name>/
+      model.safetensors   weights (never pickled)
+      model.json          spec, class names, preprocessing, settings, versions, status
+      split.json          which photo is in train/val/test
+      history.csv         epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds
+      metrics.json        test metrics, counts, skipped files, duplicates
+      curves.png, confusion.png, report.html
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data.images import ImageError, Preprocessing
+from .data.scan import Problem, find_images, scan_folder
+from .io import atomic_write_text, load_tensors
+
+log = logging.getLogger(__name__)
+
+RUN_FORMAT = "diycnn-run"
+RUN_VERSION = 1
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    from . import __version__
+
+    return {"diycnn": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
+
+
+def new_run_dir(out: str | Path | None, name: str, runs_root: str | Path = "runs") -> Path:
+    """Create the run directory. `out` must not hold files already; without `out`,
+    `runs_root/<name>` is used, numbered `-2`, `-3`... so nothing is overwritten.
+
+    Raises:
+        FileExistsError: `out` exists and is not empty.
+        PermissionError: the folder cannot be written.
+    """
+    if out is not None:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise FileExistsError(
+                f"Output folder '{path}' already exists and is not empty; diycnn never overwrites a run. "
+                f"Choose another --out, or continue an interrupted run with: diycnn train --resume {path}"
+            )
+    else:
+        root = Path(runs_root)
+        path, i = root / slug(name), 2
+        while path.exists():
+            path, i = root / f"{slug(name)}-{i}", i + 1
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(f"Cannot write to output folder '{path}' ({exc.strerror or exc}). "
+                              "Choose a writable --out.") from None
+    return path
+
+
+def history_csv(history: list[dict[str, float]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def read_model_json(run_dir: Path) -> dict[str, Any]:
+    """Read and check a run's model.json.
+
+    Raises:
+        FileNotFoundError: not a run directory.
+        ValueError: malformed, or written by a newer diycnn.
+    """
+    path = run_dir / "model.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"'{run_dir}' is not a diycnn run directory (no model.json). Pass a folder written by 'diycnn train'."
+        )
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"'{path}' is not valid JSON ({exc}); the run directory is damaged.") from None
+    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
+        raise ValueError(f"'{path}' is not a diycnn model.json (its 'format' is not '{RUN_FORMAT}').")
+    if int(info.get("format_version", 0)) > RUN_VERSION:
+        raise ValueError(
+            f"'{run_dir}' was written by a newer diycnn (run format {info['format_version']}, "
+            f"this diycnn reads up to {RUN_VERSION}; made by diycnn {info.get('versions', {}).get('diycnn')}). "
+            "Upgrade diycnn: pip install -U diycnn"
+        )
+    for key in ("class_names", "model", "status"):
+        if key not in info:
+            raise ValueError(f"'{path}' is missing the '{key}' field; the run directory is damaged.")
+    return info
+
+
+class Run:
+    """A finished training run, loaded for prediction and evaluation.
+
+    Example:
+        >>> run = diycnn.load("runs/iu-vs-suzy")
+        >>> run.predict(["new.jpg"])[0]["label"]
+        'iu'
+    """
+
+    def __init__(self, run_dir: str | Path, device: str = "auto"):
+        import torch
+
+        from .models.recipes import recipe_from_saved
+        from .training.device import resolve_device, resolve_precision
+
+        self.dir = Path(run_dir)
+        self.info = read_model_json(self.dir)
+        if self.info["status"] != "complete":
+            raise ValueError(
+                f"Run '{self.dir}' is not complete (status: {self.info['status']}). "
+                f"Finish it with: diycnn train --resume {self.dir}"
+            )
+        self.class_names: list[str] = list(self.info["class_names"])
+        self.recipe = recipe_from_saved(self.info["model"], len(self.class_names))
+        self.preprocessing: Preprocessing = self.recipe.preprocessing
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(self.info.get("inference_precision", "auto"), self.device)
+        tensors, _ = load_tensors(self.dir / "model.safetensors")
+        self.module = self.recipe.spec.build()
+        try:
+            self.module.load_state_dict(tensors)
+        except RuntimeError as exc:
+            raise ValueError(f"Weights in '{self.dir / 'model.safetensors'}' do not fit the model in model.json: {exc}") from None
+        self.module.to(self.device).to(memory_format=torch.channels_last).eval()
+
+    @property
+    def name(self) -> str:
+        return self.info.get("name", self.dir.name)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return json.loads((self.dir / "metrics.json").read_text(encoding="utf-8"))
+
+    def predict_arrays(self, images_u8: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Probabilities (N, classes) for decoded uint8 photos (N, H, W, 3)."""
+        from .data.loader import ArrayBatches
+        from .training.trainer import predict_probs
+
+        batches = ArrayBatches(images_u8, np.zeros(len(images_u8)), batch_size)
+        return predict_probs(self.module, batches, self.preprocessing, self.device, self.precision)
+
+    def predict(self, paths, top_k: int | None = None, batch_size: int = 32) -> "Predictions":
+        """Classify files, folders (recursively) and glob patterns.
+
+        Returns:
+            Predictions: a list of {"path", "label", "probabilities": {class: p}} (plus "top_k"
+            when asked), with `.problems` listing inputs that could not be read and why.
+        """
+        from .data.loader import decode_all
+
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        files, problems = find_images(list(paths))
+        images, ok, failed = decode_all(files, self.preprocessing)
+        problems += failed
+        files = [files[i] for i in ok]
+        probs = self.predict_arrays(images, batch_size) if len(files) else np.zeros((0, len(self.class_names)))
+        out = Predictions(problems=problems)
+        for path, p in zip(files, probs):
+            item = {"path": str(path), "label": self.class_names[int(p.argmax())],
+                    "probabilities": {c: float(v) for c, v in zip(self.class_names, p)}}
+            if top_k:
+                order = np.argsort(-p)[:top_k]
+                item["top_k"] = [[self.class_names[i], float(p[i])] for i in order]
+            out.append(item)
+        return out
+
+    def evaluate(self, data: str | Path, batch_size: int = 32) -> dict[str, Any]:
+        """Score a labelled folder (`DATA/<class>/*`) with the test metrics.
+
+        Raises:
+            ValueError: DATA has a class the model does not know.
+        """
+        from .data.loader import decode_all
+        from .evaluation.metrics import classification_metrics
+
+        scan = scan_folder(data, min_classes=1)
+        unknown = [c for c in scan.class_names if c not in self.class_names]
+        if unknown:
+            raise ValueError(
+                f"'{data}' has class folder(s) {unknown} that the model in '{self.dir}' does not know "
+                f"(it knows {self.class_names}). Remove or rename them."
+            )
+        images, ok, failed = decode_all([r.path for r in scan.records], self.preprocessing,
+                                        names=[r.rel for r in scan.records])
+        records = [scan.records[i] for i in ok]
+        if not records:
+            raise ValueError(f"No usable images in '{data}'.")
+        probs = self.predict_arrays(images, batch_size)
+        labels = np.array([self.class_names.index(r.label) for r in records])
+        result = classification_metrics(probs, labels, self.class_names)
+        result["skipped"] = [p.to_dict() for p in scan.skipped + failed]
+        result["duplicates"] = [p.to_dict() for p in scan.duplicates]
+        split_path = self.dir / "split.json"
+        if split_path.is_file():
+            split = json.loads(split_path.read_text(encoding="utf-8"))
+            hashes = split.get("sha256", {})
+            seen = {hashes[p] for s in ("train", "val") for paths in split["splits"][s].values()
+                    for p in paths if p in hashes}
+            overlap = [r.rel for r in records if r.sha256 in seen]
+            result["seen_in_training"] = overlap
+            if overlap:
+                log.warning("%d of these photos are byte-identical to photos the model was trained or tuned on; "
+                            "accuracy on them is not a held-out score.", len(overlap))
+        return result
+
+
+class Predictions(list):
+    """A list of prediction dicts with `.problems`: the inputs that could not be predicted."""
+
+    def __init__(self, items=(), problems: list[Problem] | None = None):
+        super().__init__(items)
+        self.problems = problems or []
+
+
+def load(run_dir: str | Path, device: str = "auto") -> Run:
+    """Load a finished run directory for prediction and evaluation.
+
+    Raises:
+        FileNotFoundError: not a run directory.
+        ValueError: incomplete, damaged, or from a newer diycnn.
+    """
+    return Run(run_dir, device=device)
+
+
+__all__ = ["Run", "load", "Predictions", "ImageError"]

@@ -1,0 +1,274 @@
+"""The training loop: Adam with Keras' defaults, cross-entropy, early stopping, resumable checkpoints.
+
+A checkpoint is one safetensors file (weights, Adam state, RNG state) whose metadata
+holds the loop's position and history as JSON, written atomically at every epoch end
+and when training is interrupted (Ctrl-C), so a resumed run continues exactly where it
+stopped and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.images import Preprocessing
+from ..data.loader import ArrayBatches
+from ..io import atomic_save_tensors, load_tensors
+from .device import autocast
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.safetensors"
+BEST = "best.safetensors"
+
+
+class Callback:
+    """Hooks the CLI and UI use for progress; all optional."""
+
+    def on_epoch_begin(self, epoch: int, num_batches: int, start_batch: int) -> None: ...
+    def on_batch_end(self, batch: int, logs: dict[str, float]) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
+    def on_train_end(self, interrupted: bool) -> None: ...
+
+
+@dataclasses.dataclass
+class FitConfig:
+    epochs: int
+    lr: float
+    patience: int | None
+    seed: int
+
+
+@dataclasses.dataclass
+class LoopState:
+    """Where the loop is; saved in checkpoints."""
+
+    epoch: int = 0  # 0-based epoch being run (or next to run)
+    batch: int = 0  # next batch within `epoch`
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    epoch_seconds: float = 0.0
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    best_val_loss: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current batch; a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Stopping after this batch and saving a checkpoint (Ctrl-C again to abort at once)...")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def make_optimizer(module: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam with Keras' defaults (betas 0.9/0.999, epsilon 1e-7); fused kernels where torch has them."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-7, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-7, foreach=True)
+
+
+@torch.no_grad()
+def predict_probs(module: torch.nn.Module, batches: ArrayBatches, prep: Preprocessing,
+                  device: torch.device, precision: str) -> np.ndarray:
+    """Softmax probabilities (N, C) for every image of `batches`, in order."""
+    module.eval()
+    out = []
+    for images, _ in batches.iterate():
+        x = prep.normalise(images.to(device, non_blocking=True))
+        with autocast(device, precision):
+            logits = module(x)
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def _val_metrics(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
+    return float(-np.log(p_true).mean()), float((probs.argmax(1) == labels).mean())
+
+
+class Trainer:
+    """Fits a classifier module on decoded photos.
+
+    Args:
+        module: returns logits (B, classes) for (B, 3, H, W) input.
+        train, val: batches over the training and validation photos.
+        prep: normalisation applied on the device.
+        config: epochs, lr, patience (early stopping on val loss; None = off), seed.
+        run_dir: where checkpoints go (None: no checkpoints).
+    """
+
+    def __init__(self, module, train: ArrayBatches, val: ArrayBatches, prep: Preprocessing,
+                 config: FitConfig, device: torch.device, precision: str, run_dir: Path | None = None,
+                 callbacks: list[Callback] | None = None):
+        self.device = device
+        self.precision = precision
+        self.module = module.to(device).to(memory_format=torch.channels_last)
+        self.train, self.val, self.prep, self.config = train, val, prep, config
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.callbacks = callbacks or []
+        self.optimizer = make_optimizer(self.module, config.lr)
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" and device.type == "cuda" else None
+        self.state = LoopState()
+        self._best_weights: dict[str, torch.Tensor] | None = None
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        if self.run_dir is None:
+            return
+        tensors = {f"model.{k}": v for k, v in self.module.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        for pid, pstate in opt["state"].items():
+            for key, value in pstate.items():
+                tensors[f"optim.{pid}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = {"loop": json.dumps(dataclasses.asdict(self.state)),
+                "param_groups": json.dumps([{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]])}
+        atomic_save_tensors(self.run_dir / CHECKPOINT, tensors, meta)
+
+    def load_checkpoint(self) -> None:
+        """Restore weights, Adam state, RNG and loop position from the run directory."""
+        tensors, meta = load_tensors(self.run_dir / CHECKPOINT)
+        self.module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        opt = self.optimizer.state_dict()
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, pid, name = key.split(".", 2)
+                state.setdefault(int(pid), {})[name] = value
+        groups = json.loads(meta["param_groups"])
+        for group, saved in zip(opt["param_groups"], groups):
+            group.update({k: v for k, v in saved.items() if k in group})
+        self.optimizer.load_state_dict({"state": state, "param_groups": opt["param_groups"]})
+        torch.set_rng_state(tensors["rng.torch"])
+        self.state = LoopState(**json.loads(meta["loop"]))
+        if self.config.patience and (self.run_dir / BEST).is_file():
+            best, _ = load_tensors(self.run_dir / BEST)
+            self._best_weights = best
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _train_step(self, images, labels) -> tuple[float, int]:
+        x = self.prep.normalise(images.to(self.device, non_blocking=True))
+        y = labels.to(self.device, non_blocking=True)
+        with autocast(self.device, self.precision):
+            logits = self.module(x)
+            loss = F.cross_entropy(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return float(loss.detach()), int((logits.detach().argmax(1) == y).sum())
+
+    def _end_epoch(self, epoch: int) -> bool:
+        """Validate, record history, handle early stopping. Returns True to stop."""
+        s, cfg = self.state, self.config
+        probs = predict_probs(self.module, self.val, self.prep, self.device, self.precision)
+        val_loss, val_acc = _val_metrics(probs, self.val.labels.numpy())
+        logs = {"epoch": epoch + 1, "loss": s.loss_sum / max(s.seen, 1), "accuracy": s.correct / max(s.seen, 1),
+                "val_loss": val_loss, "val_accuracy": val_acc, "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": s.epoch_seconds}
+        s.history.append(logs)
+        s.train_seconds += s.epoch_seconds
+        stop = False
+        if cfg.patience:
+            if s.best_val_loss is None or val_loss < s.best_val_loss:
+                s.best_val_loss, s.best_epoch, s.bad_epochs = val_loss, epoch + 1, 0
+                self._best_weights = {k: v.detach().clone().cpu() for k, v in self.module.state_dict().items()}
+                if self.run_dir is not None:
+                    atomic_save_tensors(self.run_dir / BEST, self._best_weights)
+            else:
+                s.bad_epochs += 1
+                stop = s.bad_epochs >= cfg.patience
+                s.stopped_early = stop
+        s.epoch, s.batch, s.loss_sum, s.correct, s.seen, s.epoch_seconds = epoch + 1, 0, 0.0, 0, 0, 0.0
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, logs)
+        return stop
+
+    def fit(self, resume: bool = False) -> tuple[LoopState, bool]:
+        """Train until `epochs`, early stopping, or Ctrl-C.
+
+        Returns:
+            (loop state with history, interrupted)
+        """
+        if resume:
+            self.load_checkpoint()
+        s, cfg = self.state, self.config
+        interrupted = False
+        with _StopFlag() as stop_flag:
+            try:
+                while s.epoch < cfg.epochs and not s.stopped_early:
+                    epoch = s.epoch
+                    if s.batch == 0:
+                        # Dropout masks depend only on (seed, epoch): resumable and reproducible.
+                        torch.manual_seed(cfg.seed * 100_003 + epoch)
+                    for cb in self.callbacks:
+                        cb.on_epoch_begin(epoch, len(self.train), s.batch)
+                    self.module.train()
+                    t_last = time.perf_counter()
+                    for images, labels in self.train.iterate(epoch, start_batch=s.batch):
+                        loss, correct = self._train_step(images, labels)
+                        now = time.perf_counter()
+                        s.epoch_seconds += now - t_last
+                        t_last = now
+                        s.loss_sum += loss * len(labels)
+                        s.correct += correct
+                        s.seen += len(labels)
+                        s.batch += 1
+                        for cb in self.callbacks:
+                            cb.on_batch_end(s.batch, {"loss": s.loss_sum / s.seen, "accuracy": s.correct / s.seen})
+                        if stop_flag.requested:
+                            raise KeyboardInterrupt
+                    t0 = time.perf_counter()
+                    stop = self._end_epoch(epoch)
+                    s.history[-1]["seconds"] += time.perf_counter() - t0
+                    s.train_seconds += time.perf_counter() - t0
+                    if s.epoch < cfg.epochs and not stop:
+                        self.save_checkpoint()
+            except KeyboardInterrupt:
+                interrupted = True
+                self.save_checkpoint()
+                log.warning("Training interrupted at epoch %d, batch %d; checkpoint saved.", s.epoch + 1, s.batch)
+        if not interrupted and cfg.patience and self._best_weights is not None:
+            self.module.load_state_dict(self._best_weights)
+            log.info("Restored the best weights (epoch %s, val_loss %.4f)", s.best_epoch, s.best_val_loss)
+        for cb in self.callbacks:
+            cb.on_train_end(interrupted)
+        return s, interrupted
