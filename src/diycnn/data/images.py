@@ -132,8 +132,8 @@ def load_rgb(source: str | Path | bytes, background: tuple[int, int, int] = (255
         if getattr(im, "n_frames", 1) > 1:
             im.seek(0)
         im.load()
-        im = ImageOps.exif_transpose(im)
-        return to_rgb(im, background)
+        out = to_rgb(ImageOps.exif_transpose(im), background)
+        return im.copy() if out is im else out  # `im` is closed below
     except ImageError:
         raise
     except Exception as exc:  # truncated data, bad EXIF, corrupt frames...
@@ -192,7 +192,7 @@ class Preprocessing:
 
     def load(self, source: str | Path | bytes) -> np.ndarray:
         """Decode and resize one photo to uint8 (H, W, 3). Raises ImageError."""
-        return np.asarray(self.resize_image(load_rgb(source, self.background)), dtype=np.uint8)
+        return np.array(self.resize_image(load_rgb(source, self.background)), dtype=np.uint8)
 
     def normalise(self, batch_u8, dtype=None):
         """uint8 torch tensor (B, H, W, 3) -> float (B, 3, H, W), channels-last in memory."""

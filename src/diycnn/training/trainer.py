@@ -169,6 +169,13 @@ class Trainer:
             if key.startswith("optim."):
                 _, pid, name = key.split(".", 2)
                 state.setdefault(int(pid), {})[name] = value
+        # Moments must have their parameter's memory layout: fused Adam walks raw memory, and a
+        # channels-last conv weight with contiguous moments would silently mix up elements.
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for pid, pstate in state.items():
+            for name, value in pstate.items():
+                if value.shape == params[pid].shape:
+                    pstate[name] = torch.empty_like(params[pid]).copy_(value)
         groups = json.loads(meta["param_groups"])
         for group, saved in zip(opt["param_groups"], groups):
             group.update({k: v for k, v in saved.items() if k in group})

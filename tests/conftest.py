@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny generated photo folders and a tiny Keras-style spec that trains in seconds."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+
+TINY_SPEC = """
+name: tiny
+layers:
+  - Input: {shape: [16, 16, 3]}
+  - Conv2D: {filters: 8, kernel_size: 3, activation: relu}
+  - MaxPooling2D: {pool_size: 2}
+  - Flatten
+  - Dense: {units: num_classes, activation: softmax}
+"""
+
+
+def photo(kind: str, rng: np.random.Generator, size: int = 24) -> Image.Image:
+    """A noisy photo whose class is visible: 'red' is reddish, 'blue' bluish, 'green' greenish."""
+    base = {"red": (200, 40, 40), "blue": (40, 40, 200), "green": (40, 200, 40)}[kind]
+    arr = np.clip(np.array(base) + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
+
+
+def make_dataset(root: Path, counts: dict[str, int], seed: int = 0, fmt: str = "PNG") -> Path:
+    """root/<class>/<class>_<i>.png with distinct content per file."""
+    rng = np.random.default_rng(seed)
+    for cls, n in counts.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            ext = "jpg" if fmt == "JPEG" else fmt.lower()
+            photo(cls, rng).save(root / cls / f"{cls}_{i:03d}.{ext}", format=fmt)
+    return root
+
+
+def encoded(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def tiny_spec(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SPEC)
+    return path
+
+
+@pytest.fixture
+def two_class_data(tmp_path) -> Path:
+    return make_dataset(tmp_path / "photos", {"red": 20, "blue": 20})
+
+
+@pytest.fixture(autouse=True)
+def _chdir_tmp(tmp_path, monkeypatch):
+    """Default run directories (runs/...) land in the test's temporary folder, never in the repo."""
+    monkeypatch.chdir(tmp_path)

@@ -1,0 +1,123 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from diycnn.data.scan import find_images, scan_folder
+from tests.conftest import SHARED, make_dataset
+
+
+def reasons(scan):
+    return {p.path: p.reason for p in scan.skipped}
+
+
+def test_class_folder_layout(two_class_data):
+    scan = scan_folder(two_class_data)
+    assert scan.layout == "class-folders"
+    assert scan.class_names == ["blue", "red"]
+    assert scan.count_by_class() == {"blue": 20, "red": 20}
+    assert all(r.given_split is None for r in scan.records)
+
+
+def test_split_folder_layout_with_validation_name(tmp_path):
+    make_dataset(tmp_path / "d" / "train", {"a": 4, "b": 4} and {"red": 6, "blue": 6}, seed=1)
+    make_dataset(tmp_path / "d" / "validation", {"red": 2, "blue": 2}, seed=2)
+    scan = scan_folder(tmp_path / "d")
+    assert scan.layout == "split-folders"
+    splits = {r.given_split for r in scan.records}
+    assert splits == {"train", "val"}
+
+
+def test_junk_is_ignored_and_bad_files_are_reported(two_class_data):
+    d = two_class_data
+    (d / "red" / ".DS_Store").write_bytes(b"junk")
+    (d / "red" / "Thumbs.db").write_bytes(b"junk")
+    (d / "__MACOSX").mkdir()
+    (d / "__MACOSX" / "x.png").write_bytes(b"junk")
+    (d / "red" / "empty.jpg").write_bytes(b"")
+    (d / "red" / "notes.jpg").write_text("not an image")
+    (d / "blue" / "loop").symlink_to(d / "blue" / "loop")
+    scan = scan_folder(d)
+    r = reasons(scan)
+    assert r["red/empty.jpg"].startswith("empty file")
+    assert r["red/notes.jpg"].startswith("not an image")
+    assert "symbolic link" in r["blue/loop"]
+    assert not any("DS_Store" in p or "Thumbs" in p or "MACOSX" in p for p in r)
+    assert scan.class_names == ["blue", "red"]  # __MACOSX is not a class
+
+
+def test_duplicates_collapsed_and_label_conflicts_left_out(two_class_data):
+    d = two_class_data
+    shutil.copy(d / "red" / "red_000.png", d / "red" / "copy of red.png")
+    shutil.copy(d / "red" / "red_001.png", d / "blue" / "looks_red.png")
+    scan = scan_folder(d)
+    rels = {r.rel for r in scan.records}
+    dups = {p.path: p.reason for p in scan.duplicates}
+    pair = {"red/copy of red.png", "red/red_000.png"}
+    assert len(pair & rels) == 1  # one copy kept (deterministically), the other reported
+    assert dups[(pair - rels).pop()].startswith("duplicate")
+    assert "red/red_001.png" not in rels and "blue/looks_red.png" not in rels
+    assert "label conflict" in dups["blue/looks_red.png"]
+    assert scan.count_by_class() == {"blue": 20, "red": 19}
+
+
+def test_leak_across_given_splits_removed_from_evaluation_side(tmp_path):
+    make_dataset(tmp_path / "d" / "train", {"red": 5, "blue": 5}, seed=1)
+    make_dataset(tmp_path / "d" / "test", {"red": 2, "blue": 2}, seed=2)
+    shutil.copy(tmp_path / "d/train/red/red_000.png", tmp_path / "d/test/red/leaked.png")
+    scan = scan_folder(tmp_path / "d")
+    dups = {p.path: p.reason for p in scan.duplicates}
+    assert dups["test/red/leaked.png"].startswith("leak")
+    kept = {r.rel: r.given_split for r in scan.records}
+    assert kept["train/red/red_000.png"] == "train" and "test/red/leaked.png" not in kept
+
+
+def test_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        scan_folder(tmp_path / "nope")
+    make_dataset(tmp_path / "one", {"red": 3})
+    with pytest.raises(ValueError, match="at least 2 are needed"):
+        scan_folder(tmp_path / "one")
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    (tmp_path / "empty" / "b").mkdir(parents=True)
+    with pytest.raises(ValueError, match="No files found"):
+        scan_folder(tmp_path / "empty")
+    make_dataset(tmp_path / "case", {"red": 3, "blue": 3})
+    os.rename(tmp_path / "case" / "blue", tmp_path / "case" / "Red")
+    with pytest.raises(ValueError, match="differ only by letter case"):
+        scan_folder(tmp_path / "case")
+    make_dataset(tmp_path / "hollow", {"red": 3})
+    (tmp_path / "hollow" / "blue").mkdir()
+    with pytest.raises(ValueError, match="Class 'blue'.*no usable images"):
+        scan_folder(tmp_path / "hollow")
+
+
+def test_find_images_expands_files_folders_and_globs(two_class_data):
+    files, problems = find_images([str(two_class_data / "red"), str(two_class_data / "blue" / "blue_000.png"),
+                                   str(two_class_data / "blue" / "blue_00*.png"), "missing.jpg"])
+    assert len(files) == 20 + 1 + 10
+    assert [p.path for p in problems] == ["missing.jpg"]
+
+
+@pytest.mark.skipif(not (SHARED / "kpop_idols").is_dir(), reason="shared datasets not present")
+def test_kpop_validation_copies_are_caught():
+    scan = scan_folder(SHARED / "kpop_idols")
+    assert scan.layout == "split-folders"
+    assert len(scan.class_names) == 15
+    leaks = [p for p in scan.duplicates if p.reason.startswith("leak")]
+    assert len(leaks) >= 25  # every validation image is a copy of a train image
+    assert not any(r.given_split == "val" for r in scan.records)
+    # the non-ASCII file name survives
+    assert any(not r.rel.isascii() for r in scan.records)
+
+
+@pytest.mark.skipif(not (SHARED / "hymenoptera").is_dir(), reason="shared datasets not present")
+def test_hymenoptera_quirky_names_are_read():
+    scan = scan_folder(SHARED / "hymenoptera")
+    rels = {r.rel for r in scan.records}
+    assert any(" " in p for p in rels) and any(p.endswith(".jpeg") for p in rels)
+    # the placeholder GIF is a valid GIF by content, so it is used (a known limitation)
+    assert "train/ants/imageNotFound.gif" in rels
+    assert scan.count_by_class() == {"ants": 194, "bees": 204}

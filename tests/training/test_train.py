@@ -1,0 +1,149 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import diycnn
+from diycnn.io import load_tensors
+from diycnn.training.trainer import Callback
+from tests.conftest import make_dataset
+
+FAST = dict(epochs=6, batch_size=8, lr=0.01, seed=0, precision="fp32")
+
+
+def test_learns_a_separable_task_and_writes_a_complete_run(two_class_data, tiny_spec, tmp_path):
+    run = diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "run", **FAST)
+    m = run.metrics
+    assert m["test_accuracy"] >= 0.9  # chance is 0.5
+    for name in ("model.safetensors", "model.json", "history.csv", "metrics.json", "split.json",
+                 "curves.png", "confusion.png", "report.html"):
+        assert (run.dir / name).is_file(), name
+    assert not (run.dir / "checkpoint.safetensors").exists()
+    info = json.loads((run.dir / "model.json").read_text())
+    assert info["status"] == "complete" and info["class_names"] == ["blue", "red"]
+    assert info["model"]["preprocessing"]["size"] == [16, 16] and "torch" in info["versions"]
+    with open(run.dir / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+    assert len(rows) == 6 and float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    for key in ("test_accuracy", "test_accuracy_ci95", "test_loss", "per_class", "confusion_matrix",
+                "class_names", "counts", "skipped", "duplicates", "train_seconds"):
+        assert key in m, key
+    assert m["counts"] == {"train": 28, "val": 6, "test": 6}
+    assert sum(map(sum, m["confusion_matrix"])) == 6
+    lo, hi = m["test_accuracy_ci95"]
+    assert lo <= m["test_accuracy"] <= hi
+    html = (run.dir / "report.html").read_text()
+    assert "data:image/png;base64," in html and "Test accuracy" in html
+    tensors, _ = load_tensors(run.dir / "model.safetensors")
+    assert "body.conv2d.weight" in tensors
+
+
+def test_same_seed_same_result(two_class_data, tiny_spec, tmp_path):
+    a = diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "a", **FAST)
+    b = diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "b", **FAST)
+    wa, _ = load_tensors(a.dir / "model.safetensors")
+    wb, _ = load_tensors(b.dir / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a.metrics["test_loss"] == b.metrics["test_loss"]
+
+
+def test_bad_files_are_skipped_and_reported_not_fatal(two_class_data, tiny_spec, tmp_path):
+    (two_class_data / "red" / "zero.jpg").write_bytes(b"")
+    good = (two_class_data / "red" / "red_000.png").read_bytes()
+    (two_class_data / "red" / "cut.png").write_bytes(good[: len(good) // 2])
+    run = diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "run", **FAST)
+    skipped = {p["path"]: p["reason"] for p in run.metrics["skipped"]}
+    assert skipped["red/zero.jpg"].startswith("empty file")
+    assert "red/cut.png" in skipped
+
+
+def test_split_reuse_gives_identical_test_photos(two_class_data, tiny_spec, tmp_path):
+    a = diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "a", **FAST)
+    b = diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "b", split=a.dir / "split.json",
+                     **{**FAST, "seed": 5})
+    sa = json.loads((a.dir / "split.json").read_text())
+    sb = json.loads((b.dir / "split.json").read_text())
+    assert sa["splits"] == sb["splits"]
+
+
+def test_early_stopping_restores_best(two_class_data, tiny_spec, tmp_path):
+    run = diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "run",
+                       **{**FAST, "epochs": 40, "lr": 0.05, "patience": 2})
+    m = run.metrics
+    assert m["stopped_early"] and m["epochs_run"] < 40
+    losses = [h for h in csv.DictReader(open(run.dir / "history.csv"))]
+    best = min(range(len(losses)), key=lambda i: float(losses[i]["val_loss"]))
+    assert m["best_epoch"] == best + 1
+
+
+class _InterruptAt(Callback):
+    def __init__(self, epoch, batch):
+        self.epoch, self.batch, self.current = epoch, batch, 0
+
+    def on_epoch_begin(self, epoch, num_batches, start_batch):
+        self.current = epoch
+
+    def on_batch_end(self, batch, logs):
+        if self.current == self.epoch and batch == self.batch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("epoch, batch", [(0, 2), (2, 1)])
+def test_interrupted_run_resumes_to_the_same_result(two_class_data, tiny_spec, tmp_path, epoch, batch):
+    settings = {**FAST, "epochs": 4}
+    straight = diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "straight", **settings)
+    with pytest.raises(KeyboardInterrupt, match="--resume"):
+        diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "cut",
+                     callbacks=[_InterruptAt(epoch, batch)], **settings)
+    info = json.loads((tmp_path / "cut" / "model.json").read_text())
+    assert info["status"] == "interrupted" and (tmp_path / "cut" / "checkpoint.safetensors").is_file()
+    with pytest.raises(ValueError, match="not complete"):
+        diycnn.load(tmp_path / "cut")
+    resumed = diycnn.train(resume=tmp_path / "cut")
+    wa, _ = load_tensors(straight.dir / "model.safetensors")
+    wb, _ = load_tensors(resumed.dir / "model.safetensors")
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-6), k
+    assert resumed.metrics["test_accuracy"] == straight.metrics["test_accuracy"]
+    assert resumed.metrics["epochs_run"] == 4
+
+
+def test_out_dir_is_never_overwritten(two_class_data, tiny_spec, tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="never overwrites"):
+        diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "taken", **FAST)
+
+
+def test_default_run_dirs_are_numbered(two_class_data, tiny_spec):
+    a = diycnn.train(two_class_data, model=str(tiny_spec), **{**FAST, "epochs": 1})
+    b = diycnn.train(two_class_data, model=str(tiny_spec), **{**FAST, "epochs": 1})
+    assert a.dir.name == "photos-tiny" and b.dir.name == "photos-tiny-2"
+
+
+def test_predict_and_evaluate(two_class_data, tiny_spec, tmp_path):
+    run = diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "run", **FAST)
+    fresh = make_dataset(tmp_path / "fresh", {"red": 5, "blue": 5}, seed=42)
+    (fresh / "red" / "broken.jpg").write_text("nope")
+    preds = run.predict([fresh / "red", str(fresh / "blue" / "*.png")], top_k=1)
+    assert len(preds) == 10
+    assert [p.path for p in preds.problems] == [str(fresh / "red" / "broken.jpg")]
+    assert sum(p["label"] == ("red" if "/red/" in p["path"] else "blue") for p in preds) >= 9
+    assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-5 for p in preds)
+    result = run.evaluate(fresh)
+    assert result["accuracy"] >= 0.9 and result["n"] == 10
+    assert result["skipped"][0]["path"] == "red/broken.jpg"
+    (fresh / "green").mkdir()
+    make_dataset(tmp_path / "more", {"green": 1}, seed=7)
+    (tmp_path / "more" / "green" / "green_000.png").rename(fresh / "green" / "g.png")
+    with pytest.raises(ValueError, match=r"class folder\(s\) \['green'\].*does not know"):
+        run.evaluate(fresh)
+
+
+def test_evaluate_flags_photos_seen_in_training(two_class_data, tiny_spec, tmp_path):
+    run = diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "run", **FAST)
+    result = run.evaluate(two_class_data)
+    assert len(result["seen_in_training"]) == 34  # train + val photos
