@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 from .api import summary, train  # noqa: E402
 from .data.images import ImageError  # noqa: E402
-from .models import layers  # noqa: E402
+from . import layers  # noqa: E402
 from .models.sequential import Sequential  # noqa: E402
 from .run import Run, load  # noqa: E402
 

@@ -25,21 +25,30 @@ class _Progress:
 
         self.epochs = epochs
         self.bar = None
+        self.seconds: list[float] = []
         outer = self
 
         class Hooks(Callback):
+            def on_train_begin(self, epochs, start_epoch):
+                outer.epochs = epochs
+
             def on_epoch_begin(self, epoch, num_batches, start_batch):
                 from tqdm import tqdm
 
                 total = f"/{outer.epochs}" if outer.epochs else ""
-                outer.bar = tqdm(total=num_batches, initial=start_batch, desc=f"Epoch {epoch + 1}{total}",
+                eta = ""
+                if outer.seconds and outer.epochs:
+                    left = (outer.epochs - epoch) * sum(outer.seconds) / len(outer.seconds)
+                    eta = f" (all epochs done in ~{int(left // 60)}m{int(left % 60):02d}s)"
+                outer.bar = tqdm(total=num_batches, initial=start_batch, desc=f"Epoch {epoch + 1}{total}{eta}",
                                  unit="batch", file=sys.stderr, dynamic_ncols=True, leave=True)
 
             def on_batch_end(self, batch, logs):
-                outer.bar.update(1)
                 outer.bar.set_postfix(loss=f"{logs['loss']:.4f}", accuracy=f"{logs['accuracy']:.3f}", refresh=False)
+                outer.bar.update(1)
 
             def on_epoch_end(self, epoch, logs):
+                outer.seconds.append(logs["seconds"])
                 outer.bar.set_postfix(loss=f"{logs['loss']:.4f}", accuracy=f"{logs['accuracy']:.3f}",
                                       val_loss=f"{logs['val_loss']:.4f}", val_accuracy=f"{logs['val_accuracy']:.3f}")
                 outer.bar.close()

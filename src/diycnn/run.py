@@ -24,7 +24,7 @@ import numpy as np
 
 from .data.images import ImageError, Preprocessing
 from .data.scan import Problem, find_images, scan_folder
-from .io import atomic_write_text, load_tensors
+from .io import load_tensors
 
 log = logging.getLogger(__name__)
 

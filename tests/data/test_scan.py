@@ -1,9 +1,7 @@
 import os
 import shutil
-from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from diycnn.data.scan import find_images, scan_folder
 from tests.conftest import SHARED, make_dataset
@@ -22,7 +20,7 @@ def test_class_folder_layout(two_class_data):
 
 
 def test_split_folder_layout_with_validation_name(tmp_path):
-    make_dataset(tmp_path / "d" / "train", {"a": 4, "b": 4} and {"red": 6, "blue": 6}, seed=1)
+    make_dataset(tmp_path / "d" / "train", {"red": 6, "blue": 6}, seed=1)
     make_dataset(tmp_path / "d" / "validation", {"red": 2, "blue": 2}, seed=2)
     scan = scan_folder(tmp_path / "d")
     assert scan.layout == "split-folders"

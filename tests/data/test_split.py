@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from diycnn.data.scan import scan_folder
-from diycnn.data.split import Split, check_split, make_split, read_split
+from diycnn.data.split import check_split, make_split, read_split
 from tests.conftest import SHARED, make_dataset
 
 

@@ -211,7 +211,7 @@ def scan_folder(data: str | Path, workers: int | None = None, min_classes: int =
         layout = "split-folders"
         class_names = [p.name for p in _subdirs(split_dirs["train"])]
         _check_class_names(class_names, split_dirs["train"])
-        for split, folder in split_dirs.items():
+        for folder in split_dirs.values():
             for sub in _subdirs(folder):
                 if sub.name not in class_names:
                     raise ValueError(

@@ -35,6 +35,7 @@ BEST = "best.safetensors"
 class Callback:
     """Hooks the CLI and UI use for progress; all optional."""
 
+    def on_train_begin(self, epochs: int, start_epoch: int) -> None: ...
     def on_epoch_begin(self, epoch: int, num_batches: int, start_batch: int) -> None: ...
     def on_batch_end(self, batch: int, logs: dict[str, float]) -> None: ...
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
@@ -239,6 +240,8 @@ class Trainer:
             self.load_checkpoint()
         s, cfg = self.state, self.config
         interrupted = False
+        for cb in self.callbacks:
+            cb.on_train_begin(cfg.epochs, s.epoch)
         with _StopFlag() as stop_flag:
             try:
                 while s.epoch < cfg.epochs and not s.stopped_early:

@@ -1,0 +1,89 @@
+import csv
+import io
+import json
+
+import pytest
+
+from diycnn.cli import main
+from tests.conftest import make_dataset
+
+
+def test_summary_prints_keras_table(capsys):
+    assert main(["summary", "seed-cnn"]) == 0
+    out = capsys.readouterr().out
+    assert "dense (Dense)" in out and "(None, 135424)" in out and "Total params: 35,900,130" in out
+    assert main(["summary", "seed-cnn", "--classes", "15", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["rows"][-1]["output_shape"] == [None, 15]
+
+
+def test_errors_exit_2_with_a_clear_message(capsys, tmp_path):
+    assert main(["train", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["summary", "seed-cn"]) == 2
+    assert "Did you mean 'seed-cnn'" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path), "x.jpg"]) == 2
+    assert "not a diycnn run directory" in capsys.readouterr().err
+
+
+@pytest.fixture
+def trained(two_class_data, tiny_spec, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", str(two_class_data), "--model", str(tiny_spec), "--epochs", "5", "--batch-size", "8",
+                 "--lr", "0.01", "--precision", "fp32", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Test accuracy:" in text and "Confusion matrix" in text and str(out) in text
+    return out
+
+
+def test_train_predict_evaluate_through_main(trained, tmp_path, capsys):
+    fresh = make_dataset(tmp_path / "fresh", {"red": 3, "blue": 3}, seed=9)
+    (fresh / "red" / "bad.png").write_text("x")
+
+    assert main(["predict", str(trained), str(fresh), "--json"]) == 0
+    captured = capsys.readouterr()
+    preds = json.loads(captured.out)
+    assert len(preds) == 6 and set(preds[0]) == {"path", "label", "probabilities"}
+    assert all(p["path"].startswith(str(fresh)) for p in preds)
+    assert "bad.png" in captured.err and "not an image" in captured.err
+
+    assert main(["predict", str(trained), str(fresh / "red"), "--csv"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == ["path", "label", "blue", "red"] and len(rows) == 4
+
+    assert main(["predict", str(trained), str(fresh / "blue" / "blue_000.png"), "--top-k", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "blue" in line and "red" in line and "%" in line
+
+    assert main(["predict", str(trained), str(fresh / "red" / "bad.png")]) == 1  # nothing predicted
+    assert "Nothing could be predicted" in capsys.readouterr().err
+
+    assert main(["evaluate", str(trained), str(fresh), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("accuracy", "loss", "per_class", "confusion_matrix", "skipped"):
+        assert key in result
+    assert result["accuracy"] >= 5 / 6
+
+
+def test_module_entry_point():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "diycnn", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("diycnn ")
+
+
+def test_config_file_merges_and_unknown_keys_suggest(two_class_data, tiny_spec, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epoch: 3\n")
+    assert main(["train", str(two_class_data), "--model", str(tiny_spec), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown setting 'epoch'" in err and "Did you mean 'epochs'" in err
+    good = tmp_path / "good.yaml"
+    good.write_text("epochs: 2\nbatch_size: 8\nprecision: fp32\nlr: 0.5\n")
+    out = tmp_path / "cfg-run"
+    assert main(["train", str(two_class_data), "--model", str(tiny_spec), "--config", str(good),
+                 "--lr", "0.01", "--out", str(out)]) == 0
+    info = json.loads((out / "model.json").read_text())
+    assert info["training"]["epochs"] == 2 and info["training"]["lr"] == 0.01  # the flag beats the file
