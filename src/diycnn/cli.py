@@ -247,5 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         _err(f"\n{exc}" if str(exc) else "\nInterrupted.")
         return EXIT_INTERRUPTED
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError) as exc:
+        if args.verbose:
+            raise
         _err(f"error: {exc}")
         return EXIT_ERROR

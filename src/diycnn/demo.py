@@ -37,6 +37,6 @@ def demo(out: str | Path | None = None, epochs: int = DEMO_EPOCHS, runs_root: st
     from .api import train
 
     root = new_run_dir(out, "demo", runs_root)
-    data = write_demo_data(root / "data")
+    data = write_demo_data(root / "faces")
     return train(data, model="seed-cnn", out=root / "run", epochs=epochs, callbacks=callbacks,
                  on_stage=on_stage, **settings)

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 RUN_FORMAT = "diycnn-run"
 RUN_VERSION = 1
+PREDICT_CHUNK = 512  # photos decoded at a time by predict
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 
 
@@ -178,11 +179,16 @@ class Run:
         if isinstance(paths, (str, Path)):
             paths = [paths]
         files, problems = find_images(list(paths))
-        images, ok, failed = decode_all(files, self.preprocessing)
-        problems += failed
-        files = [files[i] for i in ok]
-        probs = self.predict_arrays(images, batch_size) if len(files) else np.zeros((0, len(self.class_names)))
         out = Predictions(problems=problems)
+        for start in range(0, len(files), PREDICT_CHUNK):  # bounded memory for big folders
+            chunk = files[start:start + PREDICT_CHUNK]
+            images, ok, failed = decode_all(chunk, self.preprocessing)
+            out.problems.extend(failed)
+            if ok:
+                self._add_predictions(out, [chunk[i] for i in ok], self.predict_arrays(images, batch_size), top_k)
+        return out
+
+    def _add_predictions(self, out: "Predictions", files: list[Path], probs: np.ndarray, top_k: int | None) -> None:
         for path, p in zip(files, probs):
             item = {"path": str(path), "label": self.class_names[int(p.argmax())],
                     "probabilities": {c: float(v) for c, v in zip(self.class_names, p)}}
@@ -190,7 +196,6 @@ class Run:
                 order = np.argsort(-p)[:top_k]
                 item["top_k"] = [[self.class_names[i], float(p[i])] for i in order]
             out.append(item)
-        return out
 
     def evaluate(self, data: str | Path, batch_size: int = 32) -> dict[str, Any]:
         """Score a labelled folder (`DATA/<class>/*`) with the test metrics.
@@ -237,7 +242,7 @@ class Predictions(list):
 
     def __init__(self, items=(), problems: list[Problem] | None = None):
         super().__init__(items)
-        self.problems = problems or []
+        self.problems = problems if problems is not None else []
 
 
 def load(run_dir: str | Path, device: str = "auto") -> Run:
