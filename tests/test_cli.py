@@ -87,3 +87,22 @@ def test_config_file_merges_and_unknown_keys_suggest(two_class_data, tiny_spec, 
                  "--lr", "0.01", "--out", str(out)]) == 0
     info = json.loads((out / "model.json").read_text())
     assert info["training"]["epochs"] == 2 and info["training"]["lr"] == 0.01  # the flag beats the file
+
+
+def test_backbones_lists_offline_weights(capsys, monkeypatch):
+    monkeypatch.setenv("DIYCNN_OFFLINE", "1")
+    assert main(["backbones", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["tf_efficientnet_lite0"]["offline"].startswith("pip package")
+    assert main(["backbones"]) == 0
+    assert "tf_efficientnet_lite0" in capsys.readouterr().out
+
+
+def test_set_flag_reaches_recipe_knobs(two_class_data, tiny_spec, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["train", str(two_class_data), "--model", str(tiny_spec), "--epochs", "1", "--precision", "fp32",
+                 "--set", "label_smoothing=0.05", "--set", "optimizer=adamw", "--out", str(out)]) == 0
+    training = json.loads((out / "model.json").read_text())["training"]
+    assert training["label_smoothing"] == 0.05 and training["optimizer"] == "adamw"
+    assert main(["train", str(two_class_data), "--model", str(tiny_spec), "--set", "label_smothing=0.1"]) == 2
+    assert "Did you mean 'label_smoothing'" in capsys.readouterr().err

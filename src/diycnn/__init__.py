@@ -10,10 +10,10 @@ Public API (the CLI and the web app use only these):
 
 __version__ = "0.1.0"
 
-from .api import summary, train  # noqa: E402
+from .api import backbones, summary, train  # noqa: E402
 from .data.images import ImageError  # noqa: E402
 from . import layers  # noqa: E402
 from .models.sequential import Sequential  # noqa: E402
 from .run import Run, load  # noqa: E402
 
-__all__ = ["train", "load", "summary", "Run", "Sequential", "layers", "ImageError", "__version__"]
+__all__ = ["train", "load", "summary", "backbones", "Run", "Sequential", "layers", "ImageError", "__version__"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
+from .data.augment import feature_input_fn, image_input_fn
 from .data.loader import ArrayBatches, decode_all
 from .data.scan import ScanResult, scan_folder
 from .data.split import Split, check_split, make_split, read_split
@@ -16,19 +19,18 @@ from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atom
 from .models.recipes import Recipe, get_recipe, recipe_from_saved
 from .models.sequential import Sequential, format_summary
 from .run import RUN_FORMAT, RUN_VERSION, Run, history_csv, load, new_run_dir, read_model_json, versions
-from .settings import TrainSettings, merge_settings, read_config_file
-from .training.device import resolve_device, resolve_precision
+from .settings import merge_settings, read_config_file
+from .training.device import autocast, resolve_device, resolve_precision
 from .training.trainer import BEST, CHECKPOINT, Callback, FitConfig, Trainer, predict_probs
 
 log = logging.getLogger(__name__)
-
 
 def summary(model: str | Sequential = "seed-cnn", num_classes: int = 2,
             print_fn: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Keras-style summary of a built-in model, a spec file, or a Sequential.
 
     Returns the table as data (rows and parameter totals); prints it with `print_fn`
-    unless that is None.
+    unless that is None. For backbone recipes the table is the head on the backbone's features.
 
     Example:
         >>> diycnn.summary("seed-cnn")["total_params"]
@@ -38,29 +40,84 @@ def summary(model: str | Sequential = "seed-cnn", num_classes: int = 2,
     return format_summary(spec, print_fn=print_fn)
 
 
-def _decode(scan: ScanResult, recipe: Recipe, progress=None) -> dict[str, np.ndarray]:
-    """Decode every usable photo; drop (and report) those that fail. Returns rel -> row index map data."""
-    images, ok, failed = decode_all([r.path for r in scan.records], recipe.preprocessing,
-                                    names=[r.rel for r in scan.records], progress=progress)
+def backbones() -> list[dict[str, Any]]:
+    """Known backbones and where their weights would come from without a download.
+
+    Returns:
+        [{"name", "about", "offline": "pip package ..." | "cached" | None}]
+    """
+    from .models.backbones import KNOWN_BACKBONES, weights_available
+
+    return [{"name": name, "about": about, "offline": weights_available(name)} for name, about in KNOWN_BACKBONES]
+
+
+@dataclasses.dataclass
+class _Data:
+    """Everything the fit needs, indexed like scan.records."""
+
+    x: np.ndarray  # uint8 photos (N, H, W, 3) or features (N, F)
+    to_input: Callable
+    mode: str  # "images" or "features"
+    cache: dict[str, int] | None = None  # feature-cache hits/misses
+    notes: list = dataclasses.field(default_factory=list)  # used photos with remarks (no face found)
+
+
+def _load_backbone_weights(module, recipe: Recipe, training: dict[str, Any]) -> str:
+    from .models.backbones import load_pretrained
+
+    return load_pretrained(module.backbone, recipe.backbone, training.get("weights"))
+
+
+def _freeze(module, training: dict[str, Any]) -> None:
+    if training.get("freeze_fraction") and hasattr(module, "freeze"):
+        module.freeze(training["freeze_fraction"])
+
+
+def _prepare(recipe: Recipe, scan: ScanResult, module, training: dict[str, Any], device, precision,
+             stage) -> _Data:
+    """Decode photos (or extract frozen-backbone features) once; drop and report those that fail."""
+    prep = recipe.preprocessing
+    if training.get("frozen"):
+        from .data.features import FeatureCache, extract_features
+        from .models.backbones import weights_fingerprint
+
+        backbone = module.backbone.to(device).to(memory_format=torch.channels_last).eval()
+        to_image = image_input_fn(prep)
+
+        @torch.no_grad()
+        def encode(images: np.ndarray) -> np.ndarray:
+            out = []
+            for start in range(0, len(images), 64):
+                x = to_image(torch.from_numpy(images[start:start + 64]).to(device), False)
+                with autocast(device, precision):
+                    out.append(backbone(x).float().cpu())
+            return torch.cat(out).numpy()
+
+        cache = FeatureCache({"backbone": recipe.backbone, "weights": weights_fingerprint(backbone),
+                              "preprocessing": prep.to_dict(), "precision": precision, "device": device.type})
+        stage(f"Extracting {recipe.backbone} features for {len(scan.records)} photos (cached in {cache.dir}) ...")
+        notes: list = []
+        feats, ok, failed = extract_features(scan.records, prep, encode, cache, notes=notes)
+        stage(f"Feature cache: {cache.hits} hit(s), {cache.misses} extracted")
+        scan.records = [scan.records[i] for i in ok]
+        scan.skipped.extend(failed)
+        return _Data(feats, feature_input_fn, "features", {"hits": cache.hits, "misses": cache.misses}, notes)
+    cache_prep = prep.for_cache()
+    stage(f"Decoding {len(scan.records)} photos at {cache_prep.output_size[0]}x{cache_prep.output_size[1]} ...")
+    notes: list = []
+    images, ok, failed = decode_all([r.path for r in scan.records], cache_prep, names=[r.rel for r in scan.records],
+                                    notes=notes)
     scan.records = [scan.records[i] for i in ok]
     scan.skipped.extend(failed)
-    return images
+    return _Data(images, image_input_fn(prep, training.get("augment")), "images", notes=notes)
 
 
-def _arrays(split: Split, scan: ScanResult, images: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _arrays(split: Split, scan: ScanResult, x: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     row = {r.rel: i for i, r in enumerate(scan.records)}
     pairs = split.paths(name)
     idx = np.array([row[p] for p, _ in pairs], dtype=np.int64)
     labels = np.array([split.class_names.index(c) for _, c in pairs], dtype=np.int64)
-    return images[idx], labels, [p for p, _ in pairs]
-
-
-def _resolved(settings: TrainSettings, recipe: Recipe) -> dict[str, Any]:
-    values = settings.to_dict()
-    for key in ("epochs", "batch_size", "lr", "patience"):
-        if values[key] is None:
-            values[key] = recipe.defaults.get(key)
-    return values
+    return x[idx], labels, [p for p, _ in pairs]
 
 
 def _write_model_json(run_dir: Path, info: dict[str, Any]) -> None:
@@ -75,12 +132,14 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
 
     Args:
         data: `DATA/<class>/*` or `DATA/{train,val,test}/<class>/*`.
-        model: built-in name (`seed-cnn`) or a Keras-style spec file (.yaml/.json).
+        model: a recipe (`seed-cnn`, `seed-cnn-plus`, `tm`, `linear-probe`, `finetune`, `auto`)
+            or a Keras-style spec file (.yaml/.json).
         out: run directory (must be new or empty); default `runs/<data>-<model>`, auto-numbered.
         split: reuse a split.json so models are compared on the same photos.
         resume: continue an interrupted run directory (other arguments are ignored).
         config: YAML/JSON file of settings; keyword arguments override it.
-        **settings: epochs, batch_size, lr, seed, val_split, test_split, patience, device, precision.
+        **settings: epochs, batch_size, lr, seed, val_split, test_split, patience, device, precision,
+            backbone, weights, tta, budget, crop, no_face.
 
     Returns:
         The finished Run (also readable later with `diycnn.load`).
@@ -99,38 +158,48 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
         raise ValueError("train() needs a data folder (or resume=RUN_DIR).")
     cfg = read_config_file(config) if config else None
     s = merge_settings(cfg, {"model": model, **settings}, where=str(config or "settings"))
+    if s.model == "auto":
+        from .training.auto import train_auto
+
+        return train_auto(data, s, out=out, split=split, runs_root=runs_root, callbacks=callbacks, stage=stage)
 
     stage(f"Scanning {data} ...")
     scan = scan_folder(data)
-    recipe = get_recipe(s.model, len(scan.class_names))
-    values = _resolved(s, recipe)
+    recipe = get_recipe(s.model, len(scan.class_names), backbone=s.backbone)
+    if s.crop == "faces":
+        recipe.preprocessing = dataclasses.replace(recipe.preprocessing, faces=True, no_face=s.no_face)
+    training = {**recipe.defaults, **{k: v for k, v in s.to_dict().items() if v is not None and k != "model"}}
+    if training.get("weights"):
+        training["weights"] = str(Path(training["weights"]).resolve())
     run_dir = new_run_dir(out, f"{Path(scan.root).name}-{recipe.name}", runs_root)
-    stage(f"Decoding {len(scan.records)} photos at {recipe.preprocessing.size[0]}x{recipe.preprocessing.size[1]} ...")
-    images = _decode(scan, recipe)
+    device = resolve_device(training["device"])
+    precision = resolve_precision(training["precision"], device, training.get("cpu_precision"))
+    module = recipe.build(seed=training["seed"])
+    weights_source = _load_backbone_weights(module, recipe, training) if recipe.kind == "backbone" else None
+    _freeze(module, training)
+    data_ = _prepare(recipe, scan, module, training, device, precision, stage)
     if split is not None:
         the_split = read_split(split)
         check_split(the_split, scan, where=f"split file '{split}'")
     else:
-        the_split = make_split(scan, s.val_split, s.test_split, s.seed)
+        the_split = make_split(scan, s.val_split, s.test_split, s.seed, val_as_test=s.val_as_test)
     for note in the_split.notes:
         stage(f"Note: {note}")
     atomic_write_json(run_dir / "split.json", the_split.to_dict())
-
-    device = resolve_device(values["device"])
-    precision = resolve_precision(values["precision"], device)
     info = {
         "format": RUN_FORMAT, "format_version": RUN_VERSION, "name": run_dir.name, "status": "training",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "data": str(scan.root), "layout": scan.layout, "class_names": scan.class_names,
-        "model": {"name": recipe.name, "source": recipe.source, "spec": recipe.spec.get_config(),
-                  "preprocessing": recipe.preprocessing.to_dict(), "defaults": recipe.defaults,
-                  "params": recipe.spec.count_params()},
-        "training": values, "device": str(device), "precision": precision, "versions": versions(),
+        "model": {**recipe.to_dict(), "params": sum(p.numel() for p in module.parameters()),
+                  "weights_source": weights_source},
+        "training": training, "device": str(device), "precision": precision,
+        "inference": {"tta": bool(training.get("tta")) and data_.mode == "images"},
+        "versions": versions(),
         "scan": {"skipped": [p.to_dict() for p in scan.skipped], "duplicates": [p.to_dict() for p in scan.duplicates],
                  "notes": scan.notes + the_split.notes},
     }
     _write_model_json(run_dir, info)
-    return _fit_and_finish(run_dir, info, recipe, scan, the_split, images, callbacks, stage, resume=False)
+    return _fit_and_finish(run_dir, info, recipe, module, scan, the_split, data_, callbacks, stage, resume=False)
 
 
 def _resume(run_dir: Path, callbacks, stage) -> Run:
@@ -143,37 +212,50 @@ def _resume(run_dir: Path, callbacks, stage) -> Run:
             "Start it again with a new --out."
         )
     recipe = recipe_from_saved(info["model"], len(info["class_names"]))
+    training = info["training"]
+    device = resolve_device(training["device"])
     stage(f"Resuming {run_dir} on {info['data']} ...")
     scan = scan_folder(info["data"])
-    images = _decode(scan, recipe)
+    module = recipe.build(seed=training["seed"])
+    if recipe.kind == "backbone":
+        _load_backbone_weights(module, recipe, training)
+    _freeze(module, training)
+    data_ = _prepare(recipe, scan, module, training, device, info["precision"], stage)
     the_split = read_split(run_dir / "split.json")
     check_split(the_split, scan, where=f"run's split.json ({run_dir})")
-    return _fit_and_finish(run_dir, info, recipe, scan, the_split, images, callbacks, stage, resume=True)
+    return _fit_and_finish(run_dir, info, recipe, module, scan, the_split, data_, callbacks, stage, resume=True)
 
 
-def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, scan: ScanResult, the_split: Split,
-                    images: np.ndarray, callbacks, stage, resume: bool) -> Run:
-    values = info["training"]
-    device = resolve_device(values["device"])
+def _misclassified(paths, y, probs, names) -> list[dict[str, Any]]:
+    return [{"path": p, "true": names[t], "predicted": names[int(pr.argmax())], "probability": float(pr.max()),
+             "probabilities": {c: float(v) for c, v in zip(names, pr)}}
+            for p, t, pr in zip(paths, y, probs) if int(pr.argmax()) != t]
+
+
+def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: ScanResult, the_split: Split,
+                    data_: _Data, callbacks, stage, resume: bool) -> Run:
+    training = info["training"]
+    device = resolve_device(training["device"])
     precision = info["precision"]
-    x_train, y_train, _ = _arrays(the_split, scan, images, "train")
-    x_val, y_val, _ = _arrays(the_split, scan, images, "val")
-    x_test, y_test, test_paths = _arrays(the_split, scan, images, "test")
-    bs = values["batch_size"]
-    train_batches = ArrayBatches(x_train, y_train, bs, shuffle=True, seed=values["seed"])
+    x_train, y_train, _ = _arrays(the_split, scan, data_.x, "train")
+    x_val, y_val, _ = _arrays(the_split, scan, data_.x, "val")
+    x_test, y_test, test_paths = _arrays(the_split, scan, data_.x, "test")
+    bs = training["batch_size"]
+    config = FitConfig.from_training(training)
+    train_batches = ArrayBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training["seed"])
     val_batches = ArrayBatches(x_val, y_val, bs)
-    module = recipe.spec.build(seed=values["seed"])
-    trainer = Trainer(module, train_batches, val_batches, recipe.preprocessing,
-                      FitConfig(values["epochs"], values["lr"], values["patience"], values["seed"]),
-                      device, precision, run_dir=run_dir, callbacks=callbacks)
+    fit_module = module.head if data_.mode == "features" else module
+    trainer = Trainer(fit_module, train_batches, val_batches, data_.to_input, config, device, precision,
+                      run_dir=run_dir, callbacks=list(callbacks or []))
 
     class _History(Callback):  # history.csv after every epoch, so an interrupted run shows its progress
         def on_epoch_end(self, epoch, logs):
             atomic_write_text(run_dir / "history.csv", history_csv(trainer.state.history))
 
     trainer.callbacks.append(_History())
-    stage(f"Training {recipe.name} on {len(y_train)} photos (val {len(y_val)}, test {len(y_test)}) "
-          f"for up to {values['epochs']} epochs on {device} ({precision}) ...")
+    what = "head on cached features" if data_.mode == "features" else "photos"
+    stage(f"Training {recipe.name} ({what}) on {len(y_train)} photos (val {len(y_val)}, test {len(y_test)}) "
+          f"for up to {training['epochs']} epochs on {device} ({precision}) ...")
     state, interrupted = trainer.fit(resume=resume)
     if interrupted:
         info["status"] = "interrupted"
@@ -181,35 +263,34 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, scan: ScanResult,
         raise KeyboardInterrupt(f"Training interrupted; resume with: diycnn train --resume {run_dir}")
 
     stage("Evaluating on the held-out test split ...")
-    test_batches = ArrayBatches(x_test, y_test, bs)
-    probs = predict_probs(trainer.module, test_batches, recipe.preprocessing, device, precision)
+    tta = bool(info.get("inference", {}).get("tta")) and data_.mode == "images"
+    probs = predict_probs(fit_module, ArrayBatches(x_test, y_test, bs), data_.to_input, device, precision, tta=tta)
     from .evaluation.metrics import classification_metrics
 
-    m = classification_metrics(probs, y_test, scan.class_names)
     names = scan.class_names
-    misclassified = [
-        {"path": p, "true": names[t], "predicted": names[int(pr.argmax())], "probability": float(pr.max()),
-         "probabilities": {c: float(v) for c, v in zip(names, pr)}}
-        for p, t, pr in zip(test_paths, y_test, probs) if int(pr.argmax()) != t
-    ]
+    m = classification_metrics(probs, y_test, names)
     counts = the_split.counts()
-    trained_images = sum(len(y_train) for _ in state.history)
+    trained_images = len(y_train) * len(state.history)
     step_seconds = sum(h["seconds"] for h in state.history)
     metrics = {
+        "model": recipe.name, "backbone": recipe.backbone,
         "test_accuracy": m["accuracy"], "test_accuracy_ci95": m["accuracy_ci95"], "test_loss": m["loss"],
         "test_macro_f1": m["macro_f1"], "test_correct": m["correct"], "per_class": m["per_class"],
         "confusion_matrix": m["confusion_matrix"], "class_names": names,
         "counts": {s: sum(c.values()) for s, c in counts.items()}, "counts_by_class": counts,
         "final_val_loss": state.history[-1]["val_loss"], "final_val_accuracy": state.history[-1]["val_accuracy"],
-        "best_epoch": state.best_epoch, "best_val_loss": state.best_val_loss, "epochs_run": len(state.history),
-        "stopped_early": state.stopped_early, "train_seconds": state.train_seconds,
+        "best_val_loss": min(h["val_loss"] for h in state.history),
+        "best_epoch": state.best_epoch, "epochs_run": len(state.history),
+        "stopped_early": state.stopped_early, "stopped_by_time": state.stopped_by_time,
+        "train_seconds": state.train_seconds,
         "train_images_per_second": trained_images / step_seconds if step_seconds else 0.0,
-        "device": str(device), "precision": precision,
+        "device": str(device), "precision": precision, "feature_cache": data_.cache, "tta": tta,
         "skipped": [p.to_dict() for p in scan.skipped], "duplicates": [p.to_dict() for p in scan.duplicates],
-        "notes": scan.notes + the_split.notes, "misclassified": misclassified,
+        "notes": scan.notes + the_split.notes, "misclassified": _misclassified(test_paths, y_test, probs, names),
+        "no_face": [p.to_dict() for p in data_.notes],
     }
-    atomic_save_tensors(run_dir / "model.safetensors", trainer.module.state_dict(),
-                        {"format": "diycnn", "model": recipe.name})
+    module.cpu()
+    atomic_save_tensors(run_dir / "model.safetensors", module.state_dict(), {"format": "diycnn", "model": recipe.name})
     atomic_write_text(run_dir / "history.csv", history_csv(state.history))
     atomic_write_json(run_dir / "metrics.json", to_jsonable(metrics))
 
@@ -225,4 +306,4 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, scan: ScanResult,
     _write_model_json(run_dir, info)
     for leftover in (CHECKPOINT, BEST):
         (run_dir / leftover).unlink(missing_ok=True)
-    return load(run_dir, device=values["device"])
+    return load(run_dir, device=training["device"])

@@ -111,7 +111,19 @@ def cmd_train(args) -> int:
         raise ValueError("diycnn train needs a DATA folder (or --resume RUN_DIR).")
     overrides: dict[str, Any] = {k: getattr(args, k) for k in
                                  ("epochs", "batch_size", "lr", "seed", "val_split", "test_split", "patience",
-                                  "device", "precision")}
+                                  "device", "precision", "backbone", "weights", "budget", "crop", "no_face",
+                                  "max_minutes")}
+    for flag in ("tta", "val_as_test"):
+        if getattr(args, flag):
+            overrides[flag] = True
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE (e.g. --set label_smoothing=0.1), received {item!r}.")
+        try:
+            overrides[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip().replace("-", "_")] = value
     progress = _Progress(args.epochs)
     run = train(args.data, model=args.model, out=args.out, split=args.split, resume=args.resume,
                 config=args.config, callbacks=[progress.callback], on_stage=_err,
@@ -167,6 +179,21 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_backbones(args) -> int:
+    from . import backbones
+
+    rows = backbones()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(r["name"]) for r in rows) + 2
+    print(f"{'backbone':<{width}} {'offline weights':<46} about")
+    for r in rows:
+        print(f"{r['name']:<{width}} {(r['offline'] or 'no (downloads when online)'):<46} {r['about']}")
+    print("\nAny timm model name works with --backbone; --weights FILE gives weights for any of them.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .settings import DEVICES, PRECISIONS
@@ -194,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on a photo folder")
     p.add_argument("data", nargs="?", help="DATA/<class>/* or DATA/{train,val,test}/<class>/*")
-    p.add_argument("--model", default="seed-cnn", help="built-in name or spec file (default seed-cnn)")
+    p.add_argument("--model", default="seed-cnn",
+                   help="seed-cnn, seed-cnn-plus, tm, linear-probe, finetune, auto, or a .yaml/.json spec "
+                        "(default seed-cnn)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -204,11 +233,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, help="early stopping on val loss, restoring the best weights")
     p.add_argument("--precision", choices=PRECISIONS)
     device_args(p)
+    p.add_argument("--backbone", help="timm backbone for tm/linear-probe/finetune (default tf_efficientnet_lite0)")
+    p.add_argument("--weights", help="pretrained backbone weights file (.safetensors or state-dict .pth)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (average with the mirrored photo)")
+    p.add_argument("--budget", type=float, help="minutes for --model auto (default 20)")
+    p.add_argument("--max-minutes", type=float, help="stop training after this long, keeping the best/last weights")
+    p.add_argument("--crop", choices=["faces"], help="crop the largest face before training and prediction")
+    p.add_argument("--no-face", choices=["keep", "skip"], help="with --crop faces: photos without a face (default keep)")
+    p.add_argument("--val-as-test", action="store_true",
+                   help="with train/val folders: test on the given val folder (val carved from train)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any other setting, e.g. --set label_smoothing=0.05 --set freeze_fraction=0.3")
     p.add_argument("--split", help="reuse a split.json (compare models on the same photos)")
     p.add_argument("--config", help="YAML/JSON file of settings (flags override it)")
     p.add_argument("--out", help="run directory (default runs/<data>-<model>, numbered)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("backbones", help="list pretrained backbones and whether their weights are here offline")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_backbones)
 
     p = sub.add_parser("predict", help="classify photos with a trained run")
     p.add_argument("run", help="run directory")

@@ -144,7 +144,8 @@ class Run:
         self.device = resolve_device(device)
         self.precision = resolve_precision(self.info.get("inference_precision", "auto"), self.device)
         tensors, _ = load_tensors(self.dir / "model.safetensors")
-        self.module = self.recipe.spec.build()
+        self.module = self.recipe.build()
+        self.tta = bool(self.info.get("inference", {}).get("tta"))
         try:
             self.module.load_state_dict(tensors)
         except RuntimeError as exc:
@@ -161,11 +162,13 @@ class Run:
 
     def predict_arrays(self, images_u8: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Probabilities (N, classes) for decoded uint8 photos (N, H, W, 3)."""
+        from .data.augment import image_input_fn
         from .data.loader import ArrayBatches
         from .training.trainer import predict_probs
 
         batches = ArrayBatches(images_u8, np.zeros(len(images_u8)), batch_size)
-        return predict_probs(self.module, batches, self.preprocessing, self.device, self.precision)
+        return predict_probs(self.module, batches, image_input_fn(self.preprocessing), self.device, self.precision,
+                             tta=self.tta)
 
     def predict(self, paths, top_k: int | None = None, batch_size: int = 32) -> "Predictions":
         """Classify files, folders (recursively) and glob patterns.

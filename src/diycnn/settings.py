@@ -44,9 +44,25 @@ class TrainSettings:
     seed: int = 0
     val_split: float = 0.15
     test_split: float = 0.15
+    val_as_test: bool = False  # split folders: the given val folder becomes the test split
     patience: int | None = None
     device: str = "auto"
     precision: str = "auto"
+    backbone: str | None = None  # timm name for backbone recipes (default tf_efficientnet_lite0)
+    weights: str | None = None  # pretrained backbone weights file
+    tta: bool = False  # test-time augmentation (mirror) for image models
+    budget: float | None = None  # minutes, for --model auto
+    max_minutes: float | None = None  # stop training after this long (keeping the best or last weights)
+    crop: str | None = None  # "faces": crop the largest face before training and prediction
+    no_face: str = "keep"  # with crop=faces: "keep" the whole photo or "skip" it
+    # Recipe knobs; None keeps the recipe's own value (recorded in model.json either way).
+    optimizer: str | None = None  # "adam" or "adamw"
+    weight_decay: float | None = None
+    schedule: str | None = None  # "constant" or "cosine"
+    warmup_epochs: float | None = None
+    label_smoothing: float | None = None
+    layer_decay: float | None = None
+    freeze_fraction: float | None = None  # backbone recipes: earliest fraction of layers kept frozen
 
     def __post_init__(self) -> None:
         self.validate()
@@ -69,6 +85,22 @@ class TrainSettings:
                 f"val_split + test_split = {self.val_split + self.test_split:.2f} leaves too little to train on; "
                 "keep their sum below 0.9."
             )
+        if self.max_minutes is not None and not (isinstance(self.max_minutes, (int, float)) and self.max_minutes > 0):
+            raise ValueError(f"max_minutes must be a positive number, received {self.max_minutes!r}.")
+        if self.budget is not None and not (isinstance(self.budget, (int, float)) and self.budget > 0):
+            raise ValueError(f"budget must be a positive number of minutes, received {self.budget!r}.")
+        if self.crop not in (None, "faces"):
+            raise ValueError(f"crop must be 'faces' or unset, received {self.crop!r}.")
+        if self.no_face not in ("keep", "skip"):
+            raise ValueError(f"no_face must be 'keep' or 'skip', received {self.no_face!r}.")
+        if self.optimizer not in (None, "adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', received {self.optimizer!r}.")
+        if self.schedule not in (None, "constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', received {self.schedule!r}.")
+        for name in ("label_smoothing", "freeze_fraction"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value < 1):
+                raise ValueError(f"{name} must be in [0, 1), received {value!r}.")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, received {self.device!r}.{suggest(self.device, DEVICES)}")
         if self.precision not in PRECISIONS:

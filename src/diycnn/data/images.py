@@ -151,25 +151,43 @@ def load_rgb(source: str | Path | bytes, background: tuple[int, int, int] = (255
 class Preprocessing:
     """How a photo becomes the model's input; saved in model.json and reused by predict.
 
-    The pipeline: decode to RGB (`load_rgb`) -> resize to `size` (H, W) -> uint8 (H, W, 3)
-    -> float * `input_scale` -> (x - mean) / std per channel -> (B, 3, H, W).
+    The pipeline: decode to RGB (`load_rgb`) -> resize to `size` (H, W) by `resize` ->
+    optional centre `crop` (H, W) -> uint8 (H, W, 3) -> float * `input_scale` ->
+    (x - mean) / std per channel -> (B, 3, H, W).
+
+    resize: "squash" stretches to size (Keras' image_dataset_from_directory); "center-crop"
+    crops the largest centred square, then resizes (Teachable Machine); "shorter" scales
+    the shorter side to size[0] keeping the aspect ratio (timm's eval transform; needs `crop`).
     """
 
     size: tuple[int, int] = (100, 100)
-    resize: str = "squash"  # stretch to size, as Keras' image_dataset_from_directory does
+    resize: str = "squash"
     interpolation: str = "bilinear"
     input_scale: float = 1.0 / 255.0
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     background: tuple[int, int, int] = (255, 255, 255)
+    crop: tuple[int, int] | None = None
+    faces: bool = False  # crop the largest face (with face_margin) before resizing
+    face_margin: float = 0.3
+    no_face: str = "keep"  # when faces is on and none is found: "keep" the whole photo or "skip" it
 
     def __post_init__(self) -> None:
-        if self.resize not in ("squash", "center-crop"):
-            raise ValueError(f"resize must be 'squash' or 'center-crop', received {self.resize!r}.")
+        if self.resize not in ("squash", "center-crop", "shorter"):
+            raise ValueError(f"resize must be 'squash', 'center-crop' or 'shorter', received {self.resize!r}.")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(
                 f"interpolation must be one of {sorted(INTERPOLATIONS)}, received {self.interpolation!r}."
             )
+        if self.resize == "shorter" and self.crop is None:
+            raise ValueError("resize 'shorter' needs a crop size, so every photo gets the same shape.")
+        if self.crop is not None and (self.crop[0] > self.size[0] or self.crop[1] > self.size[1]):
+            raise ValueError(f"crop {self.crop} is larger than the resized size {self.size}.")
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(H, W) of the model's input."""
+        return tuple(self.crop) if self.crop is not None else tuple(self.size)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -182,17 +200,65 @@ class Preprocessing:
             raise ValueError(f"Unknown preprocessing field(s) {sorted(unknown)}; valid fields: {sorted(names)}.")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
+    def for_cache(self) -> "Preprocessing":
+        """What to decode and keep in memory: everything but the final crop (augmentation crops
+        at random from it; evaluation crops the centre with `center_crop`). Fixed-size output."""
+        if self.crop is None:
+            return self
+        keep = (self.size[0], self.size[0]) if self.resize == "shorter" else None
+        return dataclasses.replace(self, crop=keep)
+
     def resize_image(self, im: Image.Image) -> Image.Image:
         h, w = self.size
+        resample = INTERPOLATIONS[self.interpolation]
         if self.resize == "center-crop":
             side = min(im.size)
             left, top = (im.width - side) // 2, (im.height - side) // 2
-            im = im.crop((left, top, left + side, top + side))
-        return im.resize((w, h), INTERPOLATIONS[self.interpolation])
+            im = im.crop((left, top, left + side, top + side)).resize((w, h), resample)
+        elif self.resize == "shorter":
+            short, long = min(im.size), max(im.size)
+            long_new = max(int(h * long / short), h)
+            new = (h, long_new) if im.width <= im.height else (long_new, h)
+            im = im.resize(new, resample)
+        else:
+            im = im.resize((w, h), resample)
+        if self.crop is not None:
+            ch, cw = self.crop
+            left, top = (im.width - cw) // 2, (im.height - ch) // 2
+            im = im.crop((left, top, left + cw, top + ch))
+        return im
 
-    def load(self, source: str | Path | bytes) -> np.ndarray:
-        """Decode and resize one photo to uint8 (H, W, 3). Raises ImageError."""
-        return np.array(self.resize_image(load_rgb(source, self.background)), dtype=np.uint8)
+    def load(self, source: str | Path | bytes, notes: list[str] | None = None) -> np.ndarray:
+        """Decode and resize one photo to uint8 (H, W, 3).
+
+        Args:
+            notes: receives remarks that are not failures (e.g. no face found, whole photo used).
+
+        Raises:
+            ImageError: unreadable, or no face found with no_face="skip".
+        """
+        im = load_rgb(source, self.background)
+        if self.faces:
+            from .faces import crop_face
+
+            face = crop_face(im, self.face_margin)
+            if face is not None:
+                im = face
+            elif self.no_face == "skip":
+                path = None if isinstance(source, (bytes, bytearray)) else source
+                raise ImageError(path, "no face found (skipped; use --no-face keep to use the whole photo)")
+            elif notes is not None:
+                notes.append("no face found; the whole photo was used")
+        return np.array(self.resize_image(im), dtype=np.uint8)
+
+    def center_crop(self, batch_u8):
+        """Crop a cached uint8 batch (B, H, W, 3) to the output size, as `resize_image` crops."""
+        ch, cw = self.output_size
+        h, w = batch_u8.shape[1:3]
+        if (h, w) == (ch, cw):
+            return batch_u8
+        top, left = (h - ch) // 2, (w - cw) // 2
+        return batch_u8[:, top:top + ch, left:left + cw]
 
     def normalise(self, batch_u8, dtype=None):
         """uint8 torch tensor (B, H, W, 3) -> float (B, 3, H, W), channels-last in memory."""

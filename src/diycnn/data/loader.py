@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def decode_all(paths: list[Path], prep: Preprocessing, names: list[str] | None = None,
-               workers: int | None = None, progress: Callable[[int], None] | None = None
-               ) -> tuple[np.ndarray, list[int], list[Problem]]:
+               workers: int | None = None, progress: Callable[[int], None] | None = None,
+               notes: list[Problem] | None = None) -> tuple[np.ndarray, list[int], list[Problem]]:
     """Decode and resize every photo with a thread pool (Pillow releases the GIL while decoding).
 
     Args:
@@ -26,19 +26,23 @@ def decode_all(paths: list[Path], prep: Preprocessing, names: list[str] | None =
         prep: the preprocessing that fixes size, interpolation and background.
         names: how to name each file in problems (default: the path).
         progress: called with 1 after each file.
+        notes: receives remarks on files that were used (e.g. no face found).
 
     Returns:
         (images uint8 (N_ok, H, W, 3), indices of `paths` that decoded, problems for the rest)
     """
     names = names or [str(p) for p in paths]
-    h, w = prep.size
+    h, w = prep.output_size
     out = np.empty((len(paths), h, w, 3), dtype=np.uint8)
     ok: list[int] = []
     problems: list[Problem] = []
 
     def work(i: int):
+        remarks: list[str] = []
         try:
-            out[i] = prep.load(paths[i])
+            out[i] = prep.load(paths[i], remarks)
+            if remarks and notes is not None:
+                notes.extend(Problem(names[i], r) for r in remarks)  # list.extend is atomic under the GIL
             return i, None
         except ImageError as exc:
             return i, exc.reason
@@ -58,17 +62,19 @@ def decode_all(paths: list[Path], prep: Preprocessing, names: list[str] | None =
 
 
 class ArrayBatches:
-    """Batches over decoded photos held in memory as uint8 (N, H, W, 3).
+    """Batches over data held in memory: decoded photos uint8 (N, H, W, 3) or features (N, F).
 
     Shuffling is seeded by (seed, epoch), so epoch e's order never depends on what ran
     before it: a resumed run sees exactly the batches an uninterrupted one would.
+    shuffle: False (in order), True (reshuffled every epoch) or "once" (one fixed
+    shuffled order for all epochs, as Teachable Machine does).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int,
-                 shuffle: bool = False, seed: int = 0):
+    def __init__(self, x: np.ndarray, labels: np.ndarray, batch_size: int,
+                 shuffle: bool | str = False, seed: int = 0):
         import torch
 
-        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.x = torch.from_numpy(np.ascontiguousarray(x))
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -84,13 +90,14 @@ class ArrayBatches:
     def order(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
             return np.arange(len(self.labels))
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
+        key = 0 if self.shuffle == "once" else epoch
+        return np.random.default_rng([self.seed, key]).permutation(len(self.labels))
 
     def iterate(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple]:
-        """Yield (uint8 images (B, H, W, 3), labels (B,)) from batch `start_batch` on."""
+        """Yield (x (B, ...), labels (B,)) from batch `start_batch` on."""
         import torch
 
         order = torch.from_numpy(self.order(epoch))
         for b in range(start_batch, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self.images[idx], self.labels[idx]
+            yield self.x[idx], self.labels[idx]

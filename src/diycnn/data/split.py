@@ -67,30 +67,30 @@ class Split:
             raise ValueError(f"'{where}' is missing or has a malformed field: {exc}.") from None
 
 
-def _carve(items: list[str], fraction: float, rng: np.random.Generator, keep_min: int) -> tuple[list[str], list[str]]:
-    """Take round(n * fraction) (at least 1) items out of `items`, leaving at least `keep_min`."""
-    n_take = max(1, int(math.floor(len(items) * fraction + 0.5)))
-    n_take = min(n_take, len(items) - keep_min)
-    order = rng.permutation(len(items))
-    taken = sorted(items[i] for i in order[:n_take])
-    rest = sorted(items[i] for i in order[n_take:])
-    return rest, taken
-
-
-def make_split(scan: ScanResult, val_split: float = 0.15, test_split: float = 0.15, seed: int = 0) -> Split:
+def make_split(scan: ScanResult, val_split: float = 0.15, test_split: float = 0.15, seed: int = 0,
+               val_as_test: bool = False) -> Split:
     """Split the scanned photos, stratified by class and seeded.
 
     Class folders: each class is split val_split/test_split/rest. Split folders: given
     splits are kept; a missing (or, after de-duplication, empty) val or test split is
     carved from train with the same fractions, and a note says so.
 
+    val_as_test: with split folders, use the given val folder as the test split (and carve
+    val from train), the way published results on such datasets are usually measured.
+
     Raises:
         ValueError: a class has too few photos to give every split at least one.
     """
     by_split: dict[str, dict[str, list[str]]] = {s: {c: [] for c in scan.class_names} for s in SPLIT_ORDER}
-    for r in scan.records:
-        by_split[r.given_split or "train"][r.label].append(r.rel)
     notes: list[str] = []
+    rename = {"val": "test"} if val_as_test and scan.layout == "split-folders" else {}
+    if rename:
+        if any(r.given_split == "test" for r in scan.records):
+            raise ValueError(f"'{scan.root}' has its own test folder; val_as_test is for train/val-only datasets.")
+        notes.append("the given val folder is used as the test split")
+    for r in scan.records:
+        split = r.given_split or "train"
+        by_split[rename.get(split, split)][r.label].append(r.rel)
     if scan.layout == "class-folders":
         carve = ["val", "test"]
     else:
@@ -110,14 +110,18 @@ def make_split(scan: ScanResult, val_split: float = 0.15, test_split: float = 0.
                 f"Add photos to '{c}' (20+ per class is a sensible minimum) or remove the class."
             )
         rng = np.random.default_rng([seed, ci])
-        for i, s in enumerate(carve):
-            # Class folders: fractions are of the whole class, so later carves are rescaled to
-            # what is left. Given train folder: fractions are of that folder.
-            frac = fractions[s]
-            if scan.layout == "class-folders" and i > 0:
-                frac = frac / (1 - sum(fractions[x] for x in carve[:i]))
-            train, taken = _carve(train, frac, rng, keep_min=needed - 1 - i)
-            by_split[s][c] = taken
+        # Counts are fractions of the pool (the whole class, or the given train folder), rounded
+        # half up, at least 1 each, always leaving at least 1 photo to train on.
+        counts = {s: max(1, int(math.floor(len(train) * fractions[s] + 0.5))) for s in carve}
+        while sum(counts.values()) > len(train) - 1:
+            largest = max(counts, key=counts.get)
+            counts[largest] -= 1
+        order = rng.permutation(len(train))
+        start = 0
+        for s in carve:
+            by_split[s][c] = sorted(train[i] for i in order[start:start + counts[s]])
+            start += counts[s]
+        train = sorted(train[i] for i in order[start:])
         by_split["train"][c] = train
     sha = {r.rel: r.sha256 for r in scan.records}
     for note in notes:

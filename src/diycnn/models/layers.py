@@ -245,10 +245,11 @@ class Input(Layer):
 
     def _check(self, v):
         shape = v["shape"]
-        if (not isinstance(shape, (list, tuple)) or len(shape) != 3
-                or not all(isinstance(s, int) and s >= 1 for s in shape)):
-            raise ValueError(f"Input: shape must be (height, width, channels) of positive ints, received {shape!r}.")
-        if shape[2] != 3:
+        if (not isinstance(shape, (list, tuple)) or len(shape) not in (1, 3)
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)):
+            raise ValueError(f"Input: shape must be (height, width, channels) of positive ints, or (features,) "
+                             f"for a head on backbone features; received {shape!r}.")
+        if len(shape) == 3 and shape[2] != 3:
             raise ValueError(f"Input: diycnn feeds RGB photos, so channels must be 3, received {shape[2]}.")
         return {"shape": tuple(shape)}
 

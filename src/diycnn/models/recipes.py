@@ -1,15 +1,61 @@
-"""Built-in models ("recipes") and spec files: a model, its preprocessing and training defaults."""
+"""Built-in recipes and spec files: a model, how photos are prepared, and how to train it.
+
+| recipe         | model                                        | training                                     |
+|----------------|----------------------------------------------|----------------------------------------------|
+| seed-cnn       | the blog's Keras CNN, exactly                 | Adam (Keras defaults), 30 epochs, batch 32   |
+| seed-cnn-plus  | a from-scratch CNN built for small data       | augmentation, AdamW + cosine, label smoothing |
+| tm             | Teachable Machine: frozen backbone + Dense(100) + Dense(n, no bias) | Adam 1e-3, 50 epochs, batch 16, no augmentation |
+| linear-probe   | frozen backbone + linear softmax head         | AdamW on cached features, early stopping     |
+| finetune       | whole backbone + new head                     | augmentation, AdamW, warm-up + cosine, layer-wise LR decay, label smoothing, early stopping |
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from torch import nn
+
+from ..data.augment import STANDARD_AUGMENT
 from ..data.images import Preprocessing
 from ..settings import suggest
-from .layers import Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D
-from .sequential import Sequential, read_spec_file
+from .layers import (Activation, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, Input,
+                     MaxPooling2D)
+from .sequential import Sequential, SpecModule, read_spec_file
+
+# The blog trained with Keras' Adam defaults and no early stopping; batch 32 is Keras' default.
+SPEC_DEFAULTS: dict[str, Any] = {"epochs": 30, "batch_size": 32, "lr": 1e-3, "patience": None, "optimizer": "adam",
+                                 "schedule": "constant", "augment": None, "shuffle": True, "frozen": False}
+
+
+class BackboneClassifier(nn.Module):
+    """A timm backbone (pooled features out) with a Keras-style head: (B, 3, H, W) -> logits."""
+
+    def __init__(self, backbone: nn.Module, head: SpecModule):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.frozen: list[str] = []  # backbone modules kept in eval mode while training
+
+    def freeze(self, fraction: float) -> None:
+        from .backbones import freeze_early_layers
+
+        self.frozen = freeze_early_layers(self.backbone, fraction)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for name in self.frozen:
+            self.backbone.get_submodule(name).eval()
+        # Small batches of a few hundred photos give poor batch statistics: every backbone
+        # BatchNorm keeps its pretrained running statistics (its scale and shift still learn).
+        for m in self.backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
 
 
 @dataclasses.dataclass
@@ -17,10 +63,29 @@ class Recipe:
     """What `--model NAME` means: the model, how photos are prepared, and training defaults."""
 
     name: str
-    spec: Sequential
+    spec: Sequential  # the whole model (kind "spec") or the head on backbone features (kind "backbone")
     preprocessing: Preprocessing
-    defaults: dict[str, Any]  # epochs, batch_size, lr, patience
-    source: str = "built-in"  # or the spec file's path
+    defaults: dict[str, Any]
+    kind: str = "spec"
+    backbone: str | None = None
+    source: str = "built-in"
+
+    def build(self, seed: int | None = None) -> nn.Module:
+        """The torch module with fresh weights (a backbone's pretrained weights are loaded separately)."""
+        if self.kind == "spec":
+            return self.spec.build(seed=seed)
+        from .backbones import create_backbone
+
+        backbone = create_backbone(self.backbone)
+        return BackboneClassifier(backbone, self.spec.build(seed=seed))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "backbone": self.backbone, "source": self.source,
+                "spec": self.spec.get_config(), "preprocessing": self.preprocessing.to_dict(),
+                "defaults": self.defaults}
+
+    def count_params(self) -> int:
+        return sum(p.numel() for p in self.build().parameters()) if self.kind == "backbone" else self.spec.count_params()
 
 
 def seed_cnn(num_classes: int = 2) -> Sequential:
@@ -42,10 +107,76 @@ def seed_cnn(num_classes: int = 2) -> Sequential:
     ], name="seed-cnn")
 
 
-# The blog trained with Keras' Adam defaults and no early stopping; batch 32 is Keras' default.
-SPEC_DEFAULTS = {"epochs": 30, "batch_size": 32, "lr": 1e-3, "patience": None}
+def seed_cnn_plus(num_classes: int = 2) -> Sequential:
+    """The blog's 'stack your own layers' done right for small data: conv-BN-ReLU blocks,
+    global average pooling instead of a 34.7M-parameter Flatten->Dense, light dropout."""
+    layers: list = [Input(shape=(112, 112, 3))]
+    for filters in (32, 64, 128):
+        for _ in range(2):
+            layers += [Conv2D(filters, (3, 3), padding="same", use_bias=False), BatchNormalization(),
+                       Activation("relu")]
+        layers.append(MaxPooling2D((2, 2)))
+    layers += [Conv2D(256, (3, 3), padding="same", use_bias=False), BatchNormalization(), Activation("relu"),
+               GlobalAveragePooling2D(), Dropout(0.3), Dense(num_classes, activation="softmax")]
+    return Sequential(layers, name="seed-cnn-plus")
 
-BUILTIN: dict[str, Callable[[int], Sequential]] = {"seed-cnn": seed_cnn}
+
+def _seed_cnn_recipe(num_classes: int, **_) -> Recipe:
+    spec = seed_cnn(num_classes)
+    return Recipe("seed-cnn", spec, preprocessing_for_spec(spec), dict(SPEC_DEFAULTS))
+
+
+def _seed_cnn_plus_recipe(num_classes: int, **_) -> Recipe:
+    spec = seed_cnn_plus(num_classes)
+    # Decode at 128x128 (squashed) and crop 112: random crops for training, the centre for evaluation.
+    prep = Preprocessing(size=(128, 128), crop=(112, 112))
+    defaults = {**SPEC_DEFAULTS, "epochs": 60, "lr": 3e-3, "optimizer": "adamw", "weight_decay": 0.05,
+                "schedule": "cosine", "warmup_epochs": 2, "label_smoothing": 0.1, "patience": 15,
+                "augment": {"random_resized_crop": {"scale": [0.35, 1.0], "ratio": [0.75, 1.3333]},
+                            "horizontal_flip": True, "color_jitter": 0.2}}
+    return Recipe("seed-cnn-plus", spec, prep, defaults)
+
+
+def _head(name: str, features: int, num_classes: int, kind: str) -> Sequential:
+    if kind == "tm":  # Teachable Machine: Dense(100, relu) -> Dense(n, softmax, no bias)
+        layers = [Dense(100, activation="relu"), Dense(num_classes, activation="softmax", use_bias=False)]
+    elif kind == "finetune":
+        layers = [Dropout(0.2), Dense(num_classes, activation="softmax")]
+    else:
+        layers = [Dense(num_classes, activation="softmax")]
+    return Sequential([Input(shape=(features,))] + layers, name=f"{name}-head")
+
+
+def _backbone_recipe(kind: str, num_classes: int, backbone: str | None = None, **_) -> Recipe:
+    from .backbones import DEFAULT_BACKBONE, backbone_preprocessing, create_backbone
+
+    name = backbone or DEFAULT_BACKBONE
+    features = create_backbone(name).num_features
+    head = _head(kind, features, num_classes, kind)
+    if kind == "tm":
+        prep = backbone_preprocessing(name, mode="square")
+        defaults = {**SPEC_DEFAULTS, "epochs": 50, "batch_size": 16, "lr": 1e-3, "shuffle": "once", "frozen": True}
+    elif kind == "linear-probe":
+        prep = backbone_preprocessing(name)
+        defaults = {**SPEC_DEFAULTS, "epochs": 100, "batch_size": 32, "lr": 1e-3, "optimizer": "adamw",
+                    "weight_decay": 1e-4, "patience": 10, "frozen": True}
+    else:
+        prep = backbone_preprocessing(name)
+        defaults = {**SPEC_DEFAULTS, "epochs": 12, "batch_size": 32, "lr": 1e-3, "optimizer": "adamw",
+                    "weight_decay": 0.02, "schedule": "cosine", "warmup_epochs": 1, "label_smoothing": 0.1,
+                    "layer_decay": 0.6, "freeze_fraction": 0.5, "patience": 4, "augment": dict(STANDARD_AUGMENT),
+                    "cpu_precision": "fp32"}  # measured: bf16 backward of depthwise convs is slower on CPUs
+    return Recipe(kind, head, prep, defaults, kind="backbone", backbone=name)
+
+
+RECIPES = {
+    "seed-cnn": _seed_cnn_recipe,
+    "seed-cnn-plus": _seed_cnn_plus_recipe,
+    "tm": lambda n, **kw: _backbone_recipe("tm", n, **kw),
+    "linear-probe": lambda n, **kw: _backbone_recipe("linear-probe", n, **kw),
+    "finetune": lambda n, **kw: _backbone_recipe("finetune", n, **kw),
+}
+BUILTIN = RECIPES  # names accepted by --model besides spec files and "auto"
 
 
 def preprocessing_for_spec(spec: Sequential) -> Preprocessing:
@@ -58,8 +189,8 @@ def is_spec_file(model: str) -> bool:
     return Path(model).suffix.lower() in (".yaml", ".yml", ".json")
 
 
-def get_recipe(model: str, num_classes: int = 2) -> Recipe:
-    """Resolve `--model`: a built-in name or a spec file.
+def get_recipe(model: str, num_classes: int = 2, backbone: str | None = None) -> Recipe:
+    """Resolve `--model`: a built-in recipe name or a spec file.
 
     Raises:
         ValueError: unknown name (with the closest built-in).
@@ -69,16 +200,17 @@ def get_recipe(model: str, num_classes: int = 2) -> Recipe:
         >>> get_recipe("seed-cnn", 2).spec.count_params()
         35900130
     """
-    if model in BUILTIN:
-        spec = BUILTIN[model](num_classes)
-        return Recipe(model, spec, preprocessing_for_spec(spec), dict(SPEC_DEFAULTS))
+    if model in RECIPES:
+        return RECIPES[model](num_classes, backbone=backbone)
     if is_spec_file(model) or Path(model).is_file():
         spec = read_spec_file(model, num_classes=num_classes)
         spec.check_classifier(num_classes)
+        if len(spec.input_shape) != 3:
+            raise ValueError(f"Model spec '{model}' must start with an image Input(shape=(H, W, 3)).")
         return Recipe(spec.name, spec, preprocessing_for_spec(spec), dict(SPEC_DEFAULTS), source=str(model))
     raise ValueError(
-        f"Unknown model '{model}'.{suggest(model, BUILTIN)} Built-in models: {', '.join(BUILTIN)}; "
-        "or pass a .yaml/.json Keras-style spec file."
+        f"Unknown model '{model}'.{suggest(model, list(RECIPES) + ['auto'])} Built-in recipes: "
+        f"{', '.join(RECIPES)}, auto; or pass a .yaml/.json Keras-style spec file."
     )
 
 
@@ -88,4 +220,5 @@ def recipe_from_saved(model_info: dict[str, Any], num_classes: int) -> Recipe:
     spec.check_classifier(num_classes)
     prep = Preprocessing.from_dict(model_info["preprocessing"])
     return Recipe(model_info["name"], spec, prep, dict(model_info.get("defaults", SPEC_DEFAULTS)),
+                  kind=model_info.get("kind", "spec"), backbone=model_info.get("backbone"),
                   source=model_info.get("source", "built-in"))

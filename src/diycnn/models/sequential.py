@@ -50,7 +50,7 @@ class Sequential:
     def __init__(self, layers: list[Layer] | None = None, name: str = "sequential"):
         self.name = name
         self.layers: list[Layer] = []
-        self.input_shape: tuple[int, int, int] | None = None
+        self.input_shape: tuple[int, ...] | None = None
         self._shapes: list[tuple[int, ...]] = []  # output shape of each layer in self.layers
         for layer in layers or []:
             self.add(layer)

@@ -41,14 +41,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> bf16 on GPUs that support it and on CPUs with bf16 instructions, else fp32."""
+def resolve_precision(precision: str, device: torch.device, cpu_prefers: str | None = None) -> str:
+    """'auto' -> bf16 on GPUs that support it and on CPUs with bf16 instructions, else fp32.
+
+    cpu_prefers: a recipe's measured better choice on CPUs (e.g. fp32 for depthwise-heavy
+    fine-tuning, whose bf16 backward is slower on CPUs).
+    """
     if precision != "auto":
         if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError("This GPU does not support bf16; use --precision fp16 or fp32.")
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if cpu_prefers:
+        return cpu_prefers
     return "bf16" if cpu_has_bf16() else "fp32"
 
 

