@@ -57,7 +57,7 @@ def main() -> None:
         print(f"  {model:<14} acc {m['test_accuracy']:.4f} ({m['test_accuracy_ci95'][0]:.3f}-"
               f"{m['test_accuracy_ci95'][1]:.3f})  loss {m['test_loss']:.4f}  best val loss {m['best_val_loss']:.4f}  "
               f"epochs {m['epochs_run']}  {wall:.0f} s", flush=True)
-    print(f"\n| model | test accuracy (95% CI) | test loss | best val loss | epochs | wall time |\n|---|---|---|---|---|---|")
+    print("\n| model | test accuracy (95% CI) | test loss | best val loss | epochs | wall time |\n|---|---|---|---|---|---|")
     for model, acc, lo, hi, loss, vloss, epochs, wall in rows:
         print(f"| {model} | {acc:.3f} ({lo:.3f}–{hi:.3f}) | {loss:.4f} | {vloss:.4f} | {epochs} | {wall:.0f} s |")
     print(f"\nRuns in {out}")

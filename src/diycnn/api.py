@@ -68,6 +68,18 @@ def _load_backbone_weights(module, recipe: Recipe, training: dict[str, Any]) -> 
     return load_pretrained(module.backbone, recipe.backbone, training.get("weights"))
 
 
+@torch.no_grad()
+def _encode(backbone, x: np.ndarray, to_input, device, precision) -> np.ndarray:
+    """Backbone features (N, F) of cached photos, evaluation-cropped."""
+    backbone.eval()
+    out = []
+    for start in range(0, len(x), 64):
+        batch = to_input(torch.from_numpy(x[start:start + 64]).to(device), False)
+        with autocast(device, precision):
+            out.append(backbone(batch).float().cpu())
+    return torch.cat(out).numpy()
+
+
 def _freeze(module, training: dict[str, Any]) -> None:
     if training.get("freeze_fraction") and hasattr(module, "freeze"):
         module.freeze(training["freeze_fraction"])
@@ -84,14 +96,8 @@ def _prepare(recipe: Recipe, scan: ScanResult, module, training: dict[str, Any],
         backbone = module.backbone.to(device).to(memory_format=torch.channels_last).eval()
         to_image = image_input_fn(prep)
 
-        @torch.no_grad()
         def encode(images: np.ndarray) -> np.ndarray:
-            out = []
-            for start in range(0, len(images), 64):
-                x = to_image(torch.from_numpy(images[start:start + 64]).to(device), False)
-                with autocast(device, precision):
-                    out.append(backbone(x).float().cpu())
-            return torch.cat(out).numpy()
+            return _encode(backbone, images, to_image, device, precision)
 
         cache = FeatureCache({"backbone": recipe.backbone, "weights": weights_fingerprint(backbone),
                               "preprocessing": prep.to_dict(), "precision": precision, "device": device.type})
@@ -226,6 +232,21 @@ def _resume(run_dir: Path, callbacks, stage) -> Run:
     return _fit_and_finish(run_dir, info, recipe, module, scan, the_split, data_, callbacks, stage, resume=True)
 
 
+def _linear_probe_init(module, data_: _Data, x_train, y_train, x_val, y_val, training, device, precision,
+                       stage) -> None:
+    """LP-FT (Kumar et al., 2022): fit the new head on frozen features first, so fine-tuning
+    starts from a good classifier instead of a random one that would disturb the backbone."""
+    stage("Fitting the head on frozen features before fine-tuning (LP-FT) ...")
+    backbone = module.backbone.to(device).to(memory_format=torch.channels_last)
+    f_train = _encode(backbone, x_train, data_.to_input, device, precision)
+    f_val = _encode(backbone, x_val, data_.to_input, device, precision)
+    config = FitConfig(epochs=100, lr=1e-3, patience=10, seed=training["seed"], optimizer="adamw", weight_decay=1e-4)
+    probe = Trainer(module.head, ArrayBatches(f_train, y_train, 32, shuffle=True, seed=training["seed"]),
+                    ArrayBatches(f_val, y_val, 32), feature_input_fn, config, device, precision)
+    state, _ = probe.fit()
+    stage(f"Head fitted: val loss {state.best_val_loss:.4f} (epoch {state.best_epoch})")
+
+
 def _misclassified(paths, y, probs, names) -> list[dict[str, Any]]:
     return [{"path": p, "true": names[t], "predicted": names[int(pr.argmax())], "probability": float(pr.max()),
              "probabilities": {c: float(v) for c, v in zip(names, pr)}}
@@ -245,6 +266,8 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
     train_batches = ArrayBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training["seed"])
     val_batches = ArrayBatches(x_val, y_val, bs)
     fit_module = module.head if data_.mode == "features" else module
+    if training.get("lp_init") and not resume:
+        _linear_probe_init(module, data_, x_train, y_train, x_val, y_val, training, device, precision, stage)
     trainer = Trainer(fit_module, train_batches, val_batches, data_.to_input, config, device, precision,
                       run_dir=run_dir, callbacks=list(callbacks or []))
 

@@ -124,8 +124,13 @@ def cmd_train(args) -> int:
             overrides[key.strip().replace("-", "_")] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key.strip().replace("-", "_")] = value
+    model = args.model
+    if model is None:  # a config file may name the model; otherwise auto
+        from .settings import read_config_file
+
+        model = (read_config_file(args.config).get("model") if args.config else None) or "auto"
     progress = _Progress(args.epochs)
-    run = train(args.data, model=args.model, out=args.out, split=args.split, resume=args.resume,
+    run = train(args.data, model=model, out=args.out, split=args.split, resume=args.resume,
                 config=args.config, callbacks=[progress.callback], on_stage=_err,
                 **{k: v for k, v in overrides.items() if v is not None})
     _print_result(run)
@@ -221,9 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on a photo folder")
     p.add_argument("data", nargs="?", help="DATA/<class>/* or DATA/{train,val,test}/<class>/*")
-    p.add_argument("--model", default="seed-cnn",
-                   help="seed-cnn, seed-cnn-plus, tm, linear-probe, finetune, auto, or a .yaml/.json spec "
-                        "(default seed-cnn)")
+    p.add_argument("--model", default=None,
+                   help="auto (default: tries the recipes within --budget, keeps the best by validation loss), "
+                        "seed-cnn, seed-cnn-plus, tm, linear-probe, finetune, or a .yaml/.json spec")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

@@ -50,7 +50,7 @@ class TrainSettings:
     precision: str = "auto"
     backbone: str | None = None  # timm name for backbone recipes (default tf_efficientnet_lite0)
     weights: str | None = None  # pretrained backbone weights file
-    tta: bool = False  # test-time augmentation (mirror) for image models
+    tta: bool | None = None  # test-time augmentation (mirror) for image models; None: the recipe decides
     budget: float | None = None  # minutes, for --model auto
     max_minutes: float | None = None  # stop training after this long (keeping the best or last weights)
     crop: str | None = None  # "faces": crop the largest face before training and prediction

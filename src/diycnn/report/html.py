@@ -47,6 +47,17 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _backbone_note(info: dict[str, Any]) -> str:
+    model = info["model"]
+    if not model.get("backbone"):
+        return ""
+    note = f" on backbone <b>{_e(model['backbone'])}</b> (weights: {_e(model.get('weights_source'))})"
+    if model["name"] == "tm":
+        note += (" — Teachable Machine's recipe; Teachable Machine itself uses MobileNetV2 α=0.35"
+                 if model["backbone"] != "mobilenetv2_035" else "")
+    return note
+
+
 def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, confusion: bytes,
                   data_root: Path, max_errors: int = 24) -> str:
     """The run report: headline figures, curves, confusion matrix, per-class scores,
@@ -56,8 +67,8 @@ def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, 
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>diycnn report: {_e(name)}</title>",
              f"<style>{CSS}</style></head><body>",
              f"<h1>diycnn report: {_e(name)}</h1>",
-             f"<p class='muted'>model <b>{_e(info['model']['name'])}</b> on <code>{_e(info.get('data', ''))}</code>, "
-             f"created {_e(info.get('created', ''))}</p>",
+             f"<p class='muted'>model <b>{_e(info['model']['name'])}</b>{_backbone_note(info)} "
+             f"on <code>{_e(info.get('data', ''))}</code>, created {_e(info.get('created', ''))}</p>",
              f"<p class='big'>Test accuracy <b>{metrics['test_accuracy']:.1%}</b> "
              f"(95% CI {ci[0]:.1%}–{ci[1]:.1%}, {metrics['test_correct']}/{metrics['counts']['test']} photos), "
              f"test loss <b>{metrics['test_loss']:.4f}</b>, macro-F1 {metrics['test_macro_f1']:.3f}.</p>",
