@@ -83,10 +83,6 @@ class ArrayBatches:
     def __len__(self) -> int:
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
 
-    @property
-    def num_images(self) -> int:
-        return len(self.labels)
-
     def order(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
             return np.arange(len(self.labels))

@@ -15,7 +15,6 @@ If none works the error says what was tried and how to provide weights.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -48,12 +47,6 @@ KNOWN_BACKBONES = [
 
 class WeightsNotFoundError(FileNotFoundError):
     """No pretrained weights could be found for a backbone."""
-
-
-@dataclasses.dataclass
-class LoadedWeights:
-    state_dict: dict[str, torch.Tensor]
-    source: str  # human-readable origin, recorded in model.json
 
 
 def create_backbone(name: str) -> nn.Module:

@@ -84,9 +84,6 @@ class Recipe:
                 "spec": self.spec.get_config(), "preprocessing": self.preprocessing.to_dict(),
                 "defaults": self.defaults}
 
-    def count_params(self) -> int:
-        return sum(p.numel() for p in self.build().parameters()) if self.kind == "backbone" else self.spec.count_params()
-
 
 def seed_cnn(num_classes: int = 2) -> Sequential:
     """The blog's model, layer for layer (100x100x3 input, 35.9M parameters for 2 classes)."""
@@ -178,7 +175,6 @@ RECIPES = {
     "linear-probe": lambda n, **kw: _backbone_recipe("linear-probe", n, **kw),
     "finetune": lambda n, **kw: _backbone_recipe("finetune", n, **kw),
 }
-BUILTIN = RECIPES  # names accepted by --model besides spec files and "auto"
 
 
 def preprocessing_for_spec(spec: Sequential) -> Preprocessing:
