@@ -177,6 +177,8 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
     training = {**recipe.defaults, **{k: v for k, v in s.to_dict().items() if v is not None and k != "model"}}
     if training.get("weights"):
         training["weights"] = str(Path(training["weights"]).resolve())
+    if training.get("adapt"):  # what the user set explicitly is never replaced by the adaptive settings
+        training["adapt"] = {k: v for k, v in training["adapt"].items() if getattr(s, k, None) is None}
     run_dir = new_run_dir(out, f"{Path(scan.root).name}-{recipe.name}", runs_root)
     device = resolve_device(training["device"])
     precision = resolve_precision(training["precision"], device, training.get("cpu_precision"))
@@ -233,7 +235,7 @@ def _resume(run_dir: Path, callbacks, stage) -> Run:
 
 
 def _linear_probe_init(module, data_: _Data, x_train, y_train, x_val, y_val, training, device, precision,
-                       stage) -> None:
+                       stage) -> float:
     """LP-FT (Kumar et al., 2022): fit the new head on frozen features first, so fine-tuning
     starts from a good classifier instead of a random one that would disturb the backbone."""
     stage("Fitting the head on frozen features before fine-tuning (LP-FT) ...")
@@ -244,7 +246,10 @@ def _linear_probe_init(module, data_: _Data, x_train, y_train, x_val, y_val, tra
     probe = Trainer(module.head, ArrayBatches(f_train, y_train, 32, shuffle=True, seed=training["seed"]),
                     ArrayBatches(f_val, y_val, 32), feature_input_fn, config, device, precision)
     state, _ = probe.fit()
-    stage(f"Head fitted: val loss {state.best_val_loss:.4f} (epoch {state.best_epoch})")
+    best = next(h for h in state.history if h["epoch"] == state.best_epoch)
+    stage(f"Head fitted: val loss {state.best_val_loss:.4f}, val accuracy {best['val_accuracy']:.3f} "
+          f"(epoch {state.best_epoch})")
+    return best["val_accuracy"]
 
 
 def _misclassified(paths, y, probs, names) -> list[dict[str, Any]]:
@@ -267,7 +272,17 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
     val_batches = ArrayBatches(x_val, y_val, bs)
     fit_module = module.head if data_.mode == "features" else module
     if training.get("lp_init") and not resume:
-        _linear_probe_init(module, data_, x_train, y_train, x_val, y_val, training, device, precision, stage)
+        probe_acc = _linear_probe_init(module, data_, x_train, y_train, x_val, y_val, training, device, precision,
+                                       stage)
+        if training.get("adapt") and probe_acc < training.get("adapt_below", 0):
+            stage(f"Frozen features reach only {probe_acc:.3f} val accuracy: fine-tuning more of the network "
+                  f"({training['adapt']})")
+            training.update(training.pop("adapt"))
+            training["adapted"] = True
+            _freeze(module, training)
+            config = FitConfig.from_training(training)
+            train_batches = ArrayBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training["seed"])
+            _write_model_json(run_dir, info)  # a resumed run must use the adapted settings
     trainer = Trainer(fit_module, train_batches, val_batches, data_.to_input, config, device, precision,
                       run_dir=run_dir, callbacks=list(callbacks or []))
 

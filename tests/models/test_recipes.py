@@ -99,3 +99,24 @@ def test_auto_picks_by_validation_loss_and_reports_all(small_data, tmp_path):
     assert all("test_accuracy" in c for c in trained)
     assert (run.dir / "candidates" / best["model"] / "model.safetensors").is_file()
     assert len(run.predict([small_data / "blue"])) == 10
+
+
+def test_finetune_adapts_more_when_frozen_features_are_weak(small_data, tmp_path, monkeypatch):
+    import diycnn.api as api
+
+    real = api.get_recipe
+
+    def forced(*args, **kwargs):  # pretend the linear probe falls short, to take the adaptive branch
+        recipe = real(*args, **kwargs)
+        recipe.defaults.update(adapt_below=1.01, adapt={"freeze_fraction": 0.3, "lr": 3e-4, "epochs": 2,
+                                                        "patience": 15})
+        return recipe
+
+    monkeypatch.setattr(api, "get_recipe", forced)
+    stages = []
+    run = diycnn.train(small_data, model="finetune", out=tmp_path / "ft", epochs=4, batch_size=4,
+                       on_stage=stages.append)
+    training = run.info["training"]
+    assert training["adapted"] is True and training["freeze_fraction"] == 0.3 and training["lr"] == 3e-4
+    assert run.metrics["epochs_run"] == 4 and "adapt" not in training  # the user's --epochs is kept
+    assert any("fine-tuning more of the network" in s for s in stages)
