@@ -266,11 +266,6 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
     x_train, y_train, _ = _arrays(the_split, scan, data_.x, "train")
     x_val, y_val, _ = _arrays(the_split, scan, data_.x, "val")
     x_test, y_test, test_paths = _arrays(the_split, scan, data_.x, "test")
-    bs = training["batch_size"]
-    config = FitConfig.from_training(training)
-    train_batches = ArrayBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training["seed"])
-    val_batches = ArrayBatches(x_val, y_val, bs)
-    fit_module = module.head if data_.mode == "features" else module
     if training.get("lp_init") and not resume:
         probe_acc = _linear_probe_init(module, data_, x_train, y_train, x_val, y_val, training, device, precision,
                                        stage)
@@ -280,9 +275,12 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
             training.update(training.pop("adapt"))
             training["adapted"] = True
             _freeze(module, training)
-            config = FitConfig.from_training(training)
-            train_batches = ArrayBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training["seed"])
             _write_model_json(run_dir, info)  # a resumed run must use the adapted settings
+    bs = training["batch_size"]
+    config = FitConfig.from_training(training)
+    train_batches = ArrayBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training["seed"])
+    val_batches = ArrayBatches(x_val, y_val, bs)
+    fit_module = module.head if data_.mode == "features" else module
     trainer = Trainer(fit_module, train_batches, val_batches, data_.to_input, config, device, precision,
                       run_dir=run_dir, callbacks=list(callbacks or []))
 

@@ -230,7 +230,11 @@ def backbone_preprocessing(name: str, mode: str = "timm", scale: float = 1.0) ->
     """
     import timm
 
-    cfg = timm.data.resolve_data_config({}, model=create_backbone(name))
+    # From the pretrained config alone: no need to build the network just to read it.
+    pretrained = _pretrained_cfg(name)
+    if not pretrained:
+        create_backbone(name)  # an unknown name gets the clear error
+    cfg = timm.data.resolve_data_config({}, pretrained_cfg=pretrained)
     _, h, w = cfg["input_size"]
     h, w = int(round(h * scale / 8)) * 8, int(round(w * scale / 8)) * 8
     interp = cfg.get("interpolation", "bicubic")
