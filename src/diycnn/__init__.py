@@ -3,17 +3,42 @@
 Public API (the CLI and the web app use only these):
 
     diycnn.train(data, model="seed-cnn", **settings) -> Run
-    diycnn.load(run_dir) -> Run;  run.predict(paths);  run.evaluate(data)
+    diycnn.load(run_or_export_dir) -> Run (or OnnxRun for an ONNX export);  .predict(paths);  .evaluate(data)
+    diycnn.export(run_dir, "onnx" | "torchscript" | "keras" | "tm") -> export directory
     diycnn.summary(model) -> dict
     diycnn.Sequential, diycnn.layers  (Keras-style model specs)
+
+Names are imported on first use, so `import diycnn` stays light and an ONNX export can be
+loaded and used without importing torch.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .api import backbones, summary, train  # noqa: E402
-from .data.images import ImageError  # noqa: E402
-from . import layers  # noqa: E402
-from .models.sequential import Sequential  # noqa: E402
-from .run import Run, load  # noqa: E402
+_LAZY = {
+    "train": ".api", "summary": ".api", "backbones": ".api",
+    "load": ".run", "Run": ".run",
+    "export": ".exports", "OnnxRun": ".exports.runtime",
+    "ImageError": ".data.images",
+    "Sequential": ".models.sequential",
+}
 
-__all__ = ["train", "load", "summary", "backbones", "Run", "Sequential", "layers", "ImageError", "__version__"]
+__all__ = ["train", "load", "export", "summary", "backbones", "Run", "OnnxRun", "Sequential", "layers",
+           "ImageError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "layers":
+        return importlib.import_module(".layers", __name__)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'diycnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

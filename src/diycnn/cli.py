@@ -184,6 +184,26 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from . import export
+
+    out = export(args.run, args.format, out=args.out, int8=args.int8, force=args.force)
+    info = json.loads((out / "export.json").read_text(encoding="utf-8"))
+    check = info["check"]
+    print(f"Exported {args.format}: {out / info['model_file']}")
+    print(f"Checked on {check['source']}: max probability difference from the run {check['max_abs_diff']:.2g} "
+          f"(tolerance {check['tolerance']}), same label on {check['same_labels']}/{check['photos']}.")
+    if "int8" in info:
+        q = info["int8"]
+        line = f"int8: {out / q['file']} ({q['size_bytes'] / 1e6:.1f} MB vs {q['fp32_size_bytes'] / 1e6:.1f} MB)"
+        if "accuracy_change" in q:
+            line += (f", test accuracy {q['test_accuracy_int8']:.1%} vs {q['test_accuracy_fp32']:.1%} "
+                     f"({q['accuracy_change']:+.1%})")
+        print(line)
+    print(f"How to use it: {out / 'README.txt'}")
+    return 0
+
+
 def cmd_backbones(args) -> int:
     from . import backbones
 
@@ -259,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_backbones)
 
-    p = sub.add_parser("predict", help="classify photos with a trained run")
-    p.add_argument("run", help="run directory")
+    p = sub.add_parser("predict", help="classify photos with a trained run or an ONNX export")
+    p.add_argument("run", help="run directory, or an ONNX export folder (predicts without torch)")
     p.add_argument("paths", nargs="+", help="files, folders or glob patterns")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
@@ -269,8 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     device_args(p)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", help="score a run on a labelled photo folder")
+    p = sub.add_parser("export", help="export a run (ONNX, TorchScript, Keras, Teachable Machine files), "
+                                      "checked to predict the same")
     p.add_argument("run", help="run directory")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "keras", "tm"],
+                   help="onnx (default); torchscript; keras (Keras-style spec models); tm (ONNX + Teachable "
+                        "Machine's labels.txt and metadata.json)")
+    p.add_argument("--out", help="export folder (default RUN/export-FORMAT)")
+    p.add_argument("--int8", action="store_true", help="ONNX: also write an int8 model and report its accuracy")
+    p.add_argument("--force", action="store_true", help="replace an existing export folder")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("evaluate", help="score a run on a labelled photo folder")
+    p.add_argument("run", help="run directory (or ONNX export folder)")
     p.add_argument("data", help="DATA/<class>/*")
     p.add_argument("--json", action="store_true")
     device_args(p)

@@ -116,59 +116,19 @@ def read_model_json(run_dir: Path) -> dict[str, Any]:
     return info
 
 
-class Run:
-    """A finished training run, loaded for prediction and evaluation.
+class Classifier:
+    """What every loaded model offers: `predict` files and folders, `evaluate` a labelled folder.
 
-    Example:
-        >>> run = diycnn.load("runs/iu-vs-suzy")
-        >>> run.predict(["new.jpg"])[0]["label"]
-        'iu'
+    Subclasses set `dir`, `class_names`, `preprocessing` and implement `predict_arrays`.
     """
 
-    def __init__(self, run_dir: str | Path, device: str = "auto"):
-        import torch
-
-        from .models.recipes import recipe_from_saved
-        from .training.device import resolve_device, resolve_precision
-
-        self.dir = Path(run_dir)
-        self.info = read_model_json(self.dir)
-        if self.info["status"] != "complete":
-            raise ValueError(
-                f"Run '{self.dir}' is not complete (status: {self.info['status']}). "
-                f"Finish it with: diycnn train --resume {self.dir}"
-            )
-        self.class_names: list[str] = list(self.info["class_names"])
-        self.recipe = recipe_from_saved(self.info["model"], len(self.class_names))
-        self.preprocessing: Preprocessing = self.recipe.preprocessing
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(self.info.get("inference_precision", "auto"), self.device)
-        tensors, _ = load_tensors(self.dir / "model.safetensors")
-        self.module = self.recipe.build()
-        self.tta = bool(self.info.get("inference", {}).get("tta"))
-        try:
-            self.module.load_state_dict(tensors)
-        except RuntimeError as exc:
-            raise ValueError(f"Weights in '{self.dir / 'model.safetensors'}' do not fit the model in model.json: {exc}") from None
-        self.module.to(self.device).to(memory_format=torch.channels_last).eval()
-
-    @property
-    def name(self) -> str:
-        return self.info.get("name", self.dir.name)
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return json.loads((self.dir / "metrics.json").read_text(encoding="utf-8"))
+    dir: Path
+    class_names: list[str]
+    preprocessing: Preprocessing
 
     def predict_arrays(self, images_u8: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Probabilities (N, classes) for decoded uint8 photos (N, H, W, 3)."""
-        from .data.augment import image_input_fn
-        from .data.loader import ArrayBatches
-        from .training.trainer import predict_probs
-
-        batches = ArrayBatches(images_u8, np.zeros(len(images_u8)), batch_size)
-        return predict_probs(self.module, batches, image_input_fn(self.preprocessing), self.device, self.precision,
-                             tta=self.tta)
+        raise NotImplementedError
 
     def predict(self, paths, top_k: int | None = None, batch_size: int = 32) -> "Predictions":
         """Classify files, folders (recursively) and glob patterns.
@@ -240,6 +200,61 @@ class Run:
         return result
 
 
+class Run(Classifier):
+    """A finished training run, loaded for prediction and evaluation.
+
+    Example:
+        >>> run = diycnn.load("runs/iu-vs-suzy")
+        >>> run.predict(["new.jpg"])[0]["label"]
+        'iu'
+    """
+
+    def __init__(self, run_dir: str | Path, device: str = "auto"):
+        import torch
+
+        from .models.recipes import recipe_from_saved
+        from .training.device import resolve_device, resolve_precision
+
+        self.dir = Path(run_dir)
+        self.info = read_model_json(self.dir)
+        if self.info["status"] != "complete":
+            raise ValueError(
+                f"Run '{self.dir}' is not complete (status: {self.info['status']}). "
+                f"Finish it with: diycnn train --resume {self.dir}"
+            )
+        self.class_names: list[str] = list(self.info["class_names"])
+        self.recipe = recipe_from_saved(self.info["model"], len(self.class_names))
+        self.preprocessing: Preprocessing = self.recipe.preprocessing
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(self.info.get("inference_precision", "auto"), self.device)
+        tensors, _ = load_tensors(self.dir / "model.safetensors")
+        self.module = self.recipe.build()
+        self.tta = bool(self.info.get("inference", {}).get("tta"))
+        try:
+            self.module.load_state_dict(tensors)
+        except RuntimeError as exc:
+            raise ValueError(f"Weights in '{self.dir / 'model.safetensors'}' do not fit the model in model.json: {exc}") from None
+        self.module.to(self.device).to(memory_format=torch.channels_last).eval()
+
+    @property
+    def name(self) -> str:
+        return self.info.get("name", self.dir.name)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return json.loads((self.dir / "metrics.json").read_text(encoding="utf-8"))
+
+    def predict_arrays(self, images_u8: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Probabilities (N, classes) for decoded uint8 photos (N, H, W, 3)."""
+        from .data.augment import image_input_fn
+        from .data.loader import ArrayBatches
+        from .training.trainer import predict_probs
+
+        batches = ArrayBatches(images_u8, np.zeros(len(images_u8)), batch_size)
+        return predict_probs(self.module, batches, image_input_fn(self.preprocessing), self.device, self.precision,
+                             tta=self.tta)
+
+
 class Predictions(list):
     """A list of prediction dicts with `.problems`: the inputs that could not be predicted."""
 
@@ -248,14 +263,21 @@ class Predictions(list):
         self.problems = problems if problems is not None else []
 
 
-def load(run_dir: str | Path, device: str = "auto") -> Run:
-    """Load a finished run directory for prediction and evaluation.
+def load(run_dir: str | Path, device: str = "auto") -> Classifier:
+    """Load a finished run directory (or an ONNX export of one) for prediction and evaluation.
+
+    An export folder (with export.json, from `diycnn export --format onnx|tm`) is loaded with
+    onnxruntime, numpy and Pillow only: torch is not imported.
 
     Raises:
-        FileNotFoundError: not a run directory.
+        FileNotFoundError: neither a run nor an export directory.
         ValueError: incomplete, damaged, or from a newer diycnn.
     """
+    if (Path(run_dir) / "export.json").is_file():
+        from .exports.runtime import OnnxRun
+
+        return OnnxRun(run_dir)
     return Run(run_dir, device=device)
 
 
-__all__ = ["Run", "load", "Predictions", "ImageError"]
+__all__ = ["Classifier", "Run", "load", "Predictions", "ImageError"]

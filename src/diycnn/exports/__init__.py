@@ -1,0 +1,389 @@
+"""Export a run so it predicts the same everywhere: ONNX, TorchScript, Keras and Teachable Machine's files.
+
+Every export is checked when it is written: the exported model runs the run's test photos
+(or, when the data folder is gone, seeded synthetic photos) and its probabilities must equal
+torch's within `TOLERANCE`, or the export fails and nothing is left behind.
+
+ONNX and TorchScript exports take what `Preprocessing.load` gives: uint8 photos (N, H, W, 3),
+already decoded, face-cropped, resized and centre-cropped as export.json records; pixel
+scaling, mean/std normalisation, the softmax and (when the run uses it) test-time
+augmentation are inside the exported graph, so they cannot be forgotten or done differently.
+The Keras export is the spec's own layers (as the blog's readers wrote them), so it takes
+float pixels already scaled and normalised, as export.json says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io import atomic_write_json, to_jsonable
+from .runtime import EXPORT_FORMAT, EXPORT_VERSION
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "torchscript", "keras", "tm")
+OPSET = 18
+TOLERANCE = 1e-4  # max |p_export - p_torch| over every checked photo and class
+CHECK_LIMIT = 1000  # test photos run through both models at export time
+SYNTHETIC_PHOTOS = 16
+MODEL_FILES = {"onnx": "model.onnx", "tm": "model.onnx", "torchscript": "model.torchscript.pt", "keras": "model.keras"}
+
+
+class ExportError(ValueError):
+    """The export could not be made or did not predict the same as the run."""
+
+
+def formats_for(run) -> list[str]:
+    """The export formats that apply to a run (keras only for Keras-style spec models)."""
+    return [f for f in FORMATS if f != "keras" or run.recipe.kind == "spec"]
+
+
+def _export_module(run):
+    """The run's model as uint8 (N, H, W, 3) photos -> probabilities (N, classes), fp32, on the CPU."""
+    import torch
+    from torch import nn
+
+    prep = run.preprocessing
+
+    class ExportModule(nn.Module):
+        def __init__(self, module: nn.Module, tta: bool):
+            super().__init__()
+            self.module = module
+            self.tta = tta
+            self.scale = float(prep.input_scale)
+            self.register_buffer("mean", torch.tensor(prep.mean, dtype=torch.float32).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(prep.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+        def forward(self, image):
+            x = image.permute(0, 3, 1, 2).to(torch.float32) * self.scale
+            x = (x - self.mean) / self.std
+            probs = torch.softmax(self.module(x), dim=1)
+            if self.tta:
+                probs = (probs + torch.softmax(self.module(torch.flip(x, dims=[3])), dim=1)) / 2
+            return probs
+
+    module = run.module.to("cpu", dtype=torch.float32).to(memory_format=torch.contiguous_format).eval()
+    return ExportModule(module, run.tta).eval()
+
+
+def _torch_probs(wrapper, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            out.append(wrapper(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size]))).numpy())
+    return np.concatenate(out)
+
+
+def check_photos(run, limit: int = CHECK_LIMIT) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """The photos an export is checked on: (uint8 (N, H, W, 3), labels or None, where they came from).
+
+    The run's test photos when its data folder is still there; otherwise seeded synthetic photos.
+    """
+    from ..data.loader import decode_all
+
+    data = Path(run.info.get("data") or "")
+    split_path = run.dir / "split.json"
+    reason = f"the run's data folder '{data}' is not available"
+    if data.is_dir() and split_path.is_file():
+        test = json.loads(split_path.read_text(encoding="utf-8"))["splits"]["test"]
+        items = [(rel, run.class_names.index(c)) for c, rels in test.items() if c in run.class_names for rel in rels]
+        items = items[:limit]
+        images, ok, _ = decode_all([data / rel for rel, _ in items], run.preprocessing)
+        if ok:
+            labels = np.array([items[i][1] for i in ok])
+            total = sum(len(v) for v in test.values())
+            return images, labels, f"{len(ok)} of the run's {total} test photos in {data}"
+        reason = f"none of the run's test photos in '{data}' could be read"
+    h, w = run.preprocessing.output_size
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (SYNTHETIC_PHOTOS, h, w, 3), dtype=np.uint8)
+    log.warning("Export check uses %d synthetic photos: %s.", SYNTHETIC_PHOTOS, reason)
+    return images, None, f"{SYNTHETIC_PHOTOS} seeded synthetic photos ({reason})"
+
+
+def _compare(name: str, got: np.ndarray, want: np.ndarray, source: str) -> dict[str, Any]:
+    diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+    check = {"photos": int(len(want)), "source": source, "max_abs_diff": diff, "tolerance": TOLERANCE,
+             "same_labels": int((got.argmax(1) == want.argmax(1)).sum()) if got.shape == want.shape else 0}
+    if not diff <= TOLERANCE:
+        raise ExportError(
+            f"The {name} export does not predict the same as the run: max probability difference {diff:.3g} "
+            f"> {TOLERANCE} on {source}. Nothing was written. Please report this with the run's model.json."
+        )
+    return check
+
+
+def _onnx(wrapper, images: np.ndarray, path: Path) -> dict[str, Any]:
+    import torch
+
+    example = torch.from_numpy(np.ascontiguousarray(images[:2] if len(images) >= 2 else np.repeat(images, 2, 0)))
+    batch = torch.export.Dim("batch", min=1)
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+        torch.onnx.export(wrapper, (example,), str(path), dynamo=True, opset_version=OPSET, input_names=["image"],
+                          output_names=["probabilities"], dynamic_shapes={"image": {0: batch}},
+                          external_data=False, verbose=False)
+    return {"opset": OPSET, "input": {"name": "image", "dtype": "uint8", "layout": "NHWC (batch, height, width, RGB)",
+                                      "shape": [None, *images.shape[1:]]}}
+
+
+def onnx_session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_probs(session, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: np.ascontiguousarray(images[i:i + batch_size])})[0]
+                           for i in range(0, len(images), batch_size)])
+
+
+def _int8(path: Path, out: Path, images: np.ndarray, labels: np.ndarray | None, fp32: np.ndarray) -> dict[str, Any]:
+    """Dynamic int8 quantisation of MatMul/Gemm/Conv weights, with the accuracy change it costs."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = out.with_suffix(".pre.onnx")
+    try:
+        quant_pre_process(str(path), str(pre), skip_symbolic_shape=True)
+        quantize_dynamic(str(pre), str(out), weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm",
+                                                                                                  "Conv"])
+    finally:
+        pre.unlink(missing_ok=True)
+    probs = onnx_probs(onnx_session(out), images)
+    result = {"file": out.name, "weights": "uint8 (dynamic quantisation of MatMul, Gemm and Conv weights)",
+              "size_bytes": out.stat().st_size, "fp32_size_bytes": path.stat().st_size,
+              "max_abs_diff_vs_fp32": float(np.abs(probs - fp32).max()),
+              "same_labels_as_fp32": int((probs.argmax(1) == fp32.argmax(1)).sum()), "photos": int(len(images))}
+    if labels is not None:
+        acc32, acc8 = float((fp32.argmax(1) == labels).mean()), float((probs.argmax(1) == labels).mean())
+        result.update({"test_accuracy_fp32": acc32, "test_accuracy_int8": acc8, "accuracy_change": acc8 - acc32})
+    return result
+
+
+def _torchscript(wrapper, images: np.ndarray, path: Path) -> np.ndarray:
+    import torch
+
+    example = torch.from_numpy(np.ascontiguousarray(images[:2]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch marks TorchScript deprecated; it still works
+        with torch.no_grad():
+            traced = torch.jit.trace(wrapper, (example,), check_trace=False)
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf)
+        path.write_bytes(buf.getvalue())
+        loaded = torch.jit.load(str(path), map_location="cpu").eval()
+    return _torch_probs(loaded, images)
+
+
+def _labels_txt(class_names: list[str]) -> str:
+    return "".join(f"{i} {c}\n" for i, c in enumerate(class_names))
+
+
+def _tm_metadata(run, image_size: tuple[int, int]) -> dict[str, Any]:
+    """Teachable Machine's metadata.json fields, filled truthfully for an ONNX model."""
+    from .. import __version__
+
+    return {
+        "tfjsVersion": "none: this is an ONNX model (model.onnx), not TensorFlow.js",
+        "tmVersion": f"diycnn {__version__}",
+        "packageVersion": __version__,
+        "packageName": "diycnn",
+        "timeStamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "userMetadata": {},
+        "modelName": run.name,
+        "labels": list(run.class_names),
+        "imageSize": int(image_size[0]),
+        "grayscale": False,
+        "modelFile": "model.onnx",
+        "preprocessingFile": "export.json",
+    }
+
+
+def _steps(prep, fmt: str) -> list[str]:
+    """The preprocessing in words, in order."""
+    steps = ["decode the photo, apply its EXIF orientation, first frame of animations",
+             f"convert to RGB; transparent pixels become RGB{tuple(prep.background)}"]
+    if prep.faces:
+        steps.append(f"crop the largest face (OpenCV haarcascade_frontalface_default) with a margin of "
+                     f"{prep.face_margin} of its size per side; no face: {prep.no_face} the photo")
+    h, w = prep.size
+    steps.append({"squash": f"resize to {w}x{h} (width x height), ignoring the aspect ratio",
+                  "center-crop": f"crop the largest centred square, resize it to {w}x{h}",
+                  "shorter": f"resize so the shorter side is {h}, keeping the aspect ratio"}[prep.resize]
+                 + f" ({prep.interpolation} interpolation, Pillow)")
+    if prep.crop:
+        steps.append(f"crop the centre {prep.crop[1]}x{prep.crop[0]}")
+    norm = f"pixels * {prep.input_scale:.8g}, then (x - mean {list(prep.mean)}) / std {list(prep.std)} per channel"
+    if fmt == "keras":
+        steps.append(f"{norm}; feed float32 (N, H, W, 3)")
+    else:
+        steps.append(f"feed uint8 (N, H, W, 3); the model itself does: {norm}, softmax")
+    return steps
+
+
+def _readme(fmt: str, run, info: dict[str, Any]) -> str:
+    lines = [f"diycnn export of run '{run.name}' ({info['run']['recipe']}), format {fmt}.", "",
+             f"Classes (output order): {', '.join(run.class_names)}", "", "Preprocessing, in order:"]
+    lines += [f"  {i + 1}. {s}" for i, s in enumerate(info["steps"])]
+    lines.append("")
+    if fmt in ("onnx", "tm"):
+        lines += ["Use it without diycnn (pip install onnxruntime pillow numpy):",
+                  "    python predict.py photo.jpg [more photos or folders] [--model model.int8.onnx]",
+                  "or with diycnn (torch is not imported):",
+                  "    diycnn predict THIS_FOLDER photo.jpg --json"]
+    elif fmt == "torchscript":
+        lines += ["Load it with torch only:", "    model = torch.jit.load('model.torchscript.pt').eval()",
+                  "    probabilities = model(uint8_tensor_of_shape_N_H_W_3)"]
+    else:
+        lines += ["Load it with Keras 3 (any backend):", "    model = keras.saving.load_model('model.keras')",
+                  "    probabilities = model.predict(float32_array_of_shape_N_H_W_3)"]
+    check = info["check"]
+    lines += ["", f"Checked at export time on {check['source']}: max probability difference from the run's "
+                  f"torch model {check['max_abs_diff']:.2g} (tolerance {check['tolerance']})."]
+    return "\n".join(lines) + "\n"
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise FileExistsError(f"Export folder '{out}' already exists and is not empty. Choose another --out, "
+                              "or pass --force to replace it.")
+
+
+def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None, int8: bool = False,
+           force: bool = False, check_limit: int = CHECK_LIMIT) -> Path:
+    """Export a finished run and prove the export predicts the same as the run.
+
+    Args:
+        run_dir: a run directory from `diycnn train`.
+        fmt: "onnx", "torchscript", "keras" (Keras-style spec models only) or "tm" (ONNX plus
+            Teachable Machine's labels.txt and metadata.json).
+        out: export folder (default RUN/export-FORMAT); must be new or empty unless `force`.
+        int8: ONNX formats only: also write model.int8.onnx and report its accuracy change.
+
+    Returns:
+        The export folder; its export.json records the format, preprocessing and the check.
+
+    Raises:
+        ValueError: unknown or inapplicable format (the message lists the formats that apply),
+            or the export did not predict the same (ExportError).
+        FileExistsError: `out` holds files and `force` is off.
+    """
+    from ..run import load, versions
+
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown export format '{fmt}'. Formats: {', '.join(FORMATS)}.")
+    run = load(run_dir, device="cpu")
+    if not hasattr(run, "module"):
+        raise ValueError(f"'{run_dir}' is already an export; export from the run directory it came from.")
+    allowed = formats_for(run)
+    if fmt not in allowed:
+        raise ValueError(
+            f"Format '{fmt}' does not apply to run '{run.name}': its model '{run.recipe.name}' is a timm backbone "
+            f"({run.recipe.backbone}), and Keras export covers Keras-style spec models only (seed-cnn, "
+            f"seed-cnn-plus, your .yaml/.json specs). Formats for this run: {', '.join(allowed)}."
+        )
+    if int8 and fmt not in ("onnx", "tm"):
+        raise ValueError(f"--int8 applies to ONNX exports only (onnx, tm), not '{fmt}'.")
+    out = Path(out) if out is not None else run.dir / f"export-{fmt}"
+    _prepare_out(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    images, labels, source = check_photos(run, check_limit)
+    wrapper = _export_module(run)
+    t0 = time.perf_counter()
+    want = _torch_probs(wrapper, images)
+    info: dict[str, Any] = {
+        "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "export_format": fmt,
+        "model_file": MODEL_FILES[fmt], "class_names": list(run.class_names),
+        "output": {"name": "probabilities", "dtype": "float32", "shape": [None, len(run.class_names)]},
+        "preprocessing": run.preprocessing.to_dict(), "steps": _steps(run.preprocessing, fmt), "tta": run.tta,
+        "run": {"name": run.name, "dir": str(run.dir.resolve()), "recipe": run.recipe.name,
+                "backbone": run.recipe.backbone, "test_accuracy": run.metrics.get("test_accuracy")},
+        "versions": versions(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        model_path = tmp / MODEL_FILES[fmt]
+        if fmt in ("onnx", "tm"):
+            info.update(_onnx(wrapper, images, model_path))
+            import onnxruntime
+
+            info["versions"]["onnxruntime"] = onnxruntime.__version__
+            got = onnx_probs(onnx_session(model_path), images)
+            info["check"] = _compare("ONNX", got, want, source)
+            if int8:
+                info["int8"] = _int8(model_path, tmp / "model.int8.onnx", images, labels, got)
+            shutil.copyfile(Path(__file__).with_name("standalone_predict.py"), tmp / "predict.py")
+            if fmt == "tm":
+                atomic_write_json(tmp / "metadata.json", _tm_metadata(run, run.preprocessing.output_size))
+        elif fmt == "torchscript":
+            info["input"] = {"name": "image", "dtype": "uint8", "layout": "NHWC (batch, height, width, RGB)",
+                             "shape": [None, *images.shape[1:]]}
+            info["check"] = _compare("TorchScript", _torchscript(wrapper, images, model_path), want, source)
+        else:
+            from .keras_format import export_keras
+
+            scaled = _normalised(run.preprocessing, images)
+            got, keras_version = export_keras(run, model_path, scaled)
+            info["versions"]["keras"] = keras_version
+            info["input"] = {"name": "image", "dtype": "float32", "layout": "NHWC (batch, height, width, RGB)",
+                             "shape": [None, *images.shape[1:]], "pixels": "scaled and normalised as 'steps' says"}
+            if run.tta:
+                info["tta_note"] = ("the run averages each photo with its mirror image; the Keras model does "
+                                    "not: average model(x) and model(x[:, :, ::-1]) to get the same numbers")
+                got = (got + keras_predict(model_path, scaled[:, :, ::-1])) / 2
+            info["check"] = _compare("Keras", got, want, source)
+        info["check"]["labels_agree_with_run_predict"] = int((run.predict_arrays(images).argmax(1)
+                                                              == want.argmax(1)).sum())
+        info["seconds"] = time.perf_counter() - t0
+        (tmp / "labels.txt").write_text(_labels_txt(run.class_names), encoding="utf-8")
+        (tmp / "README.txt").write_text(_readme(fmt, run, info), encoding="utf-8")
+        atomic_write_json(tmp / "export.json", to_jsonable(info))
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _normalised(prep, images: np.ndarray) -> np.ndarray:
+    x = images.astype(np.float32) * np.float32(prep.input_scale)
+    return ((x - np.array(prep.mean, np.float32)) / np.array(prep.std, np.float32)).astype(np.float32)
+
+
+def keras_predict(path: Path, x: np.ndarray) -> np.ndarray:
+    from .keras_format import load_keras
+
+    return np.asarray(load_keras(path).predict(np.ascontiguousarray(x), verbose=0, batch_size=32))
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    """Move the finished export into place; an old export is removed only after the new one is there."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    new.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+
+
+__all__ = ["export", "FORMATS", "formats_for", "ExportError", "TOLERANCE"]

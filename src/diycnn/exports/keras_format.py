@@ -1,0 +1,147 @@
+"""Carry a Keras-style spec model back to Keras 3: the same layers, names and weights, as a `.keras` file.
+
+Keras is optional (`pip install 'diycnn[keras]'`). The file is backend-independent; when no
+backend is configured and TensorFlow is not installed, Keras runs on torch here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+KERAS_ACTIVATIONS = {"swish": "silu"}  # diycnn name -> Keras name where they differ
+
+
+def import_keras():
+    """Import Keras 3, choosing the torch backend when none is configured and TensorFlow is absent.
+
+    Raises:
+        ValueError: Keras is not installed (says how to install it).
+    """
+    if importlib.util.find_spec("keras") is None:
+        raise ValueError("Keras export needs Keras 3, which is an optional extra: pip install 'diycnn[keras]' "
+                         "(or pip install keras). It runs on the torch that diycnn already has.")
+    if "KERAS_BACKEND" not in os.environ and importlib.util.find_spec(_configured_backend()) is None:
+        os.environ["KERAS_BACKEND"] = "torch"
+    import keras
+
+    if not keras.__version__.startswith("3."):
+        raise ValueError(f"Keras export needs Keras 3; found Keras {keras.__version__}. pip install -U keras")
+    return keras
+
+
+def _configured_backend() -> str:
+    """The backend Keras would pick from ~/.keras/keras.json (TensorFlow when none is written)."""
+    config = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json"
+    try:
+        backend = json.loads(config.read_text(encoding="utf-8")).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        backend = "tensorflow"
+    return {"numpy": "numpy", "jax": "jax", "torch": "torch"}.get(backend, "tensorflow")
+
+
+def _activation(name: str) -> str:
+    return KERAS_ACTIVATIONS.get(name, name)
+
+
+def _layer(keras, layer):
+    """The Keras layer for one diycnn layer (same class, arguments and name)."""
+    kind, c, name = type(layer).__name__, layer.config, layer.name
+    L = keras.layers
+    if kind == "Rescaling":
+        return L.Rescaling(c["scale"], c["offset"], name=name)
+    if kind == "Conv2D":
+        return L.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
+                        activation=_activation(c["activation"]), use_bias=c["use_bias"], name=name)
+    if kind in ("MaxPooling2D", "AveragePooling2D"):
+        return getattr(L, kind)(pool_size=c["pool_size"], strides=c["strides"], padding=c["padding"], name=name)
+    if kind in ("GlobalAveragePooling2D", "Flatten"):
+        return getattr(L, kind)(name=name)
+    if kind == "BatchNormalization":
+        return L.BatchNormalization(momentum=c["momentum"], epsilon=c["epsilon"], name=name)
+    if kind == "Dense":
+        return L.Dense(c["units"], activation=_activation(c["activation"]), use_bias=c["use_bias"], name=name)
+    if kind == "Dropout":
+        return L.Dropout(c["rate"], name=name)
+    if kind == "Activation":
+        return L.Activation(_activation(c["activation"]), name=name)
+    raise ValueError(f"Layer {layer.label} has no Keras export.")
+
+
+def _weights(kind: str, module) -> list[np.ndarray]:
+    """torch parameters -> Keras' weight list for that layer (channels-last kernels)."""
+    def t(x):
+        return x.detach().cpu().float().numpy()
+
+    if kind == "Conv2D":
+        out = [t(module.weight).transpose(2, 3, 1, 0)]  # (out, in, kh, kw) -> (kh, kw, in, out)
+        return out + ([t(module.bias)] if module.bias is not None else [])
+    if kind == "Dense":
+        return [t(module.weight).T] + ([t(module.bias)] if module.bias is not None else [])
+    if kind == "BatchNormalization":
+        return [t(module.weight), t(module.bias), t(module.running_mean), t(module.running_var)]
+    return []
+
+
+def backend_problems(spec, backend: str) -> list[str]:
+    """Layers that Keras' `backend` computes differently from Keras on TensorFlow (and diycnn).
+
+    Keras' torch backend pads unevenly padded 'same' average pooling with zeros and counts them
+    in the average; TensorFlow (and diycnn) average over the real pixels only.
+    """
+    from ..models.layers import _same_pad
+
+    problems, shape = [], spec.input_shape
+    for layer, out in zip(spec.layers, spec._shapes):
+        c = layer.config
+        if backend == "torch" and type(layer).__name__ == "AveragePooling2D" and c["padding"] == "same":
+            pads = [_same_pad(shape[i], c["pool_size"][i], c["strides"][i]) for i in (0, 1)]
+            if any(a != b for a, b in pads):
+                problems.append(f"{layer.label} on input {shape[:2]} pads unevenly {pads}")
+        shape = out
+    return problems
+
+
+def build_keras_model(spec, module):
+    """A keras.Sequential equal to `spec` carrying `module`'s weights (a softmax is appended when
+    the spec ends in logits, so the model outputs probabilities like every diycnn export)."""
+    keras = import_keras()
+    model = keras.Sequential([keras.Input(shape=tuple(spec.input_shape))], name=spec.name)
+    for layer in spec.layers:
+        model.add(_layer(keras, layer))
+    if spec.output_activation == "linear":
+        model.add(keras.layers.Activation("softmax", name="probabilities"))
+    for layer in spec.layers:
+        weights = _weights(type(layer).__name__, module.body[layer.name])
+        if weights:
+            model.get_layer(layer.name).set_weights(weights)
+    return model
+
+
+def load_keras(path: str | Path):
+    keras = import_keras()
+    return keras.saving.load_model(str(path), compile=False, safe_mode=True)
+
+
+def export_keras(run, path: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
+    """Write the run's spec model as `path` (.keras), reload it with keras.saving.load_model and
+    return its probabilities for the float input `x` (N, H, W, 3), and the Keras version."""
+    keras = import_keras()
+    problems = backend_problems(run.recipe.spec, keras.backend.backend())
+    if problems:
+        raise ValueError(
+            f"Keras' {keras.backend.backend()} backend computes these layers differently from Keras on TensorFlow "
+            f"and diycnn: {'; '.join(problems)}. Export with TensorFlow installed (KERAS_BACKEND=tensorflow), "
+            "or use padding='valid' or a pool size/stride that pads evenly."
+        )
+    model = build_keras_model(run.recipe.spec, run.module)
+    model.save(str(path))
+    loaded = load_keras(path)
+    return np.asarray(loaded.predict(np.ascontiguousarray(x), verbose=0, batch_size=32)), keras.__version__
+
+
+__all__ = ["export_keras", "build_keras_model", "load_keras", "import_keras"]

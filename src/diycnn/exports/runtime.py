@@ -1,0 +1,89 @@
+"""Predict with an ONNX export using onnxruntime, numpy and Pillow only (torch is never imported).
+
+The photos go through diycnn's own decoding and resizing code (`Preprocessing.load`), the same
+code that prepared the training photos, so the export sees exactly what the run saw.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.images import Preprocessing
+from ..run import Classifier
+
+EXPORT_FORMAT = "diycnn-export"
+EXPORT_VERSION = 1
+REQUIRED = ("export_format", "model_file", "class_names", "preprocessing")
+
+
+def read_export_json(export_dir: Path) -> dict[str, Any]:
+    """Read and check an export folder's export.json.
+
+    Raises:
+        FileNotFoundError: no export.json.
+        ValueError: malformed, written by a newer diycnn, or not an ONNX export.
+    """
+    path = export_dir / "export.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"'{export_dir}' is not a diycnn export folder (no export.json).")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"'{path}' is not valid JSON ({exc}); export the run again.") from None
+    if not isinstance(info, dict) or info.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"'{path}' is not a diycnn export.json (its 'format' is not '{EXPORT_FORMAT}').")
+    if int(info.get("format_version", 0)) > EXPORT_VERSION:
+        raise ValueError(f"'{export_dir}' was exported by a newer diycnn (export format {info['format_version']}, "
+                         f"this diycnn reads up to {EXPORT_VERSION}). Upgrade diycnn: pip install -U diycnn")
+    missing = [k for k in REQUIRED if k not in info]
+    if missing:
+        raise ValueError(f"'{path}' is missing {missing}; export the run again.")
+    if info["export_format"] not in ("onnx", "tm"):
+        raise ValueError(
+            f"'{export_dir}' is a {info['export_format']} export; diycnn predicts with run directories and ONNX "
+            f"exports. Its README.txt says how to load {info['model_file']} directly."
+        )
+    return info
+
+
+class OnnxRun(Classifier):
+    """An ONNX export loaded for prediction and evaluation, like `Run` but without torch.
+
+    Example:
+        >>> model = diycnn.load("runs/iu-vs-suzy/export-onnx")
+        >>> model.predict(["new.jpg"])[0]["label"]
+    """
+
+    def __init__(self, export_dir: str | Path, model_file: str | None = None):
+        from . import onnx_session
+
+        self.dir = Path(export_dir)
+        self.info = read_export_json(self.dir)
+        self.class_names = list(self.info["class_names"])
+        self.preprocessing = Preprocessing.from_dict(self.info["preprocessing"])
+        path = self.dir / (model_file or self.info["model_file"])
+        if not path.is_file():
+            raise FileNotFoundError(f"'{path}' is missing from the export folder; export the run again.")
+        try:
+            self.session = onnx_session(path)
+        except Exception as exc:  # onnxruntime raises its own types for damaged files
+            raise ValueError(f"'{path}' is not a loadable ONNX model ({type(exc).__name__}: {exc}); "
+                             "export the run again.") from None
+
+    @property
+    def name(self) -> str:
+        return self.info.get("run", {}).get("name", self.dir.name)
+
+    def predict_arrays(self, images_u8: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        from . import onnx_probs
+
+        if len(images_u8) == 0:
+            return np.zeros((0, len(self.class_names)), dtype=np.float32)
+        return onnx_probs(self.session, images_u8, batch_size)
+
+
+__all__ = ["OnnxRun", "read_export_json"]

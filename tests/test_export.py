@@ -1,0 +1,250 @@
+"""Exports predict what the run predicts: ONNX, TorchScript, Keras and Teachable Machine's files,
+for the blog's seed-cnn, a spec with BatchNormalization/GlobalAveragePooling2D and a timm backbone."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import diycnn
+from diycnn import exports
+from diycnn.data.loader import decode_all
+from tests.conftest import make_dataset
+
+BN_GAP_SPEC = """
+name: bn-gap
+layers:
+  - Input: {shape: [20, 20, 3]}
+  - Conv2D: {filters: 8, kernel_size: 3, strides: 2, padding: same, use_bias: false}
+  - BatchNormalization: {}
+  - Activation: relu
+  - AveragePooling2D: {pool_size: 3, strides: 1, padding: same}
+  - Conv2D: {filters: 16, kernel_size: 3, padding: same, activation: swish}
+  - BatchNormalization: {}
+  - GlobalAveragePooling2D
+  - Dropout: {rate: 0.2}
+  - Dense: {units: num_classes}
+"""
+KINDS = ("seed-cnn", "bn-gap", "tm")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Three trained runs (a few epochs each) on 3 classes of generated photos."""
+    root = tmp_path_factory.mktemp("export")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DIYCNN_OFFLINE", "1")
+        mp.setenv("DIYCNN_CACHE", str(root / "cache"))
+        data = make_dataset(root / "photos", {"red": 10, "blue": 10, "green": 10}, seed=5)
+        (root / "bn-gap.yaml").write_text(BN_GAP_SPEC)
+        out = {
+            "seed-cnn": diycnn.train(data, model="seed-cnn", out=root / "seed-cnn", epochs=1, batch_size=8),
+            "bn-gap": diycnn.train(data, model=str(root / "bn-gap.yaml"), out=root / "bn-gap", epochs=3,
+                                   batch_size=8, tta=True),  # mirror test-time augmentation inside the graph
+            "tm": diycnn.train(data, model="tm", out=root / "tm", epochs=3),
+        }
+        yield {k: r.dir for k, r in out.items()} | {"data": data, "root": root}
+
+
+def held_out(run_dir):
+    split = json.loads((run_dir / "split.json").read_text())
+    data = json.loads((run_dir / "model.json").read_text())["data"]
+    return [os.path.join(data, p) for c in sorted(split["splits"]["test"]) for p in split["splits"]["test"][c]]
+
+
+def torch_fp32(run_dir, files):
+    """The run's own probabilities in fp32 (diycnn's predict path, not the export code)."""
+    run = diycnn.load(run_dir, device="cpu")
+    run.precision = "fp32"
+    return np.array([[p["probabilities"][c] for c in run.class_names] for p in run.predict(files)])
+
+
+def test_photos_are_found(runs):
+    assert len(held_out(runs["seed-cnn"])) == 6  # 15% of 10 per class, rounded up
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_onnx_round_trip_equals_the_run(runs, kind, tmp_path):
+    out = diycnn.export(runs[kind], "onnx", out=tmp_path / "onnx")
+    info = json.loads((out / "export.json").read_text())
+    assert info["check"]["max_abs_diff"] <= 1e-4 and info["check"]["photos"] == 6
+    assert "test photos" in info["check"]["source"] and info["opset"] == exports.OPSET
+    assert info["tta"] is (kind == "bn-gap")
+    files = held_out(runs[kind])
+    onnx_run = diycnn.load(out)
+    assert type(onnx_run).__name__ == "OnnxRun"
+    got = np.array([[p["probabilities"][c] for c in onnx_run.class_names] for p in onnx_run.predict(files)])
+    np.testing.assert_allclose(got, torch_fp32(runs[kind], files), atol=1e-4)
+    # dynamic batch: one photo at a time gives the same numbers as a batch
+    images, _, _ = decode_all(files, onnx_run.preprocessing)
+    one = np.concatenate([onnx_run.predict_arrays(images[i:i + 1]) for i in range(len(images))])
+    np.testing.assert_allclose(one, got, atol=1e-5)
+    result = onnx_run.evaluate(runs["data"])
+    assert result["n"] == 30 and "seen_in_training" not in result
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+@pytest.mark.parametrize("kind", KINDS)
+def test_torchscript_round_trip_equals_the_run(runs, kind, tmp_path):
+    import torch
+
+    out = diycnn.export(runs[kind], "torchscript", out=tmp_path / "ts")
+    files = held_out(runs[kind])
+    info = json.loads((out / "export.json").read_text())
+    assert info["check"]["max_abs_diff"] <= 1e-4
+    model = torch.jit.load(str(out / "model.torchscript.pt")).eval()
+    images, _, _ = decode_all(files, diycnn.load(runs[kind]).preprocessing)
+    with torch.no_grad():
+        got = model(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(got, torch_fp32(runs[kind], files), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["seed-cnn", "bn-gap"])
+def test_keras_round_trip_equals_the_run(runs, kind, tmp_path):
+    from diycnn.exports.keras_format import load_keras
+
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("Keras 3 is an optional extra (pip install 'diycnn[keras]'); CI installs it")
+
+    out = diycnn.export(runs[kind], "keras", out=tmp_path / "keras")
+    model = load_keras(out / "model.keras")
+    run = diycnn.load(runs[kind])
+    names = [layer.name for layer in model.layers]
+    assert names[:len(run.recipe.spec.layers)] == [layer.name for layer in run.recipe.spec.layers]
+    assert model.count_params() == run.recipe.spec.count_params()
+    files = held_out(runs[kind])
+    images, _, _ = decode_all(files, run.preprocessing)
+    x = images.astype(np.float32) * run.preprocessing.input_scale
+    got = np.asarray(model.predict(x, verbose=0))
+    if run.tta:  # the Keras model is the bare spec; export.json tells users to average with the mirror image
+        assert "mirror" in json.loads((out / "export.json").read_text())["tta_note"]
+        got = (got + np.asarray(model.predict(x[:, :, ::-1].copy(), verbose=0))) / 2
+    np.testing.assert_allclose(got, torch_fp32(runs[kind], files), atol=1e-4)
+
+
+def test_keras_torch_backend_quirk_is_named_before_export():
+    from diycnn.exports.keras_format import backend_problems
+    from diycnn.models.layers import AveragePooling2D, Dense, Flatten, Input
+    from diycnn.models.sequential import Sequential
+
+    uneven = Sequential([Input((10, 10, 3)), AveragePooling2D(3, strides=2, padding="same"), Flatten(), Dense(2)])
+    assert backend_problems(uneven, "torch") == ["average_pooling2d (AveragePooling2D) on input (10, 10) pads "
+                                                 "unevenly [(0, 1), (0, 1)]"]
+    assert backend_problems(uneven, "tensorflow") == []
+    even = Sequential([Input((10, 10, 3)), AveragePooling2D(3, strides=1, padding="same"), Flatten(), Dense(2)])
+    assert backend_problems(even, "torch") == []
+
+
+def test_formats_that_do_not_apply_are_refused_with_the_ones_that_do(runs, tmp_path):
+    with pytest.raises(ValueError, match=r"timm backbone .*Formats for this run: onnx, torchscript, tm"):
+        diycnn.export(runs["tm"], "keras", out=tmp_path / "k")
+    with pytest.raises(ValueError, match="Unknown export format 'tflite'. Formats: onnx, torchscript, keras, tm"):
+        diycnn.export(runs["tm"], "tflite", out=tmp_path / "k")
+    with pytest.raises(ValueError, match="--int8 applies to ONNX exports only"):
+        diycnn.export(runs["bn-gap"], "keras", out=tmp_path / "k", int8=True)
+    assert not (tmp_path / "k").exists()
+
+
+def test_predict_on_an_onnx_export_never_imports_torch(runs, tmp_path):
+    out = diycnn.export(runs["tm"], "onnx", out=tmp_path / "onnx")
+    files = held_out(runs["tm"])
+    code = ("import json, sys\nfrom diycnn.cli import main\n"
+            f"rc = main(['predict', {str(out)!r}, *{files!r}, '--json'])\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    preds = json.loads(proc.stdout)
+    want = torch_fp32(runs["tm"], files)
+    got = np.array([[p["probabilities"][c] for c in ("blue", "green", "red")] for p in preds])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_standalone_predict_py_matches_diycnn(runs, tmp_path):
+    out = diycnn.export(runs["bn-gap"], "onnx", out=tmp_path / "onnx")
+    app = tmp_path / "my-app"  # the user copies the folder into their app
+    shutil.copytree(out, app)
+    files = held_out(runs["bn-gap"])
+    proc = subprocess.run([sys.executable, str(app / "predict.py"), *files, "--top-k", "2"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    standalone = json.loads(proc.stdout)
+    ours = diycnn.load(out).predict(files, top_k=2)
+    assert [p["label"] for p in standalone] == [p["label"] for p in ours]
+    for a, b in zip(standalone, ours):
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+        assert [k for k, _ in a["top_k"]] == [k for k, _ in b["top_k"]]
+
+
+def test_tm_files_and_int8_report(runs, tmp_path):
+    out = diycnn.export(runs["seed-cnn"], "tm", out=tmp_path / "tm", int8=True)
+    assert (out / "labels.txt").read_text() == "0 blue\n1 green\n2 red\n"
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["labels"] == ["blue", "green", "red"] and meta["imageSize"] == 100
+    for field in ("tfjsVersion", "tmVersion", "packageVersion", "packageName", "timeStamp", "modelName"):
+        assert isinstance(meta[field], str) and meta[field]
+    q = json.loads((out / "export.json").read_text())["int8"]
+    assert (out / q["file"]).is_file() and q["size_bytes"] < q["fp32_size_bytes"] / 3  # 35.9M weights to 1 byte
+    assert q["photos"] == 6 and -1 <= q["accuracy_change"] <= 1
+    int8 = diycnn.OnnxRun(out, model_file=q["file"])
+    assert len(int8.predict(held_out(runs["seed-cnn"]))) == 6
+
+
+def test_failed_check_leaves_nothing_behind(runs, tmp_path, monkeypatch):
+    monkeypatch.setattr(exports, "TOLERANCE", -1.0)
+    with pytest.raises(exports.ExportError, match="does not predict the same"):
+        diycnn.export(runs["bn-gap"], "onnx", out=tmp_path / "bad")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_export_is_kept_unless_forced(runs, tmp_path):
+    out = diycnn.export(runs["bn-gap"], "torchscript", out=tmp_path / "ts")
+    with pytest.raises(FileExistsError, match="--force"):
+        diycnn.export(runs["bn-gap"], "torchscript", out=out)
+    first = (out / "export.json").read_text()
+    diycnn.export(runs["bn-gap"], "torchscript", out=out, force=True)
+    assert (out / "export.json").read_text() != first  # new timestamp
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ts"]
+
+
+def test_export_without_the_data_checks_on_synthetic_photos(runs, tmp_path):
+    run_copy = tmp_path / "run"
+    shutil.copytree(runs["bn-gap"], run_copy)
+    info = json.loads((run_copy / "model.json").read_text())
+    info["data"] = str(tmp_path / "gone")
+    (run_copy / "model.json").write_text(json.dumps(info))
+    out = diycnn.export(run_copy, "onnx")
+    assert out == run_copy / "export-onnx"
+    check = json.loads((out / "export.json").read_text())["check"]
+    assert "synthetic" in check["source"] and check["photos"] == exports.SYNTHETIC_PHOTOS
+
+
+def test_damaged_or_foreign_exports_give_clear_errors(runs, tmp_path):
+    out = diycnn.export(runs["bn-gap"], "onnx", out=tmp_path / "onnx")
+    info = json.loads((out / "export.json").read_text())
+    (out / "export.json").write_text(json.dumps({**info, "format_version": 99}))
+    with pytest.raises(ValueError, match="newer diycnn"):
+        diycnn.load(out)
+    (out / "export.json").write_text(json.dumps(info))
+    (out / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a loadable ONNX model"):
+        diycnn.load(out)
+    ts = diycnn.export(runs["bn-gap"], "torchscript", out=tmp_path / "ts")
+    with pytest.raises(ValueError, match="torchscript export; diycnn predicts with run directories and ONNX"):
+        diycnn.load(ts)
+
+
+def test_cli_export(runs, tmp_path, capsys):
+    from diycnn.cli import main
+
+    assert main(["export", str(runs["bn-gap"]), "--format", "onnx", "--out", str(tmp_path / "e")]) == 0
+    text = capsys.readouterr().out
+    assert "max probability difference from the run" in text and "model.onnx" in text
+    assert main(["export", str(runs["tm"]), "--format", "keras", "--out", str(tmp_path / "k")]) == 2
+    assert "Formats for this run: onnx, torchscript, tm" in capsys.readouterr().err
