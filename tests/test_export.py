@@ -192,6 +192,7 @@ def test_tm_files_and_int8_report(runs, tmp_path):
     q = json.loads((out / "export.json").read_text())["int8"]
     assert (out / q["file"]).is_file() and q["size_bytes"] < q["fp32_size_bytes"] / 3  # 35.9M weights to 1 byte
     assert q["photos"] == 6 and -1 <= q["accuracy_change"] <= 1
+    assert q["calibrated_on"] == "18 training photos"  # calibration never sees the test photos
     int8 = diycnn.OnnxRun(out, model_file=q["file"])
     assert len(int8.predict(held_out(runs["seed-cnn"]))) == 6
 

@@ -39,6 +39,7 @@ OPSET = 18
 TOLERANCE = 1e-4  # max |p_export - p_torch| over every checked photo and class
 CHECK_LIMIT = 1000  # test photos run through both models at export time
 SYNTHETIC_PHOTOS = 16
+CALIBRATION_PHOTOS = 64  # training photos that calibrate int8 activation ranges
 MODEL_FILES = {"onnx": "model.onnx", "tm": "model.onnx", "torchscript": "model.torchscript.pt", "keras": "model.keras"}
 
 
@@ -89,26 +90,37 @@ def _torch_probs(wrapper, images: np.ndarray, batch_size: int = 32) -> np.ndarra
     return np.concatenate(out)
 
 
+def _split_photos(run, split: str, limit: int, seed: int | None = None):
+    """Decoded photos of one split of the run: (uint8 images, labels, count in the split), or None
+    when the data folder is gone or none of them can be read. `seed` picks a random sample."""
+    from ..data.loader import decode_all
+
+    data = Path(run.info.get("data") or "")
+    split_path = run.dir / "split.json"
+    if not (data.is_dir() and split_path.is_file()):
+        return None
+    chosen = json.loads(split_path.read_text(encoding="utf-8"))["splits"][split]
+    items = [(rel, run.class_names.index(c)) for c, rels in chosen.items() if c in run.class_names for rel in rels]
+    total = len(items)
+    if seed is not None and len(items) > limit:
+        items = [items[i] for i in sorted(np.random.default_rng(seed).choice(len(items), limit, replace=False))]
+    items = items[:limit]
+    images, ok, _ = decode_all([data / rel for rel, _ in items], run.preprocessing)
+    if not ok:
+        return None
+    return images, np.array([items[i][1] for i in ok]), total
+
+
 def check_photos(run, limit: int = CHECK_LIMIT) -> tuple[np.ndarray, np.ndarray | None, str]:
     """The photos an export is checked on: (uint8 (N, H, W, 3), labels or None, where they came from).
 
     The run's test photos when its data folder is still there; otherwise seeded synthetic photos.
     """
-    from ..data.loader import decode_all
-
-    data = Path(run.info.get("data") or "")
-    split_path = run.dir / "split.json"
-    reason = f"the run's data folder '{data}' is not available"
-    if data.is_dir() and split_path.is_file():
-        test = json.loads(split_path.read_text(encoding="utf-8"))["splits"]["test"]
-        items = [(rel, run.class_names.index(c)) for c, rels in test.items() if c in run.class_names for rel in rels]
-        items = items[:limit]
-        images, ok, _ = decode_all([data / rel for rel, _ in items], run.preprocessing)
-        if ok:
-            labels = np.array([items[i][1] for i in ok])
-            total = sum(len(v) for v in test.values())
-            return images, labels, f"{len(ok)} of the run's {total} test photos in {data}"
-        reason = f"none of the run's test photos in '{data}' could be read"
+    found = _split_photos(run, "test", limit)
+    if found is not None:
+        images, labels, total = found
+        return images, labels, f"{len(images)} of the run's {total} test photos in {run.info['data']}"
+    reason = f"the run's test photos in '{run.info.get('data')}' are not available"
     h, w = run.preprocessing.output_size
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (SYNTHETIC_PHOTOS, h, w, 3), dtype=np.uint8)
@@ -155,20 +167,33 @@ def onnx_probs(session, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
                            for i in range(0, len(images), batch_size)])
 
 
-def _int8(path: Path, out: Path, images: np.ndarray, labels: np.ndarray | None, fp32: np.ndarray) -> dict[str, Any]:
-    """Dynamic int8 quantisation of MatMul/Gemm/Conv weights, with the accuracy change it costs."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def _int8(run, path: Path, out: Path, images: np.ndarray, labels: np.ndarray | None,
+          fp32: np.ndarray) -> dict[str, Any]:
+    """Static int8 quantisation (QDQ, per-channel weights) calibrated on up to CALIBRATION_PHOTOS
+    training photos, with the accuracy change it costs on the checked photos."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    found = _split_photos(run, "train", CALIBRATION_PHOTOS, seed=0)
+    calibration, source = ((found[0], f"{len(found[0])} training photos") if found is not None
+                           else (images, "the checked photos (training photos not available)"))
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"image": calibration[i:i + 8]} for i in range(0, len(calibration), 8)])
+
+        def get_next(self):
+            return next(self.batches, None)
 
     pre = out.with_suffix(".pre.onnx")
     try:
         quant_pre_process(str(path), str(pre), skip_symbolic_shape=True)
-        quantize_dynamic(str(pre), str(out), weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm",
-                                                                                                  "Conv"])
+        quantize_static(str(pre), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
     finally:
         pre.unlink(missing_ok=True)
     probs = onnx_probs(onnx_session(out), images)
-    result = {"file": out.name, "weights": "uint8 (dynamic quantisation of MatMul, Gemm and Conv weights)",
+    result = {"file": out.name, "method": "static int8 (QDQ, per-channel weights)", "calibrated_on": source,
               "size_bytes": out.stat().st_size, "fp32_size_bytes": path.stat().st_size,
               "max_abs_diff_vs_fp32": float(np.abs(probs - fp32).max()),
               "same_labels_as_fp32": int((probs.argmax(1) == fp32.argmax(1)).sum()), "photos": int(len(images))}
@@ -276,7 +301,8 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
         fmt: "onnx", "torchscript", "keras" (Keras-style spec models only) or "tm" (ONNX plus
             Teachable Machine's labels.txt and metadata.json).
         out: export folder (default RUN/export-FORMAT); must be new or empty unless `force`.
-        int8: ONNX formats only: also write model.int8.onnx and report its accuracy change.
+        int8: ONNX formats only: also write model.int8.onnx (static int8, calibrated on training
+            photos) and report its accuracy change on the checked photos.
 
     Returns:
         The export folder; its export.json records the format, preprocessing and the check.
@@ -330,7 +356,7 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
             got = onnx_probs(onnx_session(model_path), images)
             info["check"] = _compare("ONNX", got, want, source)
             if int8:
-                info["int8"] = _int8(model_path, tmp / "model.int8.onnx", images, labels, got)
+                info["int8"] = _int8(run, model_path, tmp / "model.int8.onnx", images, labels, got)
             shutil.copyfile(Path(__file__).with_name("standalone_predict.py"), tmp / "predict.py")
             if fmt == "tm":
                 atomic_write_json(tmp / "metadata.json", _tm_metadata(run, run.preprocessing.output_size))
