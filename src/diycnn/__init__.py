@@ -5,6 +5,8 @@ Public API (the CLI and the web app use only these):
     diycnn.train(data, model="seed-cnn", **settings) -> Run
     diycnn.load(run_or_export_dir) -> Run (or OnnxRun for an ONNX export);  .predict(paths);  .evaluate(data)
     diycnn.export(run_dir, "onnx" | "torchscript" | "keras" | "tm") -> export directory
+    diycnn.compare(data, ["seed-cnn", "tm"]) -> comparison directory (McNemar, galleries, Grad-CAM)
+    diycnn.explain(run_dir, paths) -> Grad-CAM overlays
     diycnn.summary(model) -> dict
     diycnn.Sequential, diycnn.layers  (Keras-style model specs)
 
@@ -22,11 +24,12 @@ _LAZY = {
     "train": ".api", "summary": ".api", "backbones": ".api",
     "load": ".run", "Run": ".run",
     "export": ".exports", "OnnxRun": ".exports.runtime",
+    "compare": ".comparison", "explain": ".explanations",
     "ImageError": ".data.images",
     "Sequential": ".models.sequential",
 }
 
-__all__ = ["train", "load", "export", "summary", "backbones", "Run", "OnnxRun", "Sequential", "layers",
+__all__ = ["train", "load", "export", "compare", "explain", "summary", "backbones", "Run", "OnnxRun", "Sequential", "layers",
            "ImageError", "__version__"]
 
 

@@ -104,6 +104,20 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def _set_values(items: list[str] | None) -> dict[str, Any]:
+    """--set KEY=VALUE pairs; values are JSON when they parse, strings otherwise."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE (e.g. --set label_smoothing=0.1), received {item!r}.")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
 def cmd_train(args) -> int:
     from . import train
 
@@ -116,14 +130,7 @@ def cmd_train(args) -> int:
     for flag in ("tta", "val_as_test"):
         if getattr(args, flag):
             overrides[flag] = True
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set takes KEY=VALUE (e.g. --set label_smoothing=0.1), received {item!r}.")
-        try:
-            overrides[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key.strip().replace("-", "_")] = value
+    overrides.update(_set_values(args.set))
     model = args.model
     if model is None:  # a config file may name the model; otherwise auto
         from .settings import read_config_file
@@ -181,6 +188,41 @@ def cmd_evaluate(args) -> int:
         _err(f"skipped {p['path']}: {p['reason']}")
     if result.get("seen_in_training"):
         _err(f"warning: {len(result['seen_in_training'])} photo(s) are copies of training/validation photos.")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from . import compare
+    from .comparison import format_table
+
+    settings: dict[str, Any] = {k: getattr(args, k) for k in ("epochs", "seed", "device", "precision", "budget")
+                                if getattr(args, k) is not None}
+    if args.val_as_test:
+        settings["val_as_test"] = True
+    settings.update(_set_values(args.set))
+    if args.runs:
+        out = compare(runs=args.runs, out=args.out, on_stage=_err)
+    else:
+        if args.data is None or args.models is None:
+            raise ValueError("diycnn compare needs DATA and --models a,b,... (or --runs RUN RUN ...).")
+        progress = _Progress(args.epochs)
+        out = compare(args.data, args.models, split=args.split, folds=args.folds, out=args.out,
+                      callbacks=[progress.callback], on_stage=_err, **settings)
+    result = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
+    print(format_table(result))
+    print(f"\nComparison: {out / 'comparison.html'}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from . import explain
+
+    results = explain(args.run, args.paths, class_name=args.class_name, out=args.out)
+    for r in results:
+        if "skipped" in r:
+            _err(f"skipped {r['path']}: {r['skipped']}")
+        else:
+            print(f"{r['path']}: {r['class']} {r['probability']:.1%} (predicted {r['predicted']}) -> {r['file']}")
     return 0
 
 
@@ -288,6 +330,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None)
     device_args(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("compare", help="train several models on one split and compare them (McNemar, galleries, "
+                                       "Grad-CAM)")
+    p.add_argument("data", nargs="?", help="DATA folder (omit with --runs)")
+    p.add_argument("--models", help="comma-separated recipes or spec files, e.g. seed-cnn,seed-cnn-plus,tm,finetune")
+    p.add_argument("--runs", nargs="+", metavar="RUN", help="compare already-trained runs (same split) instead")
+    p.add_argument("--split", help="reuse a split.json for every model")
+    p.add_argument("--folds", type=int, help="stratified K-fold: mean ± std and a paired test across folds")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--budget", type=float, help="minutes for an 'auto' model")
+    p.add_argument("--precision", choices=PRECISIONS)
+    device_args(p)
+    p.add_argument("--val-as-test", action="store_true", help="with train/val folders: test on the given val folder")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a training setting for every model")
+    p.add_argument("--out", help="comparison folder (default runs/<data>-compare, numbered)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("explain", help="Grad-CAM heatmaps: where the model looked")
+    p.add_argument("run", help="run directory")
+    p.add_argument("paths", nargs="+", help="photos, folders or glob patterns")
+    p.add_argument("--class", dest="class_name", help="explain this class (default: the predicted one)")
+    p.add_argument("--out", help="folder for the overlays (default RUN/explain)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("export", help="export a run (ONNX, TorchScript, Keras, Teachable Machine files), "
                                       "checked to predict the same")

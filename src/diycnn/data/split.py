@@ -129,6 +129,41 @@ def make_split(scan: ScanResult, val_split: float = 0.15, test_split: float = 0.
     return Split(scan.class_names, by_split, sha, seed, val_split, test_split, notes)
 
 
+def kfold_splits(scan: ScanResult, folds: int, val_split: float = 0.15, seed: int = 0) -> list[Split]:
+    """Stratified K-fold: every photo is in the test split of exactly one fold; each fold's
+    validation split is carved from the rest (`val_split` of each class, at least 1).
+
+    Given split folders are pooled (a note says so): K-fold is for small datasets.
+
+    Raises:
+        ValueError: fewer than 2 folds, or a class too small to give every fold a test,
+            a validation and a training photo.
+    """
+    if folds < 2:
+        raise ValueError(f"--folds must be at least 2, received {folds}.")
+    notes = ["given split folders were pooled for K-fold"] if scan.layout != "class-folders" else []
+    pools = {c: sorted(r.rel for r in scan.records if r.label == c) for c in scan.class_names}
+    for c, pool in pools.items():
+        if len(pool) < folds + 2:
+            raise ValueError(f"Class '{c}' has {len(pool)} photo(s); {folds}-fold needs at least {folds + 2} "
+                             f"(one test photo per fold plus validation and training). Use fewer --folds.")
+    orders = {c: [pool[i] for i in np.random.default_rng([seed, ci]).permutation(len(pool))]
+              for ci, (c, pool) in enumerate(pools.items())}
+    sha = {r.rel: r.sha256 for r in scan.records}
+    out = []
+    for f in range(folds):
+        by_split: dict[str, dict[str, list[str]]] = {s: {} for s in SPLIT_ORDER}
+        for c, order in orders.items():
+            test = [p for i, p in enumerate(order) if i % folds == f]
+            rest = [p for i, p in enumerate(order) if i % folds != f]
+            n_val = min(max(1, int(math.floor(len(rest) * val_split + 0.5))), len(rest) - 1)
+            by_split["test"][c], by_split["val"][c] = sorted(test), sorted(rest[:n_val])
+            by_split["train"][c] = sorted(rest[n_val:])
+        out.append(Split(scan.class_names, by_split, sha, seed, val_split, 1.0 / folds,
+                         notes + [f"fold {f + 1} of {folds} (stratified, seed {seed})"]))
+    return out
+
+
 def check_split(split: Split, scan: ScanResult, where: str = "split file") -> None:
     """Check a reused split against the photos found now: same classes, files present and unchanged.
 

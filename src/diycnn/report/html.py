@@ -16,8 +16,8 @@ h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bott
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.3em .6em;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 .big{font-size:1.3em}.muted{color:#666}.gallery{display:flex;flex-wrap:wrap;gap:10px}
-.gallery figure{margin:0;width:170px;font-size:.8em}.gallery img{width:160px;height:160px;object-fit:cover;border:2px solid #c33}
-img.plot{max-width:100%}code{background:#f4f4f4;padding:0 .2em}
+.gallery figure{margin:0;width:170px;font-size:.8em;overflow-wrap:anywhere}.gallery img{width:160px;height:160px;object-fit:cover;border:2px solid #c33}
+img.plot{max-width:100%}.gallery img.ok{border-color:#3a3}code{background:#f4f4f4;padding:0 .2em}
 """
 
 
@@ -58,8 +58,19 @@ def _backbone_note(info: dict[str, Any]) -> str:
     return note
 
 
+def cam_gallery(samples: list[dict[str, Any]], title: str) -> str:
+    """Grad-CAM overlays with captions (samples from `explain.cam_samples`)."""
+    if not samples:
+        return ""
+    figures = [f"<figure><img class='{'ok' if s['predicted'] == s['true'] else ''}' alt='Grad-CAM of {_e(s['path'])}' "
+               f"src='{s['uri']}'><figcaption>{_e(s['path'])}<br>true <b>{_e(s['true'])}</b>, predicted "
+               f"<b>{_e(s['predicted'])}</b> ({s['probability']:.0%})</figcaption></figure>" for s in samples]
+    return (f"<h2>{_e(title)}</h2><p class='muted'>Grad-CAM: red areas raised the predicted class's score most. "
+            "Red frames: wrong predictions; green: right ones.</p><div class='gallery'>" + "".join(figures) + "</div>")
+
+
 def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, confusion: bytes,
-                  data_root: Path, max_errors: int = 24) -> str:
+                  data_root: Path, max_errors: int = 24, cams: list[dict[str, Any]] | None = None) -> str:
     """The run report: headline figures, curves, confusion matrix, per-class scores,
     misclassified test photos, data problems and settings."""
     name = info.get("name", "run")
@@ -101,6 +112,7 @@ def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, 
             parts.append(f"<p class='muted'>{len(errors) - max_errors} more in metrics.json.</p>")
     else:
         parts.append("<p>None: every test photo was classified correctly.</p>")
+    parts.append(cam_gallery(cams or [], "Why it decided (test photos)"))
     problems = metrics.get("skipped", []) + metrics.get("duplicates", [])
     parts.append(f"<h2>Data problems ({len(metrics.get('skipped', []))} skipped, "
                  f"{len(metrics.get('duplicates', []))} duplicates left out)</h2>")

@@ -55,3 +55,45 @@ def confusion_png(matrix: list[list[int]], class_names: list[str], title: str = 
     ax.set_ylabel("true")
     ax.set_title(title)
     return _png(fig)
+
+
+def overlay_curves_png(histories: dict[str, list[dict[str, float]]]) -> bytes:
+    """Every model's accuracy and loss curves on shared axes: solid validation, dashed training."""
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, history) in enumerate(histories.items()):
+        colour = colours[i % len(colours)]
+        epochs = [h["epoch"] for h in history]
+        for ax, key in ((ax_acc, "accuracy"), (ax_loss, "loss")):
+            ax.plot(epochs, [h[key] for h in history], "--", color=colour, alpha=0.6, label=f"{name} train")
+            ax.plot(epochs, [h[f"val_{key}"] for h in history], "-", color=colour, label=f"{name} val")
+    for ax, title in ((ax_acc, "Accuracy"), (ax_loss, "Loss")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    ax_acc.set_ylim(-0.02, 1.02)
+    ax_loss.legend(fontsize=8, loc="upper right")
+    return _png(fig)
+
+
+def confusions_png(matrices: dict[str, list[list[int]]], class_names: list[str]) -> bytes:
+    """Confusion matrices side by side, one per model (rows: true class)."""
+    k, m = len(class_names), len(matrices)
+    side = min(2.5 + 0.35 * k, 8)
+    fig, axes = plt.subplots(1, m, figsize=(side * m, side), squeeze=False)
+    for ax, (name, matrix) in zip(axes[0], matrices.items()):
+        cm = np.asarray(matrix)
+        rows = cm.sum(axis=1, keepdims=True)
+        norm = np.divide(cm, rows, out=np.zeros_like(cm, dtype=float), where=rows > 0)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        if k <= 12:
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if norm[i, j] > 0.5 else "black")
+        ax.set_xticks(range(k), class_names, rotation=90 if k > 3 else 0, fontsize=7 if k > 6 else 9)
+        ax.set_yticks(range(k), class_names, fontsize=7 if k > 6 else 9)
+        ax.set_xlabel("predicted")
+        ax.set_title(name)
+    axes[0][0].set_ylabel("true")
+    return _png(fig)

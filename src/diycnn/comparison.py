@@ -1,0 +1,329 @@
+"""`diycnn compare`: train several models on one split (or K folds) and compare them honestly.
+
+    COMPARE_DIR/
+      split.json              the one split every model used (single-split mode)
+      runs/<model>/           each model's own run directory (folds/<k>/<model>/ with --folds)
+      comparison.json         per-model figures, pairwise McNemar tests, fold statistics
+      comparison.html         self-contained report: table, curves, confusion matrices,
+                              misclassified galleries, Grad-CAM samples
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .io import atomic_write_json, atomic_write_text, to_jsonable
+from .run import new_run_dir, read_model_json
+
+log = logging.getLogger(__name__)
+
+ALPHA = 0.05
+EXACT_BELOW = 25  # McNemar: exact binomial test when fewer discordant pairs than this
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
+    """McNemar's test on paired correctness (same test photos): exact binomial when the
+    discordant pairs are few, chi-square with continuity correction otherwise."""
+    from scipy import stats
+
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n = only_a + only_b
+    if n == 0:
+        p, method = 1.0, "exact binomial (no discordant pairs)"
+    elif n < EXACT_BELOW:
+        p, method = float(stats.binomtest(only_a, n, 0.5).pvalue), "exact binomial"
+    else:
+        chi2 = (abs(only_a - only_b) - 1) ** 2 / n
+        p, method = float(stats.chi2.sf(chi2, 1)), "chi-square with continuity correction"
+    return {"only_a_correct": only_a, "only_b_correct": only_b, "p_value": min(1.0, p), "method": method,
+            "significant": p < ALPHA}
+
+
+def paired_folds_test(acc_a: list[float], acc_b: list[float]) -> dict[str, Any]:
+    """Paired t-test of per-fold test accuracies (the same folds for both models)."""
+    from scipy import stats
+
+    diff = np.asarray(acc_a) - np.asarray(acc_b)
+    if len(diff) < 2 or np.allclose(diff, diff[0]):
+        p = 1.0 if np.allclose(diff, 0) else 0.0
+        return {"mean_difference": float(diff.mean()), "p_value": p, "method": "paired t-test (constant difference)",
+                "significant": p < ALPHA}
+    p = float(stats.ttest_rel(acc_a, acc_b).pvalue)
+    return {"mean_difference": float(diff.mean()), "p_value": p, "method": "paired t-test over folds",
+            "significant": p < ALPHA}
+
+
+def _read_history(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "history.csv", encoding="utf-8") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _test_items(split: dict[str, Any]) -> list[tuple[str, str]]:
+    test = split["splits"]["test"]
+    return [(p, c) for c in split["class_names"] for p in test.get(c, [])]
+
+
+def inference_ms(run, images: np.ndarray) -> float:
+    """Milliseconds per photo predicting a batch of decoded test photos (after a warm-up)."""
+    run.predict_arrays(images[:4])
+    t0 = time.perf_counter()
+    run.predict_arrays(images)
+    return 1000 * (time.perf_counter() - t0) / len(images)
+
+
+def summarise_run(run_dir: Path, label: str, timing_photos: np.ndarray | None, device: str = "auto"
+                  ) -> dict[str, Any]:
+    """One model's row: test figures, parameters, size, training and inference time, and the
+    per-photo correctness of its test predictions (for McNemar)."""
+    from .run import load
+
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    info = read_model_json(run_dir)
+    split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
+    wrong = {e["path"]: e for e in metrics.get("misclassified", [])}
+    items = _test_items(split)
+    run = load(run_dir, device=device)
+    row = {
+        "model": label, "recipe": info["model"]["name"], "backbone": info["model"].get("backbone"),
+        "run_dir": str(run_dir), "test_accuracy": metrics["test_accuracy"],
+        "test_accuracy_ci95": metrics["test_accuracy_ci95"], "test_loss": metrics["test_loss"],
+        "macro_f1": metrics["test_macro_f1"], "test_photos": metrics["counts"]["test"],
+        "parameters": int(sum(p.numel() for p in run.module.parameters())),
+        "size_bytes": (run_dir / "model.safetensors").stat().st_size,
+        "train_seconds": metrics["train_seconds"], "epochs_run": metrics["epochs_run"],
+        "confusion_matrix": metrics["confusion_matrix"], "class_names": metrics["class_names"],
+        "inference_ms_per_photo": None, "inference_precision": run.precision,
+        "predictions": [{"path": p, "true": c, "predicted": wrong[p]["predicted"] if p in wrong else c,
+                         "probability": wrong[p]["probability"] if p in wrong else None} for p, c in items],
+    }
+    if timing_photos is not None and len(timing_photos):
+        prep_photos = timing_photos[row["recipe"]] if isinstance(timing_photos, dict) else timing_photos
+        row["inference_ms_per_photo"] = inference_ms(run, prep_photos)
+    return row
+
+
+def _same_split(run_dirs: list[Path]) -> dict[str, Any]:
+    """The split shared by every run, or a ValueError naming the run that differs."""
+    first = json.loads((run_dirs[0] / "split.json").read_text(encoding="utf-8"))
+    for d in run_dirs[1:]:
+        other = json.loads((d / "split.json").read_text(encoding="utf-8"))
+        if other["splits"] != first["splits"] or other.get("class_names") != first.get("class_names"):
+            raise ValueError(
+                f"Run '{d}' was trained on a different split from '{run_dirs[0]}': their test photos differ, so "
+                f"their scores cannot be compared. Retrain it with --split {run_dirs[0] / 'split.json'}, or let "
+                "'diycnn compare DATA --models ...' train them all on one split."
+            )
+    return first
+
+
+def _timing_photos(run_dirs: list[Path], split: dict[str, Any], data: Path, n: int = 32) -> dict[str, np.ndarray]:
+    """Up to n decoded test photos per distinct preprocessing (keyed by recipe name)."""
+    from .data.loader import decode_all
+    from .models.recipes import recipe_from_saved
+
+    out = {}
+    paths = [data / p for p, _ in _test_items(split)[:n]]
+    for d in run_dirs:
+        info = read_model_json(d)
+        recipe = recipe_from_saved(info["model"], len(info["class_names"]))
+        if info["model"]["name"] not in out:
+            images, _, _ = decode_all(paths, recipe.preprocessing)
+            out[info["model"]["name"]] = images
+    return out
+
+
+def _cam_samples(run_dir: Path, predictions: list[dict[str, Any]], data: Path, per_kind: int = 3
+                 ) -> list[dict[str, Any]]:
+    from .explanations import cam_samples
+    from .run import Run
+
+    run = Run(run_dir, device="cpu")
+    return cam_samples(run.module, run.preprocessing, run.class_names, predictions, data, per_kind)
+
+
+def _pairwise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    pairs = []
+    for a, b in itertools.combinations(rows, 2):
+        ca = np.array([p["predicted"] == p["true"] for p in a["predictions"]])
+        cb = np.array([p["predicted"] == p["true"] for p in b["predictions"]])
+        pairs.append({"a": a["model"], "b": b["model"], **mcnemar(ca, cb)})
+    return pairs
+
+
+def compare(data: str | Path | None = None, models: list[str] | str | None = None, *, runs=None,
+            split: str | Path | None = None, folds: int | None = None, out: str | Path | None = None,
+            runs_root: str | Path = "runs", callbacks=None, on_stage: Callable[[str], None] | None = None,
+            explain_samples: int = 3, **settings) -> Path:
+    """Train `models` on one split of `data` (or compare already-trained `runs`), and write
+    comparison.json and comparison.html.
+
+    Args:
+        models: recipe names or spec files, e.g. ["seed-cnn", "tm", "finetune"] or "seed-cnn,tm".
+        runs: already-trained run directories instead of `models` (they must share one split).
+        split: reuse a split.json for every model.
+        folds: stratified K-fold instead of one split: every model is trained K times and the
+            report gives mean ± std and a paired test across folds.
+        settings: training settings for every model (epochs, seed, device, val_as_test...).
+
+    Returns:
+        The comparison directory.
+
+    Raises:
+        ValueError: runs trained on different splits, no models, or bad settings.
+    """
+    from .api import train
+    from .data.scan import scan_folder
+    from .data.split import kfold_splits, make_split
+
+    stage = on_stage or (lambda text: log.info("%s", text))
+    if isinstance(models, str):
+        models = [m.strip() for m in models.split(",") if m.strip()]
+    if runs:
+        run_dirs = [Path(r) for r in runs]
+        shared = _same_split(run_dirs)
+        data = Path(read_model_json(run_dirs[0])["data"])
+        out_dir = new_run_dir(out, f"{data.name}-compare", runs_root)
+        labels = _labels([read_model_json(d)["model"]["name"] for d in run_dirs])
+        return _finish(out_dir, data, list(zip(labels, run_dirs)), shared, stage, explain_samples, None)
+    if not models:
+        raise ValueError("compare needs --models (e.g. seed-cnn,tm,finetune) or --runs RUN RUN ...")
+    if data is None:
+        raise ValueError("compare needs a DATA folder (or --runs).")
+    if len(models) < 2:
+        raise ValueError(f"compare needs at least two models, received {models}.")
+    if len(set(models)) != len(models):
+        raise ValueError(f"compare received a model twice: {models}.")
+    data = Path(data)
+    scan = scan_folder(data)
+    out_dir = new_run_dir(out, f"{data.name}-compare", runs_root)
+    seed = int(settings.get("seed") or 0)
+    labels = _labels(models)
+    train_settings = {k: v for k, v in settings.items() if k != "val_as_test"}  # the split file decides
+    if folds:
+        splits = kfold_splits(scan, folds, settings.get("val_split") or 0.15, seed)
+        fold_results = []
+        for f, fold_split in enumerate(splits):
+            fold_dir = out_dir / "folds" / str(f + 1)
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(fold_dir / "split.json", fold_split.to_dict())
+            pairs = []
+            for label, model in zip(labels, models):
+                stage(f"compare: fold {f + 1}/{folds}, training {model} ...")
+                train(data, model=model, out=fold_dir / label, split=fold_dir / "split.json", callbacks=callbacks,
+                      on_stage=stage, **train_settings)
+                pairs.append((label, fold_dir / label))
+            fold_results.append(pairs)
+        return _finish_folds(out_dir, data, labels, fold_results, stage)
+    split_path = out_dir / "split.json"
+    if split is not None:
+        split_path.write_bytes(Path(split).read_bytes())
+    else:
+        the_split = make_split(scan, settings.get("val_split") or 0.15, settings.get("test_split") or 0.15, seed,
+                               val_as_test=bool(settings.get("val_as_test")))
+        atomic_write_json(split_path, the_split.to_dict())
+    trained = []
+    for label, model in zip(labels, models):
+        stage(f"compare: training {model} ({len(trained) + 1}/{len(models)}) ...")
+        run = train(data, model=model, out=out_dir / "runs" / label, split=split_path, callbacks=callbacks,
+                    on_stage=stage, **train_settings)
+        trained.append((label, run.dir))
+    shared = json.loads(split_path.read_text(encoding="utf-8"))
+    return _finish(out_dir, data, trained, shared, stage, explain_samples, None)
+
+
+def _labels(models: list[str]) -> list[str]:
+    """Short unique names for models (spec files by their stem)."""
+    out: list[str] = []
+    for m in models:
+        base = Path(m).stem if m.lower().endswith((".yaml", ".yml", ".json")) else m
+        name, i = base, 2
+        while name in out:
+            name, i = f"{base}-{i}", i + 1
+        out.append(name)
+    return out
+
+
+def _finish(out_dir: Path, data: Path, labelled: list[tuple[str, Path]], split: dict[str, Any], stage,
+            explain_samples: int, folds: dict[str, Any] | None) -> Path:
+    from .report.compare_html import render_comparison
+    from .report.plots import confusions_png, overlay_curves_png
+
+    stage("compare: measuring inference time and writing the report ...")
+    timing = _timing_photos([d for _, d in labelled], split, data) if data.is_dir() else None
+    rows = [summarise_run(d, label, timing) for label, d in labelled]
+    pairs = _pairwise(rows)
+    cams = {}
+    if data.is_dir() and explain_samples:
+        for row in rows:
+            try:
+                cams[row["model"]] = _cam_samples(Path(row["run_dir"]), row["predictions"], data, explain_samples)
+            except Exception as exc:  # an explanation must never cost the comparison
+                log.warning("Grad-CAM for %s failed: %s", row["model"], exc)
+                cams[row["model"]] = []
+    histories = {row["model"]: _read_history(Path(row["run_dir"])) for row in rows}
+    result = {"format": "diycnn-comparison", "data": str(data), "class_names": split["class_names"],
+              "test_photos": len(_test_items(split)), "models": rows, "mcnemar": pairs, "alpha": ALPHA}
+    if folds:
+        result["folds"] = folds
+    atomic_write_json(out_dir / "comparison.json", to_jsonable(result))
+    curves = overlay_curves_png(histories)
+    confusions = confusions_png({r["model"]: r["confusion_matrix"] for r in rows}, split["class_names"])
+    atomic_write_text(out_dir / "comparison.html", render_comparison(result, curves, confusions, cams, data))
+    return out_dir
+
+
+def _finish_folds(out_dir: Path, data: Path, labels: list[str], fold_results: list[list[tuple[str, Path]]],
+                  stage) -> Path:
+    per_model: dict[str, list[float]] = {label: [] for label in labels}
+    for pairs in fold_results:
+        for label, d in pairs:
+            per_model[label].append(json.loads((d / "metrics.json").read_text(encoding="utf-8"))["test_accuracy"])
+    summary = {label: {"accuracies": accs, "mean": float(np.mean(accs)),
+                       "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0} for label, accs in per_model.items()}
+    tests = [{"a": a, "b": b, **paired_folds_test(per_model[a], per_model[b])}
+             for a, b in itertools.combinations(labels, 2)]
+    folds = {"k": len(fold_results), "test_accuracy": summary, "paired_tests": tests,
+             "fold_dirs": [str(out_dir / "folds" / str(i + 1)) for i in range(len(fold_results))]}
+    # The detailed report (curves, confusions, McNemar) is drawn for fold 1; the fold table covers all.
+    first = fold_results[0]
+    split = json.loads((first[0][1] / "split.json").read_text(encoding="utf-8"))
+    return _finish(out_dir, data, first, split, stage, 3, folds)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The comparison as a Markdown table plus the McNemar verdicts (for the terminal and notes)."""
+    lines = ["| model | test accuracy (95% CI) | test loss | macro-F1 | parameters | size | train time | "
+             "inference |", "|---|---|---|---|---|---|---|---|"]
+    for r in result["models"]:
+        lo, hi = r["test_accuracy_ci95"]
+        ms = f"{r['inference_ms_per_photo']:.1f} ms/photo" if r["inference_ms_per_photo"] is not None else "—"
+        lines.append(f"| {r['model']} | {r['test_accuracy']:.3f} ({lo:.3f}–{hi:.3f}) | {r['test_loss']:.4f} | "
+                     f"{r['macro_f1']:.3f} | {r['parameters']:,} | {r['size_bytes'] / 1e6:.1f} MB | "
+                     f"{r['train_seconds']:.0f} s | {ms} |")
+    lines.append("")
+    for p in result["mcnemar"]:
+        verdict = "significant" if p["significant"] else "not significant"
+        lines.append(f"{p['a']} vs {p['b']}: {p['only_a_correct']} photos only {p['a']} got right, "
+                     f"{p['only_b_correct']} only {p['b']}; McNemar p = {p['p_value']:.3g} ({p['method']}): "
+                     f"{verdict} at {result['alpha']}")
+    if result.get("folds"):
+        f = result["folds"]
+        lines.append(f"\n{f['k']}-fold test accuracy:")
+        for m, s in f["test_accuracy"].items():
+            lines.append(f"  {m}: {s['mean']:.3f} ± {s['std']:.3f}")
+        for t in f["paired_tests"]:
+            lines.append(f"  {t['a']} vs {t['b']}: mean difference {t['mean_difference']:+.3f}, p = {t['p_value']:.3g} "
+                         f"({t['method']})")
+    return "\n".join(lines)
+
+
+__all__ = ["compare", "mcnemar", "paired_folds_test", "format_table"]
