@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -63,3 +64,18 @@ def two_class_data(tmp_path) -> Path:
 def _chdir_tmp(tmp_path, monkeypatch):
     """Default run directories (runs/...) land in the test's temporary folder, never in the repo."""
     monkeypatch.chdir(tmp_path)
+
+
+@contextlib.contextmanager
+def offline_env(cache_dir: Path):
+    """No network attempts, and the feature cache in `cache_dir` (module-scoped fixtures use this)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DIYCNN_OFFLINE", "1")
+        mp.setenv("DIYCNN_CACHE", str(cache_dir))
+        yield
+
+
+@pytest.fixture
+def offline(tmp_path):
+    with offline_env(tmp_path / "cache"):
+        yield

@@ -20,10 +20,7 @@ from tests.conftest import TINY_SPEC, make_dataset
 WIDE_SPEC = TINY_SPEC.replace("name: tiny", "name: wide").replace("filters: 8", "filters: 16")
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("DIYCNN_OFFLINE", "1")
-    monkeypatch.setenv("DIYCNN_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 @pytest.fixture

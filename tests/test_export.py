@@ -16,7 +16,7 @@ import pytest
 import diycnn
 from diycnn import exports
 from diycnn.data.loader import decode_all
-from tests.conftest import make_dataset
+from tests.conftest import make_dataset, offline_env
 
 BN_GAP_SPEC = """
 name: bn-gap
@@ -39,9 +39,7 @@ KINDS = ("seed-cnn", "bn-gap", "tm")
 def runs(tmp_path_factory):
     """Three trained runs (a few epochs each) on 3 classes of generated photos."""
     root = tmp_path_factory.mktemp("export")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DIYCNN_OFFLINE", "1")
-        mp.setenv("DIYCNN_CACHE", str(root / "cache"))
+    with offline_env(root / "cache"):
         data = make_dataset(root / "photos", {"red": 10, "blue": 10, "green": 10}, seed=5)
         (root / "bn-gap.yaml").write_text(BN_GAP_SPEC)
         out = {

@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 import diycnn
-from tests.conftest import TINY_SPEC, make_dataset
+from tests.conftest import TINY_SPEC, make_dataset, offline_env
 
 CHROMIUM = os.environ.get("DIYCNN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -27,9 +27,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
     root = tmp_path_factory.mktemp("reports")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DIYCNN_OFFLINE", "1")
-        mp.setenv("DIYCNN_CACHE", str(root / "cache"))
+    with offline_env(root / "cache"):
         data = make_dataset(root / "photos", {"red": 12, "blue": 12, "green": 12})
         (root / "tiny.yaml").write_text(TINY_SPEC)
         (root / "wide.yaml").write_text(TINY_SPEC.replace("name: tiny", "name: wide").replace("filters: 8", "filters: 4"))

@@ -57,6 +57,35 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=_json_default, ensure_ascii=False) + "\n")
 
 
+def read_json(path: str | Path, missing: str, damaged: str) -> Any:
+    """Parse a JSON file.
+
+    Raises:
+        FileNotFoundError: no such file (message: `missing`).
+        ValueError: not valid JSON (message: the file, the parser's reason, then `damaged`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(missing)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"'{path}' is not valid JSON ({exc}); {damaged}") from None
+
+
+def check_format(info: Any, path: Path, fmt: str, version_key: str, max_version: int, newer: str) -> None:
+    """A diycnn JSON document has the expected 'format' and a version this diycnn can read.
+
+    Raises:
+        ValueError: another kind of file, or written by a newer diycnn (`newer` says what to do).
+    """
+    if not isinstance(info, dict) or info.get("format") != fmt:
+        raise ValueError(f"'{path}' is not a diycnn {path.name} (its 'format' is not '{fmt}').")
+    if int(info.get(version_key, 0)) > max_version:
+        raise ValueError(f"'{path}' was written by a newer diycnn ({version_key} {info[version_key]}, this diycnn "
+                         f"reads up to {max_version}). {newer}")
+
+
 def to_jsonable(data: Any) -> Any:
     return json.loads(json.dumps(data, default=_json_default))
 

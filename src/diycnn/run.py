@@ -24,7 +24,7 @@ import numpy as np
 
 from .data.images import ImageError, Preprocessing
 from .data.scan import Problem, find_images, scan_folder
-from .io import load_tensors
+from .io import check_format, load_tensors, read_json
 
 log = logging.getLogger(__name__)
 
@@ -94,22 +94,11 @@ def read_model_json(run_dir: Path) -> dict[str, Any]:
         ValueError: malformed, or written by a newer diycnn.
     """
     path = run_dir / "model.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"'{run_dir}' is not a diycnn run directory (no model.json). Pass a folder written by 'diycnn train'."
-        )
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"'{path}' is not valid JSON ({exc}); the run directory is damaged.") from None
-    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
-        raise ValueError(f"'{path}' is not a diycnn model.json (its 'format' is not '{RUN_FORMAT}').")
-    if int(info.get("format_version", 0)) > RUN_VERSION:
-        raise ValueError(
-            f"'{run_dir}' was written by a newer diycnn (run format {info['format_version']}, "
-            f"this diycnn reads up to {RUN_VERSION}; made by diycnn {info.get('versions', {}).get('diycnn')}). "
-            "Upgrade diycnn: pip install -U diycnn"
-        )
+    info = read_json(path, f"'{run_dir}' is not a diycnn run directory (no model.json). Pass a folder written by "
+                           "'diycnn train'.", "the run directory is damaged.")
+    check_format(info, path, RUN_FORMAT, "format_version", RUN_VERSION,
+                 f"It was made by diycnn {info.get('versions', {}).get('diycnn') if isinstance(info, dict) else '?'}. "
+                 "Upgrade diycnn: pip install -U diycnn")
     for key in ("class_names", "model", "status"):
         if key not in info:
             raise ValueError(f"'{path}' is missing the '{key}' field; the run directory is damaged.")

@@ -12,10 +12,7 @@ from diycnn.models.recipes import get_recipe
 from tests.conftest import make_dataset
 
 
-@pytest.fixture(autouse=True)
-def _offline_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("DIYCNN_OFFLINE", "1")
-    monkeypatch.setenv("DIYCNN_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -200,13 +199,10 @@ def read_split(path: str | Path) -> Split:
         FileNotFoundError: no such file.
         ValueError: not a diycnn split file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Split file '{path}' does not exist. Pass a split.json written by an earlier run.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"Split file '{path}' is not valid JSON ({exc}).") from None
+    from ..io import read_json
+
+    data = read_json(path, f"Split file '{path}' does not exist. Pass a split.json written by an earlier run.",
+                     "pass a split.json written by diycnn.")
     return Split.from_dict(data, where=str(path))
 
 

@@ -6,13 +6,13 @@ code that prepared the training photos, so the export sees exactly what the run 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..data.images import Preprocessing
+from ..io import check_format, read_json
 from ..run import Classifier
 
 EXPORT_FORMAT = "diycnn-export"
@@ -28,17 +28,8 @@ def read_export_json(export_dir: Path) -> dict[str, Any]:
         ValueError: malformed, written by a newer diycnn, or not an ONNX export.
     """
     path = export_dir / "export.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"'{export_dir}' is not a diycnn export folder (no export.json).")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"'{path}' is not valid JSON ({exc}); export the run again.") from None
-    if not isinstance(info, dict) or info.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"'{path}' is not a diycnn export.json (its 'format' is not '{EXPORT_FORMAT}').")
-    if int(info.get("format_version", 0)) > EXPORT_VERSION:
-        raise ValueError(f"'{export_dir}' was exported by a newer diycnn (export format {info['format_version']}, "
-                         f"this diycnn reads up to {EXPORT_VERSION}). Upgrade diycnn: pip install -U diycnn")
+    info = read_json(path, f"'{export_dir}' is not a diycnn export folder (no export.json).", "export the run again.")
+    check_format(info, path, EXPORT_FORMAT, "format_version", EXPORT_VERSION, "Upgrade diycnn: pip install -U diycnn")
     missing = [k for k in REQUIRED if k not in info]
     if missing:
         raise ValueError(f"'{path}' is missing {missing}; export the run again.")
