@@ -149,8 +149,13 @@ def _onnx(wrapper, images: np.ndarray, path: Path) -> dict[str, Any]:
         torch.onnx.export(wrapper, (example,), str(path), dynamo=True, opset_version=OPSET, input_names=["image"],
                           output_names=["probabilities"], dynamic_shapes={"image": {0: batch}},
                           external_data=False, verbose=False)
-    return {"opset": OPSET, "input": {"name": "image", "dtype": "uint8", "layout": "NHWC (batch, height, width, RGB)",
-                                      "shape": [None, *images.shape[1:]]}}
+    return {"opset": OPSET, "input": _image_input(images)}
+
+
+def _image_input(images: np.ndarray) -> dict[str, Any]:
+    """export.json's description of the model input: uint8 photos, batch first, channels last."""
+    return {"name": "image", "dtype": "uint8", "layout": "NHWC (batch, height, width, RGB)",
+            "shape": [None, *images.shape[1:]]}
 
 
 def onnx_session(path: Path):
@@ -361,21 +366,24 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
             if fmt == "tm":
                 atomic_write_json(tmp / "metadata.json", _tm_metadata(run, run.preprocessing.output_size))
         elif fmt == "torchscript":
-            info["input"] = {"name": "image", "dtype": "uint8", "layout": "NHWC (batch, height, width, RGB)",
-                             "shape": [None, *images.shape[1:]]}
+            info["input"] = _image_input(images)
             info["check"] = _compare("TorchScript", _torchscript(wrapper, images, model_path), want, source)
         else:
             from .keras_format import export_keras
 
             scaled = _normalised(run.preprocessing, images)
-            got, keras_version = export_keras(run, model_path, scaled)
-            info["versions"]["keras"] = keras_version
-            info["input"] = {"name": "image", "dtype": "float32", "layout": "NHWC (batch, height, width, RGB)",
-                             "shape": [None, *images.shape[1:]], "pixels": "scaled and normalised as 'steps' says"}
+            model, info["versions"]["keras"] = export_keras(run, model_path)
+
+            def predict(x):
+                return np.asarray(model.predict(np.ascontiguousarray(x), verbose=0, batch_size=32))
+
+            info["input"] = {**_image_input(images), "dtype": "float32",
+                             "pixels": "scaled and normalised as 'steps' says"}
+            got = predict(scaled)
             if run.tta:
                 info["tta_note"] = ("the run averages each photo with its mirror image; the Keras model does "
                                     "not: average model(x) and model(x[:, :, ::-1]) to get the same numbers")
-                got = (got + keras_predict(model_path, scaled[:, :, ::-1])) / 2
+                got = (got + predict(scaled[:, :, ::-1])) / 2
             info["check"] = _compare("Keras", got, want, source)
         info["check"]["labels_agree_with_run_predict"] = int((run.predict_arrays(images).argmax(1)
                                                               == want.argmax(1)).sum())
@@ -393,12 +401,6 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
 def _normalised(prep, images: np.ndarray) -> np.ndarray:
     x = images.astype(np.float32) * np.float32(prep.input_scale)
     return ((x - np.array(prep.mean, np.float32)) / np.array(prep.std, np.float32)).astype(np.float32)
-
-
-def keras_predict(path: Path, x: np.ndarray) -> np.ndarray:
-    from .keras_format import load_keras
-
-    return np.asarray(load_keras(path).predict(np.ascontiguousarray(x), verbose=0, batch_size=32))
 
 
 def _replace_dir(new: Path, out: Path) -> None:
