@@ -62,7 +62,8 @@ def _open(source: str | Path | bytes) -> Image.Image:
     except PermissionError:
         raise ImageError(path, "cannot read file (permission denied)") from None
     except Exception as exc:  # Pillow plugins raise many types on malformed headers
-        raise ImageError(path, f"unreadable image header ({type(exc).__name__}: {exc})") from None
+        what = "truncated or corrupt image" if "truncated" in str(exc).lower() else "unreadable image header"
+        raise ImageError(path, f"{what} ({type(exc).__name__}: {exc})") from None
     if im.format not in SUPPORTED_FORMATS:
         fmt = im.format
         im.close()
