@@ -304,6 +304,8 @@ class Trainer:
         """
         if resume:
             self.load_checkpoint()
+        else:  # a run killed in its first epoch (even with SIGKILL) can be resumed from here
+            self.save_checkpoint()
         s, cfg = self.state, self.config
         interrupted = False
         for cb in self.callbacks:
