@@ -392,8 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         _err(f"\n{exc}" if str(exc) else "\nInterrupted.")
         return EXIT_INTERRUPTED
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError) as exc:
+    except (ValueError, TypeError, OSError) as exc:  # OSError: missing, existing, unwritable, disk full
         if args.verbose:
             raise
-        _err(f"error: {exc}")
+        _err(f"error: {exc.strerror if isinstance(exc, OSError) and exc.strerror and not exc.filename else exc}")
         return EXIT_ERROR

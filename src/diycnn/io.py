@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -43,9 +44,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(exc.errno, f"No space left on device while writing '{path}'; its previous version (if any) "
+                                     "is intact. Free some space; an interrupted training run continues with: "
+                                     "diycnn train --resume RUN_FOLDER") from None
         raise
 
 
