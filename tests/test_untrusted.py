@@ -30,6 +30,9 @@ def run_dir(two_class_data, tiny_spec, tmp_path):
 def test_pickle_in_place_of_the_weights_is_refused_and_never_runs(run_dir, tmp_path, capsys):
     marker = tmp_path / "pwned"
     (run_dir / "model.safetensors").write_bytes(pickle.dumps({"conv2d.weight": Payload(marker)}))
+    with pytest.raises(ValueError, match="not the file this run wrote"):  # the manifest notices first
+        diycnn.load(run_dir)
+    (run_dir / "manifest.json").unlink()  # an attacker can drop the manifest: the loader still refuses
     with pytest.raises(ValueError, match="not a valid safetensors file.*never unpickles"):
         diycnn.load(run_dir)
     assert main(["predict", str(run_dir), str(run_dir / "curves.png")]) == 2
@@ -68,4 +71,16 @@ def test_damaged_model_json_gives_a_readable_error(run_dir, tmp_path, change, me
 def test_model_json_that_is_not_json(run_dir):
     (run_dir / "model.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON.*damaged"):
+        diycnn.load(run_dir)
+
+
+def test_weights_changed_after_training_are_caught_by_the_manifest(run_dir):
+    from diycnn.io import atomic_save_tensors, load_tensors
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"model.safetensors", "split.json", "history.csv", "metrics.json"}
+    tensors, meta = load_tensors(run_dir / "model.safetensors")
+    tensors = {k: v + 1.0 for k, v in tensors.items()}  # still a valid safetensors file, not the run's weights
+    atomic_save_tensors(run_dir / "model.safetensors", tensors, meta)
+    with pytest.raises(ValueError, match="not the file this run wrote .*manifest.json"):
         diycnn.load(run_dir)

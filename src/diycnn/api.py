@@ -18,7 +18,7 @@ from .data.split import Split, check_split, make_split, read_split
 from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
 from .models.recipes import Recipe, get_recipe, recipe_from_saved
 from .models.sequential import Sequential, format_summary
-from .run import RUN_FORMAT, RUN_VERSION, Run, history_csv, load, new_run_dir, read_model_json, versions
+from .run import RUN_FORMAT, RUN_VERSION, Run, history_csv, load, new_run_dir, read_model_json, versions, write_manifest
 from .settings import merge_settings, read_config_file
 from .training.device import autocast, resolve_device, resolve_precision
 from .training.trainer import BEST, CHECKPOINT, Callback, FitConfig, Trainer, predict_probs
@@ -352,6 +352,7 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
     atomic_write_text(run_dir / "report.html", render_report(info, metrics, curves, confusion, Path(info["data"]),
                                                              cams=_report_cams(module, recipe, test_paths, y_test,
                                                                                probs, names, Path(info["data"]))))
+    write_manifest(run_dir)
     info["status"] = "complete"
     _write_model_json(run_dir, info)
     for leftover in (CHECKPOINT, BEST):

@@ -32,6 +32,8 @@ RUN_FORMAT = "diycnn-run"
 RUN_VERSION = 1
 PREDICT_CHUNK = 512  # photos decoded at a time by predict
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+MANIFEST = "manifest.json"
+MANIFEST_FILES = ("model.safetensors", "split.json", "history.csv", "metrics.json")
 
 
 def versions() -> dict[str, str]:
@@ -84,6 +86,43 @@ def history_csv(history: list[dict[str, float]]) -> str:
     for row in history:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     return buf.getvalue()
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(run_dir: Path) -> None:
+    """manifest.json: size and SHA-256 of the run's results, written just before the run is
+    marked complete, so a reader can tell a whole run from a mix of versions or a damaged file."""
+    from .io import atomic_write_json
+
+    files = {name: {"bytes": (run_dir / name).stat().st_size, "sha256": _sha256(run_dir / name)}
+             for name in MANIFEST_FILES if (run_dir / name).is_file()}
+    atomic_write_json(run_dir / MANIFEST, {"format": "diycnn-manifest", "files": files})
+
+
+def verify_manifest(run_dir: Path, names: tuple[str, ...] = ("model.safetensors",)) -> None:
+    """Check files against manifest.json (runs from before manifests have none: nothing to check).
+
+    Raises:
+        ValueError: a file differs from what the finished run wrote.
+    """
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        return
+    files = read_json(path, "", "the run directory is damaged.").get("files", {})
+    for name in names:
+        want = files.get(name)
+        if want and (not (run_dir / name).is_file() or _sha256(run_dir / name) != want["sha256"]):
+            raise ValueError(f"'{run_dir / name}' is not the file this run wrote (its SHA-256 differs from "
+                             f"{MANIFEST}): it was changed or damaged. Restore it or train again.")
 
 
 def read_model_json(run_dir: Path) -> dict[str, Any]:
@@ -216,6 +255,7 @@ class Run(Classifier):
         self.preprocessing: Preprocessing = self.recipe.preprocessing
         self.device = resolve_device(device)
         self.precision = resolve_precision(self.info.get("inference_precision", "auto"), self.device)
+        verify_manifest(self.dir)
         tensors, _ = load_tensors(self.dir / "model.safetensors")
         self.module = self.recipe.build()
         self.tta = bool(self.info.get("inference", {}).get("tta"))

@@ -13,7 +13,7 @@ from typing import Any
 from ..data.scan import scan_folder
 from ..data.split import make_split
 from ..io import atomic_write_json, to_jsonable
-from ..run import Run, load, new_run_dir
+from ..run import Run, load, new_run_dir, write_manifest
 from ..settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 CANDIDATES = ("tm", "linear-probe", "seed-cnn-plus", "finetune")
 DEFAULT_BUDGET_MINUTES = 20.0
 RUN_FILES = ("model.safetensors", "model.json", "history.csv", "metrics.json", "curves.png", "confusion.png",
-             "report.html")
+             "report.html", "manifest.json")
 
 
 def kept_val_loss(metrics: dict[str, Any]) -> float:
@@ -82,6 +82,7 @@ def train_auto(data, settings: TrainSettings, out=None, split=None, runs_root="r
     metrics["auto"] = {"winner": winner["model"], "chosen_by": "lowest validation loss", "budget_minutes":
                        budget / 60, "seconds": time.perf_counter() - t0, "candidates": results}
     atomic_write_json(run_dir / "metrics.json", to_jsonable(metrics))
+    write_manifest(run_dir)
     info = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
     info["name"] = run_dir.name
     info["auto"] = {"winner": winner["model"], "candidates_dir": "candidates"}
