@@ -80,35 +80,28 @@ def inference_ms(run, images: np.ndarray) -> float:
     return 1000 * (time.perf_counter() - t0) / len(images)
 
 
-def summarise_run(run_dir: Path, label: str, timing_photos: np.ndarray | None, device: str = "auto"
-                  ) -> dict[str, Any]:
-    """One model's row: test figures, parameters, size, training and inference time, and the
-    per-photo correctness of its test predictions (for McNemar)."""
-    from .run import load
-
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    info = read_model_json(run_dir)
-    split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
+def summarise_run(run, label: str, timing_photos: np.ndarray | None) -> dict[str, Any]:
+    """One model's row for a loaded run: test figures, parameters, size, training and inference
+    time, and the per-photo correctness of its test predictions (for McNemar)."""
+    metrics = run.metrics
+    split = json.loads((run.dir / "split.json").read_text(encoding="utf-8"))
     wrong = {e["path"]: e for e in metrics.get("misclassified", [])}
-    items = _test_items(split)
-    run = load(run_dir, device=device)
-    row = {
-        "model": label, "recipe": info["model"]["name"], "backbone": info["model"].get("backbone"),
-        "run_dir": str(run_dir), "test_accuracy": metrics["test_accuracy"],
+    return {
+        "model": label, "recipe": run.recipe.name, "backbone": run.recipe.backbone,
+        "run_dir": str(run.dir), "test_accuracy": metrics["test_accuracy"],
         "test_accuracy_ci95": metrics["test_accuracy_ci95"], "test_loss": metrics["test_loss"],
         "macro_f1": metrics["test_macro_f1"], "test_photos": metrics["counts"]["test"],
         "parameters": int(sum(p.numel() for p in run.module.parameters())),
-        "size_bytes": (run_dir / "model.safetensors").stat().st_size,
+        "size_bytes": (run.dir / "model.safetensors").stat().st_size,
         "train_seconds": metrics["train_seconds"], "epochs_run": metrics["epochs_run"],
         "confusion_matrix": metrics["confusion_matrix"], "class_names": metrics["class_names"],
-        "inference_ms_per_photo": None, "inference_precision": run.precision,
+        "inference_ms_per_photo": inference_ms(run, timing_photos) if timing_photos is not None and len(timing_photos)
+        else None,
+        "inference_precision": run.precision,
         "predictions": [{"path": p, "true": c, "predicted": wrong[p]["predicted"] if p in wrong else c,
-                         "probability": wrong[p]["probability"] if p in wrong else None} for p, c in items],
+                         "probability": wrong[p]["probability"] if p in wrong else None}
+                        for p, c in _test_items(split)],
     }
-    if timing_photos is not None and len(timing_photos):
-        prep_photos = timing_photos[row["recipe"]] if isinstance(timing_photos, dict) else timing_photos
-        row["inference_ms_per_photo"] = inference_ms(run, prep_photos)
-    return row
 
 
 def _same_split(run_dirs: list[Path]) -> dict[str, Any]:
@@ -125,29 +118,17 @@ def _same_split(run_dirs: list[Path]) -> dict[str, Any]:
     return first
 
 
-def _timing_photos(run_dirs: list[Path], split: dict[str, Any], data: Path, n: int = 32) -> dict[str, np.ndarray]:
-    """Up to n decoded test photos per distinct preprocessing (keyed by recipe name)."""
+def _timing_photos(run, split: dict[str, Any], data: Path, cache: dict[str, np.ndarray], n: int = 32
+                   ) -> np.ndarray | None:
+    """Up to n decoded test photos in the run's preprocessing (decoded once per distinct preprocessing)."""
     from .data.loader import decode_all
-    from .models.recipes import recipe_from_saved
 
-    out = {}
-    paths = [data / p for p, _ in _test_items(split)[:n]]
-    for d in run_dirs:
-        info = read_model_json(d)
-        recipe = recipe_from_saved(info["model"], len(info["class_names"]))
-        if info["model"]["name"] not in out:
-            images, _, _ = decode_all(paths, recipe.preprocessing)
-            out[info["model"]["name"]] = images
-    return out
-
-
-def _cam_samples(run_dir: Path, predictions: list[dict[str, Any]], data: Path, per_kind: int = 3
-                 ) -> list[dict[str, Any]]:
-    from .explanations import cam_samples
-    from .run import Run
-
-    run = Run(run_dir, device="cpu")
-    return cam_samples(run.module, run.preprocessing, run.class_names, predictions, data, per_kind)
+    if not data.is_dir():
+        return None
+    key = json.dumps(run.preprocessing.to_dict(), sort_keys=True)
+    if key not in cache:
+        cache[key], _, _ = decode_all([data / p for p, _ in _test_items(split)[:n]], run.preprocessing)
+    return cache[key]
 
 
 def _pairwise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -222,7 +203,7 @@ def compare(data: str | Path | None = None, models: list[str] | str | None = Non
                       on_stage=stage, **train_settings)
                 pairs.append((label, fold_dir / label))
             fold_results.append(pairs)
-        return _finish_folds(out_dir, data, labels, fold_results, stage)
+        return _finish_folds(out_dir, data, labels, fold_results, stage, explain_samples)
     split_path = out_dir / "split.json"
     if split is not None:
         split_path.write_bytes(Path(split).read_bytes())
@@ -254,21 +235,24 @@ def _labels(models: list[str]) -> list[str]:
 
 def _finish(out_dir: Path, data: Path, labelled: list[tuple[str, Path]], split: dict[str, Any], stage,
             explain_samples: int, folds: dict[str, Any] | None) -> Path:
+    from .explanations import cam_samples
     from .report.compare_html import render_comparison
     from .report.plots import confusions_png, overlay_curves_png
+    from .run import load
 
     stage("compare: measuring inference time and writing the report ...")
-    timing = _timing_photos([d for _, d in labelled], split, data) if data.is_dir() else None
-    rows = [summarise_run(d, label, timing) for label, d in labelled]
-    pairs = _pairwise(rows)
-    cams = {}
-    if data.is_dir() and explain_samples:
-        for row in rows:
+    rows, cams, photos = [], {}, {}
+    for label, run_dir in labelled:
+        run = load(run_dir)
+        rows.append(summarise_run(run, label, _timing_photos(run, split, data, photos)))
+        cams[label] = []
+        if data.is_dir() and explain_samples:
             try:
-                cams[row["model"]] = _cam_samples(Path(row["run_dir"]), row["predictions"], data, explain_samples)
+                cams[label] = cam_samples(run.module, run.preprocessing, run.class_names, rows[-1]["predictions"],
+                                          data, explain_samples)
             except Exception as exc:  # an explanation must never cost the comparison
-                log.warning("Grad-CAM for %s failed: %s", row["model"], exc)
-                cams[row["model"]] = []
+                log.warning("Grad-CAM for %s failed: %s", label, exc)
+    pairs = _pairwise(rows)
     histories = {row["model"]: _read_history(Path(row["run_dir"])) for row in rows}
     result = {"format": "diycnn-comparison", "data": str(data), "class_names": split["class_names"],
               "test_photos": len(_test_items(split)), "models": rows, "mcnemar": pairs, "alpha": ALPHA}
@@ -282,7 +266,7 @@ def _finish(out_dir: Path, data: Path, labelled: list[tuple[str, Path]], split: 
 
 
 def _finish_folds(out_dir: Path, data: Path, labels: list[str], fold_results: list[list[tuple[str, Path]]],
-                  stage) -> Path:
+                  stage, explain_samples: int) -> Path:
     per_model: dict[str, list[float]] = {label: [] for label in labels}
     for pairs in fold_results:
         for label, d in pairs:
@@ -296,7 +280,7 @@ def _finish_folds(out_dir: Path, data: Path, labels: list[str], fold_results: li
     # The detailed report (curves, confusions, McNemar) is drawn for fold 1; the fold table covers all.
     first = fold_results[0]
     split = json.loads((first[0][1] / "split.json").read_text(encoding="utf-8"))
-    return _finish(out_dir, data, first, split, stage, 3, folds)
+    return _finish(out_dir, data, first, split, stage, explain_samples, folds)
 
 
 def format_table(result: dict[str, Any]) -> str:
