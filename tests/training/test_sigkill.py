@@ -17,7 +17,8 @@ from diycnn.io import load_tensors
 from diycnn.run import read_model_json
 
 KILLS = 10
-ARGS = ["--epochs", "40", "--batch-size", "8", "--lr", "0.01", "--seed", "0", "--precision", "fp32"]
+EPOCHS = 40
+ARGS = ["--epochs", str(EPOCHS), "--batch-size", "8", "--lr", "0.01", "--seed", "0", "--precision", "fp32"]
 
 
 def start(data, spec, out):
@@ -49,6 +50,22 @@ def wait_for_run_dir(proc, out, timeout: float = 120) -> float:
     return time.perf_counter() - t0
 
 
+def epochs_done(out) -> int:
+    try:
+        return max(0, len((out / "history.csv").read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+def wait_for_epoch(proc, out, epoch: int, timeout: float = 120) -> None:
+    """Until `epoch` epochs are finished (0: the first checkpoint exists) or the process ends."""
+    t0 = time.perf_counter()
+    while proc.poll() is None and time.perf_counter() - t0 < timeout:
+        if (epoch == 0 and (out / "checkpoint.safetensors").exists()) or (epoch and epochs_done(out) >= epoch):
+            return
+        time.sleep(0.002)
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume(two_class_data, tiny_spec, tmp_path):
     ref = start(two_class_data, tiny_spec, tmp_path / "reference")
@@ -64,7 +81,11 @@ def test_sigkill_at_random_moments_then_resume(two_class_data, tiny_spec, tmp_pa
         out = tmp_path / f"cut-{i}"
         proc = start(two_class_data, tiny_spec, out)
         wait_for_run_dir(proc, out)
-        time.sleep(rng.uniform(0.0, 1.1) * duration)  # anywhere in training and writing the results
+        if i % 3 == 2:  # anywhere from the run directory's creation to writing the results
+            time.sleep(rng.uniform(0.0, 1.1) * duration)
+        else:  # somewhere inside training: after a random epoch, plus a random part of the next one
+            wait_for_epoch(proc, out, int(rng.integers(0, EPOCHS)))
+            time.sleep(rng.uniform(0.0, 0.05))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
         info = check_not_corrupt(out)
