@@ -80,11 +80,10 @@ def inference_ms(run, images: np.ndarray) -> float:
     return 1000 * (time.perf_counter() - t0) / len(images)
 
 
-def summarise_run(run, label: str, timing_photos: np.ndarray | None) -> dict[str, Any]:
-    """One model's row for a loaded run: test figures, parameters, size, training and inference
-    time, and the per-photo correctness of its test predictions (for McNemar)."""
+def summarise_run(run, label: str, split: dict[str, Any], timing_photos: np.ndarray | None) -> dict[str, Any]:
+    """One model's row for a loaded run trained on `split`: test figures, parameters, size,
+    training and inference time, and the per-photo correctness of its test predictions (for McNemar)."""
     metrics = run.metrics
-    split = json.loads((run.dir / "split.json").read_text(encoding="utf-8"))
     wrong = {e["path"]: e for e in metrics.get("misclassified", [])}
     return {
         "model": label, "recipe": run.recipe.name, "backbone": run.recipe.backbone,
@@ -244,7 +243,7 @@ def _finish(out_dir: Path, data: Path, labelled: list[tuple[str, Path]], split: 
     rows, cams, photos = [], {}, {}
     for label, run_dir in labelled:
         run = load(run_dir)
-        rows.append(summarise_run(run, label, _timing_photos(run, split, data, photos)))
+        rows.append(summarise_run(run, label, split, _timing_photos(run, split, data, photos)))
         cams[label] = []
         if data.is_dir() and explain_samples:
             try:

@@ -27,10 +27,15 @@ def _json_default(value: Any):
     raise TypeError(f"Cannot write {type(value).__name__} to JSON")
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which would briefly change it
+# for every thread of the process if done on each write.
+_UMASK = _read_umask()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -38,7 +43,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; a run's files are ordinary files
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a run's files are ordinary files
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
