@@ -211,6 +211,10 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
 
 
 def _resume(run_dir: Path, callbacks, stage) -> Run:
+    from .training.auto import is_auto_run, resume_auto
+
+    if is_auto_run(run_dir):
+        return resume_auto(run_dir, callbacks, stage)
     info = read_model_json(run_dir)
     if info["status"] == "complete":
         raise ValueError(f"Run '{run_dir}' is already complete; nothing to resume. Start a new run with another --out.")

@@ -117,3 +117,35 @@ def test_finetune_adapts_more_when_frozen_features_are_weak(small_data, tmp_path
     assert training["adapted"] is True and training["freeze_fraction"] == 0.3 and training["lr"] == 3e-4
     assert run.metrics["epochs_run"] == 4 and "adapt" not in training  # the user's --epochs is kept
     assert any("fine-tuning more of the network" in s for s in stages)
+
+
+def test_interrupted_auto_run_resumes_reusing_finished_candidates(small_data, tmp_path):
+    from diycnn.training.trainer import Callback
+
+    settings = dict(epochs=2, batch_size=8, budget=10)
+    whole = diycnn.train(small_data, model="auto", out=tmp_path / "whole", **settings)
+    stages: list[str] = []
+
+    class CtrlC(Callback):  # Ctrl-C in the middle of the last candidate's first epoch
+        def on_batch_end(self, batch, logs):
+            if any("training candidate finetune" in s for s in stages) and batch == 1:
+                raise KeyboardInterrupt
+
+    run_dir = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt, match=f"--resume {run_dir}"):
+        diycnn.train(small_data, model="auto", out=run_dir, callbacks=[CtrlC()], on_stage=stages.append, **settings)
+    assert not (run_dir / "model.json").exists() and (run_dir / "candidates/finetune/checkpoint.safetensors").is_file()
+    finished = run_dir / "candidates/tm/model.safetensors"
+    stamp = finished.stat().st_mtime_ns
+    resumed_stages: list[str] = []
+    run = diycnn.train(resume=run_dir, on_stage=resumed_stages.append)
+    assert finished.stat().st_mtime_ns == stamp  # reused, not retrained
+    assert "auto: reusing finished candidate tm" in resumed_stages
+    assert any("resuming candidate finetune" in s for s in resumed_stages)
+    assert run.metrics["auto"]["resumed"] is True and run.info["status"] == "complete"
+    got = {c["model"]: c["val_loss"] for c in run.metrics["auto"]["candidates"]}
+    want = {c["model"]: c["val_loss"] for c in whole.metrics["auto"]["candidates"]}
+    assert got == pytest.approx(want, abs=1e-5)
+    assert run.metrics["auto"]["winner"] == whole.metrics["auto"]["winner"]
+    with pytest.raises(ValueError, match="already complete"):
+        diycnn.train(resume=run_dir)

@@ -1,5 +1,9 @@
 """`--model auto`: train the candidate recipes that fit a time budget on one split, keep the
-one with the lowest validation loss (never chosen by test), and report every candidate."""
+one with the lowest validation loss (never chosen by test), and report every candidate.
+
+An interrupted auto run resumes (`diycnn train --resume RUN`): finished candidates are reused,
+an interrupted one continues from its checkpoint, the rest are trained. `auto.json`, written
+first, holds what is needed for that."""
 
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ from typing import Any
 
 from ..data.scan import scan_folder
 from ..data.split import make_split
-from ..io import atomic_write_json, to_jsonable
+from ..io import atomic_write_json, read_json, to_jsonable
 from ..run import Run, load, new_run_dir, write_manifest
-from ..settings import TrainSettings
+from ..settings import TrainSettings, merge_settings
+from .trainer import CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +35,14 @@ def kept_val_loss(metrics: dict[str, Any]) -> float:
     return metrics["best_val_loss"] if metrics.get("best_epoch") else metrics["final_val_loss"]
 
 
+AUTO_FILE = "auto.json"
+AUTO_FORMAT = "diycnn-auto"
+
+
 def train_auto(data, settings: TrainSettings, out=None, split=None, runs_root="runs", callbacks=None,
                stage=None) -> Run:
     """Train CANDIDATES within `settings.budget` minutes; the winner's files fill the run directory
     and `metrics.json["auto"]` lists every candidate's validation and test figures."""
-    from ..api import train
-
-    stage = stage or (lambda text: log.info("%s", text))
     scan = scan_folder(data)
     run_dir = new_run_dir(out, f"{Path(scan.root).name}-auto", runs_root)
     if split is not None:
@@ -45,20 +51,69 @@ def train_auto(data, settings: TrainSettings, out=None, split=None, runs_root="r
         the_split = make_split(scan, settings.val_split, settings.test_split, settings.seed,
                                val_as_test=settings.val_as_test)
         atomic_write_json(run_dir / "split.json", the_split.to_dict())
+    atomic_write_json(run_dir / AUTO_FILE, to_jsonable({"format": AUTO_FORMAT, "data": str(scan.root),
+                                                        "settings": settings.to_dict()}))
+    return _run_candidates(run_dir, str(scan.root), settings, callbacks, stage)
+
+
+def is_auto_run(run_dir: Path) -> bool:
+    return (run_dir / AUTO_FILE).is_file()
+
+
+def resume_auto(run_dir: Path, callbacks=None, stage=None) -> Run:
+    """Finish an interrupted auto run (see the module docstring)."""
+    saved = read_json(run_dir / AUTO_FILE, missing=f"'{run_dir}' is not an auto run (no {AUTO_FILE}).",
+                      damaged="Start the auto run again with a new --out.")
+    if saved.get("format") != AUTO_FORMAT:
+        raise ValueError(f"'{run_dir / AUTO_FILE}' is not a diycnn auto run file.")
+    if _candidate_state(run_dir) == "complete":
+        raise ValueError(f"Run '{run_dir}' is already complete; nothing to resume. Start a new run with another --out.")
+    settings = merge_settings(None, {k: v for k, v in saved["settings"].items() if v is not None}, where=AUTO_FILE)
+    return _run_candidates(run_dir, saved["data"], settings, callbacks, stage, resume=True)
+
+
+def _candidate_state(cdir: Path) -> str:
+    """'complete', 'checkpoint' (resumable) or 'new' for a candidate's directory."""
+    if (cdir / "model.json").is_file():
+        info = read_json(cdir / "model.json", missing="", damaged="Delete the folder to train it again.")
+        if info.get("status") == "complete":
+            return "complete"
+    return "checkpoint" if (cdir / CHECKPOINT).is_file() and (cdir / "model.json").is_file() else "new"
+
+
+def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, stage, resume: bool = False) -> Run:
+    from ..api import train
+
+    stage = stage or (lambda text: log.info("%s", text))
     budget = (settings.budget or DEFAULT_BUDGET_MINUTES) * 60
     shared = {k: v for k, v in settings.to_dict().items()
               if v is not None and k not in ("model", "budget", "val_split", "test_split", "val_as_test")}
     t0 = time.perf_counter()
+    spent_before = 0.0  # training time of candidates finished before a resume counts against the budget
     results: list[dict[str, Any]] = []
     for name in CANDIDATES:
-        left = budget - (time.perf_counter() - t0)
-        if left <= 0:
+        cdir = run_dir / "candidates" / name
+        state = _candidate_state(cdir) if resume else "new"
+        left = budget - spent_before - (time.perf_counter() - t0)
+        if left <= 0 and state != "complete":
             results.append({"model": name, "status": "skipped: time budget used up"})
             continue
-        stage(f"auto: training candidate {name} ({left / 60:.1f} min of budget left) ...")
         try:
-            run = train(data, model=name, out=run_dir / "candidates" / name, split=run_dir / "split.json",
-                        callbacks=callbacks, on_stage=stage, **{**shared, "max_minutes": left / 60})
+            if state == "complete":
+                stage(f"auto: reusing finished candidate {name}")
+                run = load(cdir)
+                spent_before += run.metrics["train_seconds"]
+            elif state == "checkpoint":
+                stage(f"auto: resuming candidate {name} ({left / 60:.1f} min of budget left) ...")
+                run = train(resume=cdir, callbacks=callbacks, on_stage=stage)
+            else:
+                if cdir.exists():  # started but stopped before its first checkpoint: nothing to keep
+                    shutil.rmtree(cdir)
+                stage(f"auto: training candidate {name} ({left / 60:.1f} min of budget left) ...")
+                run = train(data, model=name, out=cdir, split=run_dir / "split.json",
+                            callbacks=callbacks, on_stage=stage, **{**shared, "max_minutes": left / 60})
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"Training interrupted; resume with: diycnn train --resume {run_dir}") from None
         except (ValueError, FileNotFoundError) as exc:  # e.g. no backbone weights: note it, try the next one
             results.append({"model": name, "status": f"failed: {exc}"})
             stage(f"auto: {name} failed: {exc}")
@@ -75,15 +130,17 @@ def train_auto(data, settings: TrainSettings, out=None, split=None, runs_root="r
     winner = min(trained, key=lambda r: r["val_loss"])
     stage(f"auto: winner by validation loss: {winner['model']} (val loss {winner['val_loss']:.4f})")
     src = run_dir / "candidates" / winner["model"]
-    for name in RUN_FILES:
-        shutil.copyfile(src / name, run_dir / f".{name}.tmp")
-        (run_dir / f".{name}.tmp").replace(run_dir / name)
+    for name in RUN_FILES:  # model.json (which says "complete") is written last, below
+        if name != "model.json":
+            shutil.copyfile(src / name, run_dir / f".{name}.tmp")
+            (run_dir / f".{name}.tmp").replace(run_dir / name)
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     metrics["auto"] = {"winner": winner["model"], "chosen_by": "lowest validation loss", "budget_minutes":
-                       budget / 60, "seconds": time.perf_counter() - t0, "candidates": results}
+                       budget / 60, "seconds": spent_before + time.perf_counter() - t0, "resumed": resume,
+                       "candidates": results}
     atomic_write_json(run_dir / "metrics.json", to_jsonable(metrics))
     write_manifest(run_dir)
-    info = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
+    info = json.loads((src / "model.json").read_text(encoding="utf-8"))
     info["name"] = run_dir.name
     info["auto"] = {"winner": winner["model"], "candidates_dir": "candidates"}
     atomic_write_json(run_dir / "model.json", info)
