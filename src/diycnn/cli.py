@@ -246,6 +246,13 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    from .webapp.server import serve
+
+    serve(args.project, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_backbones(args) -> int:
     from . import backbones
 
@@ -372,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     device_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("ui", help="local web app: classes, uploads, webcam, training, live preview, export")
+    p.add_argument("--project", default="diycnn-project",
+                   help="project folder: one sub-folder of photos per class (created if missing; default "
+                        "./diycnn-project); the app's runs go in its hidden .diycnn/ folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.set_defaults(func=cmd_ui)
     return parser
 
 

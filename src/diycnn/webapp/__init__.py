@@ -1,0 +1,1 @@
+"""`diycnn ui`: the local web app (project folders, uploads, webcam, training, preview, export)."""

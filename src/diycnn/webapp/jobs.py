@@ -1,0 +1,143 @@
+"""Background training for the web app: one training at a time per project, in a thread that
+calls the same `diycnn.train` as the CLI, with live per-epoch figures and cancel."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .project import Project, ProjectError
+
+log = logging.getLogger(__name__)
+
+RECIPES = ("tm", "linear-probe", "finetune", "seed-cnn-plus", "seed-cnn", "auto")
+LIMITS = {"epochs": (1, 1000), "batch_size": (1, 1024), "lr": (1e-7, 1.0)}
+
+
+def training_settings(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Validate what the page sends: a known recipe and in-range numbers (None = the recipe's default)."""
+    model = body.get("model", "tm")
+    if model not in RECIPES:
+        raise ProjectError(f"Unknown recipe {model!r}; choose one of {', '.join(RECIPES)}.")
+    settings: dict[str, Any] = {}
+    for key, (low, high) in LIMITS.items():
+        value = body.get(key)
+        if value in (None, ""):
+            continue
+        kind = int if key != "lr" else float
+        try:
+            value = kind(value)
+        except (TypeError, ValueError):
+            raise ProjectError(f"{key} must be a number, received {value!r}.") from None
+        if not low <= value <= high:
+            raise ProjectError(f"{key} must be between {low} and {high}, received {value}.")
+        settings[key] = value
+    return model, settings
+
+
+class TrainingJob:
+    """State of the project's current (or last) training, readable from any thread."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.state: dict[str, Any] = {"status": "idle"}
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {**self.state, "history": list(self.state.get("history", []))}
+
+    def _update(self, **values: Any) -> None:
+        with self._lock:
+            self.state.update(values)
+
+    def start(self, body: dict[str, Any]) -> dict[str, Any]:
+        model, settings = training_settings(body)
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                raise ProjectError("A training is already running in this project; wait for it to finish or "
+                                   "cancel it first.", 409)
+            counts = {c: len(self.project.photos(c)) for c in self.project.classes()}
+            usable = [c for c, n in counts.items() if n > 0]
+            if len(usable) < 2:
+                raise ProjectError("Training needs at least two classes with photos (has "
+                                   f"{len(usable)}). Add classes and photos first.")
+            empty = [c for c, n in counts.items() if n == 0]
+            if empty:
+                raise ProjectError(f"Class(es) {', '.join(map(repr, empty))} have no photos; add photos or "
+                                   "delete them before training.")
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = self.project.runs_dir / f"{model}-{stamp}"
+            i = 2
+            while out.exists():
+                out, i = self.project.runs_dir / f"{model}-{stamp}-{i}", i + 1
+            self._cancel.clear()
+            self.state = {"status": "running", "model": model, "settings": settings, "run": out.name,
+                          "stage": "starting", "epoch": 0, "epochs": settings.get("epochs"), "history": [],
+                          "batch": 0, "batches": 0, "started": time.time(), "message": ""}
+            self._thread = threading.Thread(target=self._work, args=(model, settings, out), daemon=True,
+                                            name="diycnn-training")
+            self._thread.start()
+        return self.status()
+
+    def cancel(self) -> dict[str, Any]:
+        if self._thread is None or not self._thread.is_alive():
+            raise ProjectError("No training is running.", 409)
+        self._cancel.set()
+        self._update(stage="cancelling after this batch ...")
+        return self.status()
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _work(self, model: str, settings: dict[str, Any], out: Path) -> None:
+        from .. import train
+        from ..training.trainer import Callback
+
+        job = self
+
+        class Hooks(Callback):
+            def on_train_begin(self, epochs, start_epoch):
+                job._update(epochs=epochs, epoch=start_epoch)
+
+            def on_epoch_begin(self, epoch, num_batches, start_batch):
+                job._update(epoch=epoch, batch=start_batch, batches=num_batches, stage=f"training epoch {epoch + 1}")
+
+            def on_batch_end(self, batch, logs):
+                job._update(batch=batch, loss=logs["loss"], accuracy=logs["accuracy"])
+                if job._cancel.is_set():
+                    raise KeyboardInterrupt
+
+            def on_epoch_end(self, epoch, logs):
+                row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in
+                                              ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs}}
+                with job._lock:
+                    job.state["history"].append(row)
+                    job.state["epoch"] = epoch + 1
+
+        def stage(text: str) -> None:
+            job._update(stage=text)
+            if job._cancel.is_set() and "candidate" in text:  # auto: stop between candidates too
+                raise KeyboardInterrupt
+
+        self.project.runs_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run = train(self.project.root, model=model, out=out, callbacks=[Hooks()], on_stage=stage, **settings)
+        except KeyboardInterrupt:
+            self._update(status="cancelled", stage="cancelled",
+                         message=f"Training cancelled. Resume it with: diycnn train --resume {out}")
+        except Exception as exc:  # shown on the page; the server keeps running
+            log.exception("training failed")
+            self._update(status="failed", stage="failed", message=str(exc))
+        else:
+            m = run.metrics
+            self._update(status="done", stage="done", test_accuracy=m["test_accuracy"], test_loss=m["test_loss"],
+                         message=f"Done: test accuracy {m['test_accuracy']:.3f} on {m['counts']['test']}"
+                                 " held-out photos.")

@@ -1,0 +1,167 @@
+"""The web app's JSON API (FastAPI's TestClient): safe names, content-checked uploads, the
+cross-site and Host guards, background training with one-at-a-time and cancel, preview,
+per-class results and export. The browser tests drive the same API through the page."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from diycnn.webapp import project as project_mod
+from diycnn.webapp.server import create_app
+from tests.conftest import encoded, photo
+
+H = {"X-Diycnn": "1"}
+
+
+@pytest.fixture
+def client(tmp_path):
+    return TestClient(create_app(tmp_path / "proj"))
+
+
+def png(kind="red", seed=0) -> bytes:
+    return encoded(photo(kind, np.random.default_rng(seed)), "PNG")
+
+
+def wait_idle(client, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = client.get("/api/train").json()
+        if s["status"] != "running":
+            return s
+        time.sleep(0.2)
+    raise AssertionError(f"training still running after {timeout}s: {s}")
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "a\\b", ".hidden", "..", "", "   ", "x" * 65, "tab\there", "c:d"])
+def test_unsafe_class_names_are_refused(client, tmp_path, bad):
+    r = client.post("/api/classes", json={"name": bad}, headers=H)
+    assert r.status_code == 400 and r.json()["error"]
+    assert sorted(p.name for p in (tmp_path / "proj").iterdir()) == [".diycnn"]
+    assert not (tmp_path / "x").exists()
+
+
+def test_classes_create_rename_delete_without_silent_overwrite(client, tmp_path):
+    root = tmp_path / "proj"
+    assert client.post("/api/classes", json={"name": "IU"}, headers=H).json() == {"name": "IU"}
+    assert client.post("/api/classes", json={"name": "Suzy 수지"}, headers=H).status_code == 200
+    assert client.post("/api/classes", json={"name": "iu"}, headers=H).status_code == 409  # differs by case only
+    assert client.patch("/api/classes/IU", json={"name": "Suzy 수지"}, headers=H).status_code == 409
+    assert client.patch("/api/classes/IU", json={"name": "../up"}, headers=H).status_code == 400
+    assert client.patch("/api/classes/IU", json={"name": "Lee Ji-eun"}, headers=H).json() == {"name": "Lee Ji-eun"}
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["Lee Ji-eun", "Suzy 수지"]
+    client.post("/api/classes/Lee Ji-eun/photos", files=[("files", ("a.png", png(), "image/png"))], headers=H)
+    assert client.delete("/api/classes/Lee Ji-eun", headers=H).json() == {"deleted": "Lee Ji-eun", "photos": 1}
+    assert client.delete("/api/classes/nope", headers=H).status_code == 404
+    assert [c["name"] for c in client.get("/api/project").json()["classes"]] == ["Suzy 수지"]
+
+
+def test_uploads_are_checked_by_content_named_safely_and_never_overwrite(client, tmp_path, monkeypatch):
+    root = tmp_path / "proj"
+    client.post("/api/classes", json={"name": "cats"}, headers=H)
+    monkeypatch.setattr(project_mod, "MAX_UPLOAD_BYTES", 4000)
+    files = [("files", ("../../escape.jpg", png(seed=1), "image/jpeg")),  # a PNG with a path and a wrong name
+             ("files", ("same.png", png(seed=2), "image/png")),
+             ("files", ("same.png", png(seed=3), "image/png")),
+             ("files", ("notes.jpg", b"this is text, not a photo", "image/jpeg")),
+             ("files", ("big.png", encoded(photo("red", np.random.default_rng(0), size=200), "PNG"), "image/png")),
+             ("files", ("empty.png", b"", "image/png"))]
+    r = client.post("/api/classes/cats/photos", files=files, headers=H).json()
+    assert r["added"] == ["escape.png", "same.png", "same-2.png"]
+    reasons = {x["file"]: x["reason"] for x in r["rejected"]}
+    assert "not an image" in reasons["notes.jpg"] and "notes" in reasons["notes.jpg"]
+    assert "too large" in reasons["big.png"]
+    assert "empty" in reasons["empty.png"]
+    assert sorted(p.name for p in (root / "cats").iterdir()) == ["escape.png", "same-2.png", "same.png"]
+    assert not (tmp_path / "escape.jpg").exists() and not (tmp_path / "escape.png").exists()
+    assert (root / "cats" / "same.png").read_bytes() == png(seed=2)  # the second upload did not replace it
+    thumb = client.get("/api/classes/cats/photos/same.png?thumb=1")
+    assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
+    assert client.get("/api/classes/cats/photos/..%2F..%2Fetc?thumb=1").status_code in (400, 404)
+    assert client.delete("/api/classes/cats/photos/same.png", headers=H).json() == {"deleted": "same.png"}
+    assert client.post("/api/classes/dogs/photos", files=files[:1], headers=H).status_code == 404
+
+
+def test_cross_site_and_foreign_host_requests_are_refused(tmp_path):
+    client = TestClient(create_app(tmp_path / "proj"))
+    r = client.post("/api/classes", json={"name": "x"})  # no X-Diycnn header: a form from another site
+    assert r.status_code == 403 and "x-diycnn" in r.json()["error"]
+    assert client.get("/api/project", headers={"Host": "attacker.example:7860"}).status_code == 403
+    assert client.get("/api/project", headers={"Host": "localhost:7860"}).status_code == 200
+    assert client.get("/api/project", headers={"Host": "[::1]:7860"}).status_code == 200
+    assert not (tmp_path / "proj" / "x").exists()
+    exposed = TestClient(create_app(tmp_path / "proj2", host="0.0.0.0"))  # the user chose to expose it
+    assert exposed.get("/api/project", headers={"Host": "192.168.1.5:7860"}).status_code == 200
+
+
+def fill(client, counts, bad: int = 0):
+    for cls, n in counts.items():
+        client.post("/api/classes", json={"name": cls}, headers=H)
+        files = [("files", (f"{cls}{i}.png", png(cls, seed=i + 100 * len(cls)), "image/png")) for i in range(n)]
+        r = client.post(f"/api/classes/{cls}/photos", files=files, headers=H).json()
+        assert len(r["added"]) == n
+
+
+def test_train_preview_evaluate_export(client, tmp_path, offline):
+    fill(client, {"red": 14, "blue": 14})
+    root = tmp_path / "proj"
+    (root / "red" / "dropped-in-by-hand.png").write_bytes(png()[:60])  # corrupt, not through the upload check
+    assert client.post("/api/train", json={"model": "tm", "epochs": 500, "batch_size": 0}, headers=H).status_code == 400
+    assert client.post("/api/train", json={"model": "nope"}, headers=H).status_code == 400
+    r = client.post("/api/train", json={"model": "tm", "epochs": 4, "lr": "0.01"}, headers=H)
+    assert r.status_code == 202 and r.json()["status"] == "running"
+    second = client.post("/api/train", json={"model": "tm"}, headers=H)
+    assert second.status_code == 409 and "already running" in second.json()["error"]
+    s = wait_idle(client)
+    assert s["status"] == "done", s
+    assert [h["epoch"] for h in s["history"]] == [1, 2, 3, 4] and all("val_loss" in h for h in s["history"])
+    runs = client.get("/api/project").json()["runs"]
+    assert len(runs) == 1 and runs[0]["model"] == "tm"
+    run_dir = root / ".diycnn" / "runs" / runs[0]["name"]
+    assert any("dropped-in-by-hand" in p["path"] for p in json.loads(
+        (run_dir / "metrics.json").read_text())["skipped"])
+    ev = client.get("/api/evaluation").json()
+    assert set(ev["per_class"]) == {"red", "blue"}
+    assert sum(map(sum, ev["confusion_matrix"])) == ev["counts"]["test"] > 0
+    assert client.get("/" + ev["report"]).status_code == 200
+    p = client.post("/api/predict", content=encoded(photo("blue", np.random.default_rng(7)), "JPEG"), headers=H).json()
+    assert p["label"] == "blue" and sum(p["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+    bad = client.post("/api/predict", content=b"GIF89a-not-really", headers=H)
+    assert bad.status_code == 400 and "Cannot read this photo" in bad.json()["error"]
+    assert client.get("/api/export/onnx/download").status_code == 404  # a GET never builds an export
+    e = client.post("/api/export/onnx", headers=H).json()
+    z = client.get(e["download"])
+    assert z.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(z.content)).namelist()
+    assert any(n.endswith("/model.onnx") for n in names) and any(n.endswith("/labels.txt") for n in names)
+    assert client.post("/api/export/pdf", headers=H).status_code == 400
+
+
+def test_cancel_leaves_a_resumable_run_and_the_app_usable(client, offline):
+    fill(client, {"red": 8, "blue": 8})
+    client.post("/api/train", json={"model": "tm", "epochs": 1000}, headers=H)
+    deadline = time.time() + 120
+    while client.get("/api/train").json().get("epoch", 0) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    c = client.post("/api/train/cancel", headers=H)
+    assert c.status_code == 200
+    s = wait_idle(client)
+    assert s["status"] == "cancelled" and "--resume" in s["message"] and len(s["history"]) < 1000
+    assert client.get("/api/project").json()["runs"] == []  # an unfinished run is not offered for preview
+    assert client.post("/api/train/cancel", headers=H).status_code == 409
+    assert client.get("/api/evaluation").status_code == 409
+
+
+def test_training_needs_two_classes_with_photos(client):
+    client.post("/api/classes", json={"name": "only"}, headers=H)
+    r = client.post("/api/train", json={"model": "tm"}, headers=H)
+    assert r.status_code == 400 and "two classes" in r.json()["error"]
+    fill(client, {"red": 2, "blue": 2})
+    r = client.post("/api/train", json={"model": "tm"}, headers=H)
+    assert r.status_code == 400 and "'only'" in r.json()["error"]
