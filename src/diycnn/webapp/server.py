@@ -32,6 +32,8 @@ CSRF_HEADER = "x-diycnn"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "testserver"}
 EXPORT_FORMATS = ("onnx", "tm", "torchscript", "keras")
 THUMB = 160
+FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+           b'fill="#1967d2"/><path d="M4 4h3v3H4zM9 4h3v3H9zM4 9h3v3H4zM9 9h3v3H9z" fill="#fff"/></svg>')
 
 
 def host_name(header: str) -> str:
@@ -199,6 +201,10 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
     @api.get("/", response_class=HTMLResponse)
     def index():
         return (resources.files("diycnn.webapp") / "static" / "index.html").read_text(encoding="utf-8")
+
+    @api.get("/favicon.ico")
+    def favicon():
+        return Response(FAVICON, media_type="image/svg+xml")
 
     @api.get("/api/project")
     def project():

@@ -1,0 +1,171 @@
+"""The web app in a real browser (Debian's chromium via Playwright, fake webcam): create classes,
+upload photos, record a webcam burst, train a tiny model, see live and uploaded predictions,
+per-class results and the confusion matrix, download an export. Screenshots are saved
+(and copied to $DIYCNN_SCREENSHOTS when set, which is how docs/ui.png was made)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+from diycnn.webapp.server import create_app
+from tests.conftest import photo
+from tests.test_reports_browser import CHROMIUM, FLAGS, pytestmark  # noqa: F401  (same skip rule)
+
+CAMERA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+
+@pytest.fixture
+def server(tmp_path, offline):
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(tmp_path / "project")
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://localhost:{port}", tmp_path / "project"
+    srv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def page(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS + CAMERA)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page = context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda exc: page.errors.append(f"page error: {exc}"))
+        page.on("response", lambda r: page.errors.append(f"HTTP {r.status} {r.request.method} {r.url}")
+                if r.status >= 400 else None)
+        yield page
+        browser.close()
+
+
+def shot(page, tmp_path, name):
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("DIYCNN_SCREENSHOTS"):
+        shutil.copy(path, os.path.join(os.environ["DIYCNN_SCREENSHOTS"], f"{name}.png"))
+    return path
+
+
+def card(page, name):
+    return page.locator(f'.class-card[data-name="{name}"]')
+
+
+def test_create_upload_webcam_train_predict_export(server, page, tmp_path):
+    url, root = server
+    rng = np.random.default_rng(0)
+    files = {}
+    for cls in ("red", "blue"):
+        files[cls] = []
+        for i in range(12):
+            path = tmp_path / "upload" / cls / f"{cls} photo {i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            photo(cls, rng, size=64).save(path)
+            files[cls].append(str(path))
+    page.goto(url)
+    for cls in ("red", "blue", "webcam"):
+        page.fill("#new-class", cls)
+        page.click("#add-class")
+        card(page, cls).wait_for()
+    page.fill("#new-class", "../escape")
+    page.click("#add-class")
+    page.wait_for_selector("#class-msg.error")
+    assert "'/'" in page.text_content("#class-msg")
+    assert page.errors == [f"HTTP 400 POST {url}/api/classes"]  # the refusal just shown, nothing else
+    page.errors.clear()
+
+    for cls in ("red", "blue"):
+        card(page, cls).locator("input.files").set_input_files(files[cls])
+        page.wait_for_function(f"document.querySelector('.class-card[data-name=\"{cls}\"] .count').textContent"
+                               " === '12 photos'")
+    assert len(list((root / "red").iterdir())) == 12
+    # drag-and-drop two photos (made in the page) onto 'blue', then remove one with its x button
+    page.evaluate("""async () => {
+        const dt = new DataTransfer();
+        for (const i of [1, 2]) {
+            const c = document.createElement('canvas'); c.width = c.height = 48;
+            const g = c.getContext('2d'); g.fillStyle = 'rgb(30,30,' + (200 + i) + ')'; g.fillRect(0, 0, 48, 48);
+            const blob = await new Promise(r => c.toBlob(r, 'image/png'));
+            dt.items.add(new File([blob], 'dropped ' + i + '.png', {type: 'image/png'}));
+        }
+        document.querySelector('.class-card[data-name="blue"]').dispatchEvent(
+            new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }""")
+    page.wait_for_function("document.querySelector('.class-card[data-name=\"blue\"] .count').textContent"
+                           " === '14 photos'")
+    assert (root / "blue" / "dropped 1.png").is_file()
+    card(page, "blue").locator('.thumb:has(img[title="dropped 2.png"]) button').click(force=True)
+    page.wait_for_function("document.querySelector('.class-card[data-name=\"blue\"] .count').textContent"
+                           " === '13 photos'")
+    assert not (root / "blue" / "dropped 2.png").exists()
+
+    # webcam: Chromium's fake camera; hold the record button for a burst
+    card(page, "webcam").locator("button.webcam").click()
+    page.wait_for_function("document.querySelector('.class-card[data-name=\"webcam\"] video').videoWidth > 0")
+    hold = card(page, "webcam").locator("button.hold")
+    hold.hover()
+    page.mouse.down()
+    page.wait_for_timeout(2200)
+    page.mouse.up()
+    page.wait_for_function("parseInt(document.querySelector('.class-card[data-name=\"webcam\"] .count').textContent)"
+                           " >= 8", timeout=30_000)
+    burst = sorted((root / "webcam").iterdir())
+    assert len(burst) >= 8 and all(p.suffix == ".jpg" and p.read_bytes()[:2] == b"\xff\xd8" for p in burst)
+    shot(page, tmp_path, "ui-classes")
+
+    # train a tiny model in the background; the page stays responsive and shows live curves
+    page.select_option("#recipe", "tm")
+    page.click("details summary")
+    page.fill("#epochs", "6")
+    page.click("#train")
+    page.wait_for_selector("#cancel:not([disabled])")
+    assert page.evaluate("fetch('/api/project').then(r => r.ok)")  # responsive while training
+    page.wait_for_selector("#train-msg.ok", timeout=180_000)
+    assert "Done" in page.text_content("#train-msg")
+    assert page.locator("#acc-chart circle").count() >= 12  # train + val points for 6 epochs
+    page.wait_for_selector("#per-class")
+    assert page.locator("#per-class tr").count() == 4  # header + 3 classes
+    cells = page.locator("#confusion td").all_text_contents()
+    counts = page.evaluate("fetch('/api/evaluation').then(r => r.json())")["counts"]
+    assert sum(map(int, cells)) == counts["test"]
+    report = page.get_attribute("#report-link", "href")
+    assert page.evaluate(f"fetch('{report}').then(r => r.status)") == 200
+
+    # preview: an uploaded photo, then the live webcam
+    blue = tmp_path / "query.jpg"
+    photo("blue", np.random.default_rng(99), size=64).save(blue)
+    page.set_input_files("#preview-file", str(blue))
+    page.wait_for_selector('#bars .bar.top[data-cls="blue"]')
+    assert page.locator("#bars .bar").count() == 3
+    page.click("#preview-cam-btn")
+    page.wait_for_selector('#bars .bar.top[data-cls="webcam"]', timeout=30_000)
+    shot(page, tmp_path, "ui")
+    page.click("#preview-cam-btn")
+
+    # export: an ONNX zip comes down through the browser
+    page.select_option("#export-format", "onnx")
+    with page.expect_download(timeout=180_000) as dl:
+        page.click("#export")
+    zipped = zipfile.ZipFile(io.BytesIO(open(dl.value.path(), "rb").read()))
+    assert any(n.endswith("model.onnx") for n in zipped.namelist())
+    assert page.errors == []
