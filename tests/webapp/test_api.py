@@ -165,3 +165,18 @@ def test_training_needs_two_classes_with_photos(client):
     fill(client, {"red": 2, "blue": 2})
     r = client.post("/api/train", json={"model": "tm"}, headers=H)
     assert r.status_code == 400 and "'only'" in r.json()["error"]
+
+
+def test_ui_command_binds_to_localhost_and_warns_when_exposed(tmp_path, monkeypatch, caplog):
+    import uvicorn
+
+    from diycnn.cli import main
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    assert main(["ui", "--project", str(tmp_path / "p")]) == 0
+    assert calls[-1]["host"] == "127.0.0.1" and calls[-1]["port"] == 7860 and not caplog.records
+    assert (tmp_path / "p").is_dir()
+    assert main(["ui", "--project", str(tmp_path / "p"), "--host", "0.0.0.0", "--port", "9000"]) == 0
+    assert calls[-1]["host"] == "0.0.0.0" and calls[-1]["port"] == 9000
+    assert any("anyone who can reach this machine" in r.getMessage() for r in caplog.records)
