@@ -1,0 +1,142 @@
+"""diycnn against Keras 3 + TensorFlow on the blog's exact model, side by side, alternating.
+
+Usage (from the project root):
+    .venv/bin/python bench/keras_speed.py [--reps 5] [--batch 16] [--precision bf16,fp32] [--device cpu]
+
+Data: the first training photos of ../shared/datasets/hymenoptera decoded once to 100x100 uint8
+(identical arrays for both engines). Each repetition runs, in fresh processes and alternating,
+diycnn (its own training step and prediction loop on `seed-cnn`, at each precision) and
+Keras (the same layers, Adam, sparse categorical cross-entropy; mixed_bfloat16 or float32),
+each with warm-up steps excluded. Keras runs from its own virtualenv (default
+~/.cache/diycnn/bench-keras, created with tensorflow and keras on first use; --keras-python
+to use another); when it cannot be set up, diycnn is measured alone with a message.
+Prints img/s min/median/max per engine, the median ratio diycnn/Keras at equal precision,
+peak RSS, and how close diycnn gets to the bf16 ceiling of this CPU (--peak-gflops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parents[1] / "shared" / "datasets"
+KERAS_VENV = Path.home() / ".cache" / "diycnn" / "bench-keras"
+KERAS_PINS = ["tensorflow==2.21.0", "keras==3.15.1"]
+# Forward FLOPs of the blog's model per 100x100 photo (multiply-adds x 2): the convolutions
+# dominate (conv1 0.27 G, conv2 5.2 G, dense 0.07 G); a training step costs ~3x the forward.
+FORWARD_GFLOP = 5.55
+
+
+def keras_python(args) -> str | None:
+    if args.keras_python:
+        return args.keras_python
+    py = KERAS_VENV / "bin" / "python"
+    if not py.exists():
+        print(f"Setting up Keras + TensorFlow in {KERAS_VENV} (once; about 600 MB) ...", flush=True)
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(KERAS_VENV)], check=True)
+            subprocess.run([str(py), "-m", "pip", "install", "-q", *KERAS_PINS], check=True)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            print(f"Skipping Keras: could not install {' '.join(KERAS_PINS)} ({exc}). "
+                  "Pass --keras-python PATH to a Python that has them.")
+            return None
+    check = subprocess.run([str(py), "-c", "import tensorflow, keras"], capture_output=True, text=True)
+    if check.returncode:
+        print(f"Skipping Keras: {py} cannot import tensorflow and keras:\n{check.stderr[-500:]}")
+        return None
+    return str(py)
+
+
+def make_data(n: int) -> Path:
+    from diycnn.data.images import Preprocessing
+    from diycnn.data.loader import decode_all
+
+    paths = sorted((SHARED / "hymenoptera" / "train").glob("*/*"))[:: max(1, 244 // n)][:n]
+    images, ok, _ = decode_all(paths, Preprocessing(size=(100, 100), input_scale=1 / 255))
+    labels = np.array([0 if paths[i].parent.name == "ants" else 1 for i in ok], dtype=np.int64)
+    path = Path(tempfile.mkdtemp(prefix="diycnn-speed-")) / "data.npz"
+    np.savez(path, x=images, y=labels)
+    return path
+
+
+def measure(python: str, engine: str, data: Path, precision: str, args) -> dict:
+    cmd = [python, str(HERE / "speed_worker.py"), engine, str(data), "--precision", precision,
+           "--batch", str(args.batch), "--train-steps", str(args.train_steps),
+           "--infer-batches", str(args.infer_batches), "--warmup", str(args.warmup), "--device", args.device]
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src")}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(f"{engine} {precision} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def stats(values: list[float]) -> str:
+    return f"{statistics.median(values):7.1f} (min {min(values):.1f}, max {max(values):.1f})"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--train-steps", type=int, default=10)
+    p.add_argument("--infer-batches", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--precision", default="bf16,fp32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--keras-python", default=None)
+    p.add_argument("--no-keras", action="store_true")
+    p.add_argument("--peak-gflops", type=float, default=408.0,
+                   help="bf16 matrix-multiply peak of this machine (408 on the 2-core AVX-512 bf16 dev box)")
+    args = p.parse_args()
+    precisions = args.precision.split(",")
+    kpy = None if args.no_keras or args.device != "cpu" else keras_python(args)
+    data = make_data(args.batch * max(args.train_steps + args.warmup, args.infer_batches))
+    print(f"blog model, batch {args.batch}, {args.train_steps} timed training steps and {args.infer_batches} "
+          f"inference batches per repetition after {args.warmup} warm-up steps, {args.reps} alternating "
+          f"repetitions, device {args.device}, {os.cpu_count()} CPUs", flush=True)
+    results: dict[tuple[str, str], list[dict]] = {}
+    for rep in range(args.reps):
+        for precision in precisions:
+            engines = [("diycnn", sys.executable)] + ([("keras", kpy)] if kpy else [])
+            if rep % 2:
+                engines.reverse()
+            for engine, python in engines:
+                r = measure(python, engine, data, precision, args)
+                results.setdefault((engine, precision), []).append(r)
+                print(f"  rep {rep + 1} {engine:<6} {precision}: train {r['train_ips']:6.1f} img/s, inference "
+                      f"{r['infer_ips']:6.1f} img/s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    print("\n| engine | precision | train img/s median (min, max) | inference img/s median (min, max) | "
+          "peak RSS MB (median) |\n|---|---|---|---|---|")
+    for (engine, precision), rs in results.items():
+        print(f"| {engine} | {precision} | {stats([r['train_ips'] for r in rs])} | "
+              f"{stats([r['infer_ips'] for r in rs])} | {statistics.median(r['peak_rss_mb'] for r in rs):.0f} |")
+    if kpy:
+        print("\nRatios diycnn / Keras (median of per-repetition ratios):")
+        for precision in precisions:
+            d, k = results[("diycnn", precision)], results[("keras", precision)]
+            for key, what in (("train_ips", "training"), ("infer_ips", "inference")):
+                ratio = statistics.median(a[key] / b[key] for a, b in zip(d, k))
+                print(f"  {precision} {what}: {ratio:.2f}x")
+            mem = statistics.median(a["peak_rss_mb"] / b["peak_rss_mb"] for a, b in zip(d, k))
+            print(f"  {precision} peak RSS: {mem:.2f}x")
+    if "bf16" in precisions and args.device == "cpu":
+        d = results[("diycnn", "bf16")]
+        train_ceiling = args.peak_gflops / (3 * FORWARD_GFLOP)
+        infer_ceiling = args.peak_gflops / FORWARD_GFLOP
+        t = statistics.median(r["train_ips"] for r in d)
+        i = statistics.median(r["infer_ips"] for r in d)
+        print(f"\nbf16 ceiling at {args.peak_gflops:.0f} GFLOP/s: training {train_ceiling:.1f} img/s, inference "
+              f"{infer_ceiling:.1f} img/s; diycnn reaches {t / train_ceiling:.0%} and {i / infer_ceiling:.0%}.")
+
+
+if __name__ == "__main__":
+    main()
