@@ -153,3 +153,39 @@ def test_rescaling_layer():
     m = Sequential([Input((2, 2, 3)), Rescaling(2.0, offset=1.0), Flatten(), Dense(2)])
     out = m.build().body["rescaling"](torch.ones(1, 3, 2, 2))
     assert torch.allclose(out, torch.full_like(out, 3.0))
+
+
+def test_relu_moved_after_max_pool_gives_identical_outputs_and_gradients():
+    import torch
+
+    from diycnn.models.sequential import Sequential
+
+    spec = Sequential.from_config({"layers": [
+        {"Input": {"shape": [12, 12, 3]}}, {"Conv2D": {"filters": 6, "kernel_size": 3, "activation": "relu"}},
+        {"MaxPooling2D": {"pool_size": 2}}, {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu",
+                                                        "padding": "same"}},
+        {"MaxPooling2D": {"pool_size": 2, "padding": "same"}}, "Flatten", {"Dense": {"units": 2}}]})
+    fused = spec.build(seed=0)
+    plain = spec.build(seed=0)
+    mods = list(plain.body.values())
+    assert mods[1].post_act is not None and mods[0].act is None  # the move happened
+    for conv, pool in ((mods[0], mods[1]), (mods[2], mods[3])):  # undo it: ReLU before the pool
+        conv.act, pool.post_act = pool.post_act, None
+    x = torch.randn(5, 3, 12, 12)
+    a, b = fused(x), plain(x)
+    assert torch.equal(a, b)
+    a.sum().backward()
+    b.sum().backward()
+    for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_allocator_tuning_can_be_turned_off(monkeypatch):
+    import sys
+
+    from diycnn.training.device import keep_freed_memory
+
+    monkeypatch.setenv("DIYCNN_MALLOC", "system")
+    assert keep_freed_memory.__wrapped__() is False
+    monkeypatch.delenv("DIYCNN_MALLOC")
+    assert keep_freed_memory.__wrapped__() is (sys.platform == "linux")

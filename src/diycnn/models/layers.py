@@ -200,12 +200,14 @@ class KPool2d(nn.Module):
     def __init__(self, kind: str, pool: tuple[int, int], strides: tuple[int, int], pad):
         super().__init__()
         self.kind, self.pool, self.strides, self.pad = kind, pool, strides, pad
+        self.post_act: nn.Module | None = None  # the previous conv's ReLU, moved here (see sequential.py)
 
     def forward(self, x):
         if self.kind == "max":
             if self.pad is not None:
                 x = F.pad(x, self.pad, value=float("-inf"))
-            return F.max_pool2d(x, self.pool, self.strides)
+            x = F.max_pool2d(x, self.pool, self.strides)
+            return self.post_act(x) if self.post_act is not None else x
         if self.pad is None:
             return F.avg_pool2d(x, self.pool, self.strides)
         ones = torch.ones((1, 1) + x.shape[2:], dtype=x.dtype, device=x.device)

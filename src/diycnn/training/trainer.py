@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..data.loader import ArrayBatches
 from ..io import atomic_save_tensors, load_tensors
-from .device import autocast
+from .device import autocast, keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,8 @@ class Trainer:
                  callbacks: list[Callback] | None = None):
         self.device = device
         self.precision = precision
+        if device.type == "cpu":
+            keep_freed_memory()
         self.module = module.to(device).to(memory_format=torch.channels_last)
         self.train, self.val, self.to_input, self.config = train, val, to_input, config
         self.run_dir = Path(run_dir) if run_dir else None
