@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .data.augment import feature_input_fn, image_input_fn
-from .data.loader import ArrayBatches, decode_all
+from .data.loader import ArrayBatches, ShardedBatches, decode_all
 from .data.scan import ScanResult, scan_folder
 from .data.split import Split, check_split, make_split, read_split
 from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
@@ -20,6 +20,7 @@ from .models.recipes import Recipe, get_recipe, recipe_from_saved
 from .models.sequential import Sequential, format_summary
 from .run import RUN_FORMAT, RUN_VERSION, Run, history_csv, load, new_run_dir, read_model_json, versions, write_manifest
 from .settings import merge_settings, read_config_file
+from .training import distributed
 from .training.device import autocast, resolve_device, resolve_precision
 from .training.trainer import BEST, CHECKPOINT, Callback, FitConfig, Trainer, predict_probs
 
@@ -103,6 +104,13 @@ def _prepare(recipe: Recipe, scan: ScanResult, module, training: dict[str, Any],
                               "preprocessing": prep.to_dict(), "precision": precision, "device": device.type})
         stage(f"Extracting {recipe.backbone} features for {len(scan.records)} photos (cached in {cache.dir}) ...")
         notes: list = []
+        ctx = distributed.context()
+        if ctx.active:  # each process extracts its share into the one cache, then all read it all
+            mine = scan.records[ctx.rank::ctx.world]
+            extract_features(mine, prep, encode, cache, notes=[])
+            stage(f"Process {ctx.rank}: extracted {cache.misses} of its {len(mine)} photos' features")
+            distributed.barrier()
+            cache = FeatureCache(cache.key)
         feats, ok, failed = extract_features(scan.records, prep, encode, cache, notes=notes)
         stage(f"Feature cache: {cache.hits} hit(s), {cache.misses} extracted")
         scan.records = [scan.records[i] for i in ok]
@@ -133,7 +141,7 @@ def _write_model_json(run_dir: Path, info: dict[str, Any]) -> None:
 def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str | Path | None = None,
           split: str | Path | None = None, resume: str | Path | None = None, config: str | Path | None = None,
           runs_root: str | Path = "runs", callbacks: list[Callback] | None = None,
-          on_stage: Callable[[str], None] | None = None, **settings: Any) -> Run:
+          on_stage: Callable[[str], None] | None = None, **settings: Any) -> Run | None:
     """Train a model on a photo folder and write a run directory.
 
     Args:
@@ -148,7 +156,8 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
             backbone, weights, tta, budget, crop, no_face.
 
     Returns:
-        The finished Run (also readable later with `diycnn.load`).
+        The finished Run (also readable later with `diycnn.load`); None in the processes other
+        than process 0 under torchrun (they train, process 0 evaluates and writes).
 
     Raises:
         FileNotFoundError, ValueError: bad data folder, model, split or settings (message says how to fix).
@@ -164,6 +173,9 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
         raise ValueError("train() needs a data folder (or resume=RUN_DIR).")
     cfg = read_config_file(config) if config else None
     s = merge_settings(cfg, {"model": model, **settings}, where=str(config or "settings"))
+    ctx = distributed.setup(s.device)
+    if ctx.active and s.model == "auto":
+        raise ValueError("--model auto is not supported under torchrun yet: pick one recipe (e.g. --model finetune).")
     if s.model == "auto":
         from .training.auto import train_auto
 
@@ -179,8 +191,8 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
         training["weights"] = str(Path(training["weights"]).resolve())
     if training.get("adapt"):  # what the user set explicitly is never replaced by the adaptive settings
         training["adapt"] = {k: v for k, v in training["adapt"].items() if getattr(s, k, None) is None}
-    run_dir = new_run_dir(out, f"{Path(scan.root).name}-{recipe.name}", runs_root)
-    device = resolve_device(training["device"])
+    run_dir = distributed.on_main(lambda: new_run_dir(out, f"{Path(scan.root).name}-{recipe.name}", runs_root))
+    device = distributed.device_for(resolve_device(training["device"]))
     precision = resolve_precision(training["precision"], device, training.get("cpu_precision"))
     module = recipe.build(seed=training["seed"])
     weights_source = _load_backbone_weights(module, recipe, training) if recipe.kind == "backbone" else None
@@ -193,7 +205,8 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
         the_split = make_split(scan, s.val_split, s.test_split, s.seed, val_as_test=s.val_as_test)
     for note in the_split.notes:
         stage(f"Note: {note}")
-    atomic_write_json(run_dir / "split.json", the_split.to_dict())
+    if ctx.main:
+        atomic_write_json(run_dir / "split.json", the_split.to_dict())
     info = {
         "format": RUN_FORMAT, "format_version": RUN_VERSION, "name": run_dir.name, "status": "training",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -206,7 +219,8 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
         "scan": {"skipped": [p.to_dict() for p in scan.skipped], "duplicates": [p.to_dict() for p in scan.duplicates],
                  "notes": scan.notes + the_split.notes},
     }
-    _write_model_json(run_dir, info)
+    if ctx.main:
+        _write_model_json(run_dir, info)
     return _fit_and_finish(run_dir, info, recipe, module, scan, the_split, data_, callbacks, stage, resume=False)
 
 
@@ -225,7 +239,8 @@ def _resume(run_dir: Path, callbacks, stage) -> Run:
         )
     recipe = recipe_from_saved(info["model"], len(info["class_names"]))
     training = info["training"]
-    device = resolve_device(training["device"])
+    distributed.setup(training["device"])
+    device = distributed.device_for(resolve_device(training["device"]))
     stage(f"Resuming {run_dir} on {info['data']} ...")
     scan = scan_folder(info["data"])
     module = recipe.build(seed=training["seed"])
@@ -277,8 +292,9 @@ def _report_cams(module, recipe: Recipe, paths, y, probs, names, data_root: Path
 def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: ScanResult, the_split: Split,
                     data_: _Data, callbacks, stage, resume: bool) -> Run:
     training = info["training"]
-    device = resolve_device(training["device"])
+    device = distributed.device_for(resolve_device(training["device"]))
     precision = info["precision"]
+    ctx = distributed.context()
     x_train, y_train, _ = _arrays(the_split, scan, data_.x, "train")
     x_val, y_val, _ = _arrays(the_split, scan, data_.x, "val")
     x_test, y_test, test_paths = _arrays(the_split, scan, data_.x, "test")
@@ -291,10 +307,15 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
             training.update(training.pop("adapt"))
             training["adapted"] = True
             _freeze(module, training)
-            _write_model_json(run_dir, info)  # a resumed run must use the adapted settings
+            if ctx.main:
+                _write_model_json(run_dir, info)  # a resumed run must use the adapted settings
     bs = training["batch_size"]
     config = FitConfig.from_training(training)
-    train_batches = ArrayBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training["seed"])
+    if ctx.active:  # each process gets its part of every global batch
+        train_batches = ShardedBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training["seed"],
+                                       rank=ctx.rank, world=ctx.world)
+    else:
+        train_batches = ArrayBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training["seed"])
     val_batches = ArrayBatches(x_val, y_val, bs)
     fit_module = module.head if data_.mode == "features" else module
     trainer = Trainer(fit_module, train_batches, val_batches, data_.to_input, config, device, precision,
@@ -304,15 +325,19 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
         def on_epoch_end(self, epoch, logs):
             atomic_write_text(run_dir / "history.csv", history_csv(trainer.state.history))
 
-    trainer.callbacks.append(_History())
+    if ctx.main:
+        trainer.callbacks.append(_History())
     what = "head on cached features" if data_.mode == "features" else "photos"
     stage(f"Training {recipe.name} ({what}) on {len(y_train)} photos (val {len(y_val)}, test {len(y_test)}) "
           f"for up to {training['epochs']} epochs on {device} ({precision}) ...")
     state, interrupted = trainer.fit(resume=resume)
     if interrupted:
-        info["status"] = "interrupted"
-        _write_model_json(run_dir, info)
+        if ctx.main:
+            info["status"] = "interrupted"
+            _write_model_json(run_dir, info)
         raise KeyboardInterrupt(f"Training interrupted; resume with: diycnn train --resume {run_dir}")
+    if not ctx.main:  # the weights are the same in every process; process 0 evaluates and writes
+        return None
 
     stage("Evaluating on the held-out test split ...")
     tta = bool(info.get("inference", {}).get("tta")) and data_.mode == "images"

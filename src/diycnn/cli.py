@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -136,12 +137,42 @@ def cmd_train(args) -> int:
         from .settings import read_config_file
 
         model = (read_config_file(args.config).get("model") if args.config else None) or "auto"
+    if args.devices and args.devices > 1:
+        return _launch_torchrun(args)
+    from .training import distributed
+
+    main_process = int(os.environ.get("RANK", "0")) == 0
     progress = _Progress(args.epochs)
-    run = train(args.data, model=model, out=args.out, split=args.split, resume=args.resume,
-                config=args.config, callbacks=[progress.callback], on_stage=_err,
-                **{k: v for k, v in overrides.items() if v is not None})
-    _print_result(run)
+    try:
+        run = train(args.data, model=model, out=args.out, split=args.split, resume=args.resume,
+                    config=args.config, callbacks=[progress.callback] if main_process else [],
+                    on_stage=_err if main_process else (lambda text: None),
+                    **{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        distributed.shutdown()
+    if run is not None:  # None on the other processes under torchrun
+        _print_result(run)
     return 0
+
+
+def _launch_torchrun(args) -> int:
+    """`diycnn train --devices N ...` = `torchrun --standalone --nproc_per_node N -m diycnn train ...`."""
+    import subprocess
+
+    if "WORLD_SIZE" in os.environ:
+        raise ValueError("--devices is for starting training; under torchrun, leave it out.")
+    argv, skip = [], False
+    for a in args.argv:
+        if skip:
+            skip = False
+        elif a == "--devices":
+            skip = True
+        elif not a.startswith("--devices="):
+            argv.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.devices),
+           "-m", "diycnn", *argv]
+    _err("Starting: " + " ".join(cmd[2:]).replace("torch.distributed.run", "torchrun", 1))
+    return subprocess.call(cmd)
 
 
 def cmd_predict(args) -> int:
@@ -322,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML/JSON file of settings (flags override it)")
     p.add_argument("--out", help="run directory (default runs/<data>-<model>, numbered)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    p.add_argument("--devices", type=int, metavar="N",
+                   help="train with N processes (torchrun + DistributedDataParallel; gloo on CPUs, NCCL on GPUs); "
+                        "--batch-size is the global batch")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("backbones", help="list pretrained backbones and whether their weights are here offline")
@@ -394,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point for `diycnn` and `python -m diycnn`; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "device", None) is None and "device" in args:

@@ -97,3 +97,42 @@ class ArrayBatches:
         for b in range(start_batch, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield self.x[idx], self.labels[idx]
+
+
+class ShardedBatches(ArrayBatches):
+    """One process's part of each global batch, for DistributedDataParallel.
+
+    The epoch's order is exactly a single-process run's (seeded by seed and epoch), padded by
+    repeating its start to a multiple of `world` as torch's DistributedSampler pads; process
+    `rank` takes every `world`-th item from `rank` on, in consecutive runs of
+    batch_size / world. Step b's items over all processes are then exactly the single-process
+    batch b, so with DDP's gradient averaging N processes take the same steps as one
+    (up to float rounding, dropout masks and per-process BatchNorm statistics).
+    """
+
+    def __init__(self, x: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool | str = False,
+                 seed: int = 0, rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise ValueError(f"The batch size ({batch_size}) is the global batch and must be divisible by the "
+                             f"number of processes ({world}); use --batch-size {batch_size // world * world or world}.")
+        super().__init__(x, labels, batch_size, shuffle, seed)
+        self.rank, self.world = rank, world
+        self.local_batch = batch_size // world
+
+    def _shard(self, epoch: int) -> np.ndarray:
+        order = self.order(epoch)
+        pad = (-len(order)) % self.world
+        padded = np.concatenate([order, order[:pad]]) if pad else order
+        return padded[self.rank::self.world]
+
+    def __len__(self) -> int:
+        n = len(self.labels) + (-len(self.labels)) % self.world
+        return (n + self.batch_size - 1) // self.batch_size
+
+    def iterate(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple]:
+        import torch
+
+        shard = torch.from_numpy(self._shard(epoch))
+        for b in range(start_batch, len(self)):
+            idx = shard[b * self.local_batch:(b + 1) * self.local_batch]
+            yield self.x[idx], self.labels[idx]

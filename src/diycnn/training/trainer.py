@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..data.loader import ArrayBatches
 from ..io import atomic_save_tensors, load_tensors
+from . import distributed
 from .device import autocast, keep_freed_memory
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,8 @@ class Trainer:
         if device.type == "cpu":
             keep_freed_memory()
         self.module = module.to(device).to(memory_format=torch.channels_last)
+        self.forward_module = distributed.wrap(self.module, device)  # DDP under torchrun
+        self.main = distributed.context().main  # only process 0 writes checkpoints
         self.train, self.val, self.to_input, self.config = train, val, to_input, config
         self.run_dir = Path(run_dir) if run_dir else None
         self.callbacks = callbacks or []
@@ -212,7 +215,7 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.main:
             return
         tensors = {f"model.{k}": v for k, v in self.module.state_dict().items()}
         opt = self.optimizer.state_dict()
@@ -260,7 +263,7 @@ class Trainer:
         x = self.to_input(x.to(self.device, non_blocking=True), True)
         y = labels.to(self.device, non_blocking=True)
         with autocast(self.device, self.precision):
-            logits = self.module(x)
+            logits = self.forward_module(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -277,7 +280,8 @@ class Trainer:
         s, cfg = self.state, self.config
         probs = predict_probs(self.module, self.val, self.to_input, self.device, self.precision)
         val_loss, val_acc = _val_metrics(probs, self.val.labels.numpy())
-        logs = {"epoch": epoch + 1, "loss": s.loss_sum / max(s.seen, 1), "accuracy": s.correct / max(s.seen, 1),
+        loss_sum, correct, seen = distributed.all_reduce_sums([s.loss_sum, s.correct, s.seen], self.device)
+        logs = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1),
                 "val_loss": val_loss, "val_accuracy": val_acc, "lr": self.optimizer.param_groups[-1]["lr"],
                 "seconds": s.epoch_seconds}
         s.history.append(logs)
@@ -287,7 +291,7 @@ class Trainer:
             if s.best_val_loss is None or val_loss < s.best_val_loss:
                 s.best_val_loss, s.best_epoch, s.bad_epochs = val_loss, epoch + 1, 0
                 self._best_weights = {k: v.detach().clone().cpu() for k, v in self.module.state_dict().items()}
-                if self.run_dir is not None:
+                if self.run_dir is not None and self.main:
                     atomic_save_tensors(self.run_dir / BEST, self._best_weights)
             else:
                 s.bad_epochs += 1
@@ -343,6 +347,9 @@ class Trainer:
                     if cfg.max_seconds and s.train_seconds >= cfg.max_seconds and s.epoch < cfg.epochs:
                         log.warning("Time limit reached after epoch %d; stopping.", s.epoch)
                         s.stopped_by_time = stop = s.stopped_early = True
+                    if distributed.context().active:  # every process must stop at the same epoch
+                        stop, s.stopped_early, s.stopped_by_time = distributed.broadcast(
+                            (stop, s.stopped_early, s.stopped_by_time))
                     if s.epoch < cfg.epochs and not stop:
                         self.save_checkpoint()
             except KeyboardInterrupt:
