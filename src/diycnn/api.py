@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .data.augment import feature_input_fn, image_input_fn
-from .data.loader import ArrayBatches, ShardedBatches, decode_all
+from .data.loader import ArrayBatches, Rows, ShardedBatches, decode_cached
 from .data.scan import ScanResult, scan_folder
 from .data.split import Split, check_split, make_split, read_split
 from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
@@ -119,8 +119,9 @@ def _prepare(recipe: Recipe, scan: ScanResult, module, training: dict[str, Any],
     cache_prep = prep.for_cache()
     stage(f"Decoding {len(scan.records)} photos at {cache_prep.output_size[0]}x{cache_prep.output_size[1]} ...")
     notes: list = []
-    images, ok, failed = decode_all([r.path for r in scan.records], cache_prep, names=[r.rel for r in scan.records],
-                                    notes=notes)
+    images, ok, failed = decode_cached(scan.records, cache_prep, notes=notes)
+    where = f", memory-mapped from {images.base.filename}" if isinstance(images, Rows) else ""
+    stage(f"Decoded {len(ok)} photos ({len(failed)} unreadable){where}")
     scan.records = [scan.records[i] for i in ok]
     scan.skipped.extend(failed)
     return _Data(images, image_input_fn(prep, training.get("augment")), "images", notes=notes)
@@ -131,7 +132,7 @@ def _arrays(split: Split, scan: ScanResult, x: np.ndarray, name: str) -> tuple[n
     pairs = split.paths(name)
     idx = np.array([row[p] for p, _ in pairs], dtype=np.int64)
     labels = np.array([split.class_names.index(c) for _, c in pairs], dtype=np.int64)
-    return x[idx], labels, [p for p, _ in pairs]
+    return (x.take(idx) if isinstance(x, Rows) else x[idx]), labels, [p for p, _ in pairs]
 
 
 def _write_model_json(run_dir: Path, info: dict[str, Any]) -> None:
@@ -183,6 +184,8 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
 
     stage(f"Scanning {data} ...")
     scan = scan_folder(data)
+    stage(f"Found {len(scan.records)} photos in {len(scan.class_names)} classes"
+          + (f" ({len(scan.skipped)} skipped)" if scan.skipped else ""))
     recipe = get_recipe(s.model, len(scan.class_names), backbone=s.backbone)
     if s.crop == "faces":
         recipe.preprocessing = dataclasses.replace(recipe.preprocessing, faces=True, no_face=s.no_face)
