@@ -149,3 +149,11 @@ def test_interrupted_auto_run_resumes_reusing_finished_candidates(small_data, tm
     assert run.metrics["auto"]["winner"] == whole.metrics["auto"]["winner"]
     with pytest.raises(ValueError, match="already complete"):
         diycnn.train(resume=run_dir)
+    # killed while copying the winner, with candidates finished by an older diycnn (no manifest.json)
+    for name in ("model.json", "metrics.json", "manifest.json"):
+        (run_dir / name).unlink()
+    for manifest in run_dir.glob("candidates/*/manifest.json"):
+        manifest.unlink()
+    again = diycnn.train(resume=run_dir)
+    assert again.metrics["auto"]["winner"] == whole.metrics["auto"]["winner"]
+    assert (run_dir / "manifest.json").is_file() and again.info["status"] == "complete"

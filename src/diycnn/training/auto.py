@@ -131,7 +131,8 @@ def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, sta
     stage(f"auto: winner by validation loss: {winner['model']} (val loss {winner['val_loss']:.4f})")
     src = run_dir / "candidates" / winner["model"]
     for name in RUN_FILES:  # model.json (which says "complete") is written last, below
-        if name != "model.json":
+        # (a candidate finished by an older diycnn may lack manifest.json: written afresh below)
+        if name != "model.json" and (src / name).is_file():
             shutil.copyfile(src / name, run_dir / f".{name}.tmp")
             (run_dir / f".{name}.tmp").replace(run_dir / name)
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
