@@ -212,10 +212,15 @@ class ArrayBatches:
         """Yield (x (B, ...), labels (B,)) from batch `start_batch` on."""
         import torch
 
-        order = torch.from_numpy(self.order(epoch))
+        positions, step = self._positions(epoch)
+        positions = torch.from_numpy(positions)
         for b in range(start_batch, len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = positions[b * step:(b + 1) * step]
             yield self.rows(idx), self.labels[idx]
+
+    def _positions(self, epoch: int) -> tuple[np.ndarray, int]:
+        """The items this process reads in epoch order, and how many per step."""
+        return self.order(epoch), self.batch_size
 
     def rows(self, idx):
         import torch
@@ -243,20 +248,12 @@ class ShardedBatches(ArrayBatches):
         self.rank, self.world = rank, world
         self.local_batch = batch_size // world
 
-    def _shard(self, epoch: int) -> np.ndarray:
+    def _positions(self, epoch: int) -> tuple[np.ndarray, int]:
         order = self.order(epoch)
         pad = (-len(order)) % self.world
         padded = np.concatenate([order, order[:pad]]) if pad else order
-        return padded[self.rank::self.world]
+        return padded[self.rank::self.world], self.local_batch
 
     def __len__(self) -> int:
         n = len(self.labels) + (-len(self.labels)) % self.world
         return (n + self.batch_size - 1) // self.batch_size
-
-    def iterate(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple]:
-        import torch
-
-        shard = torch.from_numpy(self._shard(epoch))
-        for b in range(start_batch, len(self)):
-            idx = shard[b * self.local_batch:(b + 1) * self.local_batch]
-            yield self.rows(idx), self.labels[idx]

@@ -347,9 +347,9 @@ class Trainer:
                     if cfg.max_seconds and s.train_seconds >= cfg.max_seconds and s.epoch < cfg.epochs:
                         log.warning("Time limit reached after epoch %d; stopping.", s.epoch)
                         s.stopped_by_time = stop = s.stopped_early = True
-                    if distributed.context().active:  # every process must stop at the same epoch
-                        stop, s.stopped_early, s.stopped_by_time = distributed.broadcast(
-                            (stop, s.stopped_early, s.stopped_by_time))
+                    # under torchrun every process must stop at the same epoch: process 0 decides
+                    stop, s.stopped_early, s.stopped_by_time = distributed.broadcast(
+                        (stop, s.stopped_early, s.stopped_by_time))
                     if s.epoch < cfg.epochs and not stop:
                         self.save_checkpoint()
             except KeyboardInterrupt:
