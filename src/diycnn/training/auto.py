@@ -74,11 +74,12 @@ def resume_auto(run_dir: Path, callbacks=None, stage=None) -> Run:
 
 def _candidate_state(cdir: Path) -> str:
     """'complete', 'checkpoint' (resumable) or 'new' for a candidate's directory."""
-    if (cdir / "model.json").is_file():
-        info = read_json(cdir / "model.json", missing="", damaged="Delete the folder to train it again.")
-        if info.get("status") == "complete":
-            return "complete"
-    return "checkpoint" if (cdir / CHECKPOINT).is_file() and (cdir / "model.json").is_file() else "new"
+    if not (cdir / "model.json").is_file():
+        return "new"
+    info = read_json(cdir / "model.json", missing="", damaged="Delete the folder to train it again.")
+    if info.get("status") == "complete":
+        return "complete"
+    return "checkpoint" if (cdir / CHECKPOINT).is_file() else "new"
 
 
 def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, stage, resume: bool = False) -> Run:
