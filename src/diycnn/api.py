@@ -314,11 +314,9 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
                 _write_model_json(run_dir, info)  # a resumed run must use the adapted settings
     bs = training["batch_size"]
     config = FitConfig.from_training(training)
-    if ctx.active:  # each process gets its part of every global batch
-        train_batches = ShardedBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training["seed"],
-                                       rank=ctx.rank, world=ctx.world)
-    else:
-        train_batches = ArrayBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training["seed"])
+    # Each process gets its part of every global batch (all of it outside torchrun: world 1).
+    train_batches = ShardedBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training["seed"],
+                                   rank=ctx.rank, world=ctx.world)
     val_batches = ArrayBatches(x_val, y_val, bs)
     fit_module = module.head if data_.mode == "features" else module
     trainer = Trainer(fit_module, train_batches, val_batches, data_.to_input, config, device, precision,
