@@ -153,7 +153,7 @@ class App:
             raise ProjectError(f"Unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
         path = self.run_dir(run)
         folder = path / f"export-{fmt}"
-        if not (folder / "export.json").is_file() and not (folder / "model.keras").is_file():
+        if not (folder / "export.json").is_file():  # every format writes it last: the export is whole
             try:
                 folder = export(path, fmt, force=folder.exists())
             except (ValueError, ImportError) as exc:
