@@ -241,7 +241,7 @@ class Run(Classifier):
         import torch
 
         from .models.recipes import recipe_from_saved
-        from .training.device import keep_freed_memory, resolve_device, resolve_precision
+        from .training.device import resolve_device, resolve_precision
 
         self.dir = Path(run_dir)
         self.info = read_model_json(self.dir)
@@ -255,8 +255,6 @@ class Run(Classifier):
         self.preprocessing: Preprocessing = self.recipe.preprocessing
         self.device = resolve_device(device)
         self.precision = resolve_precision(self.info.get("inference_precision", "auto"), self.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()
         verify_manifest(self.dir)
         tensors, _ = load_tensors(self.dir / "model.safetensors")
         self.module = self.recipe.build()
@@ -283,7 +281,7 @@ class Run(Classifier):
 
         batches = ArrayBatches(images_u8, np.zeros(len(images_u8)), batch_size)
         return predict_probs(self.module, batches, image_input_fn(self.preprocessing), self.device, self.precision,
-                             tta=self.tta)
+                             tta=self.tta, keep_plan=True)
 
 
 class Predictions(list):

@@ -180,12 +180,40 @@ def test_relu_moved_after_max_pool_gives_identical_outputs_and_gradients():
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
-def test_allocator_tuning_can_be_turned_off(monkeypatch):
+def test_huge_pages_are_asked_for_at_import_unless_turned_off():
+    import os
+    import subprocess
     import sys
 
-    from diycnn.training.device import keep_freed_memory
+    code = "import os, diycnn; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "DIYCNN_MALLOC")}
+    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    off = subprocess.run([sys.executable, "-c", code], env={**env, "DIYCNN_MALLOC": "system"},
+                         capture_output=True, text=True, check=True)
+    assert on.stdout.strip() == "1" and off.stdout.strip() == "None"
 
-    monkeypatch.setenv("DIYCNN_MALLOC", "system")
-    assert keep_freed_memory.__wrapped__() is False
-    monkeypatch.delenv("DIYCNN_MALLOC")
-    assert keep_freed_memory.__wrapped__() is (sys.platform == "linux")
+
+def test_reuse_freed_memory_nests_and_always_restores(monkeypatch):
+    from diycnn.training import device
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, option, value):
+            calls.append((option, value))
+            return 1
+
+        def malloc_trim(self, pad):
+            calls.append(("trim", pad))
+            return 1
+
+    monkeypatch.setattr(device, "_glibc", lambda: FakeLibc())
+    with pytest.raises(KeyboardInterrupt):
+        with device.reuse_freed_memory():
+            with device.reuse_freed_memory():
+                assert calls == [(device.M_MMAP_MAX, 0), (device.M_TRIM_THRESHOLD, 1 << 30)]  # set once
+            assert len(calls) == 2  # the inner exit restores nothing
+            raise KeyboardInterrupt
+    assert calls[2:] == [(device.M_MMAP_MAX, device.GLIBC_MMAP_MAX),
+                         (device.M_TRIM_THRESHOLD, device.GLIBC_TRIM_THRESHOLD), ("trim", 0)]
+    assert device._reuse_depth == 0

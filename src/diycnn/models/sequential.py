@@ -23,18 +23,29 @@ class SpecModule(nn.Module):
     `forward` (the loss takes logits) and applied by `predict_proba`.
     """
 
-    def __init__(self, layers: dict[str, nn.Module], output_softmax: bool):
+    def __init__(self, layers: dict[str, nn.Module], output_softmax: bool, crop: tuple[int, int] | None = None):
         super().__init__()
         self.body = nn.ModuleDict(layers)
         self.output_softmax = output_softmax
+        self.crop = crop  # (h, w): the top-left part of the input that can reach the output (see used_input_size)
 
     def forward(self, x):
+        if self.crop is not None:
+            x = _crop(x, *self.crop)
         for layer in self.body.values():
             x = layer(x)
         return x
 
     def predict_proba(self, x):
         return torch.softmax(self.forward(x).float(), dim=1)
+
+
+def _crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Top-left h x w of a (B, C, H, W) batch, copied in the batch's memory format (a strided view
+    would send the convolution down a slower path)."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last)
+    x = x[..., :h, :w]
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def _relu_after_max_pool(modules: list[nn.Module]) -> None:
@@ -50,6 +61,27 @@ def _relu_after_max_pool(modules: list[nn.Module]) -> None:
         if (isinstance(conv, KConv2d) and isinstance(conv.act, nn.ReLU) and isinstance(pool, KPool2d)
                 and pool.kind == "max" and pool.post_act is None):
             pool.post_act, conv.act = conv.act, None
+
+
+def _rows_needed(layer: Layer, need: tuple[int, int] | None, shape_in, shape_out) -> tuple[int, int] | None:
+    """How much of a layer's image input (top-left h x w) its first `need` output rows/columns read.
+
+    None means all of it. Only 'valid' windows (and per-pixel layers) let the unread rest be
+    dropped; 'same' padding depends on the full size, and BatchNormalization's batch
+    statistics on every position, so they need everything.
+    """
+    from .layers import Activation, Conv2D, Dropout, Rescaling, _Pooling2D
+
+    if len(shape_in) != 3 or len(shape_out) != 3:
+        return None
+    h, w = need or shape_out[:2]
+    if isinstance(layer, (Conv2D, _Pooling2D)) and layer.config["padding"] == "valid":
+        (kh, kw) = layer.config["kernel_size" if isinstance(layer, Conv2D) else "pool_size"]
+        (sh, sw) = layer.config["strides"]
+        h, w = (h - 1) * sh + kh, (w - 1) * sw + kw
+    elif not (isinstance(layer, (Activation, Dropout, Rescaling)) and need is not None):
+        return None
+    return None if (h, w) == tuple(shape_in[:2]) else (h, w)
 
 
 class Sequential:
@@ -131,6 +163,20 @@ class Sequential:
             shape = out
         return rows
 
+    def used_input_size(self) -> tuple[int, int] | None:
+        """The top-left (h, w) of the input photo that can change the output, when smaller than the input.
+
+        A 'valid' max-pool of size 2 on an odd-sized map drops its last row and column, so the
+        convolution before it computes them for nothing, and so on back to the photo. On the
+        blog's model (100x100 in) only 98x98 input pixels reach the output: cropping them first
+        saves ~4% of every layer's work, with identical outputs and gradients.
+        """
+        need: tuple[int, int] | None = None
+        shapes_in = [self.input_shape] + self._shapes[:-1]
+        for layer, shape_in, shape_out in reversed(list(zip(self.layers, shapes_in, self._shapes))):
+            need = _rows_needed(layer, need, shape_in, shape_out)
+        return need
+
     def count_params(self) -> int:
         return sum(r["params"] for r in self.rows())
 
@@ -171,7 +217,7 @@ class Sequential:
             modules[layer.name] = layer.build(shape, final=(i == last))
             shape = out
         _relu_after_max_pool(list(modules.values()))
-        return SpecModule(modules, output_softmax=self.output_activation == "softmax")
+        return SpecModule(modules, output_softmax=self.output_activation == "softmax", crop=self.used_input_size())
 
     def get_config(self) -> dict[str, Any]:
         layers = [{"class_name": "Input", "config": {"shape": list(self.input_shape)}}] if self.input_shape else []
