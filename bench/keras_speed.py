@@ -11,7 +11,9 @@ each with warm-up steps excluded. Keras runs from its own virtualenv (default
 ~/.cache/diycnn/bench-keras, created with tensorflow and keras on first use; --keras-python
 to use another); when it cannot be set up, diycnn is measured alone with a message.
 Prints img/s min/median/max per engine, the median ratio diycnn/Keras at equal precision,
-peak RSS, and how close diycnn gets to the bf16 ceiling of this CPU (--peak-gflops).
+peak RSS, and how close diycnn gets to the bf16 ceiling of this CPU: the speed of a large
+bf16 matrix multiply measured here before and after the runs (oneDNN uses AMX where the CPU
+has it; --peak-gflops to give a figure instead).
 """
 
 from __future__ import annotations
@@ -79,6 +81,22 @@ def measure(python: str, engine: str, data: Path, precision: str, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def measure_peak_gflops() -> float:
+    """bf16 GFLOP/s of a 4096^3 matrix multiply in this process (median of 5, after a warm-up)."""
+    import time
+
+    import torch
+
+    a = torch.randn(4096, 4096).bfloat16()
+    a @ a
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - t0)
+    return 2 * 4096 ** 3 / statistics.median(times) / 1e9
+
+
 def stats(values: list[float]) -> str:
     return f"{statistics.median(values):7.1f} (min {min(values):.1f}, max {max(values):.1f})"
 
@@ -94,8 +112,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--keras-python", default=None)
     p.add_argument("--no-keras", action="store_true")
-    p.add_argument("--peak-gflops", type=float, default=408.0,
-                   help="bf16 matrix-multiply peak of this machine (408 on the 2-core AVX-512 bf16 dev box)")
+    p.add_argument("--peak-gflops", type=float, default=None,
+                   help="bf16 matrix-multiply peak of this machine (default: measured, see measure_peak_gflops)")
     args = p.parse_args()
     precisions = args.precision.split(",")
     kpy = None if args.no_keras or args.device != "cpu" else keras_python(args)
@@ -103,6 +121,7 @@ def main() -> None:
     print(f"blog model, batch {args.batch}, {args.train_steps} timed training steps and {args.infer_batches} "
           f"inference batches per repetition after {args.warmup} warm-up steps, {args.reps} alternating "
           f"repetitions, device {args.device}, {os.cpu_count()} CPUs", flush=True)
+    peaks = [measure_peak_gflops()] if args.peak_gflops is None and args.device == "cpu" else []
     results: dict[tuple[str, str], list[dict]] = {}
     for rep in range(args.reps):
         for precision in precisions:
@@ -129,6 +148,11 @@ def main() -> None:
             mem = statistics.median(a["peak_rss_mb"] / b["peak_rss_mb"] for a, b in zip(d, k))
             print(f"  {precision} peak RSS: {mem:.2f}x")
     if "bf16" in precisions and args.device == "cpu":
+        if args.peak_gflops is None:
+            peaks.append(measure_peak_gflops())
+            args.peak_gflops = statistics.median(peaks)
+            print(f"\nmeasured bf16 matrix-multiply speed: {peaks[0]:.0f} GFLOP/s before the runs, "
+                  f"{peaks[1]:.0f} after")
         d = results[("diycnn", "bf16")]
         train_ceiling = args.peak_gflops / (3 * FORWARD_GFLOP)
         infer_ceiling = args.peak_gflops / FORWARD_GFLOP

@@ -61,6 +61,7 @@ def run_diycnn(x, y, args) -> dict:
     t0 = time.perf_counter()
     train(args.train_steps, args.warmup)
     train_s = time.perf_counter() - t0
+    train_rss = peak_rss_mb()
     infer_x = np.concatenate([b for b, _ in batches(x, y, args.batch, args.infer_batches)])
     warm = ArrayBatches(infer_x[: args.batch * 2], np.zeros(args.batch * 2), args.batch)
     predict_probs(trainer.module, warm, to_input, device, args.precision)
@@ -71,7 +72,7 @@ def run_diycnn(x, y, args) -> dict:
     sync()
     infer_s = time.perf_counter() - t0
     return {"train_ips": args.train_steps * args.batch / train_s, "infer_ips": len(infer_x) / infer_s,
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "train_peak_rss_mb": train_rss, "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def run_keras(x, y, args) -> dict:
@@ -111,12 +112,14 @@ def run_keras(x, y, args) -> dict:
     t0 = time.perf_counter()
     model.fit(tx, ty, batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
     train_s = time.perf_counter() - t0
+    train_rss = peak_rss_mb()
     ix = np.concatenate([b for b, _ in batches(xf, y, args.batch, args.infer_batches)])
     model.predict(ix[: args.batch * 2], batch_size=args.batch, verbose=0)
     t0 = time.perf_counter()
     model.predict(ix, batch_size=args.batch, verbose=0)
     infer_s = time.perf_counter() - t0
-    return {"train_ips": len(tx) / train_s, "infer_ips": len(ix) / infer_s, "tensorflow": tf.__version__,
+    return {"train_ips": len(tx) / train_s, "infer_ips": len(ix) / infer_s, "train_peak_rss_mb": train_rss,
+            "tensorflow": tf.__version__,
             "keras": keras.__version__}
 
 
