@@ -75,6 +75,14 @@ class _OneDNNStage:
         return x.to_dense()
 
 
+def _crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Top-left h x w of a (B, C, H, W) batch, copied in the batch's memory format (a strided view
+    would send the convolution down a slower path)."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last)
+    x = x[..., :h, :w]
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 def _onednn_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return None
@@ -126,8 +134,6 @@ def inference_forward(module: nn.Module, device: torch.device, precision: str,
 
 
 def _build(module: nn.Module, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
-    from .sequential import _crop
-
     plan: list[Callable] = [lambda x: _crop(x, *module.crop)] if module.crop is not None else []
     run: list[nn.Module] = []
 

@@ -10,7 +10,7 @@ import torch
 import yaml
 from torch import nn
 
-from .layers import Input, Layer, Rescaling, _snake, layer_from_config
+from .layers import Activation, Conv2D, Dropout, Input, Layer, Rescaling, _Pooling2D, _snake, layer_from_config
 
 NUM_CLASSES = "num_classes"  # placeholder for Dense units in reusable spec files
 
@@ -43,14 +43,6 @@ class SpecModule(nn.Module):
         return torch.softmax(self.forward(x).float(), dim=1)
 
 
-def _crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Top-left h x w of a (B, C, H, W) batch, copied in the batch's memory format (a strided view
-    would send the convolution down a slower path)."""
-    channels_last = x.is_contiguous(memory_format=torch.channels_last)
-    x = x[..., :h, :w]
-    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-
-
 def _relu_after_max_pool(modules: list[nn.Module]) -> None:
     """Conv2D(activation='relu') followed by MaxPooling2D: apply the ReLU after the pooling.
 
@@ -73,8 +65,6 @@ def _rows_needed(layer: Layer, need: tuple[int, int] | None, shape_in, shape_out
     dropped; 'same' padding depends on the full size, and BatchNormalization's batch
     statistics on every position, so they need everything.
     """
-    from .layers import Activation, Conv2D, Dropout, Rescaling, _Pooling2D
-
     if len(shape_in) != 3 or len(shape_out) != 3:
         return None
     h, w = need or shape_out[:2]
