@@ -101,9 +101,11 @@ def reuse_freed_memory():
     when freed: the training policy. Prediction allocates the same large blocks batch after
     batch, so here glibc's mmap is switched off with a 1 GiB trim threshold and they are
     reused without any page faults. (Doing the same in training made it ~12% faster but
-    cost ~300 MB more peak memory through heap fragmentation.) On exit glibc's defaults come
-    back and the heap is trimmed, so nothing stays held. Linux/glibc only; DIYCNN_MALLOC=system
-    leaves malloc alone.
+    cost ~300 MB more peak memory through heap fragmentation.) On exit glibc's default mmap
+    count and trim threshold come back and the heap is trimmed, so nothing stays held; one
+    thing does not come back: setting a trim threshold freezes glibc's self-adjusting mmap
+    threshold at its value then (usually already raised to 32 MB by training). Linux/glibc
+    only; DIYCNN_MALLOC=system leaves malloc alone.
     """
     global _reuse_depth
     libc = _glibc()
