@@ -49,6 +49,13 @@ class FeatureCache:
             return None  # missing or damaged: recompute
         return arr if arr.ndim == 1 else None
 
+    def touch(self) -> None:
+        """Mark this cache folder as used now (`diycnn cache` lists and clears by last use)."""
+        try:
+            os.utime(self.dir / "key.json")
+        except OSError:
+            pass  # not written yet, or a read-only cache
+
     def put(self, sha256: str, features: np.ndarray) -> None:
         path = self._path(sha256)
         try:
@@ -87,6 +94,8 @@ def extract_features(records: list[ImageRecord], prep, encode: Callable[[np.ndar
     if cache is not None:
         cache.hits += len(found)
         cache.misses += len(misses)
+        if found:
+            cache.touch()
     problems: list[Problem] = []
     for start in range(0, len(misses), chunk):
         part = misses[start:start + chunk]

@@ -149,6 +149,10 @@ def decode_cached(records, prep: Preprocessing, notes: list[Problem] | None = No
         images = np.load(data, mmap_mode="r")
         if images.shape[0] == len(records):
             log.info("decoded photos: memory-mapped from %s", data)
+            try:
+                os.utime(meta)  # last use, for `diycnn cache`
+            except OSError:
+                pass  # a read-only cache still works
             if notes is not None:
                 notes.extend(Problem(**n) for n in info["notes"])
             return Rows(images, info["ok"]), info["ok"], [Problem(**f) for f in info["failed"]]
