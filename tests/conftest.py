@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,11 @@ def two_class_data(tmp_path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _chdir_tmp(tmp_path, monkeypatch):
-    """Default run directories (runs/...) land in the test's temporary folder, never in the repo."""
+    """Default run directories (runs/...) land in the test's temporary folder, never in the repo;
+    so does diycnn's cache (scan records, features, decoded photos) unless a fixture chose one."""
     monkeypatch.chdir(tmp_path)
+    if "DIYCNN_CACHE" not in os.environ:
+        monkeypatch.setenv("DIYCNN_CACHE", str(tmp_path / "diycnn-cache"))
 
 
 @contextlib.contextmanager

@@ -458,12 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.set_defaults(func=cmd_ui)
 
-    p = sub.add_parser("cache", help="list or clear diycnn's cache (decoded photos, backbone features)",
+    p = sub.add_parser("cache", help="list or clear diycnn's cache (decoded photos, backbone features, scans)",
                        description="The cache folder is DIYCNN_CACHE (default ~/.cache/diycnn). Its entries are "
                                    "safe to delete: a later run recomputes what it needs.")
     p.add_argument("action", nargs="?", choices=["list", "clear"], default="list", help="default: list")
     p.add_argument("--features", action="store_true", help="clear: only backbone feature caches")
     p.add_argument("--decoded", action="store_true", help="clear: only decoded-photo files")
+    p.add_argument("--scan", action="store_true", help="clear: only scan records (the next scan reads every file)")
     p.add_argument("--older-than", type=float, default=None, metavar="DAYS",
                    help="clear: only entries last used more than DAYS days ago")
     p.add_argument("--dry-run", action="store_true", help="clear: say what would go, delete nothing")

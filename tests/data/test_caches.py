@@ -23,8 +23,9 @@ DAY = 86400
 
 @pytest.fixture
 def filled_cache(tmp_path, monkeypatch):
-    """A cache with one feature folder (3 photos), one decoded-photo file (6 photos), a stale
-    unfinished temporary file, and a folder that is not diycnn's (must never be touched)."""
+    """A cache with one feature folder (3 photos), one decoded-photo file (6 photos), the scan
+    record of the photo folder, a stale unfinished temporary file, and a folder that is not
+    diycnn's (must never be touched)."""
     root = tmp_path / "cache"
     monkeypatch.setenv("DIYCNN_CACHE", str(root))
     monkeypatch.setenv("DIYCNN_DECODED", "disk")
@@ -46,7 +47,8 @@ def filled_cache(tmp_path, monkeypatch):
 def test_lists_what_the_cache_holds(filled_cache):
     root, _, feats = filled_cache
     entries = {e.kind: e for e in cache_entries(root)}
-    assert set(entries) == {"features", "decoded", "unfinished"}
+    assert set(entries) == {"features", "decoded", "scan", "unfinished"}
+    assert entries["scan"].about == f"scan of {root.parent / 'photos'}: 6 file(s)"
     assert entries["features"].path == feats.dir and entries["features"].files == 4  # 3 photos + key.json
     assert "tiny-net features of 3 photo(s) at 8x8" in entries["features"].about
     assert entries["decoded"].about.startswith("6 decoded photo(s) at 8x8") and entries["decoded"].files == 2
@@ -68,6 +70,8 @@ def test_clear_by_kind_and_age_leaves_everything_else(filled_cache):
     assert len(list((root / "decoded").glob("*.npy"))) == 1
     removed, _ = clear_cache(("decoded",), root=root)
     assert sorted(e.kind for e in removed) == ["decoded", "unfinished"] and not list((root / "decoded").iterdir())
+    assert [e.kind for e in cache_entries(root)] == ["scan"]
+    assert [e.kind for e in clear_cache(("scan",), root=root)[0]] == ["scan"]
     assert (root / "bench-keras" / "keep.txt").read_text() == "not diycnn's cache"
     assert cache_entries(root) == []
 
@@ -78,7 +82,7 @@ def test_a_young_unfinished_file_may_belong_to_a_running_job(filled_cache):
     young.write_bytes(b"y")
     removed, _ = clear_cache(root=root, now=time.time() + UNFINISHED_AGE_S / 2)
     assert young.exists() and not (root / "decoded" / ".abc.123.npy.tmp").exists()
-    assert {e.kind for e in removed} == {"features", "decoded", "unfinished"}
+    assert {e.kind for e in removed} == {"features", "decoded", "scan", "unfinished"}
 
 
 def test_using_an_entry_marks_it_used(filled_cache):
@@ -99,15 +103,15 @@ def test_cli_lists_and_clears(filled_cache, capsys):
     root, _, feats = filled_cache
     assert main(["cache"]) == 0
     out = capsys.readouterr().out
-    assert "tiny-net features of 3 photo(s)" in out and "6 decoded photo(s)" in out and "3 entries" in out
+    assert "tiny-net features of 3 photo(s)" in out and "6 decoded photo(s)" in out and "4 entries" in out
     assert main(["cache", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert listed["root"] == str(root) and len(listed["entries"]) == 3
+    assert listed["root"] == str(root) and len(listed["entries"]) == 4
     assert main(["cache", "clear", "--features", "--dry-run"]) == 0
     assert "Would remove 1 entry" in capsys.readouterr().out and feats.dir.exists()
     assert main(["cache", "clear", "--older-than", "-2"]) == 2
     assert "--older-than must be 0 or more" in capsys.readouterr().err
     assert main(["cache", "clear"]) == 0
-    assert "Removed 3 entries" in capsys.readouterr().out
+    assert "Removed 4 entries" in capsys.readouterr().out
     assert main(["cache"]) == 0
     assert "is empty" in capsys.readouterr().out

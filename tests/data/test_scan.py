@@ -1,5 +1,7 @@
+import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +121,69 @@ def test_hymenoptera_quirky_names_are_read():
     # the placeholder GIF is a valid GIF by content, so it is used (a known limitation)
     assert "train/ants/imageNotFound.gif" in rels
     assert scan.count_by_class() == {"ants": 194, "bees": 204}
+
+
+def _counting_inspect(monkeypatch):
+    from diycnn.data import scan as scan_module
+
+    read: list[str] = []
+    real = scan_module._inspect
+
+    def counting(path):
+        read.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(scan_module, "_inspect", counting)
+    return read
+
+
+def _view(scan):
+    return ([(r.rel, r.label, r.sha256) for r in scan.records], reasons(scan),
+            [(p.path, p.reason) for p in scan.duplicates])
+
+
+def test_a_second_scan_reads_only_new_or_changed_files(two_class_data, monkeypatch):
+    from PIL import Image
+
+    d = two_class_data
+    (d / "red" / "notes.jpg").write_text("not an image")
+    shutil.copy(d / "red" / "red_000.png", d / "red" / "copy.png")
+    read = _counting_inspect(monkeypatch)
+    first = scan_folder(d)
+    assert len(read) == 42
+    read.clear()
+    again = scan_folder(d)
+    assert read == [] and _view(again) == _view(first)  # same records, skips and duplicates, nothing read
+
+    Image.new("RGB", (24, 24), (1, 2, 3)).save(d / "red" / "red_005.png")  # new content, same name
+    (d / "blue" / "blue_000.png").unlink()
+    shutil.copy(d / "blue" / "blue_001.png", d / "blue" / "new.png")
+    read.clear()
+    changed = scan_folder(d)
+    assert sorted(read) == ["new.png", "red_005.png"]
+    fresh = scan_folder(d, cache=False)
+    assert _view(changed) == _view(fresh)  # the cache never changes the result
+    assert {r.rel: r.sha256 for r in changed.records}["red/red_005.png"] != \
+        {r.rel: r.sha256 for r in first.records}["red/red_005.png"]
+    saved = next((Path(os.environ["DIYCNN_CACHE"]) / "scan").glob("*.json"))
+    files = json.loads(saved.read_text())["files"]
+    assert "blue/blue_000.png" not in files and len(files) == 42  # the deleted file is forgotten
+
+
+def test_read_errors_are_not_remembered_and_a_broken_cache_is_ignored(two_class_data, monkeypatch):
+    from diycnn.data import scan as scan_module
+
+    d = two_class_data
+    real = scan_module._inspect
+    monkeypatch.setattr(scan_module, "_inspect", lambda p: (None, "cannot read file (I/O error)", False)
+                        if p.name == "red_003.png" else real(p))
+    assert reasons(scan_folder(d)) == {"red/red_003.png": "cannot read file (I/O error)"}
+    monkeypatch.setattr(scan_module, "_inspect", real)
+    assert reasons(scan_folder(d)) == {}  # read again once it can be read
+    for f in (Path(os.environ["DIYCNN_CACHE"]) / "scan").glob("*.json"):
+        f.write_text("{damaged")
+    assert len(scan_folder(d).records) == 40
+    blocked = Path(os.environ["DIYCNN_CACHE"]) / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DIYCNN_CACHE", str(blocked))
+    assert len(scan_folder(d).records) == 40  # an unwritable cache costs speed only

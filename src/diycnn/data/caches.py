@@ -7,9 +7,12 @@ it needs:
 - `features/<key>/`: frozen-backbone features, one .npy per photo (tm, linear-probe runs),
   with the backbone, weights and preprocessing they belong to in `key.json`;
 - `decoded/<key>.npy` + `.json`: the decoded photos of a folder too big for memory, which
-  later runs on the same photos memory-map instead of decoding again.
+  later runs on the same photos memory-map instead of decoding again;
+- `scan/<key>.json`: per data folder, each file's content hash and image check, so a later
+  scan reads only new or changed files.
 
-Runs touch an entry's `key.json` / `.json` when they use it, so "last used" is its mtime.
+Runs touch an entry's `key.json` / `.json` when they use it (a scan rewrites its file when
+the folder changed), so "last used" is its mtime.
 Temporary files of a write that never finished (a killed run) are listed as `unfinished`
 and removed by `clear` once they are a day old (younger ones may belong to a running job).
 Nothing else under the folder (e.g. the Keras benchmark's virtualenv) is listed or touched.
@@ -25,14 +28,14 @@ from pathlib import Path
 
 from .features import cache_root
 
-KINDS = ("features", "decoded")
+KINDS = ("features", "decoded", "scan")
 UNFINISHED_AGE_S = 24 * 3600
 
 
 @dataclass
 class CacheEntry:
     kind: str  # "features", "decoded" or "unfinished"
-    group: str  # the folder it lives in: "features" or "decoded"
+    group: str  # the folder it lives in: one of KINDS
     path: Path  # a features folder, a decoded .npy, or a temporary file
     bytes: int  # on disk
     files: int
@@ -128,6 +131,20 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
             elif f.suffix == ".json" and not f.with_suffix(".npy").exists():
                 entries.append(CacheEntry("decoded", "decoded", f, _disk_bytes(f.stat()), 1, _mtime(f),
                                           "orphaned index (no photos)"))
+    scans = root / "scan"
+    if scans.is_dir():
+        for f in sorted(p for p in scans.iterdir() if p.is_file()):
+            st = f.stat()
+            if _is_temporary(f):
+                entries.append(CacheEntry("unfinished", "scan", f, _disk_bytes(st), 1, st.st_mtime,
+                                          "partly written scan record"))
+                continue
+            try:
+                saved = json.loads(f.read_text(encoding="utf-8"))
+                about = f"scan of {saved['root']}: {len(saved['files'])} file(s)"
+            except (OSError, ValueError, KeyError, TypeError):
+                about = "scan record (unreadable: the next scan reads every file)"
+            entries.append(CacheEntry("scan", "scan", f, _disk_bytes(st), 1, st.st_mtime, about))
     return sorted(entries, key=lambda e: (-e.bytes, str(e.path)))
 
 

@@ -6,7 +6,9 @@ Two layouts are understood:
 * ``DATA/{train,val|validation,test}/<class>/*`` -- the given splits are used.
 
 Scanning reads each file once (content hash + image header); it never crashes on a bad
-file: the file is skipped and the reason recorded.
+file: the file is skipped and the reason recorded. What it learnt is kept in the cache folder
+(`DIYCNN_CACHE/scan/`, never next to the photos), so a later scan of the same folder reads
+only the files that are new or changed (size, modification time, change time or inode).
 """
 
 from __future__ import annotations
@@ -110,17 +112,79 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _inspect(path: Path) -> tuple[str | None, str | None]:
-    """(sha256, None) for a usable image, or (None, reason)."""
+def _inspect(path: Path) -> tuple[str | None, str | None, bool]:
+    """(sha256, None, True) for a usable image, or (None, reason, whether the reason lasts
+    until the file changes: a broken image does, a read error may not)."""
     try:
         probe(path)
         with open(path, "rb") as fh:
             digest = hashlib.file_digest(fh, "sha256").hexdigest()
-        return digest, None
+        return digest, None, True
     except ImageError as exc:
-        return None, exc.reason
+        return None, exc.reason, True
     except OSError as exc:
-        return None, f"cannot read file ({exc.strerror or exc})"
+        return None, f"cannot read file ({exc.strerror or exc})", False
+
+
+SCAN_CACHE_VERSION = 1
+
+
+class _ScanCache:
+    """Per file of one data folder: its stat signature and what scanning it found.
+
+    A file whose size, mtime, ctime (which no tool can set back) and inode are unchanged is
+    not read again. Stored as one JSON file per folder under DIYCNN_CACHE/scan/, rewritten
+    atomically (only the files present now) when anything changed; a missing, damaged or
+    read-only cache just means reading the files.
+    """
+
+    def __init__(self, root: Path):
+        from .features import cache_root
+
+        self.root = str(root)
+        self.path = cache_root() / "scan" / f"{hashlib.sha256(self.root.encode()).hexdigest()[:24]}.json"
+        self.old: dict[str, list] = {}
+        self.new: dict[str, list] = {}
+        self.hits = 0
+        try:
+            import json
+
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            if saved.get("version") == SCAN_CACHE_VERSION and saved.get("root") == self.root:
+                self.old = {k: v for k, v in saved["files"].items() if isinstance(v, list) and len(v) == 6}
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            pass
+
+    @staticmethod
+    def _signature(st: os.stat_result) -> list[int]:
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+    def inspect(self, path: Path, rel: str) -> tuple[str | None, str | None]:
+        try:
+            st = path.stat()
+        except OSError as exc:
+            return None, f"cannot read file ({exc.strerror or exc})"
+        sig = self._signature(st)
+        saved = self.old.get(rel)
+        if saved is not None and saved[:4] == sig:
+            self.new[rel] = saved
+            self.hits += 1
+            return saved[4], saved[5]
+        digest, reason, lasting = _inspect(path)
+        if lasting:
+            self.new[rel] = sig + [digest, reason]
+        return digest, reason
+
+    def save(self) -> None:
+        if self.new == self.old:
+            return
+        from ..io import atomic_write_json
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.path, {"version": SCAN_CACHE_VERSION, "root": self.root, "files": self.new})
+        except OSError as exc:
+            log.info("Could not write the scan cache %s (%s); the next scan reads every file again", self.path, exc)
 
 
 def _check_class_names(names: list[str], where: Path) -> None:
@@ -169,13 +233,14 @@ def _dedupe(records: list[ImageRecord], duplicates: list[Problem]) -> list[Image
     return [r for r in records if id(r) in keep_ids]
 
 
-def scan_folder(data: str | Path, workers: int | None = None, min_classes: int = 2) -> ScanResult:
+def scan_folder(data: str | Path, workers: int | None = None, min_classes: int = 2, cache: bool = True) -> ScanResult:
     """Scan a photo folder.
 
     Args:
         data: `DATA/<class>/*` or `DATA/{train,val,test}/<class>/*`.
         workers: threads for hashing and header checks (default: CPU count).
         min_classes: fewest class folders accepted (2 for training; 1 to evaluate one class).
+        cache: reuse the last scan's hashes and checks for unchanged files (see the module doc).
 
     Returns:
         ScanResult with usable records (duplicates removed), skipped files and notes.
@@ -247,8 +312,18 @@ def scan_folder(data: str | Path, workers: int | None = None, min_classes: int =
             f"No files found in the class folders of '{root}'. Add photos (JPEG, PNG, GIF, BMP, WebP or TIFF)."
         )
 
+    known = _ScanCache(root) if cache else None
+
+    def inspect(path: Path) -> tuple[str | None, str | None]:
+        return known.inspect(path, _rel(path, root)) if known is not None else _inspect(path)[:2]
+
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-        results = list(pool.map(lambda c: _inspect(c[2]), candidates))
+        results = list(pool.map(lambda c: inspect(c[2]), candidates))
+    if known is not None:
+        known.save()
+        if known.hits:
+            log.info("Scan of %s: %d of %d file(s) unchanged since the last scan, not read again",
+                     root, known.hits, len(candidates))
 
     records: list[ImageRecord] = []
     for (split, label, path), (digest, reason) in zip(candidates, results):
