@@ -50,3 +50,28 @@ def test_crop_faces_is_recorded_and_applied_at_predict(tmp_path, tiny_spec):
     assert run.preprocessing.faces is True
     no_face = {p["path"] for p in run.metrics["no_face"]}
     assert no_face and all(p.startswith("cup/") for p in no_face)
+
+
+def test_no_face_notes_come_back_with_cached_features(tmp_path):
+    import numpy as np
+    from skimage import data
+
+    from diycnn.data.features import FeatureCache, extract_features
+    from diycnn.data.scan import scan_folder
+
+    for cls, img in (("person", data.astronaut()), ("cup", data.coffee())):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(img).rotate(i * 3).save(tmp_path / "d" / cls / f"{i}.png")
+    records = scan_folder(tmp_path / "d").records
+    prep = Preprocessing(size=(32, 32), faces=True)
+    cache = FeatureCache({"test": "faces"}, root=tmp_path / "cache")
+    first: list = []
+    feats, ok, _ = extract_features(records, prep, lambda x: x.reshape(len(x), -1)[:, :4].astype(np.float32),
+                                    cache, notes=first)
+    assert len(ok) == 4 and sorted(p.path for p in first) == ["cup/0.png", "cup/1.png"]
+    again: list = []
+    cached, ok2, _ = extract_features(records, prep, lambda x: 1 / 0, FeatureCache({"test": "faces"},
+                                      root=tmp_path / "cache"), notes=again)  # every photo a hit
+    assert ok2 == ok and np.array_equal(cached, feats)
+    assert [(p.path, p.reason) for p in again] == [(p.path, p.reason) for p in first]
