@@ -180,3 +180,29 @@ def test_ui_command_binds_to_localhost_and_warns_when_exposed(tmp_path, monkeypa
     assert main(["ui", "--project", str(tmp_path / "p"), "--host", "0.0.0.0", "--port", "9000"]) == 0
     assert calls[-1]["host"] == "0.0.0.0" and calls[-1]["port"] == 9000
     assert any("anyone who can reach this machine" in r.getMessage() for r in caplog.records)
+
+
+def test_oversized_bodies_are_refused_before_they_are_stored(client, tmp_path, monkeypatch):
+    from diycnn.webapp import server as server_mod
+
+    monkeypatch.setattr(server_mod, "MAX_UPLOAD_BYTES", 10_000)
+    client.post("/api/classes", json={"name": "cats"}, headers=H)
+    r = client.post("/api/predict", content=b"x" * 10_001, headers=H)  # declared length over the limit
+    assert r.status_code == 413 and "too large" in r.json()["error"] and "batches of up to 16" in r.json()["error"]
+
+    def chunks(n, size=4096):  # no Content-Length: counted as it streams in
+        for _ in range(n):
+            yield b"y" * size
+
+    r = client.post("/api/predict", content=chunks(3), headers=H)
+    assert r.status_code == 413
+    batch = server_mod.UPLOAD_BATCH * 10_000 + server_mod.JSON_LIMIT
+    r = client.post("/api/classes/cats/photos", content=chunks(batch // 4096 + 1),
+                    headers={**H, "Content-Type": "multipart/form-data; boundary=abc"})
+    assert r.status_code == 413
+    r = client.post("/api/classes", content=b"{" + b" " * server_mod.JSON_LIMIT + b"}", headers=H)
+    assert r.status_code == 413
+    assert not list((tmp_path / "proj" / "cats").iterdir())
+    ok = client.post("/api/classes/cats/photos", files=[("files", ("a.png", png(), "image/png"))], headers=H)
+    assert ok.status_code == 200 and ok.json()["added"] == ["a.png"]  # ordinary uploads pass
+    assert client.post("/api/classes", json={"name": "dogs"}, headers=H).status_code == 200

@@ -52,6 +52,82 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+UPLOAD_BATCH = 16  # photos per upload request: static/index.html sends them in batches of this many
+JSON_LIMIT = 1024 * 1024
+
+
+def body_limit(method: str, path: str) -> int:
+    """Most bytes a request body may have: a batch of photos, one photo, or a small JSON body."""
+    if method == "POST" and path.startswith("/api/classes/") and path.endswith("/photos"):
+        return UPLOAD_BATCH * MAX_UPLOAD_BYTES + JSON_LIMIT  # + multipart headers
+    if method == "POST" and path == "/api/predict":
+        return MAX_UPLOAD_BYTES
+    return JSON_LIMIT
+
+
+class BodyLimit:
+    """ASGI guard: a body over `body_limit` is refused with 413 before it is stored anywhere —
+    from its Content-Length before reading a byte, or, for a chunked body, as soon as the bytes
+    received pass the limit (the app's partial response, if any, is replaced by the 413)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = body_limit(scope["method"], scope["path"])
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        try:
+            too_big = declared is not None and int(declared) > limit
+        except ValueError:
+            too_big = False  # the server refuses malformed lengths itself
+        if too_big:
+            return await self._refuse(send, limit)
+        received, over, refused = 0, False, False
+
+        async def counting_receive():
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    over = True
+                    raise _TooLarge
+            return message
+
+        async def guarded_send(message):
+            nonlocal refused
+            if over:
+                if not refused:
+                    refused = True
+                    await self._refuse(send, limit)
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:  # _TooLarge, possibly inside the ExceptionGroup of a middleware's task group
+            if not over:
+                raise
+        if over and not refused:
+            await self._refuse(send, limit)
+
+    @staticmethod
+    async def _refuse(send, limit: int) -> None:
+        what = f"{limit / (1024 * 1024):.0f} MB"
+        body = json.dumps({"error": f"Request too large (at most {what} here): photos may have up to "
+                                    f"{MAX_UPLOAD_BYTES // (1024 * 1024)} MB each; upload them in batches of "
+                                    f"up to {UPLOAD_BATCH}."})
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body.encode()})
+
+
+class _TooLarge(Exception):
+    pass
+
+
 class App:
     """Holds the project, its training job and the loaded model of the latest run."""
 
@@ -291,6 +367,7 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
 
     state.project.runs_dir.mkdir(parents=True, exist_ok=True)
     api.mount("/runs", StaticFiles(directory=state.project.runs_dir), name="runs")
+    api.add_middleware(BodyLimit)  # outermost: runs before anything reads the body
     return api
 
 
