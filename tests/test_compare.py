@@ -105,6 +105,23 @@ def test_compare_folds_reports_mean_std_and_paired_test(tmp_path, specs):
         assert len(s["accuracies"]) == 3 and s["mean"] == pytest.approx(np.mean(s["accuracies"]))
     assert folds["paired_tests"][0]["method"].startswith("paired t-test")
     assert all((out / "folds" / str(k) / m / "model.json").is_file() for k in (1, 2, 3) for m in ("tiny", "wide"))
+    oof = folds["out_of_fold"]
+    assert oof["test_photos"] == 16 and oof["class_names"] == ["blue", "red"]  # every photo once
+    for m in ("tiny", "wide"):
+        per_fold = [json.loads((out / "folds" / str(k) / m / "metrics.json").read_text()) for k in (1, 2, 3)]
+        r = oof["models"][m]
+        assert np.array_equal(r["confusion_matrix"], sum(np.array(f["confusion_matrix"]) for f in per_fold))
+        tested = [f["counts"]["test"] for f in per_fold]
+        assert sum(tested) == 16
+        assert r["correct"] == round(sum(f["test_accuracy"] * t for f, t in zip(per_fold, tested)))
+        assert r["accuracy"] == pytest.approx(r["correct"] / 16) and r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
+        assert np.trace(r["confusion_matrix"]) == r["correct"]
+    (pair,) = oof["mcnemar"]
+    right = {m: oof["models"][m]["correct"] for m in ("tiny", "wide")}
+    assert pair["only_a_correct"] - pair["only_b_correct"] == right["tiny"] - right["wide"]
+    html = (out / "comparison.html").read_text()
+    assert "Out of fold: all 16 photos" in html
+    assert "Out of fold (each of the 16 photos" in format_table(json.loads((out / "comparison.json").read_text()))
 
 
 class TwoHalves(nn.Module):

@@ -264,6 +264,38 @@ def _finish(out_dir: Path, data: Path, labelled: list[tuple[str, Path]], split: 
     return out_dir
 
 
+def _out_of_fold(labels: list[str], fold_results: list[list[tuple[str, Path]]]) -> dict[str, Any]:
+    """Every photo's prediction from the fold that held it out, pooled: in K-fold each photo is
+    tested exactly once, so this covers the whole dataset — accuracy with its interval, summed
+    confusion matrices, and McNemar's test paired photo by photo over all of them."""
+    from .evaluation.metrics import wilson_interval
+
+    correct: dict[str, dict[str, bool]] = {label: {} for label in labels}
+    confusion: dict[str, np.ndarray] = {}
+    class_names: list[str] = []
+    for pairs in fold_results:
+        for label, d in pairs:
+            metrics = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+            split = json.loads((d / "split.json").read_text(encoding="utf-8"))
+            class_names = split["class_names"]
+            wrong = {e["path"] for e in metrics.get("misclassified", [])}
+            for path, _ in _test_items(split):
+                correct[label][path] = path not in wrong
+            m = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+            confusion[label] = confusion[label] + m if label in confusion else m
+    photos = sorted(correct[labels[0]])
+    models = {}
+    for label in labels:
+        hits = sum(correct[label][p] for p in photos)
+        lo, hi = wilson_interval(hits, len(photos))
+        models[label] = {"accuracy": hits / len(photos), "ci95": [lo, hi], "correct": hits,
+                         "confusion_matrix": confusion[label].tolist()}
+    tests = [{"a": a, "b": b, **mcnemar(np.array([correct[a][p] for p in photos]),
+                                        np.array([correct[b][p] for p in photos]))}
+             for a, b in itertools.combinations(labels, 2)]
+    return {"test_photos": len(photos), "class_names": class_names, "models": models, "mcnemar": tests}
+
+
 def _finish_folds(out_dir: Path, data: Path, labels: list[str], fold_results: list[list[tuple[str, Path]]],
                   stage, explain_samples: int) -> Path:
     per_model: dict[str, list[float]] = {label: [] for label in labels}
@@ -275,8 +307,10 @@ def _finish_folds(out_dir: Path, data: Path, labels: list[str], fold_results: li
     tests = [{"a": a, "b": b, **paired_folds_test(per_model[a], per_model[b])}
              for a, b in itertools.combinations(labels, 2)]
     folds = {"k": len(fold_results), "test_accuracy": summary, "paired_tests": tests,
+             "out_of_fold": _out_of_fold(labels, fold_results),
              "fold_dirs": [str(out_dir / "folds" / str(i + 1)) for i in range(len(fold_results))]}
-    # The detailed report (curves, confusions, McNemar) is drawn for fold 1; the fold table covers all.
+    # The fold table and the out-of-fold figures cover all folds; curves, per-fold confusions,
+    # McNemar on one test split, galleries and Grad-CAM are drawn for fold 1.
     first = fold_results[0]
     split = json.loads((first[0][1] / "split.json").read_text(encoding="utf-8"))
     return _finish(out_dir, data, first, split, stage, explain_samples, folds)
@@ -306,6 +340,16 @@ def format_table(result: dict[str, Any]) -> str:
         for t in f["paired_tests"]:
             lines.append(f"  {t['a']} vs {t['b']}: mean difference {t['mean_difference']:+.3f}, p = {t['p_value']:.3g} "
                          f"({t['method']})")
+        o = f.get("out_of_fold")
+        if o:
+            lines.append(f"Out of fold (each of the {o['test_photos']} photos tested once, by the fold that held it out):")
+            for m, r in o["models"].items():
+                lo, hi = r["ci95"]
+                lines.append(f"  {m}: {r['accuracy']:.3f} ({lo:.3f}–{hi:.3f}), {r['correct']}/{o['test_photos']}")
+            for p in o["mcnemar"]:
+                verdict = "significant" if p["significant"] else "not significant"
+                lines.append(f"  {p['a']} vs {p['b']}: {p['only_a_correct']} photos only {p['a']} got right, "
+                             f"{p['only_b_correct']} only {p['b']}; McNemar p = {p['p_value']:.3g}: {verdict}")
     return "\n".join(lines)
 
 

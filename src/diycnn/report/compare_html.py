@@ -64,6 +64,34 @@ def _confusion_table(m: int, row: dict[str, Any], classes: list[str]) -> str:
             + "".join(body) + "</table></div>")
 
 
+def _plain_confusion(name: str, matrix: list[list[int]], classes: list[str]) -> str:
+    head = "".join(f"<th title='predicted {_e(c)}'>{_e(c[:10])}</th>" for c in classes)
+    body = "".join(
+        f"<tr><th title='true {_e(classes[t])}'>{_e(classes[t][:14])}</th>"
+        + "".join(f"<td class='{'diag' if t == p else 'off'}{' zero' if v == 0 else ''}'>{v}</td>"
+                  for p, v in enumerate(counts)) + "</tr>"
+        for t, counts in enumerate(matrix))
+    return f"<div class='cm'><b>{_e(name)}</b><table><tr><th>true \\ predicted</th>{head}</tr>{body}</table></div>"
+
+
+def _out_of_fold(o: dict[str, Any], alpha: float) -> list[str]:
+    n = o["test_photos"]
+    return [
+        f"<h3>Out of fold: all {n} photos</h3>",
+        "<p class='muted'>Each photo is predicted by the model of the fold that held it out, so every photo "
+        "counts once; confusion matrices are summed over the folds and McNemar's test pairs the models photo "
+        "by photo.</p>",
+        _table(["model", "accuracy", "95% CI", "right"],
+               [[m, f"{r['accuracy']:.1%}", f"{r['ci95'][0]:.1%}–{r['ci95'][1]:.1%}", f"{r['correct']}/{n}"]
+                for m, r in o["models"].items()]),
+        _table(["pair", "only first right", "only second right", "p", "test", f"significant (α = {alpha})"],
+               [[f"{t['a']} vs {t['b']}", t["only_a_correct"], t["only_b_correct"], f"{t['p_value']:.3g}", t["method"],
+                 "yes" if t["significant"] else "no"] for t in o["mcnemar"]]),
+        "<div>" + "".join(_plain_confusion(m, r["confusion_matrix"], o["class_names"])
+                          for m, r in o["models"].items()) + "</div>",
+    ]
+
+
 def _thumbs(rows: list[dict[str, Any]], data_root: Path) -> dict[str, str]:
     wrong = {p["path"] for r in rows for p in r["predictions"] if p["predicted"] != p["true"]}
     order = sorted(wrong) + [p["path"] for p in rows[0]["predictions"] if p["path"] not in wrong]
@@ -90,18 +118,22 @@ def render_comparison(result: dict[str, Any], curves: bytes, confusions: bytes, 
         f"<tr><td>{_e(p['a'])} vs {_e(p['b'])}</td><td>{p['only_a_correct']}</td><td>{p['only_b_correct']}</td>"
         f"<td>{p['p_value']:.3g}</td><td>{_e(p['method'])}</td><td class='{'sig' if p['significant'] else ''}'>"
         f"{'yes' if p['significant'] else 'no'}</td></tr>" for p in result["mcnemar"])
+    folds = result.get("folds")
+    scope = (f"{folds['k']}-fold cross-validation, every model trained once per fold on the same folds. The first "
+             f"two sections show fold 1 ({result['test_photos']} held-out test photos); the cross-validation "
+             "section covers all folds" if folds else
+             f"all trained and tested on the same split: {result['test_photos']} held-out test photos")
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>diycnn comparison</title>"
              f"<style>{CSS}{EXTRA_CSS}</style></head><body>",
              "<h1>diycnn comparison</h1>",
-             f"<p class='muted'>{len(rows)} models on <code>{_e(result['data'])}</code>, all trained and tested on "
-             f"the same split: {result['test_photos']} held-out test photos, classes {_e(', '.join(classes))}.</p>",
-             "<h2>Side by side (test split)</h2>", table,
+             f"<p class='muted'>{len(rows)} models on <code>{_e(result['data'])}</code>, {scope}; classes "
+             f"{_e(', '.join(classes))}.</p>",
+             "<h2>Side by side (test split" + (" of fold 1" if folds else "") + ")</h2>", table,
              f"<h2>Are the differences real? (McNemar's test, α = {result['alpha']})</h2>",
              "<p class='muted'>Each pair of models is compared on the same test photos: only the photos one got "
              "right and the other wrong count. A difference is called significant when p &lt; α.</p>",
              "<table><tr><th>pair</th><th>only first right</th><th>only second right</th><th>p</th><th>test</th>"
              f"<th>significant</th></tr>{tests}</table>"]
-    folds = result.get("folds")
     if folds:
         parts.append(f"<h2>{folds['k']}-fold cross-validation (test accuracy)</h2>")
         parts.append(_table(["model", "mean", "std", "per fold"],
@@ -110,7 +142,9 @@ def render_comparison(result: dict[str, Any], curves: bytes, confusions: bytes, 
         parts.append(_table(["pair", "mean difference", "p", "test", "significant"],
                             [[f"{t['a']} vs {t['b']}", f"{t['mean_difference']:+.3f}", f"{t['p_value']:.3g}",
                               t["method"], "yes" if t["significant"] else "no"] for t in folds["paired_tests"]]))
-        parts.append("<p class='muted'>The sections below show fold 1.</p>")
+        if folds.get("out_of_fold"):
+            parts += _out_of_fold(folds["out_of_fold"], result["alpha"])
+        parts.append("<p class='muted'>The sections below show fold 1 again.</p>")
     parts += ["<h2>Learning curves</h2>", f"<img class='plot' alt='learning curves of every model' src='{data_uri(curves)}'>",
               "<h2>Confusion matrices (test split)</h2>",
               "<p class='muted'>Click a cell to see its photos below.</p>",
