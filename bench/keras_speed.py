@@ -134,17 +134,20 @@ def main() -> None:
                 print(f"  rep {rep + 1} {engine:<6} {precision}: train {r['train_ips']:6.1f} img/s, inference "
                       f"{r['infer_ips']:6.1f} img/s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     print("\n| engine | precision | train img/s median (min, max) | inference img/s median (min, max) | "
-          "peak RSS MB (median) |\n|---|---|---|---|---|")
+          "peak RSS MB (median) | peak RSS MB when training ended |\n|---|---|---|---|---|---|")
     for (engine, precision), rs in results.items():
         print(f"| {engine} | {precision} | {stats([r['train_ips'] for r in rs])} | "
-              f"{stats([r['infer_ips'] for r in rs])} | {statistics.median(r['peak_rss_mb'] for r in rs):.0f} |")
+              f"{stats([r['infer_ips'] for r in rs])} | {statistics.median(r['peak_rss_mb'] for r in rs):.0f} | "
+              f"{statistics.median(r['train_peak_rss_mb'] for r in rs):.0f} |")
+
     if kpy:
         print("\nRatios diycnn / Keras (median of per-repetition ratios):")
         for precision in precisions:
             d, k = results[("diycnn", precision)], results[("keras", precision)]
             for key, what in (("train_ips", "training"), ("infer_ips", "inference")):
-                ratio = statistics.median(a[key] / b[key] for a, b in zip(d, k))
-                print(f"  {precision} {what}: {ratio:.2f}x")
+                ratios = [a[key] / b[key] for a, b in zip(d, k)]
+                print(f"  {precision} {what}: {statistics.median(ratios):.2f}x "
+                      f"({sum(r >= 1.2 for r in ratios)} of {len(ratios)} repetitions at >= 1.2x)")
             mem = statistics.median(a["peak_rss_mb"] / b["peak_rss_mb"] for a, b in zip(d, k))
             print(f"  {precision} peak RSS: {mem:.2f}x")
     if "bf16" in precisions and args.device == "cpu":
