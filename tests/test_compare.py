@@ -150,6 +150,46 @@ def test_gradcam_points_at_the_evidence():
         assert (left > 5 * right) if side == "left" else (right > 5 * left)
 
 
+class Ramp(nn.Module):
+    def forward(self, x):
+        return x + torch.linspace(0, 4, x.shape[3])  # grows to the right
+
+
+class RampedRed(nn.Module):
+    """A feature map that is not mirror-symmetric: the red channel plus a left-to-right ramp;
+    class 0 scores its mean, class 1 a constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1, bias=False)
+        self.ramp = Ramp()  # the last image-shaped map: Grad-CAM's target layer
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[0, 0] = 1.0
+
+    def forward(self, x):
+        a = self.ramp(self.conv(x))
+        score = a.mean(dim=(1, 2, 3))
+        return torch.stack([score, torch.full_like(score, 0.5)], dim=1)
+
+
+def test_gradcam_with_test_time_augmentation_explains_both_passes():
+    img = np.zeros((1, 16, 16, 3), np.uint8)
+    img[0, :, :8, 0] = 255  # red on the left
+    prep = Preprocessing(size=(16, 16))
+    plain = gradcam(RampedRed(), prep, img, class_index=0)
+    both = gradcam(RampedRed(), prep, img, class_index=0, tta=True)
+    # one pass: the ramp makes the right edge (no red) the hottest; averaged with the mirrored
+    # pass, mirrored back, the ramp evens out to 2 everywhere: red half 1 + 2, other half 2
+    np.testing.assert_allclose(plain["cams"][0][:, -1], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(both["cams"][0][:, :8], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(both["cams"][0][:, 8:], 2 / 3, rtol=1e-5)
+    x = prep.normalise(torch.from_numpy(img))
+    with torch.no_grad():
+        want = (torch.softmax(RampedRed()(x), 1) + torch.softmax(RampedRed()(x.flip(3)), 1)) / 2
+    np.testing.assert_allclose(both["probs"], want.numpy(), rtol=1e-6)  # the run's own TTA probabilities
+
+
 def test_explain_spec_and_backbone_runs(tmp_path, specs):
     data = make_dataset(tmp_path / "photos", {"red": 10, "blue": 10})
     for model in (specs[0], "tm"):

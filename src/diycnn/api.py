@@ -280,13 +280,14 @@ def _misclassified(paths, y, probs, names) -> list[dict[str, Any]]:
             for p, t, pr in zip(paths, y, probs) if int(pr.argmax()) != t]
 
 
-def _report_cams(module, recipe: Recipe, paths, y, probs, names, data_root: Path) -> list[dict[str, Any]]:
+def _report_cams(module, recipe: Recipe, paths, y, probs, names, data_root: Path,
+                 tta: bool = False) -> list[dict[str, Any]]:
     """Grad-CAM for a few wrong and right test photos; a failure only costs the report section."""
     from .explanations import cam_samples
 
     predictions = [{"path": p, "true": names[t], "predicted": names[int(pr.argmax())]} for p, t, pr in zip(paths, y, probs)]
     try:
-        return cam_samples(module, recipe.preprocessing, names, predictions, data_root, per_kind=4)
+        return cam_samples(module, recipe.preprocessing, names, predictions, data_root, per_kind=4, tta=tta)
     except Exception as exc:  # e.g. a model without image-shaped feature maps
         log.warning("Grad-CAM for the report failed: %s", exc)
         return []
@@ -381,7 +382,8 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
     atomic_write_bytes(run_dir / "confusion.png", confusion)
     atomic_write_text(run_dir / "report.html", render_report(info, metrics, curves, confusion, Path(info["data"]),
                                                              cams=_report_cams(module, recipe, test_paths, y_test,
-                                                                               probs, names, Path(info["data"]))))
+                                                                               probs, names, Path(info["data"]),
+                                                                               tta=tta)))
     write_manifest(run_dir)
     info["status"] = "complete"
     _write_model_json(run_dir, info)

@@ -248,7 +248,7 @@ def _finish(out_dir: Path, data: Path, labelled: list[tuple[str, Path]], split: 
         if data.is_dir() and explain_samples:
             try:
                 cams[label] = cam_samples(run.module, run.preprocessing, run.class_names, rows[-1]["predictions"],
-                                          data, explain_samples)
+                                          data, explain_samples, tta=run.tta)
             except Exception as exc:  # an explanation must never cost the comparison
                 log.warning("Grad-CAM for %s failed: %s", label, exc)
     pairs = _pairwise(rows)

@@ -39,24 +39,11 @@ def _target_layer(module, x):
     return seen[-1]
 
 
-def gradcam(module, preprocessing, images_u8: np.ndarray, class_index: int | None = None) -> dict[str, Any]:
-    """Heatmaps for decoded photos (N, H, W, 3) from `preprocessing.load`, for a classifier
-    `module` that maps normalised (N, 3, H, W) photos to logits (a run's `.module`).
-
-    Args:
-        class_index: explain this class for every photo; None: each photo's predicted class.
-
-    Returns:
-        {"cams": float (N, H, W) in [0, 1], "probs": (N, classes), "classes": explained class per
-        photo, "layer": the target layer's name}
-    """
+def _raw_cams(module, layer, x, classes):
+    """Un-normalised Grad-CAM maps (N, H, W) of `classes` for normalised photos x."""
     import torch
     import torch.nn.functional as F
 
-    module = module.to("cpu", dtype=torch.float32).eval()
-    x = preprocessing.normalise(torch.from_numpy(np.ascontiguousarray(images_u8)))
-    layer_name = _target_layer(module, x)
-    layer = module.get_submodule(layer_name)
     captured = {}
 
     def keep(mod, inp, out):
@@ -69,9 +56,6 @@ def gradcam(module, preprocessing, images_u8: np.ndarray, class_index: int | Non
     try:
         with torch.enable_grad():
             logits = module(x)
-            probs = torch.softmax(logits.float(), dim=1)
-            classes = (torch.full((len(x),), class_index, dtype=torch.long) if class_index is not None
-                       else probs.argmax(1))
             score = logits.gather(1, classes[:, None]).sum()
             (grads,) = torch.autograd.grad(score, captured["act"])
     finally:
@@ -79,9 +63,40 @@ def gradcam(module, preprocessing, images_u8: np.ndarray, class_index: int | Non
     act = captured["act"].detach()
     weights = grads.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * act).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0]
+    return F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0]
+
+
+def gradcam(module, preprocessing, images_u8: np.ndarray, class_index: int | None = None,
+            tta: bool = False) -> dict[str, Any]:
+    """Heatmaps for decoded photos (N, H, W, 3) from `preprocessing.load`, for a classifier
+    `module` that maps normalised (N, 3, H, W) photos to logits (a run's `.module`).
+
+    Args:
+        class_index: explain this class for every photo; None: each photo's predicted class.
+        tta: the run predicts the average of each photo and its mirror image (test-time
+            augmentation): then the predicted class and probabilities are that average's, and
+            the map is the average of both passes' maps (the mirrored one mirrored back).
+
+    Returns:
+        {"cams": float (N, H, W) in [0, 1], "probs": (N, classes), "classes": explained class per
+        photo, "layer": the target layer's name}
+    """
+    import torch
+
+    module = module.to("cpu", dtype=torch.float32).eval()
+    x = preprocessing.normalise(torch.from_numpy(np.ascontiguousarray(images_u8)))
+    views = [x, x.flip(3)] if tta else [x]
+    layer_name = _target_layer(module, x)
+    layer = module.get_submodule(layer_name)
+    with torch.no_grad():
+        probs = sum(torch.softmax(module(v).float(), dim=1) for v in views) / len(views)
+    classes = (torch.full((len(x),), class_index, dtype=torch.long) if class_index is not None
+               else probs.argmax(1))
+    cam = _raw_cams(module, layer, x, classes)
+    if tta:
+        cam = (cam + _raw_cams(module, layer, views[1], classes).flip(2)) / 2
     top = cam.flatten(1).max(dim=1).values.clamp_min(1e-12)[:, None, None]
-    return {"cams": (cam / top).numpy(), "probs": probs.detach().numpy(), "classes": classes.numpy(),
+    return {"cams": (cam / top).numpy(), "probs": probs.numpy(), "classes": classes.numpy(),
             "layer": layer_name}
 
 
@@ -105,7 +120,7 @@ def overlay_jpeg(image_u8: np.ndarray, cam: np.ndarray, size: int | None = None)
 
 
 def cam_samples(module, preprocessing, class_names: list[str], predictions: list[dict[str, Any]], data_root: Path,
-                per_kind: int = 3) -> list[dict[str, Any]]:
+                per_kind: int = 3, tta: bool = False) -> list[dict[str, Any]]:
     """Grad-CAM overlays (JPEG data URIs) for up to `per_kind` wrong and `per_kind` right test
     predictions ({"path" relative to data_root, "true", "predicted"}), for reports."""
     from .data.loader import decode_all
@@ -117,7 +132,7 @@ def cam_samples(module, preprocessing, class_names: list[str], predictions: list
     images, ok, _ = decode_all([Path(data_root) / p["path"] for p in chosen], preprocessing)
     if not ok:
         return []
-    result = gradcam(module, preprocessing, images)
+    result = gradcam(module, preprocessing, images, tta=tta)
     out = []
     for j, i in enumerate(ok):
         cls = int(result["classes"][j])
@@ -157,7 +172,7 @@ def explain(run_dir: str | Path, paths, class_name: str | None = None, out: str 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for start in range(0, len(ok), CHUNK):  # bounded memory: activations and gradients of CHUNK photos
-        result = gradcam(run.module, run.preprocessing, images[start:start + CHUNK], index)
+        result = gradcam(run.module, run.preprocessing, images[start:start + CHUNK], index, tta=run.tta)
         for j, i in enumerate(ok[start:start + CHUNK]):
             target = out / f"{slug(Path(files[i]).stem)}.gradcam.jpg"
             atomic_write_bytes(target, overlay_jpeg(images[start + j], result["cams"][j]))
