@@ -17,8 +17,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/diycnn demo
 
-test: $(STAMP)
-	$(PY) -m pytest -q
+# TensorFlow.js (npm, ~80 MB) for the TF.js export tests; without npm those tests skip.
+TFJS := tests/js/node_modules/.installed
+
+$(TFJS): tests/js/package.json tests/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix tests/js --no-audit --no-fund --silent && touch $(TFJS) \
+	  || echo "warning: npm ci failed: the TensorFlow.js export tests will be skipped" >&2; \
+	else echo "warning: npm not found: the TensorFlow.js export tests will be skipped" >&2; fi
+
+test: $(STAMP) $(TFJS)
+	DIYCNN_TFJS_MODULES=$(CURDIR)/tests/js/node_modules $(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache tests/js/node_modules

@@ -1,4 +1,4 @@
-"""Exports predict what the run predicts: ONNX, TorchScript, Keras and Teachable Machine's files,
+"""Exports predict what the run predicts: ONNX, TorchScript, Keras, TensorFlow.js and Teachable Machine's files,
 for the blog's seed-cnn, a spec with BatchNormalization/GlobalAveragePooling2D and a timm backbone."""
 
 from __future__ import annotations
@@ -127,6 +127,48 @@ def test_keras_round_trip_equals_the_run(runs, kind, tmp_path):
     np.testing.assert_allclose(got, torch_fp32(runs[kind], files), atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["seed-cnn", "bn-gap"])
+def test_tfjs_export_predicts_the_same_in_tensorflow_js(runs, kind, tmp_path):
+    from diycnn.exports.tfjs_format import find_tfjs, tfjs_predict
+
+    if find_tfjs() is None:
+        pytest.skip("TensorFlow.js export checks need Node.js and the TF.js packages (make test installs them)")
+    # the blog's model runs at ~10 s per photo in TF.js' pure-JavaScript CPU backend: 3 photos
+    out = diycnn.export(runs[kind], "tfjs", out=tmp_path / "tfjs", check_limit=3 if kind == "seed-cnn" else 1000)
+    info = json.loads((out / "export.json").read_text())
+    assert info["check"]["engine"].startswith("TensorFlow.js 4.22.0") and info["check"]["max_abs_diff"] <= 1e-4
+    assert info["check"]["photos"] == (3 if kind == "seed-cnn" else 6)  # bn-gap: TFJS_CHECK_LIMIT caps nothing
+    run = diycnn.load(runs[kind])
+    model = json.loads((out / "model.json").read_text())
+    layers = [layer["config"]["name"] for layer in model["modelTopology"]["config"]["layers"]]
+    assert layers[:len(run.recipe.spec.layers)] == [layer.name for layer in run.recipe.spec.layers]
+    specs = model["weightsManifest"][0]["weights"]
+    assert sum(int(np.prod(w["shape"])) for w in specs) * 4 == (out / "weights.bin").stat().st_size
+    assert sum(int(np.prod(w["shape"])) for w in specs) == run.recipe.spec.count_params()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["modelFile"] == "model.json" and meta["labels"] == run.class_names and meta["tfjsVersion"] == "4.22.0"
+    if kind == "seed-cnn":
+        return  # its check above ran TF.js on the run's test photos already
+    # independently of the export's own check: the held-out photos through TF.js against the run
+    files = held_out(runs[kind])
+    images, _, _ = decode_all(files, run.preprocessing)
+    x = exports._normalised(run.preprocessing, images)
+    got, _ = tfjs_predict(out, x)
+    if run.tta:
+        assert "mirror" in info["tta_note"]
+        got = (got + tfjs_predict(out, x[:, :, ::-1].copy())[0]) / 2
+    np.testing.assert_allclose(got, torch_fp32(runs[kind], files), atol=1e-4)
+
+
+def test_tfjs_export_without_tensorflow_js_says_how_to_get_it(runs, tmp_path, monkeypatch):
+    from diycnn.exports import tfjs_format
+
+    monkeypatch.setattr(tfjs_format, "find_tfjs", lambda: None)
+    with pytest.raises(ValueError, match=r"Node.js.*npm install @tensorflow/tfjs-core@4.22.0.*DIYCNN_TFJS_MODULES"):
+        diycnn.export(runs["bn-gap"], "tfjs", out=tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
 def test_keras_torch_backend_quirk_is_named_before_export():
     from diycnn.exports.keras_format import backend_problems
     from diycnn.models.layers import AveragePooling2D, Dense, Flatten, Input
@@ -141,9 +183,11 @@ def test_keras_torch_backend_quirk_is_named_before_export():
 
 
 def test_formats_that_do_not_apply_are_refused_with_the_ones_that_do(runs, tmp_path):
-    with pytest.raises(ValueError, match=r"timm backbone .*Formats for this run: onnx, torchscript, tm"):
+    with pytest.raises(ValueError, match=r"timm backbone .*Formats for this run: onnx, torchscript, tm\.$"):
         diycnn.export(runs["tm"], "keras", out=tmp_path / "k")
-    with pytest.raises(ValueError, match="Unknown export format 'tflite'. Formats: onnx, torchscript, keras, tm"):
+    with pytest.raises(ValueError, match=r"Keras and TensorFlow.js exports .*Formats for this run: onnx, torchscript"):
+        diycnn.export(runs["tm"], "tfjs", out=tmp_path / "k")
+    with pytest.raises(ValueError, match="Unknown export format 'tflite'. Formats: onnx, torchscript, keras, tm, tfjs"):
         diycnn.export(runs["tm"], "tflite", out=tmp_path / "k")
     with pytest.raises(ValueError, match="--int8 applies to ONNX exports only"):
         diycnn.export(runs["bn-gap"], "keras", out=tmp_path / "k", int8=True)

@@ -4,7 +4,7 @@ Public API (the CLI and the web app use only these):
 
     diycnn.train(data, model="seed-cnn", **settings) -> Run
     diycnn.load(run_or_export_dir) -> Run (or OnnxRun for an ONNX export);  .predict(paths);  .evaluate(data)
-    diycnn.export(run_dir, "onnx" | "torchscript" | "keras" | "tm") -> export directory
+    diycnn.export(run_dir, "onnx" | "torchscript" | "keras" | "tm" | "tfjs") -> export directory
     diycnn.compare(data, ["seed-cnn", "tm"]) -> comparison directory (McNemar, galleries, Grad-CAM)
     diycnn.explain(run_dir, paths) -> Grad-CAM overlays
     diycnn.summary(model) -> dict

@@ -432,12 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the overlays (default RUN/explain)")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("export", help="export a run (ONNX, TorchScript, Keras, Teachable Machine files), "
-                                      "checked to predict the same")
+    p = sub.add_parser("export", help="export a run (ONNX, TorchScript, Keras, TensorFlow.js, Teachable Machine "
+                                      "files), checked to predict the same")
     p.add_argument("run", help="run directory")
-    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "keras", "tm"],
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "keras", "tm", "tfjs"],
                    help="onnx (default); torchscript; keras (Keras-style spec models); tm (ONNX + Teachable "
-                        "Machine's labels.txt and metadata.json)")
+                        "Machine's labels.txt and metadata.json); tfjs (TensorFlow.js layers model + TM's files, "
+                        "spec models; checked in TF.js under Node.js)")
     p.add_argument("--out", help="export folder (default RUN/export-FORMAT)")
     p.add_argument("--int8", action="store_true", help="ONNX: also write an int8 model and report its accuracy")
     p.add_argument("--force", action="store_true", help="replace an existing export folder")

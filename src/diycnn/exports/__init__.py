@@ -34,13 +34,16 @@ from .runtime import EXPORT_FORMAT, EXPORT_VERSION
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript", "keras", "tm")
+FORMATS = ("onnx", "torchscript", "keras", "tm", "tfjs")
+SPEC_ONLY = ("keras", "tfjs")  # formats that rebuild the Keras-style layers
+TFJS_CHECK_LIMIT = 8  # TensorFlow.js in Node.js runs the blog's model at seconds per photo
 OPSET = 18
 TOLERANCE = 1e-4  # max |p_export - p_torch| over every checked photo and class
 CHECK_LIMIT = 1000  # test photos run through both models at export time
 SYNTHETIC_PHOTOS = 16
 CALIBRATION_PHOTOS = 64  # training photos that calibrate int8 activation ranges
-MODEL_FILES = {"onnx": "model.onnx", "tm": "model.onnx", "torchscript": "model.torchscript.pt", "keras": "model.keras"}
+MODEL_FILES = {"onnx": "model.onnx", "tm": "model.onnx", "torchscript": "model.torchscript.pt", "keras": "model.keras",
+               "tfjs": "model.json"}
 
 
 class ExportError(ValueError):
@@ -48,8 +51,8 @@ class ExportError(ValueError):
 
 
 def formats_for(run) -> list[str]:
-    """The export formats that apply to a run (keras only for Keras-style spec models)."""
-    return [f for f in FORMATS if f != "keras" or run.recipe.kind == "spec"]
+    """The export formats that apply to a run (keras and tfjs only for Keras-style spec models)."""
+    return [f for f in FORMATS if f not in SPEC_ONLY or run.recipe.kind == "spec"]
 
 
 def _export_module(run):
@@ -227,12 +230,13 @@ def _labels_txt(class_names: list[str]) -> str:
     return "".join(f"{i} {c}\n" for i, c in enumerate(class_names))
 
 
-def _tm_metadata(run, image_size: tuple[int, int]) -> dict[str, Any]:
-    """Teachable Machine's metadata.json fields, filled truthfully for an ONNX model."""
+def _tm_metadata(run, image_size: tuple[int, int], tfjs: str | None = None) -> dict[str, Any]:
+    """Teachable Machine's metadata.json fields, filled truthfully (an ONNX model unless `tfjs`
+    gives the TensorFlow.js version the export was checked with)."""
     from .. import __version__
 
     return {
-        "tfjsVersion": "none: this is an ONNX model (model.onnx), not TensorFlow.js",
+        "tfjsVersion": tfjs or "none: this is an ONNX model (model.onnx), not TensorFlow.js",
         "tmVersion": f"diycnn {__version__}",
         "packageVersion": __version__,
         "packageName": "diycnn",
@@ -242,7 +246,7 @@ def _tm_metadata(run, image_size: tuple[int, int]) -> dict[str, Any]:
         "labels": list(run.class_names),
         "imageSize": int(image_size[0]),
         "grayscale": False,
-        "modelFile": "model.onnx",
+        "modelFile": "model.json" if tfjs else "model.onnx",
         "preprocessingFile": "export.json",
     }
 
@@ -262,7 +266,7 @@ def _steps(prep, fmt: str) -> list[str]:
     if prep.crop:
         steps.append(f"crop the centre {prep.crop[1]}x{prep.crop[0]}")
     norm = f"pixels * {prep.input_scale:.8g}, then (x - mean {list(prep.mean)}) / std {list(prep.std)} per channel"
-    if fmt == "keras":
+    if fmt in SPEC_ONLY:
         steps.append(f"{norm}; feed float32 (N, H, W, 3)")
     else:
         steps.append(f"feed uint8 (N, H, W, 3); the model itself does: {norm}, softmax")
@@ -282,6 +286,12 @@ def _readme(fmt: str, run, info: dict[str, Any]) -> str:
     elif fmt == "torchscript":
         lines += ["Load it with torch only:", "    model = torch.jit.load('model.torchscript.pt').eval()",
                   "    probabilities = model(uint8_tensor_of_shape_N_H_W_3)"]
+    elif fmt == "tfjs":
+        lines += ["Load it with TensorFlow.js (browser or Node.js; serve this folder over HTTP for a browser):",
+                  "    const model = await tf.loadLayersModel('model.json');",
+                  "    const probabilities = model.predict(tf.tensor(float32Pixels, [n, height, width, 3]));",
+                  "metadata.json has Teachable Machine's fields; pixels are scaled as the steps above say "
+                  "(not as Teachable Machine's own library scales them)."]
     else:
         lines += ["Load it with Keras 3 (any backend):", "    model = keras.saving.load_model('model.keras')",
                   "    probabilities = model.predict(float32_array_of_shape_N_H_W_3)"]
@@ -303,8 +313,10 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
 
     Args:
         run_dir: a run directory from `diycnn train`.
-        fmt: "onnx", "torchscript", "keras" (Keras-style spec models only) or "tm" (ONNX plus
-            Teachable Machine's labels.txt and metadata.json).
+        fmt: "onnx", "torchscript", "keras" (Keras-style spec models only), "tm" (ONNX plus
+            Teachable Machine's labels.txt and metadata.json) or "tfjs" (TensorFlow.js layers
+            model plus those files; spec models only; checked in TensorFlow.js under Node.js, on
+            at most TFJS_CHECK_LIMIT photos).
         out: export folder (default RUN/export-FORMAT); must be new or empty unless `force`.
         int8: ONNX formats only: also write model.int8.onnx (static int8, calibrated on training
             photos) and report its accuracy change on the checked photos.
@@ -328,11 +340,17 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     if fmt not in allowed:
         raise ValueError(
             f"Format '{fmt}' does not apply to run '{run.name}': its model '{run.recipe.name}' is a timm backbone "
-            f"({run.recipe.backbone}), and Keras export covers Keras-style spec models only (seed-cnn, "
-            f"seed-cnn-plus, your .yaml/.json specs). Formats for this run: {', '.join(allowed)}."
+            f"({run.recipe.backbone}), and Keras and TensorFlow.js exports cover Keras-style spec models only "
+            f"(seed-cnn, seed-cnn-plus, your .yaml/.json specs). Formats for this run: {', '.join(allowed)}."
         )
     if int8 and fmt not in ("onnx", "tm"):
         raise ValueError(f"--int8 applies to ONNX exports only (onnx, tm), not '{fmt}'.")
+    if fmt == "tfjs":
+        from .tfjs_format import find_tfjs, tfjs_missing_message
+
+        if find_tfjs() is None:
+            raise ValueError(tfjs_missing_message())
+        check_limit = min(check_limit, TFJS_CHECK_LIMIT)
     out = Path(out) if out is not None else run.dir / f"export-{fmt}"
     _prepare_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -368,6 +386,23 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
         elif fmt == "torchscript":
             info["input"] = _image_input(images)
             info["check"] = _compare("TorchScript", _torchscript(wrapper, images, model_path), want, source)
+        elif fmt == "tfjs":
+            from .. import __version__
+            from .tfjs_format import tfjs_predict, write_tfjs
+
+            info["tfjs"] = write_tfjs(run.recipe.spec, run.module, tmp, f"diycnn {__version__}")
+            scaled = _normalised(run.preprocessing, images)
+            got, info["versions"]["tfjs"] = tfjs_predict(tmp, scaled)
+            if run.tta:
+                info["tta_note"] = ("the run averages each photo with its mirror image; the TF.js model does "
+                                    "not: average the predictions of the photo and of its mirror image")
+                got = (got + tfjs_predict(tmp, scaled[:, :, ::-1].copy())[0]) / 2
+            info["input"] = {**_image_input(images), "dtype": "float32",
+                             "pixels": "scaled and normalised as 'steps' says"}
+            info["check"] = _compare("TensorFlow.js", got, want, source)
+            info["check"]["engine"] = f"TensorFlow.js {info['versions']['tfjs']} (Node.js, CPU backend)"
+            atomic_write_json(tmp / "metadata.json", _tm_metadata(run, run.preprocessing.output_size,
+                                                                  tfjs=info["versions"]["tfjs"]))
         else:
             from .keras_format import export_keras
 

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 CSRF_HEADER = "x-diycnn"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "testserver"}
-EXPORT_FORMATS = ("onnx", "tm", "torchscript", "keras")
+EXPORT_FORMATS = ("onnx", "tm", "torchscript", "keras", "tfjs")
 THUMB = 160
 FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
            b'fill="#1967d2"/><path d="M4 4h3v3H4zM9 4h3v3H9zM4 9h3v3H4zM9 9h3v3H9z" fill="#fff"/></svg>')

@@ -1,0 +1,132 @@
+"""A Keras-style spec model as TensorFlow.js files: `model.json` (layers model) + `weights.bin`.
+
+This is the format Teachable Machine's "TensorFlow.js" export hands out and
+`tf.loadLayersModel('model.json')` reads in a browser or Node.js. It is written directly
+(the topology is the spec's own Keras layer configuration, the weights little-endian float32
+in the manifest's order), without TensorFlow or the `tensorflowjs` converter. Because nothing
+in Python can run TensorFlow.js, the export is checked by running the files in TensorFlow.js
+itself under Node.js (`check.cjs` beside this module), when Node.js and the TensorFlow.js
+packages are found (see `find_tfjs`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .keras_format import _weights
+
+TFJS_PACKAGES = ("@tensorflow/tfjs-core@4.22.0", "@tensorflow/tfjs-layers@4.22.0", "@tensorflow/tfjs-backend-cpu@4.22.0")
+# Keras activation names that TensorFlow.js layers know (diycnn name -> TF.js name).
+TFJS_ACTIVATIONS = {"linear": "linear", "relu": "relu", "relu6": "relu6", "sigmoid": "sigmoid", "tanh": "tanh",
+                    "softmax": "softmax", "elu": "elu", "selu": "selu", "softplus": "softplus", "swish": "swish",
+                    "silu": "swish", "gelu": "gelu"}
+WEIGHT_NAMES = {"Conv2D": ["kernel", "bias"], "Dense": ["kernel", "bias"],
+                "BatchNormalization": ["gamma", "beta", "moving_mean", "moving_variance"]}
+
+
+def _activation(name: str, layer) -> str:
+    if name not in TFJS_ACTIVATIONS:
+        raise ValueError(f"{layer.label}: activation '{name}' has no TensorFlow.js equivalent here; TF.js export "
+                         f"supports {', '.join(sorted(TFJS_ACTIVATIONS))}. Use ONNX for this model.")
+    return TFJS_ACTIVATIONS[name]
+
+
+def _layer_config(layer) -> dict[str, Any]:
+    kind, c = type(layer).__name__, layer.config
+    conf: dict[str, Any] = {"name": layer.name, "trainable": True, "dtype": "float32"}
+    if kind == "Rescaling":
+        conf.update(scale=c["scale"], offset=c["offset"])
+    elif kind == "Conv2D":
+        conf.update(filters=c["filters"], kernel_size=list(c["kernel_size"]), strides=list(c["strides"]),
+                    padding=c["padding"], data_format="channels_last", dilation_rate=[1, 1],
+                    activation=_activation(c["activation"], layer), use_bias=c["use_bias"])
+    elif kind in ("MaxPooling2D", "AveragePooling2D"):
+        conf.update(pool_size=list(c["pool_size"]), strides=list(c["strides"]), padding=c["padding"],
+                    data_format="channels_last")
+    elif kind in ("GlobalAveragePooling2D", "Flatten"):
+        conf.update(data_format="channels_last")
+    elif kind == "BatchNormalization":
+        conf.update(axis=-1, momentum=c["momentum"], epsilon=c["epsilon"], center=True, scale=True)
+    elif kind == "Dense":
+        conf.update(units=c["units"], activation=_activation(c["activation"], layer), use_bias=c["use_bias"])
+    elif kind == "Dropout":
+        conf.update(rate=c["rate"])
+    elif kind == "Activation":
+        conf.update(activation=_activation(c["activation"], layer))
+    else:
+        raise ValueError(f"Layer {layer.label} has no TensorFlow.js export.")
+    return {"class_name": kind, "config": conf}
+
+
+def write_tfjs(spec, module, folder: Path, generated_by: str) -> dict[str, Any]:
+    """Write model.json and weights.bin for `spec` with `module`'s weights; return the manifest
+    summary (layers, weight tensors, bytes). A softmax is appended when the spec ends in logits."""
+    layers = [_layer_config(layer) for layer in spec.layers]
+    layers[0]["config"]["batch_input_shape"] = [None, *spec.input_shape]
+    if spec.output_activation == "linear":
+        layers.append({"class_name": "Activation", "config": {"name": "probabilities", "trainable": True,
+                                                              "dtype": "float32", "activation": "softmax"}})
+    specs, blobs = [], []
+    for layer in spec.layers:
+        kind = type(layer).__name__
+        for name, array in zip(WEIGHT_NAMES.get(kind, []), _weights(kind, module.body[layer.name])):
+            array = np.ascontiguousarray(array, dtype="<f4")
+            specs.append({"name": f"{layer.name}/{name}", "shape": list(array.shape), "dtype": "float32"})
+            blobs.append(array.tobytes())
+    weights = b"".join(blobs)
+    model = {"format": "layers-model", "generatedBy": generated_by, "convertedBy": None,
+             "modelTopology": {"class_name": "Sequential", "config": {"name": spec.name, "layers": layers},
+                               "keras_version": "tfjs-layers 4.22.0", "backend": "tensor_flow.js"},
+             "weightsManifest": [{"paths": ["weights.bin"], "weights": specs}]}
+    (folder / "model.json").write_text(json.dumps(model), encoding="utf-8")
+    (folder / "weights.bin").write_bytes(weights)
+    return {"layers": len(layers), "weight_tensors": len(specs), "weight_bytes": len(weights)}
+
+
+def find_tfjs() -> tuple[str, Path] | None:
+    """(node executable, node_modules folder holding the TF.js packages), or None.
+
+    Looked for in DIYCNN_TFJS_MODULES (a node_modules folder), then ./node_modules."""
+    node = shutil.which("node")
+    if node is None:
+        return None
+    for candidate in (os.environ.get("DIYCNN_TFJS_MODULES"), "node_modules"):
+        if candidate and (Path(candidate) / "@tensorflow" / "tfjs-layers" / "package.json").is_file():
+            return node, Path(candidate).resolve()
+    return None
+
+
+def tfjs_missing_message() -> str:
+    return ("TensorFlow.js export is checked by running it in TensorFlow.js under Node.js, which was not found. "
+            "Install Node.js, then in a folder: npm install " + " ".join(TFJS_PACKAGES)
+            + " — and set DIYCNN_TFJS_MODULES to that folder's node_modules (or run diycnn from that folder).")
+
+
+def tfjs_predict(folder: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
+    """Probabilities from TensorFlow.js (Node.js, CPU backend) for float32 inputs (N, H, W, 3);
+    and the TF.js version. Raises ValueError when Node.js or TF.js is missing or fails."""
+    found = find_tfjs()
+    if found is None:
+        raise ValueError(tfjs_missing_message())
+    node, modules = found
+    with tempfile.TemporaryDirectory(prefix="diycnn-tfjs-") as tmp:
+        inp, out = Path(tmp) / "x.bin", Path(tmp) / "y.json"
+        np.ascontiguousarray(x, dtype="<f4").tofile(inp)
+        env = {**os.environ, "NODE_PATH": str(modules)}
+        run = subprocess.run([node, str(Path(__file__).with_name("check.cjs")), str(folder), str(inp),
+                              json.dumps(list(x.shape)), str(out)], capture_output=True, text=True, env=env)
+        if run.returncode:
+            raise ValueError(f"TensorFlow.js could not run the export: {run.stderr.strip()[-1500:]}")
+        result = json.loads(out.read_text(encoding="utf-8"))
+    return np.asarray(result["probabilities"], dtype=np.float32).reshape(len(x), -1), result["version"]
+
+
+__all__ = ["write_tfjs", "tfjs_predict", "find_tfjs", "TFJS_PACKAGES"]
