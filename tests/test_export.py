@@ -160,6 +160,32 @@ def test_tfjs_export_predicts_the_same_in_tensorflow_js(runs, kind, tmp_path):
     np.testing.assert_allclose(got, torch_fp32(runs[kind], files), atol=1e-4)
 
 
+def test_tfjs_layer_vocabulary_matches_diycnn(tmp_path):
+    """Every layer and activation the TF.js writer maps, in one model, against diycnn's forward."""
+    import torch
+
+    from diycnn.exports.tfjs_format import TFJS_ACTIVATIONS, find_tfjs, tfjs_predict, write_tfjs
+    from diycnn.layers import Activation, AveragePooling2D, Conv2D, Dense, Flatten, Input, MaxPooling2D, Rescaling
+    from diycnn.models.sequential import Sequential
+
+    if find_tfjs() is None:
+        pytest.skip("TensorFlow.js export checks need Node.js and the TF.js packages (make test installs them)")
+    acts = ["elu", "selu", "softplus", "sigmoid", "tanh", "swish", "silu"]
+    assert set(acts) | {"relu6", "gelu", "relu", "softmax", "linear"} == set(TFJS_ACTIVATIONS)
+    spec = Sequential([Input((12, 12, 3)), Rescaling(0.5, 0.1), Conv2D(4, 3, activation="relu6", padding="same"),
+                       *[Activation(a) for a in acts[:4]], MaxPooling2D(2, padding="same"),
+                       Conv2D(6, 2, activation="gelu"), *[Activation(a) for a in acts[4:]],
+                       AveragePooling2D(2), Flatten(), Dense(5, activation="relu"), Dense(3, activation="softmax")],
+                      name="vocabulary")
+    module = spec.build(seed=0).eval()
+    write_tfjs(spec, module, tmp_path, "test")
+    x = np.random.default_rng(0).standard_normal((4, 12, 12, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = module.predict_proba(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    got, _ = tfjs_predict(tmp_path, x)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_tfjs_export_without_tensorflow_js_says_how_to_get_it(runs, tmp_path, monkeypatch):
     from diycnn.exports import tfjs_format
 
