@@ -184,6 +184,9 @@ def test_tfjs_layer_vocabulary_matches_diycnn(tmp_path):
         want = module.predict_proba(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
     got, _ = tfjs_predict(tmp_path, x)
     np.testing.assert_allclose(got, want, atol=1e-5)
+    leaky = Sequential([Input((4, 4, 3)), Flatten(), Dense(3, activation="leaky_relu"), Dense(2)], name="leaky")
+    with pytest.raises(ValueError, match="activation 'leaky_relu' has no TensorFlow.js equivalent.*Use ONNX"):
+        write_tfjs(leaky, leaky.build(seed=0), tmp_path, "test")
 
 
 def test_tfjs_export_without_tensorflow_js_says_how_to_get_it(runs, tmp_path, monkeypatch):
