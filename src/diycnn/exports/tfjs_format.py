@@ -105,7 +105,11 @@ def find_tfjs() -> tuple[str, Path] | None:
 
 
 def tfjs_missing_message() -> str:
-    return ("TensorFlow.js export is checked by running it in TensorFlow.js under Node.js, which was not found. "
+    where = os.environ.get("DIYCNN_TFJS_MODULES")
+    missing = ("Node.js (node) is not on the PATH" if shutil.which("node") is None else
+               f"the TensorFlow.js packages are not in {where!r} (DIYCNN_TFJS_MODULES) or ./node_modules" if where
+               else "the TensorFlow.js packages are not in ./node_modules and DIYCNN_TFJS_MODULES is not set")
+    return (f"TensorFlow.js export is checked by running it in TensorFlow.js under Node.js, but {missing}. "
             "Install Node.js, then in a folder: npm install " + " ".join(TFJS_PACKAGES)
             + " — and set DIYCNN_TFJS_MODULES to that folder's node_modules (or run diycnn from that folder).")
 
