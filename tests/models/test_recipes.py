@@ -96,6 +96,45 @@ def test_auto_picks_by_validation_loss_and_reports_all(small_data, tmp_path):
     assert all("test_accuracy" in c for c in trained)
     assert (run.dir / "candidates" / best["model"] / "model.safetensors").is_file()
     assert len(run.predict([small_data / "blue"])) == 10
+    sel = auto["selection"]
+    runner_up = sorted(trained, key=lambda c: c["val_loss"])[1]["model"]
+    assert (sel["winner"], sel["runner_up"]) == (auto["winner"], runner_up)
+    n_val = sum(len(v) for v in json.loads((run.dir / "split.json").read_text())["splits"]["val"].values())
+    assert sel["val_photos"] == n_val and sel["photos_runner_up_worse"] + sel["photos_runner_up_better"] <= n_val
+    assert 0 <= sel["p_value"] <= 1 and sel["clear"] == (sel["p_value"] < 0.05)
+    assert sel["mean_difference"] == pytest.approx(sel["mean_val_loss"][runner_up] - sel["mean_val_loss"][best["model"]])
+
+
+def test_auto_says_whether_its_pick_is_clear(tmp_path, monkeypatch):
+    """The selection test on designed predictions: a runner-up worse on every photo is a clear
+    pick; one that predicts the same is noise."""
+    from diycnn.data.images import Preprocessing
+    from diycnn.data.scan import scan_folder
+    from diycnn.data.split import make_split
+    from diycnn.training import auto
+
+    data = make_dataset(tmp_path / "photos", {"red": 20, "blue": 20}, seed=4)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "split.json").write_text(json.dumps(make_split(scan_folder(data), 0.5, 0.1, 0).to_dict()))
+
+    class Fake:
+        def __init__(self, p_true):
+            self.p_true, self.preprocessing, self.class_names = p_true, Preprocessing(size=(8, 8)), ["blue", "red"]
+
+        def predict_arrays(self, images):  # red photos are reddish: that tells the true class
+            red = images[..., 0].mean(axis=(1, 2)) > images[..., 2].mean(axis=(1, 2))
+            p = np.where(red, self.p_true, 1 - self.p_true)
+            return np.stack([1 - p, p], axis=1)
+
+    fakes = {"sure": Fake(0.9), "unsure": Fake(0.6), "same": Fake(0.9)}
+    monkeypatch.setattr(auto, "load", lambda d: fakes[d.name])
+    clear = auto.selection_test(run_dir, data, [{"model": "sure", "val_loss": 0.1}, {"model": "unsure", "val_loss": 0.5}])
+    assert clear["val_photos"] == 20 and clear["photos_runner_up_worse"] == 20 and clear["clear"]
+    assert clear["mean_difference"] == pytest.approx(np.log(0.9) - np.log(0.6))
+    noise = auto.selection_test(run_dir, data, [{"model": "sure", "val_loss": 0.1}, {"model": "same", "val_loss": 0.1}])
+    assert noise["p_value"] == 1.0 and not noise["clear"] and noise["mean_difference"] == 0
+    assert auto.selection_test(run_dir, data, [{"model": "sure", "val_loss": 0.1}]) is None
 
 
 def test_finetune_adapts_more_when_frozen_features_are_weak(small_data, tmp_path, monkeypatch):

@@ -82,6 +82,41 @@ def _candidate_state(cdir: Path) -> str:
     return "checkpoint" if (cdir / CHECKPOINT).is_file() else "new"
 
 
+def selection_test(run_dir: Path, data, trained: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How clear the pick is: the winner against the runner-up, photo by photo on the validation
+    split (each candidate's kept weights predict every validation photo; Wilcoxon signed-rank
+    test on the paired per-photo log-losses). None with fewer than two trained candidates."""
+    import numpy as np
+    from scipy import stats
+
+    from ..data.loader import decode_all
+
+    if len(trained) < 2:
+        return None
+    first, second = sorted(trained, key=lambda r: r["val_loss"])[:2]
+    split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
+    items = [(p, c) for c in split["class_names"] for p in split["splits"]["val"].get(c, [])]
+    losses: dict[str, dict[int, float]] = {}
+    for r in (first, second):
+        run = load(run_dir / "candidates" / r["model"])
+        images, ok, _ = decode_all([Path(data) / p for p, _ in items], run.preprocessing)
+        probs = run.predict_arrays(images) if ok else np.zeros((0, len(run.class_names)))
+        truth = [run.class_names.index(items[i][1]) for i in ok]
+        losses[r["model"]] = {i: float(-np.log(np.clip(probs[j, t], 1e-7, 1.0))) for j, (i, t) in enumerate(zip(ok, truth))}
+    common = sorted(set(losses[first["model"]]) & set(losses[second["model"]]))
+    a = np.array([losses[first["model"]][i] for i in common])
+    b = np.array([losses[second["model"]][i] for i in common])
+    diff = b - a
+    p = 1.0 if len(common) == 0 or not np.any(diff) else float(stats.wilcoxon(diff).pvalue)
+    return {"winner": first["model"], "runner_up": second["model"], "val_photos": len(common),
+            "mean_val_loss": {first["model"]: float(a.mean()) if len(a) else None,
+                              second["model"]: float(b.mean()) if len(b) else None},
+            "mean_difference": float(diff.mean()) if len(diff) else None,
+            "photos_runner_up_worse": int((diff > 0).sum()), "photos_runner_up_better": int((diff < 0).sum()),
+            "p_value": p, "method": "Wilcoxon signed-rank test on paired per-photo validation log-loss",
+            "clear": p < 0.05}
+
+
 def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, stage, resume: bool = False) -> Run:
     from ..api import train
 
@@ -130,6 +165,17 @@ def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, sta
         raise ValueError(f"auto: no candidate could be trained: {results}")
     winner = min(trained, key=lambda r: r["val_loss"])
     stage(f"auto: winner by validation loss: {winner['model']} (val loss {winner['val_loss']:.4f})")
+    try:
+        selection = selection_test(run_dir, data, trained)
+    except Exception as exc:  # a report on the pick must never cost the run
+        log.warning("auto: could not test how clear the pick is: %s", exc)
+        selection = {"error": str(exc)}
+    if selection and "p_value" in selection:
+        verdict = ("a clear pick" if selection["clear"] else
+                   "within noise: on this many validation photos either could be the better model")
+        stage(f"auto: {winner['model']} against runner-up {selection['runner_up']} on {selection['val_photos']} "
+              f"validation photos: lower loss on {selection['photos_runner_up_worse']}, higher on "
+              f"{selection['photos_runner_up_better']}, Wilcoxon p = {selection['p_value']:.3g} — {verdict}")
     src = run_dir / "candidates" / winner["model"]
     for name in RUN_FILES:  # model.json (which says "complete") is written last, below
         # (a candidate finished by an older diycnn may lack manifest.json: written afresh below)
@@ -139,7 +185,7 @@ def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, sta
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     metrics["auto"] = {"winner": winner["model"], "chosen_by": "lowest validation loss", "budget_minutes":
                        budget / 60, "seconds": spent_before + time.perf_counter() - t0, "resumed": resume,
-                       "candidates": results}
+                       "candidates": results, "selection": selection}
     atomic_write_json(run_dir / "metrics.json", to_jsonable(metrics))
     write_manifest(run_dir)
     info = json.loads((src / "model.json").read_text(encoding="utf-8"))
