@@ -102,7 +102,8 @@ def test_auto_picks_by_validation_loss_and_reports_all(small_data, tmp_path):
     n_val = sum(len(v) for v in json.loads((run.dir / "split.json").read_text())["splits"]["val"].values())
     assert sel["val_photos"] == n_val and sel["photos_runner_up_worse"] + sel["photos_runner_up_better"] <= n_val
     assert 0 <= sel["p_value"] <= 1 and sel["clear"] == (sel["p_value"] < 0.05)
-    assert sel["mean_difference"] == pytest.approx(sel["mean_val_loss"][runner_up] - sel["mean_val_loss"][best["model"]])
+    recomputed = sel["mean_val_loss_recomputed"]
+    assert sel["mean_difference"] == pytest.approx(recomputed[runner_up] - recomputed[best["model"]])
 
 
 def test_auto_says_whether_its_pick_is_clear(tmp_path, monkeypatch):

@@ -84,8 +84,11 @@ def _candidate_state(cdir: Path) -> str:
 
 def selection_test(run_dir: Path, data, trained: list[dict[str, Any]]) -> dict[str, Any] | None:
     """How clear the pick is: the winner against the runner-up, photo by photo on the validation
-    split (each candidate's kept weights predict every validation photo; Wilcoxon signed-rank
-    test on the paired per-photo log-losses). None with fewer than two trained candidates."""
+    split (each candidate's kept weights predict every validation photo, without test-time
+    augmentation, as the validation loss that picked them; Wilcoxon signed-rank test on the
+    paired per-photo log-losses). The losses are recomputed through each run's prediction path
+    (photos decoded as `predict` decodes them), so their means can differ a little from the
+    training-time validation losses. None with fewer than two trained candidates."""
     import numpy as np
     from scipy import stats
 
@@ -99,6 +102,7 @@ def selection_test(run_dir: Path, data, trained: list[dict[str, Any]]) -> dict[s
     losses: dict[str, dict[int, float]] = {}
     for r in (first, second):
         run = load(run_dir / "candidates" / r["model"])
+        run.tta = False  # as the validation loss that picked the winner was computed
         images, ok, _ = decode_all([Path(data) / p for p, _ in items], run.preprocessing)
         probs = run.predict_arrays(images) if ok else np.zeros((0, len(run.class_names)))
         truth = [run.class_names.index(items[i][1]) for i in ok]
@@ -109,7 +113,7 @@ def selection_test(run_dir: Path, data, trained: list[dict[str, Any]]) -> dict[s
     diff = b - a
     p = 1.0 if len(common) == 0 or not np.any(diff) else float(stats.wilcoxon(diff).pvalue)
     return {"winner": first["model"], "runner_up": second["model"], "val_photos": len(common),
-            "mean_val_loss": {first["model"]: float(a.mean()) if len(a) else None,
+            "mean_val_loss_recomputed": {first["model"]: float(a.mean()) if len(a) else None,
                               second["model"]: float(b.mean()) if len(b) else None},
             "mean_difference": float(diff.mean()) if len(diff) else None,
             "photos_runner_up_worse": int((diff > 0).sum()), "photos_runner_up_better": int((diff < 0).sum()),
@@ -171,7 +175,8 @@ def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, sta
         log.warning("auto: could not test how clear the pick is: %s", exc)
         selection = {"error": str(exc)}
     if selection and "p_value" in selection:
-        verdict = ("a clear pick" if selection["clear"] else
+        verdict = ("the lower validation loss is no accident (which still need not mean higher test accuracy)"
+                   if selection["clear"] else
                    "within noise: on this many validation photos either could be the better model")
         stage(f"auto: {winner['model']} against runner-up {selection['runner_up']} on {selection['val_photos']} "
               f"validation photos: lower loss on {selection['photos_runner_up_worse']}, higher on "
