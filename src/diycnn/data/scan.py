@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from PIL import __version__ as PILLOW_VERSION
 
 from .images import ImageError, probe
 
@@ -133,7 +136,7 @@ class _ScanCache:
     """Per file of one data folder: its stat signature and what scanning it found.
 
     A file whose size, mtime, ctime (which no tool can set back) and inode are unchanged is
-    not read again. Stored as one JSON file per folder under DIYCNN_CACHE/scan/, rewritten
+    not read again (a record written under another Pillow version is not used). Stored as one JSON file per folder under DIYCNN_CACHE/scan/, rewritten
     atomically (only the files present now) when anything changed; a missing, damaged or
     read-only cache just means reading the files.
     """
@@ -141,16 +144,15 @@ class _ScanCache:
     def __init__(self, root: Path):
         from .features import cache_root
 
-        self.root = str(root)
+        self.root, self.pillow = str(root), PILLOW_VERSION  # another Pillow may read files this one could not
         self.path = cache_root() / "scan" / f"{hashlib.sha256(self.root.encode()).hexdigest()[:24]}.json"
         self.old: dict[str, list] = {}
         self.new: dict[str, list] = {}
         self.hits = 0
         try:
-            import json
-
             saved = json.loads(self.path.read_text(encoding="utf-8"))
-            if saved.get("version") == SCAN_CACHE_VERSION and saved.get("root") == self.root:
+            if (saved.get("version"), saved.get("root"), saved.get("pillow")) == (SCAN_CACHE_VERSION, self.root,
+                                                                                  self.pillow):
                 self.old = {k: v for k, v in saved["files"].items() if isinstance(v, list) and len(v) == 6}
         except (OSError, ValueError, KeyError, AttributeError, TypeError):
             pass
@@ -182,7 +184,8 @@ class _ScanCache:
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.path, {"version": SCAN_CACHE_VERSION, "root": self.root, "files": self.new})
+            atomic_write_json(self.path, {"version": SCAN_CACHE_VERSION, "root": self.root, "pillow": self.pillow,
+                                          "files": self.new})
         except OSError as exc:
             log.info("Could not write the scan cache %s (%s); the next scan reads every file again", self.path, exc)
 
