@@ -52,26 +52,18 @@ D.models.forEach((_, m) => errors(m));
 """
 
 
-def _confusion_table(m: int, row: dict[str, Any], classes: list[str]) -> str:
+def _confusion_table(name: str, matrix: list[list[int]], classes: list[str], m: int | None = None) -> str:
+    """A confusion matrix as an HTML table; with model index `m`, its cells are clickable (show photos)."""
     head = "".join(f"<th title='predicted {_e(c)}'>{_e(c[:10])}</th>" for c in classes)
     body = []
-    for t, counts in enumerate(row["confusion_matrix"]):
+    for t, counts in enumerate(matrix):
         cells = "".join(
-            f"<td class='cell {'diag' if t == p else 'off'}{' zero' if v == 0 else ''}' data-m='{m}' data-t='{t}' "
-            f"data-p='{p}'>{v}</td>" for p, v in enumerate(counts))
+            f"<td class='{'cell ' if m is not None else ''}{'diag' if t == p else 'off'}{' zero' if v == 0 else ''}'"
+            + (f" data-m='{m}' data-t='{t}' data-p='{p}'" if m is not None else "") + f">{v}</td>"
+            for p, v in enumerate(counts))
         body.append(f"<tr><th title='true {_e(classes[t])}'>{_e(classes[t][:14])}</th>{cells}</tr>")
-    return (f"<div class='cm'><b>{_e(row['model'])}</b><table><tr><th>true \\ predicted</th>{head}</tr>"
+    return (f"<div class='cm'><b>{_e(name)}</b><table><tr><th>true \\ predicted</th>{head}</tr>"
             + "".join(body) + "</table></div>")
-
-
-def _plain_confusion(name: str, matrix: list[list[int]], classes: list[str]) -> str:
-    head = "".join(f"<th title='predicted {_e(c)}'>{_e(c[:10])}</th>" for c in classes)
-    body = "".join(
-        f"<tr><th title='true {_e(classes[t])}'>{_e(classes[t][:14])}</th>"
-        + "".join(f"<td class='{'diag' if t == p else 'off'}{' zero' if v == 0 else ''}'>{v}</td>"
-                  for p, v in enumerate(counts)) + "</tr>"
-        for t, counts in enumerate(matrix))
-    return f"<div class='cm'><b>{_e(name)}</b><table><tr><th>true \\ predicted</th>{head}</tr>{body}</table></div>"
 
 
 def _out_of_fold(o: dict[str, Any], alpha: float) -> list[str]:
@@ -87,8 +79,8 @@ def _out_of_fold(o: dict[str, Any], alpha: float) -> list[str]:
         _table(["pair", "only first right", "only second right", "p", "test", f"significant (α = {alpha})"],
                [[f"{t['a']} vs {t['b']}", t["only_a_correct"], t["only_b_correct"], f"{t['p_value']:.3g}", t["method"],
                  "yes" if t["significant"] else "no"] for t in o["mcnemar"]]),
-        "<div>" + "".join(_plain_confusion(m, r["confusion_matrix"], o["class_names"])
-                          for m, r in o["models"].items()) + "</div>",
+        "<div>" + "".join(_confusion_table(name, r["confusion_matrix"], o["class_names"])
+                          for name, r in o["models"].items()) + "</div>",
     ]
 
 
@@ -149,7 +141,8 @@ def render_comparison(result: dict[str, Any], curves: bytes, confusions: bytes, 
               "<h2>Confusion matrices (test split)</h2>",
               "<p class='muted'>Click a cell to see its photos below.</p>",
               f"<img class='plot' alt='confusion matrices side by side' src='{data_uri(confusions)}'>",
-              "<div>" + "".join(_confusion_table(m, r, classes) for m, r in enumerate(rows)) + "</div>"]
+              "<div>" + "".join(_confusion_table(r["model"], r["confusion_matrix"], classes, m)
+                                for m, r in enumerate(rows)) + "</div>"]
     for m, r in enumerate(rows):
         parts.append(f"<h2>{_e(r['model'])}: photos</h2><p id='caption-{m}' class='muted'></p>"
                      f"<div class='gallery' id='gallery-{m}'></div>")
