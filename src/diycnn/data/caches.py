@@ -64,16 +64,20 @@ def _mtime(path: Path, default: float = 0.0) -> float:
         return default
 
 
+def _unfinished(group: str, f: Path, what: str) -> CacheEntry:
+    st = f.stat()
+    return CacheEntry("unfinished", group, f, _disk_bytes(st), 1, st.st_mtime, f"partly written {what}")
+
+
 def _features_entry(folder: Path) -> tuple[CacheEntry, list[CacheEntry]]:
     size, files, photos, newest, unfinished = 0, 0, 0, 0.0, []
     for f in folder.rglob("*"):
         if not f.is_file():
             continue
-        st = f.stat()
         if _is_temporary(f):
-            unfinished.append(CacheEntry("unfinished", "features", f, _disk_bytes(st), 1, st.st_mtime,
-                                         "partly written feature file"))
+            unfinished.append(_unfinished("features", f, "feature file"))
             continue
+        st = f.stat()
         size += _disk_bytes(st)
         files += 1
         photos += f.suffix == ".npy"
@@ -123,9 +127,7 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
     if decoded.is_dir():
         for f in sorted(p for p in decoded.iterdir() if p.is_file()):
             if _is_temporary(f):
-                st = f.stat()
-                entries.append(CacheEntry("unfinished", "decoded", f, _disk_bytes(st), 1, st.st_mtime,
-                                          "partly written decoded photos"))
+                entries.append(_unfinished("decoded", f, "decoded photos"))
             elif f.suffix == ".npy":
                 entries.append(_decoded_entry(f))
             elif f.suffix == ".json" and not f.with_suffix(".npy").exists():
@@ -134,11 +136,10 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
     scans = root / "scan"
     if scans.is_dir():
         for f in sorted(p for p in scans.iterdir() if p.is_file()):
-            st = f.stat()
             if _is_temporary(f):
-                entries.append(CacheEntry("unfinished", "scan", f, _disk_bytes(st), 1, st.st_mtime,
-                                          "partly written scan record"))
+                entries.append(_unfinished("scan", f, "scan record"))
                 continue
+            st = f.stat()
             try:
                 saved = json.loads(f.read_text(encoding="utf-8"))
                 about = f"scan of {saved['root']}: {len(saved['files'])} file(s)"
