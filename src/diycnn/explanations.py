@@ -39,10 +39,9 @@ def _target_layer(module, x):
     return seen[-1]
 
 
-def _raw_cams(module, layer, x, classes):
-    """Un-normalised Grad-CAM maps (N, H, W) of `classes` for normalised photos x."""
+def _forward_keeping_map(module, layer, x):
+    """(logits, the target layer's map) with the graph kept, to differentiate later."""
     import torch
-    import torch.nn.functional as F
 
     captured = {}
 
@@ -56,14 +55,19 @@ def _raw_cams(module, layer, x, classes):
     try:
         with torch.enable_grad():
             logits = module(x)
-            score = logits.gather(1, classes[:, None]).sum()
-            (grads,) = torch.autograd.grad(score, captured["act"])
     finally:
         handle.remove()
-    act = captured["act"].detach()
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * act).sum(dim=1, keepdim=True))
-    return F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0]
+    return logits, captured["act"]
+
+
+def _cam(logits, act, classes, size):
+    """Un-normalised Grad-CAM maps (N, H, W) of `classes`, upsampled to `size`."""
+    import torch
+    import torch.nn.functional as F
+
+    (grads,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), act)
+    cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * act.detach()).sum(dim=1, keepdim=True))
+    return F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
 def gradcam(module, preprocessing, images_u8: np.ndarray, class_index: int | None = None,
@@ -85,16 +89,14 @@ def gradcam(module, preprocessing, images_u8: np.ndarray, class_index: int | Non
 
     module = module.to("cpu", dtype=torch.float32).eval()
     x = preprocessing.normalise(torch.from_numpy(np.ascontiguousarray(images_u8)))
-    views = [x, x.flip(3)] if tta else [x]
     layer_name = _target_layer(module, x)
     layer = module.get_submodule(layer_name)
-    with torch.no_grad():
-        probs = sum(torch.softmax(module(v).float(), dim=1) for v in views) / len(views)
+    passes = [_forward_keeping_map(module, layer, v) for v in ([x, x.flip(3)] if tta else [x])]
+    probs = sum(torch.softmax(logits.detach().float(), dim=1) for logits, _ in passes) / len(passes)
     classes = (torch.full((len(x),), class_index, dtype=torch.long) if class_index is not None
                else probs.argmax(1))
-    cam = _raw_cams(module, layer, x, classes)
-    if tta:
-        cam = (cam + _raw_cams(module, layer, views[1], classes).flip(2)) / 2
+    cams = [_cam(logits, act, classes, x.shape[2:]) for logits, act in passes]
+    cam = (cams[0] + cams[1].flip(2)) / 2 if tta else cams[0]
     top = cam.flatten(1).max(dim=1).values.clamp_min(1e-12)[:, None, None]
     return {"cams": (cam / top).numpy(), "probs": probs.numpy(), "classes": classes.numpy(),
             "layer": layer_name}
