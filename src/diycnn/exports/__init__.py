@@ -392,11 +392,12 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
 
             info["tfjs"] = write_tfjs(run.recipe.spec, run.module, tmp, f"diycnn {__version__}")
             scaled = _normalised(run.preprocessing, images)
-            got, info["versions"]["tfjs"] = tfjs_predict(tmp, scaled)
+            views = np.concatenate([scaled, scaled[:, :, ::-1]]) if run.tta else scaled  # one TF.js start
+            got, info["versions"]["tfjs"] = tfjs_predict(tmp, views)
             if run.tta:
                 info["tta_note"] = ("the run averages each photo with its mirror image; the TF.js model does "
                                     "not: average the predictions of the photo and of its mirror image")
-                got = (got + tfjs_predict(tmp, scaled[:, :, ::-1].copy())[0]) / 2
+                got = (got[:len(scaled)] + got[len(scaled):]) / 2
             info["input"] = {**_image_input(images), "dtype": "float32",
                              "pixels": "scaled and normalised as 'steps' says"}
             info["check"] = _compare("TensorFlow.js", got, want, source)
