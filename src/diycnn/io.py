@@ -81,6 +81,8 @@ def read_json(path: str | Path, missing: str, damaged: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"'{path}' is not valid JSON ({exc}); {damaged}") from None
+    except RecursionError:  # e.g. [[[[...]]]] thousands deep: Python's parser recurses
+        raise ValueError(f"'{path}' is nested too deeply to be a diycnn file; {damaged}") from None
 
 
 def check_format(info: Any, path: Path, fmt: str, version_key: str, max_version: int, newer: str) -> None:
@@ -106,6 +108,29 @@ def atomic_save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor in a safetensors file, from its header alone (no tensor
+    is read, so a hostile file cannot make this allocate).
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: not a safetensors file.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Weights file '{path}' does not exist.")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {key: tuple(fh.get_slice(key).get_shape()) for key in fh.keys()}
+    except Exception as exc:  # safetensors raises its own error types for malformed headers
+        raise ValueError(
+            f"'{path}' is not a valid safetensors file ({type(exc).__name__}: {exc}). diycnn only loads "
+            "safetensors weights and never unpickles files; re-create the run or restore the file."
+        ) from None
 
 
 def load_tensors(path: str | Path) -> tuple[dict, dict[str, str]]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from .data.images import ImageError, Preprocessing
 from .data.scan import Problem, find_images, scan_folder
-from .io import check_format, load_tensors, read_json
+from .io import check_format, load_tensors, read_json, tensor_shapes
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,51 @@ def read_model_json(run_dir: Path) -> dict[str, Any]:
     for key in ("class_names", "model", "status"):
         if key not in info:
             raise ValueError(f"'{path}' is missing the '{key}' field; the run directory is damaged.")
+    names = info["class_names"]
+    if not isinstance(names, list) or len(names) < 1 or not all(isinstance(c, str) for c in names):
+        raise ValueError(f"'{path}': 'class_names' must be a list of class names; the run directory is damaged.")
+    if not isinstance(info["model"], dict) or not isinstance(info["model"].get("spec"), dict):
+        raise ValueError(f"'{path}': 'model' must describe the model (an object with a 'spec'); "
+                         "the run directory is damaged.")
+    if not isinstance(info["status"], str):
+        raise ValueError(f"'{path}': 'status' must be text; the run directory is damaged.")
     return info
+
+
+MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32: far beyond any model diycnn trains
+
+
+def check_weights_fit(recipe, weights: Path) -> None:
+    """Compare the model that model.json describes with the tensors the weights file holds, before
+    building it for real: the model is built on PyTorch's 'meta' device (shapes only, no memory)
+    and the weights' shapes come from the safetensors header. A model.json someone else wrote
+    cannot make diycnn allocate gigabytes before refusing it.
+
+    Raises:
+        ValueError: the two disagree, or the model is implausibly large; naming the file.
+    """
+    import torch
+
+    shapes = tensor_shapes(weights)
+    try:
+        with torch.device("meta"):
+            skeleton = recipe.build()
+    except (ValueError, TypeError, RuntimeError, OverflowError) as exc:
+        raise ValueError(f"The model in '{weights.parent / 'model.json'}' cannot be built: {exc}") from None
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    total = sum(p.numel() for p in skeleton.parameters())
+    if total > MAX_PARAMETERS:
+        raise ValueError(f"The model in '{weights.parent / 'model.json'}' would have {total:,} parameters (at most "
+                         f"{MAX_PARAMETERS:,}); the file is damaged or not from diycnn.")
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
+    wrong = [f"{k}: model.json needs {expected[k]}, the weights hold {shapes[k]}"
+             for k in sorted(set(expected) & set(shapes)) if expected[k] != shapes[k]]
+    if missing or extra or wrong:
+        detail = "; ".join(wrong[:3] + ([f"missing {missing[:3]}"] if missing else [])
+                           + ([f"unexpected {extra[:3]}"] if extra else []))
+        raise ValueError(f"Weights in '{weights}' do not fit the model in model.json ({detail}). The run "
+                         "directory is damaged or its files come from different runs; train again.")
 
 
 class Classifier:
@@ -251,11 +295,16 @@ class Run(Classifier):
                 f"Finish it with: diycnn train --resume {self.dir}"
             )
         self.class_names: list[str] = list(self.info["class_names"])
-        self.recipe = recipe_from_saved(self.info["model"], len(self.class_names))
+        try:
+            self.recipe = recipe_from_saved(self.info["model"], len(self.class_names))
+        except (KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise ValueError(f"'{self.dir / 'model.json'}' does not describe a model diycnn can build "
+                             f"({type(exc).__name__}: {exc}); the run directory is damaged.") from None
         self.preprocessing: Preprocessing = self.recipe.preprocessing
         self.device = resolve_device(device)
         self.precision = resolve_precision(self.info.get("inference_precision", "auto"), self.device)
         verify_manifest(self.dir)
+        check_weights_fit(self.recipe, self.dir / "model.safetensors")  # before anything is allocated
         tensors, _ = load_tensors(self.dir / "model.safetensors")
         self.module = self.recipe.build()
         self.tta = bool(self.info.get("inference", {}).get("tta"))

@@ -128,8 +128,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Config file '{path}' does not exist. Pass a YAML or JSON file of settings.")
-    text = path.read_text(encoding="utf-8")
-    data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        # yaml.safe_load refuses '!!python/...' tags (ConstructorError): nothing is ever executed
+        reason = " ".join(str(exc).split()) if not isinstance(exc, RecursionError) else "nested too deeply"
+        raise ValueError(f"Config file '{path}' cannot be read as {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
+                         f"{reason}. Fix the file (plain settings like 'epochs: 30'; tags such as !!python are "
+                         "not allowed).") from None
     if not isinstance(data, dict):
         raise ValueError(f"Config file '{path}' must hold a mapping like 'epochs: 30', received {type(data).__name__}.")
     return data

@@ -148,6 +148,9 @@ def load_rgb(source: str | Path | bytes, background: tuple[int, int, int] = (255
         im.close()
 
 
+MAX_INPUT_SIDE = 4096  # pixels per side of a model's input: bounds what a model.json can ask to allocate
+
+
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
     """How a photo becomes the model's input; saved in model.json and reused by predict.
@@ -174,6 +177,14 @@ class Preprocessing:
     no_face: str = "keep"  # when faces is on and none is found: "keep" the whole photo or "skip" it
 
     def __post_init__(self) -> None:
+        for name in ("size", "crop"):
+            value = getattr(self, name)
+            if value is None and name == "crop":
+                continue
+            if (not isinstance(value, tuple) or len(value) != 2
+                    or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 1 <= v <= MAX_INPUT_SIDE for v in value)):
+                raise ValueError(f"preprocessing {name} must be two whole numbers from 1 to {MAX_INPUT_SIDE} "
+                                 f"(height, width), received {value!r}.")
         if self.resize not in ("squash", "center-crop", "shorter"):
             raise ValueError(f"resize must be 'squash', 'center-crop' or 'shorter', received {self.resize!r}.")
         if self.interpolation not in INTERPOLATIONS:

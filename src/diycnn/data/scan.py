@@ -3,7 +3,9 @@
 Two layouts are understood:
 
 * ``DATA/<class>/*`` -- diycnn makes the split;
-* ``DATA/{train,val|validation,test}/<class>/*`` -- the given splits are used.
+* ``DATA/{train,val|validation,test}/<class>/*`` -- the given splits are used. This layout is
+  taken only when *every* top-level folder is a split name, so a class that happens to be
+  called ``train`` or ``test`` beside other classes is a class; the chosen layout is logged.
 
 Scanning reads each file once (content hash + image header); it never crashes on a bad
 file: the file is skipped and the reason recorded. What it learnt is kept in the cache folder
@@ -18,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -190,13 +193,20 @@ class _ScanCache:
             log.info("Could not write the scan cache %s (%s); the next scan reads every file again", self.path, exc)
 
 
+def name_key(name: str) -> str:
+    """How class names are compared: Unicode NFC (macOS writes 'été' decomposed, NFD) and case-folded."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def _check_class_names(names: list[str], where: Path) -> None:
-    lowered: dict[str, str] = {}
+    seen: dict[str, str] = {}
     for name in names:
-        other = lowered.setdefault(name.lower(), name)
+        other = seen.setdefault(name_key(name), name)
         if other != name:
+            how = ("differ only by letter case" if unicodedata.normalize("NFC", other) != unicodedata.normalize("NFC", name)
+                   else "are the same name written in two Unicode forms (composed and decomposed, as macOS writes it)")
             raise ValueError(
-                f"Class folders '{other}' and '{name}' in '{where}' differ only by letter case, which is "
+                f"Class folders {other!r} and {name!r} in '{where}' {how}, which is "
                 "ambiguous (and merges on Windows and macOS). Rename or merge one of them."
             )
 
@@ -270,6 +280,12 @@ def scan_folder(data: str | Path, workers: int | None = None, min_classes: int =
 
     top = _subdirs(root)
     split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in top if p.name.lower() in SPLIT_NAMES}
+    others = [p.name for p in top if p.name.lower() not in SPLIT_NAMES]
+    if split_dirs and others:  # a class named 'train' or 'test' beside other classes is a class
+        notes.append(f"folders {sorted(p.name for p in split_dirs.values())} are read as classes, because "
+                     f"'{root}' also holds other folders {others} (split folders are used only when every "
+                     "folder is train/val/validation/test)")
+        split_dirs = {}
     if split_dirs:
         if "train" not in split_dirs:
             raise ValueError(
@@ -279,23 +295,25 @@ def scan_folder(data: str | Path, workers: int | None = None, min_classes: int =
         layout = "split-folders"
         class_names = [p.name for p in _subdirs(split_dirs["train"])]
         _check_class_names(class_names, split_dirs["train"])
-        for folder in split_dirs.values():
-            for sub in _subdirs(folder):
-                if sub.name not in class_names:
+        by_key = {name_key(c): c for c in class_names}
+        sources = []
+        for split, folder in split_dirs.items():
+            subs = _subdirs(folder)
+            _check_class_names([p.name for p in subs], folder)
+            for sub in subs:
+                if name_key(sub.name) not in by_key:
                     raise ValueError(
                         f"Class '{sub.name}' in '{folder}' has no folder in '{split_dirs['train']}'. "
                         "Every class needs training photos; add them or remove the folder."
                     )
-        others = [p.name for p in top if p.name.lower() not in SPLIT_NAMES]
-        if others:
-            notes.append(f"ignored folders beside the split folders: {others}")
-        sources = [(split, folder / c, c) for split, folder in split_dirs.items() for c in class_names
-                   if (folder / c).is_dir()]
+                # the same class may be spelt in another Unicode form in another split folder
+                sources.append((split, sub, by_key[name_key(sub.name)]))
     else:
         layout = "class-folders"
         class_names = [p.name for p in top]
         _check_class_names(class_names, root)
         sources = [(None, root / c, c) for c in class_names]
+    log.info("Layout of %s: %s (%d classes)", root, layout, len(class_names))
 
     if len(class_names) < min_classes:
         raise ValueError(

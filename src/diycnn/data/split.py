@@ -174,8 +174,10 @@ def check_split(split: Split, scan: ScanResult, where: str = "split file") -> No
             f"The {where} has classes {split.class_names} but the data folder has {scan.class_names}. "
             "Use the data folder the split was made from, or make a new split (omit --split)."
         )
+    listed = [(s, p, c) for s in SPLIT_ORDER for p, c in split.paths(s)]
+    _check_listing(listed, scan, where)
     found = {r.rel: r.sha256 for r in scan.records}
-    missing = [p for s in SPLIT_ORDER for p, _ in split.paths(s) if p not in found]
+    missing = [p for _, p, _ in listed if p not in found]
     if missing:
         raise ValueError(
             f"The {where} lists {len(missing)} photo(s) that are missing or unusable in '{scan.root}', "
@@ -190,6 +192,47 @@ def check_split(split: Split, scan: ScanResult, where: str = "split file") -> No
     extra = len(found) - sum(len(v) for s in SPLIT_ORDER for v in split.assignment[s].values())
     if extra > 0:
         log.warning("%d photo(s) in the data folder are not in the %s and are not used", extra, where)
+
+
+def _check_listing(listed: list[tuple[str, str, str]], scan: ScanResult, where: str) -> None:
+    """A split someone else wrote must not leak, repeat or relabel photos: each photo once, in the
+    class its folder says, and no byte-identical copies on two sides.
+
+    Raises:
+        ValueError: naming the photo(s) and the fix.
+    """
+    fix = "Make a new split (omit --split), or fix the file."
+    first: dict[str, tuple[str, str]] = {}
+    for split, path, label in listed:
+        if path in first:
+            was = first[path][0]
+            what = f"twice in the {split} split" if was == split else f"in both the {was} and the {split} split"
+            raise ValueError(f"The {where} lists '{path}' {what}; every photo may appear once. {fix}")
+        first[path] = (split, label)
+    by_rel = {r.rel: r for r in scan.records}
+    for split, path, label in listed:
+        record = by_rel.get(path)
+        if record is not None and record.label != label:
+            raise ValueError(f"The {where} lists '{path}' as class '{label}' in the {split} split, but it is in "
+                             f"the folder of class '{record.label}'. {fix}")
+        # Given split folders: train photos may be carved into val/test, val/ may serve as the test
+        # split (--val-as-test), but an evaluation photo never moves to an earlier split (a leak).
+        if record is not None and record.given_split and SPLIT_ORDER.index(split) < SPLIT_ORDER.index(record.given_split):
+            raise ValueError(f"The {where} puts '{path}' in the {split} split, but it is in the data folder's "
+                             f"{record.given_split} folder. {fix}")
+    copies = {d.path: d.reason for d in scan.duplicates}
+    for split, path, _ in listed:
+        if path in copies:
+            raise ValueError(f"The {where} lists '{path}' ({split} split), which the scan left out: {copies[path]}. {fix}")
+    by_hash: dict[str, tuple[str, str]] = {}
+    for split, path, _ in listed:
+        record = by_rel.get(path)
+        if record is None:
+            continue
+        other = by_hash.setdefault(record.sha256, (split, path))
+        if other[1] != path:
+            raise ValueError(f"The {where} lists byte-identical photos '{other[1]}' ({other[0]}) and '{path}' "
+                             f"({split}); a photo may not be on two sides, nor counted twice. {fix}")
 
 
 def read_split(path: str | Path) -> Split:

@@ -33,6 +33,10 @@ def read_export_json(export_dir: Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in info]
     if missing:
         raise ValueError(f"'{path}' is missing {missing}; export the run again.")
+    name = info["model_file"]
+    if not isinstance(name, str) or not name or name != Path(name).name or name in (".", ".."):
+        raise ValueError(f"'{path}' names model_file {name!r}; it must be a plain file name inside the export "
+                         "folder (a path elsewhere is never followed). Export the run again.")
     if info["export_format"] not in ("onnx", "tm"):
         raise ValueError(
             f"'{export_dir}' is a {info['export_format']} export; diycnn predicts with run directories and ONNX "
@@ -57,6 +61,8 @@ class OnnxRun(Classifier):
         self.class_names = list(self.info["class_names"])
         self.preprocessing = Preprocessing.from_dict(self.info["preprocessing"])
         path = self.dir / (model_file or self.info["model_file"])
+        if path.is_symlink() and not path.resolve().is_relative_to(self.dir.resolve()):
+            raise ValueError(f"'{path}' is a link to a file outside the export folder; refused. Export the run again.")
         if not path.is_file():
             raise FileNotFoundError(f"'{path}' is missing from the export folder; export the run again.")
         try:

@@ -66,7 +66,10 @@ class Classifier:
         self.meta = json.loads((folder / "export.json").read_text(encoding="utf-8"))
         self.labels = self.meta["class_names"]
         self.prep = self.meta["preprocessing"]
-        self.session = onnxruntime.InferenceSession(str(folder / (model_file or self.meta["model_file"])),
+        name = model_file or self.meta["model_file"]
+        if not model_file and (not isinstance(name, str) or name != Path(name).name or name in ("", ".", "..")):
+            raise SystemExit(f"export.json's model_file {name!r} must be a plain file name in {folder}")
+        self.session = onnxruntime.InferenceSession(str(folder / name),
                                                     providers=["CPUExecutionProvider"])
 
     def prepare(self, im: Image.Image) -> np.ndarray:
