@@ -96,8 +96,27 @@ def test_cross_site_and_foreign_host_requests_are_refused(tmp_path):
     assert client.get("/api/project", headers={"Host": "localhost:7860"}).status_code == 200
     assert client.get("/api/project", headers={"Host": "[::1]:7860"}).status_code == 200
     assert not (tmp_path / "proj" / "x").exists()
+
+
+
+def test_an_exposed_app_answers_only_its_own_names_no_dns_rebinding(tmp_path, monkeypatch):
+    import socket
+
+    from diycnn.webapp import server
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "studio")
+    monkeypatch.setattr(socket, "getfqdn", lambda *a: "studio.lan")
+    monkeypatch.setattr(socket, "getaddrinfo", lambda name, *a: [(0, 0, 0, "", ("192.168.1.5", 0))])
+    monkeypatch.setattr(server, "_interface_addresses", lambda: {"10.0.0.7"})
     exposed = TestClient(create_app(tmp_path / "proj2", host="0.0.0.0"))  # the user chose to expose it
-    assert exposed.get("/api/project", headers={"Host": "192.168.1.5:7860"}).status_code == 200
+    for own in ("192.168.1.5:7860", "10.0.0.7", "studio:7860", "STUDIO.lan:7860", "localhost:7860"):
+        assert exposed.get("/api/project", headers={"Host": own}).status_code == 200, own
+    # a name the attacker controls, re-pointed at this machine after the page loaded, is refused
+    r = exposed.get("/api/project", headers={"Host": "rebind.attacker.example:7860"})
+    assert r.status_code == 403 and "DNS rebinding" in r.json()["error"]
+    bound = TestClient(create_app(tmp_path / "proj3", host="192.168.1.5"))
+    assert bound.get("/api/project", headers={"Host": "192.168.1.5:7860"}).status_code == 200
+    assert bound.get("/api/project", headers={"Host": "evil.example"}).status_code == 403
 
 
 def fill(client, counts, bad: int = 0):

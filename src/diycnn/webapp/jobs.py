@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -29,10 +30,14 @@ def training_settings(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if value in (None, ""):
             continue
         kind = int if key != "lr" else float
+        if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+            raise ProjectError(f"{key} must be a finite number, received {value!r}.")
         try:
             value = kind(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ProjectError(f"{key} must be a number, received {value!r}.") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ProjectError(f"{key} must be a finite number, received {value!r}.")
         if not low <= value <= high:
             raise ProjectError(f"{key} must be between {low} and {high}, received {value}.")
         settings[key] = value

@@ -13,13 +13,14 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from ..data.images import ImageError, probe
-from ..data.scan import is_junk
+from ..data.images import ImageError, load_rgb, probe
+from ..data.scan import is_junk, name_key
 from ..io import atomic_write_bytes
 
 APP_DIR = ".diycnn"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_NAME = 64
+RESERVED = {"train", "val", "validation", "test"}  # split-folder names (see data/scan.py)
 EXTENSION = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp", "TIFF": ".tif"}
 
 
@@ -46,7 +47,14 @@ def class_name(raw: Any) -> str:
                            "spaces, '-' or '_'.")
     if name in (".", "..") or is_junk(name):
         raise ProjectError(f"Class name {name!r} is reserved (hidden or system name); pick another.")
+    if name.lower() in RESERVED:
+        raise ProjectError(f"Class name {name!r} is reserved: a folder named train, val, validation or test marks "
+                           "a split in a photo folder. Pick another name, e.g. 'train set' or 'trains'.")
     return name
+
+
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
 
 
 def photo_name(raw: Any) -> str:
@@ -68,53 +76,101 @@ class Project:
 
     # --- classes ---------------------------------------------------------------------------
     def classes(self) -> list[str]:
+        """Every class folder on disk, as named there (odd names included: they can be fixed here)."""
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not is_junk(p.name))
 
-    def _class_dir(self, name: Any, must_exist: bool = True) -> Path:
-        path = self.root / class_name(name)
-        if must_exist and not path.is_dir():
+    def _class_dir(self, name: Any) -> Path:
+        """An existing class folder, found by its name as listed, or the same name in another
+        Unicode form (NFC/NFD). Only listed folders can match: a name never becomes a path."""
+        if not isinstance(name, str):
+            raise ProjectError("A class name must be text.")
+        listed = self.classes()
+        match = name if name in listed else next((c for c in listed if _nfc(c) == _nfc(name)), None)
+        if match is None:
             raise ProjectError(f"No class {name!r} in this project.", 404)
+        return self.root / match
+
+    def _new_class_dir(self, name: Any, replacing: Path | None = None) -> Path:
+        path = self.root / class_name(name)
+        clash = [c for c in self.classes() if name_key(c) == name_key(path.name)
+                 and (replacing is None or c != replacing.name)]
+        if clash:
+            raise ProjectError(f"Class {clash[0]!r} already exists (names that differ only by letter case are the same "
+                               "class); pick another name or delete it first.", 409)
         return path
 
+    def warning(self, name: str) -> str | None:
+        """Why a folder on disk is odd (the app would not create it so), or None."""
+        path = self.root / name
+        if path.is_symlink():
+            return "a link to another folder: its photos are not shown or served; use a real folder"
+        if _nfc(name) != name:
+            return "name in decomposed Unicode (as macOS writes it); rename it to fix"
+        try:
+            class_name(name)
+        except ProjectError as exc:
+            return str(exc)
+        return None
+
     def add_class(self, name: Any) -> str:
-        path = self._class_dir(name, must_exist=False)
-        if path.exists() or any(c.casefold() == path.name.casefold() for c in self.classes()):
-            raise ProjectError(f"Class {path.name!r} already exists.", 409)
+        path = self._new_class_dir(name)
         path.mkdir()
         return path.name
 
     def rename_class(self, old: Any, new: Any) -> str:
         src = self._class_dir(old)
-        dst = self._class_dir(new, must_exist=False)
-        if dst.exists() and dst != src:
-            raise ProjectError(f"Class {dst.name!r} already exists; pick another name or delete it first.", 409)
-        src.rename(dst)
+        dst = self._new_class_dir(new, replacing=src)
+        if src.is_symlink():
+            raise ProjectError(f"Class {src.name!r} is a link to another folder; rename the link outside the app.", 409)
+        try:
+            src.rename(dst)
+        except OSError as exc:
+            raise ProjectError(f"Cannot rename {src.name!r} to {dst.name!r}: {exc.strerror or exc}.", 409) from None
         return dst.name
 
     def delete_class(self, name: Any) -> int:
         path = self._class_dir(name)
+        if path.is_symlink():  # rmtree refuses links, and deleting through one would reach outside the project
+            raise ProjectError(f"Class {path.name!r} is a link to a folder elsewhere; diycnn does not delete through "
+                               "links. Remove the link itself in your file manager.", 409)
         count = len(self.photos(path.name))
-        shutil.rmtree(path)
+        try:
+            shutil.rmtree(path)
+        except OSError as exc:
+            raise ProjectError(f"Cannot delete class {path.name!r}: {exc.strerror or exc}.", 409) from None
         return count
 
     # --- photos ----------------------------------------------------------------------------
+    def _inside(self, folder: Path) -> Path | None:
+        """The real folder, if it lies inside the project (a linked class folder elsewhere is not)."""
+        real = folder.resolve()
+        return real if real.is_relative_to(self.root) and real != self.root else None
+
     def photos(self, name: Any) -> list[str]:
         path = self._class_dir(name)
-        return sorted(p.name for p in path.iterdir() if p.is_file() and not is_junk(p.name))
+        real = self._inside(path)
+        if real is None:
+            return []
+        return sorted(p.name for p in path.iterdir()
+                      if not is_junk(p.name) and p.is_file() and p.resolve().parent == real)
 
     def photo_path(self, name: Any, photo: Any) -> Path:
+        """A photo's real path: a file directly in the class folder, after resolving links (a link
+        to a file anywhere else, or a class folder linked from elsewhere, is never served)."""
         folder = self._class_dir(name)
         safe = str(photo or "")
-        if "/" in safe or "\\" in safe or safe in ("", ".", "..") or is_junk(safe):
+        if "/" in safe or "\\" in safe or "\0" in safe or safe in ("", ".", "..") or is_junk(safe):
             raise ProjectError(f"Bad photo name {photo!r}.")
-        path = folder / safe
-        if not path.is_file():
+        real_folder = self._inside(folder)
+        path = (folder / safe).resolve()
+        if real_folder is None or path.parent != real_folder or not path.is_file():
             raise ProjectError(f"No photo {photo!r} in class {folder.name!r}.", 404)
         return path
 
     def add_photo(self, name: Any, filename: Any, data: bytes) -> str:
-        """Check the bytes are a real, sane image (by content, not by name) and save them
-        under a new, unique, safe name with the extension of the actual format."""
+        """Check the bytes are a real, sane image (by content, not by name; decoded in full, so a
+        truncated file is refused) and save them under a new, unique, safe name with the
+        extension of the actual format."""
         folder = self._class_dir(name)
         shown = photo_name(filename) if filename else "upload"
         if len(data) > MAX_UPLOAD_BYTES:
@@ -122,12 +178,13 @@ class Project:
                                f"{MAX_UPLOAD_BYTES // (1024 * 1024)} MB per photo).", 413)
         try:
             fmt, _ = probe(data)
+            load_rgb(data)  # every pixel: a truncated or corrupt body fails here, not at training time
         except ImageError as exc:
             raise ProjectError(f"{shown}: {exc.reason}. Upload a JPEG, PNG, GIF, BMP, WebP or TIFF photo.") from None
         stem, ext = photo_name(filename), EXTENSION[fmt]
         for i in range(1, 100_000):
             candidate = folder / (f"{stem}{ext}" if i == 1 else f"{stem}-{i}{ext}")
-            if not candidate.exists():
+            if not candidate.exists() and not candidate.is_symlink():
                 break
         atomic_write_bytes(candidate, data)
         return candidate.name
@@ -136,4 +193,11 @@ class Project:
         self.photo_path(name, photo).unlink()
 
     def summary(self) -> list[dict[str, Any]]:
-        return [{"name": c, "photos": self.photos(c)} for c in self.classes()]
+        out = []
+        for c in self.classes():
+            item: dict[str, Any] = {"name": c, "photos": self.photos(c)}
+            warning = self.warning(c)
+            if warning:
+                item["warning"] = warning
+            out.append(item)
+        return out

@@ -1,17 +1,28 @@
 """`diycnn ui`: a local Teachable-Machine-style web app — a JSON API (FastAPI) and one page.
 
 The page and the API call the same Python API as the CLI (`diycnn.train`, `diycnn.load`,
-`diycnn.export`). Safe by default: it binds to 127.0.0.1; on a loopback address only
-`localhost`-style Host headers are answered (no DNS rebinding); every request that changes
-something must carry the `X-Diycnn` header, which a foreign web page cannot send without a
-CORS preflight this server never grants (no cross-site request forgery)."""
+`diycnn.export`). Safe by default (threat model: a project or run folder someone else made must
+be safe to open, and no web page the user visits may act on the app):
+
+* it binds to 127.0.0.1, and answers only Host headers naming this machine (localhost names,
+  the bound address, its own host names and addresses): no DNS rebinding;
+* every request that changes something must carry the `X-Diycnn` header, which a foreign web
+  page cannot send without a CORS preflight this server never grants (no cross-site request forgery);
+* the page builds every node from data with `textContent` and runs under a strict
+  Content-Security-Policy (no inline script), so names and metadata in a run folder stay text;
+* run folders (`/runs/...`) are served in a CSP sandbox (an opaque origin without network
+  access), photos only from inside their class folder and only when they decode as images,
+  with the content type of the decoded format."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import ipaddress
 import json
 import logging
+import math
+import socket
 import tempfile
 import threading
 import zipfile
@@ -19,17 +30,33 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from .jobs import RECIPES, TrainingJob
-from .project import MAX_UPLOAD_BYTES, Project, ProjectError
+from .project import APP_DIR, MAX_UPLOAD_BYTES, Project, ProjectError
 
 log = logging.getLogger(__name__)
 
 CSRF_HEADER = "x-diycnn"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "testserver"}
+# The page: its own script and style files only (no inline script), images from the API, data:
+# and blob: (previews), the webcam stream, requests to this server only.
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+            "media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+            "form-action 'self'; frame-ancestors 'none'")
+# Reports under /runs are self-contained pages (inline style and script, data: images). Whatever a
+# run folder holds, it runs sandboxed: an opaque origin that cannot read the API or fetch anything.
+RUNS_CSP = ("sandbox allow-scripts allow-popups; default-src 'none'; img-src data: blob:; "
+            "style-src 'unsafe-inline'; script-src 'unsafe-inline'; frame-ancestors 'none'")
+# A photo is an image, never a document.
+PHOTO_CSP = "sandbox; default-src 'none'"
+IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "BMP": "image/bmp",
+               "WEBP": "image/webp", "TIFF": "image/tiff"}
+THUMB_DECODES = threading.BoundedSemaphore(2)  # big photos cost hundreds of MB each while decoded
+MAX_THUMB_SOURCE = 64 * 1024 * 1024  # a file placed by hand may be larger than an upload
 EXPORT_FORMATS = ("onnx", "tm", "torchscript", "keras", "tfjs")
 THUMB = 160
 FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
@@ -52,6 +79,53 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _as_host(address: str) -> str:
+    """How an address appears in a Host header (IPv6 in brackets)."""
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
+def _interface_addresses() -> set[str]:
+    """IPv4 addresses of this machine's network interfaces (Linux; empty elsewhere)."""
+    found: set[str] = set()
+    try:
+        import fcntl
+        import struct
+
+        for _, name in socket.if_nameindex():
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:  # SIOCGIFADDR: the interface's address, asked of the kernel (nothing is sent)
+                    raw = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
+                    found.add(socket.inet_ntoa(raw[20:24]))
+                except OSError:
+                    continue
+    except (ImportError, OSError, AttributeError):
+        pass
+    return found
+
+
+def allowed_hosts(host: str) -> set[str]:
+    """Host header values (without port) the app answers: localhost names, and when bound to
+    another address, that address and this machine's own host names and addresses. A DNS name
+    an attacker points at this machine (DNS rebinding) is none of these."""
+    names = set(LOOPBACK_HOSTS)
+    if is_loopback(host):
+        return names
+    names.add(_as_host(host.lower()))
+    for name in {socket.gethostname(), socket.getfqdn()}:
+        if not name:
+            continue
+        names.add(name.lower())
+        try:
+            names.update(_as_host(info[4][0]) for info in socket.getaddrinfo(name, None))
+        except OSError:
+            pass
+    names.update(_interface_addresses())
+    names.discard("0.0.0.0")
+    names.discard("[::]")
+    return names
+
+
+PREDICT_WORKERS = 2  # predictions decoding and inferring at once, in worker threads
 UPLOAD_BATCH = 16  # photos per upload request: static/index.html sends them in batches of this many
 JSON_LIMIT = 1024 * 1024
 
@@ -135,27 +209,32 @@ class App:
         self.project = Project(project_dir)
         self.job = TrainingJob(self.project)
         self._model_lock = threading.Lock()
+        self._export_lock = threading.Lock()  # torch's exporter keeps global state: one export at a time
         self._loaded: tuple[Path, Any] | None = None
-        self._thumbs: dict[tuple[str, float], bytes] = {}
+        self._thumbs: dict[tuple[str, int, float], bytes] = {}
+        self.thumbs_dir = self.project.root / APP_DIR / "thumbs"
+        self.predict_limiter: anyio.CapacityLimiter | None = None
 
     def runs(self) -> list[dict[str, Any]]:
+        """Finished runs; a run folder with damaged or foreign metadata is left out (and logged)."""
         out = []
         if not self.project.runs_dir.is_dir():
             return out
         for d in sorted(self.project.runs_dir.iterdir()):
+            if d.is_symlink() or not d.is_dir():
+                continue
+            info, m = _document(d / "model.json"), _document(d / "metrics.json")
+            if info is None or m is None or info.get("status") != "complete":
+                continue
+            model = info.get("model")
             try:
-                info = json.loads((d / "model.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+                names = _texts(info.get("class_names"))
+            except ValueError:
+                log.warning("%s has no valid class names; the run is left out", d / "model.json")
                 continue
-            if info.get("status") != "complete":
-                continue
-            try:
-                m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            out.append({"name": d.name, "model": info["model"].get("name"), "created": info.get("created"),
-                        "test_accuracy": m.get("test_accuracy"), "test_loss": m.get("test_loss"),
-                        "class_names": info.get("class_names")})
+            out.append({"name": d.name, "model": _text(model.get("name") if isinstance(model, dict) else None),
+                        "created": _text(info.get("created")), "test_accuracy": _number(m.get("test_accuracy")),
+                        "test_loss": _number(m.get("test_loss")), "class_names": names})
         return sorted(out, key=lambda r: (r["created"] or "", r["name"]))
 
     def run_dir(self, name: str | None = None) -> Path:
@@ -178,6 +257,7 @@ class App:
             return self._loaded[1]
 
     def predict(self, data: bytes, run: str | None = None) -> dict[str, Any]:
+        """Decode and classify one photo (called in a worker thread: it blocks)."""
         from ..data.images import ImageError
 
         if len(data) > MAX_UPLOAD_BYTES:
@@ -194,33 +274,65 @@ class App:
                 "probabilities": {c: float(p) for c, p in zip(model.class_names, probs)}}
 
     def evaluation(self, run: str | None = None) -> dict[str, Any]:
+        """The run's test figures, checked for shape and type (a run folder may come from anyone)."""
         path = self.run_dir(run)
-        m = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-        info = json.loads((path / "model.json").read_text(encoding="utf-8"))
-        per_class = {c: {"accuracy": v["recall"], "support": v["support"]} for c, v in m["per_class"].items()}
-        return {"run": path.name, "model": info["model"].get("name"), "class_names": m["class_names"],
-                "test_accuracy": m["test_accuracy"], "test_loss": m["test_loss"], "counts": m["counts"],
-                "per_class": per_class, "confusion_matrix": m["confusion_matrix"],
-                "report": f"runs/{path.name}/report.html", "auto": m.get("auto", {}).get("winner")}
+        m, info = _document(path / "metrics.json"), _document(path / "model.json")
+        try:
+            names = _texts(m["class_names"])
+            per_class = {c: {"accuracy": _number(m["per_class"][c]["recall"]),
+                             "support": int(m["per_class"][c]["support"])} for c in names}
+            matrix = [[int(v) for v in row] for row in m["confusion_matrix"]]
+            if len(matrix) != len(names) or any(len(row) != len(names) for row in matrix):
+                raise ValueError("confusion matrix does not match the classes")
+            counts = {k: int(v) for k, v in m["counts"].items() if k in ("train", "val", "test")}
+            auto = m.get("auto")
+            model = info.get("model")
+            return {"run": path.name, "model": _text(model.get("name") if isinstance(model, dict) else None),
+                    "class_names": names, "test_accuracy": _number(m["test_accuracy"]),
+                    "test_loss": _number(m["test_loss"]), "counts": counts, "per_class": per_class,
+                    "confusion_matrix": matrix, "report": f"runs/{path.name}/report.html",
+                    "auto": _text(auto.get("winner")) if isinstance(auto, dict) else None}
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise ProjectError(f"Run {path.name!r} has damaged results (metrics.json: {exc}); train again.", 422) from None
 
-    def thumbnail(self, cls: str, photo: str) -> bytes:
-        from PIL import Image, ImageOps
+    def photo(self, cls: str, photo: str) -> tuple[bytes, str]:
+        """A photo's bytes and its content type, from its decoded format (never its name)."""
+        from ..data.images import ImageError, probe
 
         path = self.project.photo_path(cls, photo)
-        key = (str(path), path.stat().st_mtime)
-        if key not in self._thumbs:
+        data = _read_bounded(path, photo)
+        try:
+            fmt, _ = probe(data)
+        except ImageError as exc:
+            raise ProjectError(f"{photo!r} is not a photo diycnn can show ({exc.reason}).", 415) from None
+        return data, IMAGE_TYPES[fmt]
+
+    def thumbnail(self, cls: str, photo: str) -> bytes:
+        """A small JPEG of a photo, cached in memory and on disk by content hash. Decoding is
+        bounded: at most two at a time, JPEGs decoded at reduced scale (`draft`)."""
+        path = self.project.photo_path(cls, photo)
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime)
+        if key in self._thumbs:
+            return self._thumbs[key]
+        data = _read_bounded(path, photo)
+        cached = self.thumbs_dir / f"{hashlib.sha256(data).hexdigest()}-{THUMB}.jpg"
+        if cached.is_file() and not cached.is_symlink():
+            out = cached.read_bytes()
+        else:
+            with THUMB_DECODES:
+                out = _make_thumbnail(data, photo)
             try:
-                with Image.open(path) as im:
-                    im = ImageOps.exif_transpose(im).convert("RGB")
-                    im.thumbnail((THUMB, THUMB))
-                    buf = io.BytesIO()
-                    im.save(buf, "JPEG", quality=80)
-            except Exception as exc:  # a file put there by hand may be anything
-                raise ProjectError(f"Cannot show {photo!r}: {exc}", 422) from None
-            if len(self._thumbs) > 5000:
-                self._thumbs.clear()
-            self._thumbs[key] = buf.getvalue()
-        return self._thumbs[key]
+                from ..io import atomic_write_bytes
+
+                self.thumbs_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(cached, out)
+            except OSError:  # a read-only project still shows its photos
+                pass
+        if len(self._thumbs) > 5000:
+            self._thumbs.clear()
+        self._thumbs[key] = out
+        return out
 
     def export_zip(self, fmt: str, run: str | None = None) -> Path:
         from ..exports import export
@@ -228,21 +340,85 @@ class App:
         if fmt not in EXPORT_FORMATS:
             raise ProjectError(f"Unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
         path = self.run_dir(run)
-        folder = path / f"export-{fmt}"
-        if not (folder / "export.json").is_file():  # every format writes it last: the export is whole
-            try:
-                folder = export(path, fmt, force=folder.exists())
-            except (ValueError, ImportError) as exc:
-                raise ProjectError(f"Export as {fmt} failed: {exc}", 422) from None
-        target = path / f"{path.name}-{fmt}.zip"
-        if not target.is_file():
-            fd, tmp = tempfile.mkstemp(dir=path, suffix=".zip.tmp")
-            with open(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
-                for f in sorted(folder.rglob("*")):
-                    if f.is_file():
-                        zf.write(f, f"{path.name}-{fmt}/{f.relative_to(folder)}")
-            Path(tmp).replace(target)
-        return target
+        with self._export_lock:  # a second export waits for the first (torch's exporter is not re-entrant)
+            folder = path / f"export-{fmt}"
+            if folder.is_symlink():
+                raise ProjectError(f"{folder.name} in run {path.name!r} is a link; refused.", 422)
+            if not (folder / "export.json").is_file():  # every format writes it last: the export is whole
+                try:
+                    folder = export(path, fmt, force=folder.exists())
+                except (ValueError, ImportError) as exc:
+                    raise ProjectError(f"Export as {fmt} failed: {exc}", 422) from None
+            target = path / f"{path.name}-{fmt}.zip"
+            if target.is_symlink():
+                target.unlink()  # never follow a link a run folder came with
+            if not target.is_file():
+                fd, tmp = tempfile.mkstemp(dir=path, suffix=".zip.tmp")
+                with open(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+                    for f in sorted(folder.rglob("*")):
+                        if f.is_file() and not f.is_symlink():  # a link could point anywhere on the disk
+                            zf.write(f, f"{path.name}-{fmt}/{f.relative_to(folder)}")
+                Path(tmp).replace(target)
+            return target
+
+
+def _document(path: Path) -> dict[str, Any] | None:
+    """A run's JSON file as a dict, or None when it is missing, damaged, nested absurdly or not an object."""
+    from ..io import read_json
+
+    try:
+        doc = read_json(path, "", "")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        log.warning("%s is not a JSON object; the run is left out", path)
+        return None
+    return doc
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _texts(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("class names must be a list of text")
+    return value
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def _read_bounded(path: Path, shown: str) -> bytes:
+    if path.stat().st_size > MAX_THUMB_SOURCE:
+        raise ProjectError(f"{shown!r} is too large to show ({path.stat().st_size / 1e6:.0f} MB).", 422)
+    return path.read_bytes()
+
+
+def _make_thumbnail(data: bytes, shown: str) -> bytes:
+    from PIL import ImageOps
+
+    from ..data.images import ImageError, _open, to_rgb
+
+    try:
+        im = _open(data)  # format and pixel-count checks (decompression bombs) from the header
+    except ImageError as exc:
+        raise ProjectError(f"Cannot show {shown!r}: {exc.reason}.", 422) from None
+    try:
+        with im:
+            if im.format == "JPEG":
+                im.draft("RGB", (THUMB * 2, THUMB * 2))  # decode at 1/2..1/8 scale: a fraction of the memory
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)
+            im.load()
+            small = to_rgb(ImageOps.exif_transpose(im), (255, 255, 255))
+            small.thumbnail((THUMB, THUMB))
+            buf = io.BytesIO()
+            small.save(buf, "JPEG", quality=80)
+            return buf.getvalue()
+    except Exception as exc:  # a file put there by hand may be anything
+        raise ProjectError(f"Cannot show {shown!r}: {type(exc).__name__}: {exc}", 422) from None
 
 
 def _error(exc: ProjectError) -> JSONResponse:
@@ -254,20 +430,25 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
     state = App(project_dir)
     api = FastAPI(title="diycnn", docs_url=None, redoc_url=None, openapi_url=None)
     api.state.diycnn = state
-    guard_host = is_loopback(host)
+    hosts = allowed_hosts(host)
+    api.state.allowed_hosts = hosts
 
     @api.middleware("http")
     async def safety(request: Request, call_next):
-        hostname = host_name(request.headers.get("host") or "")
-        if guard_host and hostname not in LOOPBACK_HOSTS:
-            return JSONResponse({"error": f"Host {hostname!r} refused: this server only answers on localhost."},
-                                status_code=403)
+        hostname = host_name(request.headers.get("host") or "").lower()
+        if hostname not in hosts:
+            return JSONResponse({"error": f"Host {hostname!r} refused: this server answers only to this machine's "
+                                          "own names and addresses (DNS rebinding protection)."}, status_code=403)
         if request.method not in ("GET", "HEAD", "OPTIONS") and request.headers.get(CSRF_HEADER) != "1":
             return JSONResponse({"error": "Refused: requests that change the project must come from the diycnn "
                                           f"page (missing {CSRF_HEADER} header)."}, status_code=403)
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        path = request.url.path
+        csp = RUNS_CSP if path.startswith("/runs/") else PHOTO_CSP if "/photos/" in path else PAGE_CSP
+        response.headers.setdefault("Content-Security-Policy", csp)
         return response
 
     @api.exception_handler(ProjectError)
@@ -277,6 +458,16 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
     @api.get("/", response_class=HTMLResponse)
     def index():
         return (resources.files("diycnn.webapp") / "static" / "index.html").read_text(encoding="utf-8")
+
+    @api.get("/app.js")
+    def script():
+        return Response((resources.files("diycnn.webapp") / "static" / "app.js").read_bytes(),
+                        media_type="text/javascript; charset=utf-8")
+
+    @api.get("/app.css")
+    def style():
+        return Response((resources.files("diycnn.webapp") / "static" / "app.css").read_bytes(),
+                        media_type="text/css; charset=utf-8")
 
     @api.get("/favicon.ico")
     def favicon():
@@ -321,7 +512,8 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
         if thumb:
             return Response(state.thumbnail(name, photo), media_type="image/jpeg",
                             headers={"Cache-Control": "max-age=3600"})
-        return FileResponse(state.project.photo_path(name, photo))
+        data, media_type = state.photo(name, photo)
+        return Response(data, media_type=media_type, headers={"Content-Disposition": "inline"})
 
     @api.delete("/api/classes/{name}/photos/{photo}")
     def delete_photo(name: str, photo: str):
@@ -345,7 +537,10 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
         data = await request.body()
         if not data:
             raise ProjectError("Send the photo's bytes as the request body.")
-        return state.predict(data, run)
+        # decoding and inference block: a worker thread (two at most) keeps the event loop answering
+        if state.predict_limiter is None:  # made on the server's own event loop
+            state.predict_limiter = anyio.CapacityLimiter(PREDICT_WORKERS)
+        return await anyio.to_thread.run_sync(state.predict, data, run, limiter=state.predict_limiter)
 
     @api.get("/api/evaluation")
     def evaluation(run: str | None = None):
@@ -361,7 +556,7 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
     def download(fmt: str, run: str | None = None):  # serves what POST built; a GET never starts work
         path = state.run_dir(run)
         target = path / f"{path.name}-{fmt}.zip"
-        if fmt not in EXPORT_FORMATS or not target.is_file():
+        if fmt not in EXPORT_FORMATS or target.is_symlink() or not target.is_file():
             raise ProjectError(f"No {fmt} export of {path.name} yet; export it first.", 404)
         return FileResponse(target, media_type="application/zip", filename=target.name)
 
@@ -391,5 +586,7 @@ def serve(project_dir: str | Path, host: str = "127.0.0.1", port: int = 7860) ->
     app = create_app(project_dir, host)
     print(f"diycnn ui: project {app.state.diycnn.project.root}\n  open http://{'localhost' if is_loopback(host) else host}"
           f":{port}/ in a browser (Ctrl-C to stop)", flush=True)
+    if not is_loopback(host):
+        print("  answering to host names: " + ", ".join(sorted(app.state.allowed_hosts - {"testserver"})), flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

@@ -1,0 +1,335 @@
+"use strict";
+const $ = (sel, root = document) => root.querySelector(sel);
+const MAX_THUMBS = 60;
+let project = null;
+let stream = null;
+let previewLoop = false;
+let lastStatus = null;
+let pollTimer = null;
+
+async function api(method, url, body, isRaw) {
+  const opts = { method, headers: { "X-Diycnn": "1" } };
+  if (body !== undefined) {
+    if (isRaw) { opts.body = body; } else { opts.body = JSON.stringify(body); opts.headers["Content-Type"] = "application/json"; }
+  }
+  const r = await fetch(url, opts);
+  let data = null;
+  try { data = await r.json(); } catch (e) { data = {}; }
+  if (!r.ok) throw new Error(data.error || (r.status + " " + r.statusText));
+  return data;
+}
+const enc = encodeURIComponent;
+function show(el, text, kind) { el.textContent = text || ""; el.className = "msg" + (kind ? " " + kind : ""); }
+
+async function refresh() {
+  project = await api("GET", "/api/project");
+  $("#project-name").textContent = project.name;
+  $("#project-root").textContent = project.root;
+  renderClasses();
+  renderRuns();
+  renderTraining(project.training);
+  if (!$("#recipe").options.length) {
+    for (const r of project.recipes) $("#recipe").add(new Option(r, r));
+    for (const f of project.export_formats) $("#export-format").add(new Option(f, f));
+  }
+}
+
+function renderClasses() {
+  const box = $("#classes");
+  const open = new Set([...box.querySelectorAll(".class-card")].filter(c => !$(".cam", c).hidden).map(c => c.dataset.name));
+  box.textContent = "";
+  for (const cls of project.classes) {
+    const card = $("#class-template").content.firstElementChild.cloneNode(true);
+    card.dataset.name = cls.name;
+    card.dataset.testid = "class-" + cls.name;
+    const name = $(".class-name", card);
+    name.value = cls.name;
+    name.addEventListener("change", async () => {
+      try { await api("PATCH", "/api/classes/" + enc(cls.name), { name: name.value }); await refresh(); }
+      catch (e) { show($(".msg", card), e.message, "error"); name.value = cls.name; }
+    });
+    $(".count", card).textContent = cls.photos.length + (cls.photos.length === 1 ? " photo" : " photos");
+    if (cls.warning) {  // a folder the app would not have named so: listed, and fixable by renaming
+      const badge = el("span", { className: "badge", title: cls.warning, textContent: "odd name" });
+      badge.dataset.testid = "class-warning";
+      $(".count", card).after(badge);
+    }
+    $(".delete-class", card).addEventListener("click", async () => {
+      if (!confirm(`Delete class "${cls.name}" and its ${cls.photos.length} photos from the project folder?`)) return;
+      try { await api("DELETE", "/api/classes/" + enc(cls.name)); await refresh(); }
+      catch (e) { show($(".msg", card), e.message, "error"); }
+    });
+    const input = $(".files", card);
+    $(".upload", card).addEventListener("click", () => input.click());
+    input.addEventListener("change", () => { uploadFiles(cls.name, [...input.files], card); input.value = ""; });
+    card.addEventListener("dragover", e => { e.preventDefault(); card.classList.add("drag"); });
+    card.addEventListener("dragleave", () => card.classList.remove("drag"));
+    card.addEventListener("drop", e => {
+      e.preventDefault(); card.classList.remove("drag");
+      uploadFiles(cls.name, [...e.dataTransfer.files], card);
+    });
+    $(".webcam", card).addEventListener("click", () => toggleCam(card));
+    setupHold(card, cls.name);
+    const thumbs = $(".thumbs", card);
+    for (const p of cls.photos.slice(-MAX_THUMBS).reverse()) {
+      const t = document.createElement("div");
+      t.className = "thumb";
+      const img = document.createElement("img");
+      img.loading = "lazy"; img.alt = p; img.title = p;
+      img.src = `/api/classes/${enc(cls.name)}/photos/${enc(p)}?thumb=1`;
+      const del = document.createElement("button");
+      del.textContent = "\u00d7"; del.title = "Remove " + p;
+      del.addEventListener("click", async () => {
+        try { await api("DELETE", `/api/classes/${enc(cls.name)}/photos/${enc(p)}`); await refresh(); }
+        catch (e) { show($(".msg", card), e.message, "error"); }
+      });
+      t.append(img, del);
+      thumbs.append(t);
+    }
+    if (cls.photos.length > MAX_THUMBS) {
+      const more = document.createElement("div");
+      more.className = "hint"; more.textContent = `+${cls.photos.length - MAX_THUMBS} more`;
+      thumbs.append(more);
+    }
+    box.append(card);
+    if (open.has(cls.name)) toggleCam(card);
+  }
+}
+
+async function uploadFiles(cls, files, card) {
+  if (!files.length) return;
+  const msg = $(".msg", card);
+  show(msg, `Uploading ${files.length} photo(s)...`);
+  let added = 0; const rejected = [];
+  for (let i = 0; i < files.length; i += 16) {
+    const form = new FormData();
+    for (const f of files.slice(i, i + 16)) form.append("files", f, f.name || "photo.jpg");
+    try {
+      const r = await api("POST", `/api/classes/${enc(cls)}/photos`, form, true);
+      added += r.added.length; rejected.push(...r.rejected);
+    } catch (e) { rejected.push({ file: "upload", reason: e.message }); }
+  }
+  await refresh();
+  const cardNow = document.querySelector(`.class-card[data-name="${CSS.escape(cls)}"]`) || card;
+  show($(".msg", cardNow), `Added ${added} photo(s).` + (rejected.length ? "\nRefused:\n" + rejected.map(r => r.reason).join("\n") : ""),
+       rejected.length ? "error" : "ok");
+}
+
+async function getStream() {
+  if (!stream) stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+  return stream;
+}
+
+async function toggleCam(card) {
+  const cam = $(".cam", card);
+  if (!cam.hidden) { cam.hidden = true; $("video", cam).srcObject = null; return; }
+  try { $("video", cam).srcObject = await getStream(); cam.hidden = false; }
+  catch (e) { show($(".msg", card), "Webcam unavailable: " + e.message, "error"); }
+}
+
+function grab(video, maxSide) {
+  const w = video.videoWidth, h = video.videoHeight;
+  if (!w || !h) return Promise.resolve(null);
+  const scale = Math.min(1, maxSide / Math.max(w, h));
+  const c = document.createElement("canvas");
+  c.width = Math.round(w * scale); c.height = Math.round(h * scale);
+  c.getContext("2d").drawImage(video, 0, 0, c.width, c.height);
+  return new Promise(resolve => c.toBlob(resolve, "image/jpeg", 0.9));
+}
+
+function setupHold(card, cls) {
+  const btn = $(".hold", card);
+  let timer = null, frames = [], n = 0;
+  const stop = async () => {
+    if (!timer) return;
+    clearInterval(timer); timer = null; btn.classList.remove("recording"); btn.textContent = "Hold to record";
+    const files = frames.map((b, i) => new File([b], `webcam-${Date.now()}-${i}.jpg`, { type: "image/jpeg" }));
+    frames = [];
+    await uploadFiles(cls, files, card);
+  };
+  btn.addEventListener("pointerdown", e => {
+    e.preventDefault();
+    const video = $("video", card);
+    btn.classList.add("recording"); n = 0;
+    const tick = async () => { const b = await grab(video, 480); if (b && timer) { frames.push(b); btn.textContent = `Recording... ${++n}`; } };
+    timer = setInterval(tick, 160); tick();
+  });
+  btn.addEventListener("pointerup", stop);
+  btn.addEventListener("pointerleave", stop);
+}
+
+$("#add-class-form").addEventListener("submit", async e => {
+  e.preventDefault();
+  const name = $("#new-class").value;
+  try { await api("POST", "/api/classes", { name }); $("#new-class").value = ""; show($("#class-msg"), ""); await refresh(); }
+  catch (err) { show($("#class-msg"), err.message, "error"); }
+});
+
+// ---- training -----------------------------------------------------------------------------
+$("#train").addEventListener("click", async () => {
+  const body = { model: $("#recipe").value, epochs: $("#epochs").value, batch_size: $("#batch-size").value, lr: $("#lr").value };
+  try { renderTraining(await api("POST", "/api/train", body)); poll(); }
+  catch (e) { show($("#train-msg"), e.message, "error"); }
+});
+$("#cancel").addEventListener("click", async () => {
+  try { renderTraining(await api("POST", "/api/train/cancel")); } catch (e) { show($("#train-msg"), e.message, "error"); }
+});
+
+function poll() {
+  clearTimeout(pollTimer);
+  pollTimer = setTimeout(async () => {
+    try {
+      const s = await api("GET", "/api/train");
+      renderTraining(s);
+      if (s.status === "running") poll(); else await refresh();
+    } catch (e) { poll(); }
+  }, 700);
+}
+
+function renderTraining(s) {
+  const running = s.status === "running";
+  $("#train").disabled = running; $("#cancel").disabled = !running;
+  $("#train-stage").textContent = s.status === "idle" ? "" :
+    `${s.model || ""}: ${s.stage || s.status}` + (s.epochs ? ` (epoch ${Math.min(s.epoch + (running ? 1 : 0), s.epochs)}/${s.epochs})` : "") +
+    (running && s.loss !== undefined ? ` loss ${s.loss.toFixed(4)} accuracy ${s.accuracy.toFixed(3)}` : "");
+  const p = $("#progress");
+  if (s.epochs) { p.max = s.epochs; p.value = s.status === "done" ? s.epochs : s.epoch + (s.batches ? s.batch / s.batches : 0); }
+  else { p.max = 1; p.value = s.status === "done" ? 1 : 0; }
+  show($("#train-msg"), s.message || "", s.status === "failed" || s.status === "cancelled" ? "error" : s.status === "done" ? "ok" : "");
+  const h = s.history || [];
+  chart($("#acc-chart"), h.map(r => r.accuracy), h.map(r => r.val_accuracy), 0, 1);
+  const losses = h.flatMap(r => [r.loss, r.val_loss]).filter(v => v !== undefined && isFinite(v));
+  chart($("#loss-chart"), h.map(r => r.loss), h.map(r => r.val_loss), 0, Math.max(0.1, ...losses));
+  if (running && lastStatus !== "running") poll();
+  if (lastStatus === "running" && s.status !== "running") refresh().then(() => loadEvaluation());
+  lastStatus = s.status;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function svgNode(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function chart(svg, a, b, lo, hi) {
+  const W = 300, H = 150, n = Math.max(a.length, 2);
+  const x = i => 34 + (W - 40) * i / (n - 1), y = v => H - 8 - (H - 16) * (v - lo) / (hi - lo || 1);
+  const nodes = [svgNode("text", { x: 2, y: 12 }, hi.toFixed(2)), svgNode("text", { x: 2, y: H - 6 }, lo.toFixed(2)),
+    svgNode("line", { x1: 32, y1: 8, x2: 32, y2: H - 8, stroke: "#dadce0", "vector-effect": "non-scaling-stroke" })];
+  for (const [vals, color] of [[a, "#1967d2"], [b, "#e37400"]]) {
+    const pts = vals.map((v, i) => [v, i]).filter(([v]) => typeof v === "number" && isFinite(v));
+    if (!pts.length) continue;
+    nodes.push(svgNode("polyline", { fill: "none", stroke: color, "stroke-width": 2, "vector-effect": "non-scaling-stroke",
+      points: pts.map(([v, i]) => x(i) + "," + y(v)).join(" ") }));
+    for (const [v, i] of pts) nodes.push(svgNode("circle", { cx: x(i), cy: y(v), r: 2.5, fill: color }));
+  }
+  svg.replaceChildren(...nodes);
+}
+
+// ---- preview, evaluation, export ----------------------------------------------------------
+function renderRuns() {
+  const sel = $("#run-select"), keep = sel.value;
+  sel.textContent = "";
+  for (const r of [...project.runs].reverse())
+    sel.add(new Option(`${r.name} (test acc ${r.test_accuracy === null ? "?" : r.test_accuracy.toFixed(3)})`, r.name));
+  if ([...sel.options].some(o => o.value === keep)) sel.value = keep;
+  if (project.runs.length && $("#evaluation").dataset.run !== sel.value) loadEvaluation();
+}
+$("#run-select").addEventListener("change", () => loadEvaluation());
+
+// Every value from the server is placed with textContent: names and metadata in a run folder
+// may come from anyone, and must stay text.
+function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props || {});
+  node.append(...children.map(c => typeof c === "number" ? String(c) : c));
+  return node;
+}
+const pct = v => typeof v === "number" ? (v * 100).toFixed(1) + "%" : "?";
+const fixed = (v, d) => typeof v === "number" ? v.toFixed(d) : "?";
+
+async function loadEvaluation() {
+  const run = $("#run-select").value, box = $("#evaluation");
+  if (!run) return;
+  try {
+    const ev = await api("GET", "/api/evaluation?run=" + enc(run));
+    box.dataset.run = run;
+    const n = ev.class_names;
+    const acc = el("b", { textContent: pct(ev.test_accuracy) });
+    acc.dataset.testid = "test-accuracy";
+    const head = el("div", {}, `${ev.model || "model"}` + (ev.auto ? ` (auto picked ${ev.auto})` : "") + ": ", acc,
+      ` of ${ev.counts.test} held-out test photos, loss ${fixed(ev.test_loss, 4)}`);
+    const perClass = el("table", { id: "per-class" },
+      el("tr", {}, el("th", {}, "class"), el("th", {}, "accuracy"), el("th", {}, "test photos")),
+      ...n.map(c => el("tr", {}, el("th", {}, c), el("td", {}, pct(ev.per_class[c].accuracy)), el("td", {}, ev.per_class[c].support))));
+    const confusion = el("table", { id: "confusion" }, el("tr", {}, el("th"), ...n.map(c => el("th", {}, c))),
+      ...ev.confusion_matrix.map((row, i) => el("tr", {}, el("th", {}, n[i]),
+        ...row.map((v, j) => el("td", { className: i === j ? "diag" : "" }, v)))));
+    const link = el("a", { id: "report-link", href: "/runs/" + enc(ev.run) + "/report.html", target: "_blank", rel: "noopener" },
+      "Full report (curves, mistakes, Grad-CAM) \u2192");
+    box.replaceChildren(head, el("h3", { className: "small" }, "Accuracy per class"), perClass,
+      el("h3", { className: "small" }, "Confusion matrix (rows: true, columns: predicted)"), confusion, el("p", {}, link));
+    box.className = "";
+  } catch (e) { box.textContent = e.message; }
+}
+
+function renderBars(r) {
+  const box = $("#bars"); box.textContent = "";
+  const top = r.label;
+  for (const [c, p] of Object.entries(r.probabilities)) {
+    const row = document.createElement("div");
+    row.className = "bar" + (c === top ? " top" : ""); row.dataset.cls = c;
+    row.append(el("span", {}, c), el("div", { className: "track" }, el("div", { className: "fill" })), el("span", { className: "pct" }));
+    $(".fill", row).style.width = (100 * p).toFixed(1) + "%";
+    $(".pct", row).textContent = (100 * p).toFixed(0) + "%";
+    box.append(row);
+  }
+}
+
+async function predictBlob(blob) {
+  const r = await api("POST", "/api/predict?run=" + enc($("#run-select").value), blob, true);
+  renderBars(r); show($("#preview-msg"), "");
+  return r;
+}
+
+$("#preview-file-btn").addEventListener("click", () => $("#preview-file").click());
+$("#preview-file").addEventListener("change", async () => {
+  const f = $("#preview-file").files[0]; if (!f) return;
+  stopPreviewCam();
+  const img = $("#preview-img"); img.src = URL.createObjectURL(f); img.style.display = "block";
+  try { await predictBlob(f); } catch (e) { show($("#preview-msg"), e.message, "error"); }
+  $("#preview-file").value = "";
+});
+
+function stopPreviewCam() { previewLoop = false; const v = $("#preview-video"); v.hidden = true; v.srcObject = null; $("#preview-cam-btn").classList.remove("active"); }
+$("#preview-cam-btn").addEventListener("click", async () => {
+  if (previewLoop) { stopPreviewCam(); return; }
+  const v = $("#preview-video");
+  try { v.srcObject = await getStream(); } catch (e) { show($("#preview-msg"), "Webcam unavailable: " + e.message, "error"); return; }
+  v.hidden = false; $("#preview-img").style.display = "none"; previewLoop = true; $("#preview-cam-btn").classList.add("active");
+  const step = async () => {
+    if (!previewLoop) return;
+    try { const b = await grab(v, 480); if (b) await predictBlob(b); }
+    catch (e) { show($("#preview-msg"), e.message, "error"); }
+    if (previewLoop) setTimeout(step, 150);
+  };
+  step();
+});
+
+$("#export").addEventListener("click", async () => {
+  const fmt = $("#export-format").value, run = $("#run-select").value, msg = $("#export-msg");
+  if (!run) { show(msg, "Train a model first.", "error"); return; }
+  show(msg, `Exporting ${run} as ${fmt} (checked against the trained model)...`);
+  $("#export").disabled = true;
+  try {
+    const r = await api("POST", `/api/export/${enc(fmt)}?run=${enc(run)}`);
+    show(msg, `Ready: ${r.file} (${(r.bytes / 1e6).toFixed(1)} MB)`, "ok");
+    const a = document.createElement("a"); a.href = r.download; a.download = r.file; a.id = "export-download";
+    document.body.append(a); a.click(); a.remove();
+  } catch (e) { show(msg, e.message, "error"); }
+  $("#export").disabled = false;
+});
+
+refresh().catch(e => show($("#class-msg"), e.message, "error"));
