@@ -188,3 +188,15 @@ def test_class_names_in_two_unicode_forms_are_one_clear_error(tmp_path):
     (data / "blue").rename(data / nfd)
     with pytest.raises(ValueError, match="two Unicode forms"):
         scan_folder(data)
+
+
+# --- training on a hostile project: names in the report stay text ----------------------------------
+def test_hostile_class_and_file_names_are_escaped_in_the_run_report(tmp_path, tiny_spec):
+    evil_class = '<img src=x onerror="alert(1)">'
+    data = make_dataset(tmp_path / "photos", {"red": 10, "blue": 10})
+    (data / "red").rename(data / evil_class)
+    (data / "blue" / "blue_000.png").rename(data / "blue" / "<script>alert(2)<\\script>.png")
+    run = diycnn.train(data, model=str(tiny_spec), out=tmp_path / "run", epochs=1)
+    html = (run.dir / "report.html").read_text(encoding="utf-8")
+    assert "&lt;img src=x onerror=" in html
+    assert "<img src=x" not in html and "<script>alert" not in html

@@ -53,6 +53,8 @@ def page(tmp_path):
         page = context.new_page()
         page.errors = []
         page.on("pageerror", lambda exc: page.errors.append(f"page error: {exc}"))
+        # the page must live within its own Content-Security-Policy (no inline script or style)
+        page.on("console", lambda m: page.errors.append(f"CSP: {m.text}") if "Content Security Policy" in m.text else None)
         page.on("response", lambda r: page.errors.append(f"HTTP {r.status} {r.request.method} {r.url}")
                 if r.status >= 400 else None)
         yield page
@@ -65,6 +67,17 @@ def shot(page, tmp_path, name):
     if os.environ.get("DIYCNN_SCREENSHOTS"):
         shutil.copy(path, os.path.join(os.environ["DIYCNN_SCREENSHOTS"], f"{name}.png"))
     return path
+
+
+def wait_js(page, expression, timeout=30_000):
+    """Poll a JavaScript expression until it is truthy. Playwright's wait_for_function evaluates
+    its predicate with eval, which the page's Content-Security-Policy (rightly) forbids; the
+    DevTools protocol's evaluate, used here, is not subject to it."""
+    deadline = time.time() + timeout / 1000
+    while not page.evaluate(expression):
+        if time.time() > deadline:
+            raise AssertionError(f"still false after {timeout} ms: {expression}")
+        time.sleep(0.1)
 
 
 def card(page, name):
@@ -96,7 +109,7 @@ def test_create_upload_webcam_train_predict_export(server, page, tmp_path):
 
     for cls in ("red", "blue"):
         card(page, cls).locator("input.files").set_input_files(files[cls])
-        page.wait_for_function(f"document.querySelector('.class-card[data-name=\"{cls}\"] .count').textContent"
+        wait_js(page, f"document.querySelector('.class-card[data-name=\"{cls}\"] .count').textContent"
                                " === '12 photos'")
     assert len(list((root / "red").iterdir())) == 12
     # drag-and-drop two photos (made in the page) onto 'blue', then remove one with its x button
@@ -111,23 +124,23 @@ def test_create_upload_webcam_train_predict_export(server, page, tmp_path):
         document.querySelector('.class-card[data-name="blue"]').dispatchEvent(
             new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
     }""")
-    page.wait_for_function("document.querySelector('.class-card[data-name=\"blue\"] .count').textContent"
+    wait_js(page, "document.querySelector('.class-card[data-name=\"blue\"] .count').textContent"
                            " === '14 photos'")
     assert (root / "blue" / "dropped 1.png").is_file()
     card(page, "blue").locator('.thumb:has(img[title="dropped 2.png"]) button').click(force=True)
-    page.wait_for_function("document.querySelector('.class-card[data-name=\"blue\"] .count').textContent"
+    wait_js(page, "document.querySelector('.class-card[data-name=\"blue\"] .count').textContent"
                            " === '13 photos'")
     assert not (root / "blue" / "dropped 2.png").exists()
 
     # webcam: Chromium's fake camera; hold the record button for a burst
     card(page, "webcam").locator("button.webcam").click()
-    page.wait_for_function("document.querySelector('.class-card[data-name=\"webcam\"] video').videoWidth > 0")
+    wait_js(page, "document.querySelector('.class-card[data-name=\"webcam\"] video').videoWidth > 0")
     hold = card(page, "webcam").locator("button.hold")
     hold.hover()
     page.mouse.down()
     page.wait_for_timeout(2200)
     page.mouse.up()
-    page.wait_for_function("parseInt(document.querySelector('.class-card[data-name=\"webcam\"] .count').textContent)"
+    wait_js(page, "parseInt(document.querySelector('.class-card[data-name=\"webcam\"] .count').textContent)"
                            " >= 8", timeout=30_000)
     burst = sorted((root / "webcam").iterdir())
     assert len(burst) >= 8 and all(p.suffix == ".jpg" and p.read_bytes()[:2] == b"\xff\xd8" for p in burst)

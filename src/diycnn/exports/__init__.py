@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import io
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -307,9 +309,25 @@ def _prepare_out(out: Path, force: bool) -> None:
                               "or pass --force to replace it.")
 
 
+# torch's exporters keep process-wide state (two at once in one process fail with "Trying to pop
+# empty mode stack"): exports from several threads (the web app, a script) run one at a time.
+_EXPORT_LOCK = threading.RLock()
+
+
+def _one_at_a_time(fn):
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with _EXPORT_LOCK:
+            return fn(*args, **kwargs)
+    return locked
+
+
+@_one_at_a_time
 def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None, int8: bool = False,
            force: bool = False, check_limit: int = CHECK_LIMIT) -> Path:
     """Export a finished run and prove the export predicts the same as the run.
+
+    Thread-safe: concurrent calls in one process run one after the other.
 
     Args:
         run_dir: a run directory from `diycnn train`.
