@@ -89,6 +89,22 @@ def gradcam(module, preprocessing, images_u8: np.ndarray, class_index: int | Non
 
     module = module.to("cpu", dtype=torch.float32).eval()
     x = preprocessing.normalise(torch.from_numpy(np.ascontiguousarray(images_u8)))
+    # A backbone that averages each face with its mirror inside its forward (the face network)
+    # would run its layers twice per call: switch that off and explain both passes here instead
+    # (the explained probabilities are then the mean of the two passes' probabilities).
+    mirrored = [m for m in module.modules() if getattr(m, "mirror", None) is True]
+    for m in mirrored:
+        m.mirror = False
+    try:
+        return _gradcam(module, x, class_index, tta or bool(mirrored))
+    finally:
+        for m in mirrored:
+            m.mirror = True
+
+
+def _gradcam(module, x, class_index, tta: bool) -> dict[str, Any]:
+    import torch
+
     layer_name = _target_layer(module, x)
     layer = module.get_submodule(layer_name)
     passes = [_forward_keeping_map(module, layer, v) for v in ([x, x.flip(3)] if tta else [x])]

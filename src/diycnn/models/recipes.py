@@ -7,6 +7,8 @@
 | tm             | Teachable Machine: frozen backbone + Dense(100) + Dense(n, no bias) | Adam 1e-3, 50 epochs, batch 16, no augmentation |
 | linear-probe   | frozen backbone + linear softmax head         | AdamW on cached features, early stopping     |
 | finetune       | whole backbone + new head                     | augmentation, AdamW, warm-up + cosine, layer-wise LR decay, label smoothing, early stopping |
+| face-probe     | frozen face-recognition net (128-d descriptors) + linear softmax head | AdamW on cached descriptors, L2 (weight decay), early stopping |
+| face-finetune  | the face-recognition net, later stages trained, + linear head | face augmentation (mild crop, small rotation, mild colour, mirror; no vertical flip), AdamW, small LR, cosine, early stopping |
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ..data.augment import STANDARD_AUGMENT
 from ..data.images import Preprocessing
 from ..settings import suggest
 from .layers import (Activation, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, Input,
-                     MaxPooling2D)
+                     MaxPooling2D, Rescaling)
 from .sequential import Sequential, SpecModule, read_spec_file
 
 # The blog trained with Keras' Adam defaults and no early stopping; batch 32 is Keras' default.
@@ -179,12 +181,36 @@ def _backbone_recipe(kind: str, num_classes: int, backbone: str | None = None, *
     return Recipe(kind, head, prep, defaults, kind="backbone", backbone=name)
 
 
+def _face_recipe(kind: str, num_classes: int, **_) -> Recipe:
+    """The face recipes: face-api's recognition network (backbones.FACE_BACKBONE) as a frozen
+    descriptor (face-probe) or partly fine-tuned (face-finetune), with a linear softmax head.
+    Descriptors are small numbers (norm ~1.3), so the head scales them by 10 first."""
+    from .backbones import FACE_BACKBONE, backbone_preprocessing
+    from .face_net import DESCRIPTOR_SIZE
+
+    head = Sequential([Input(shape=(DESCRIPTOR_SIZE,)), Rescaling(10.0), Dense(num_classes, activation="softmax")],
+                      name=f"{kind}-head")
+    prep = backbone_preprocessing(FACE_BACKBONE)
+    if kind == "face-probe":
+        defaults = {**SPEC_DEFAULTS, "epochs": 200, "batch_size": 32, "lr": 3e-3, "optimizer": "adamw",
+                    "weight_decay": 1e-2, "patience": 20, "frozen": True}
+    else:
+        augment = {"random_resized_crop": {"scale": [0.8, 1.0], "ratio": [0.9, 1.1111]}, "horizontal_flip": True,
+                   "rotation": 10, "color_jitter": 0.1}
+        defaults = {**SPEC_DEFAULTS, "epochs": 15, "batch_size": 32, "lr": 1e-4, "optimizer": "adamw",
+                    "weight_decay": 1e-2, "schedule": "cosine", "warmup_epochs": 1, "patience": 5,
+                    "lp_init": True, "freeze_fraction": 0.6, "augment": augment}
+    return Recipe(kind, head, prep, defaults, kind="backbone", backbone=FACE_BACKBONE)
+
+
 RECIPES = {
     "seed-cnn": _seed_cnn_recipe,
     "seed-cnn-plus": _seed_cnn_plus_recipe,
     "tm": lambda n, **kw: _backbone_recipe("tm", n, **kw),
     "linear-probe": lambda n, **kw: _backbone_recipe("linear-probe", n, **kw),
     "finetune": lambda n, **kw: _backbone_recipe("finetune", n, **kw),
+    "face-probe": lambda n, **kw: _face_recipe("face-probe", n, **kw),
+    "face-finetune": lambda n, **kw: _face_recipe("face-finetune", n, **kw),
 }
 
 

@@ -1,0 +1,174 @@
+"""The face-recognition ResNet of face-api.js (a port of dlib's ResNet-29 face descriptor), in
+PyTorch, with its weights loaded from the npm package's TF.js files (see face_weights.py).
+
+It maps a 150x150 RGB face to a 128-d descriptor: photos of the same person lie close together
+(dlib's rule of thumb: Euclidean distance < 0.6), which is what ImageNet features lack. Layer
+for layer as in face-api's `src/faceRecognitionNet/` (inputs (RGB - mean) / 255):
+
+    conv 7x7/2 'valid' + bias + per-channel scale, ReLU   (B, 32, 72, 72)
+    max-pool 3/2 'valid'                                   (B, 32, 35, 35)
+    3 residual blocks at 32, then down-blocks to 64 (17x17), 128 (8x8), 256 (3x3 -> 4x4 padded)
+    and a last down-block at 256                           (B, 256, 2, 2)
+    mean over H, W -> fc 256 -> 128 (no bias)              (B, 128)
+
+A block is conv3x3 -> ReLU -> conv3x3 -> + shortcut -> ReLU; a down-block's first conv has
+stride 2 ('valid') and its shortcut is a 2x2 average pool, zero-padded to the new channel count
+(and the block's output zero-padded by a row and a column when the two sizes differ).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MEAN_RGB = (122.782, 117.001, 104.298)
+INPUT_SIZE = 150
+DESCRIPTOR_SIZE = 128
+
+
+class ConvScale(nn.Module):
+    """conv (+ bias), then a learnt per-channel scale and shift; optional ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, relu: bool = True):
+        super().__init__()
+        # TF 'same' with stride 1 and an odd kernel pads evenly; stride 2 here is always 'valid'.
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2 if stride == 1 else 0)
+        self.scale = nn.Parameter(torch.ones(cout))
+        self.shift = nn.Parameter(torch.zeros(cout))
+        self.relu = nn.ReLU() if relu else nn.Identity()
+
+    def forward(self, x):
+        x = self.conv(x) * self.scale[:, None, None] + self.shift[:, None, None]
+        return self.relu(x)
+
+
+class Residual(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = ConvScale(channels, channels, 3)
+        self.conv2 = ConvScale(channels, channels, 3, relu=False)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.conv2(self.conv1(x)) + x)
+
+
+class ResidualDown(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = ConvScale(cin, cout, 3, stride=2)
+        self.conv2 = ConvScale(cout, cout, 3, relu=False)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        out = self.conv2(self.conv1(x))  # (B, cout, ⌊(H-3)/2⌋+1, ...)
+        pooled = F.avg_pool2d(x, 2, 2)  # (B, cin, ⌊H/2⌋, ⌊W/2⌋)
+        dh, dw = pooled.shape[2] - out.shape[2], pooled.shape[3] - out.shape[3]
+        if dh or dw:  # face-api appends a zero row and column to the block's output
+            out = F.pad(out, (0, dw, 0, dh))
+        if pooled.shape[1] != out.shape[1]:  # and zero channels to the shortcut
+            pooled = F.pad(pooled, (0, 0, 0, 0, 0, out.shape[1] - pooled.shape[1]))
+        return self.relu(out + pooled)
+
+
+class FaceRecognitionNet(nn.Module):
+    """(B, 3, 150, 150) normalised faces -> (B, 128) descriptors. `num_features` = 128, like a
+    classifier-less timm backbone, so it slots in wherever a backbone does.
+
+    mirror: the descriptor is the mean of the face's and its mirror image's (measured on
+    kpop_idols, 15 idols, logistic regression on the descriptors: 0.815 -> 0.843 test accuracy).
+    It is part of the model, so cached features, predictions and exports all agree; Grad-CAM
+    switches it off and explains both passes itself (see explanations.py).
+    """
+
+    num_features = DESCRIPTOR_SIZE
+
+    def __init__(self, mirror: bool = True):
+        super().__init__()
+        self.mirror = mirror
+        self.conv32_down = ConvScale(3, 32, 7, stride=2)
+        self.pool = nn.MaxPool2d(3, 2)
+        self.conv32_1, self.conv32_2, self.conv32_3 = Residual(32), Residual(32), Residual(32)
+        self.conv64_down = ResidualDown(32, 64)
+        self.conv64_1, self.conv64_2, self.conv64_3 = Residual(64), Residual(64), Residual(64)
+        self.conv128_down = ResidualDown(64, 128)
+        self.conv128_1, self.conv128_2 = Residual(128), Residual(128)
+        self.conv256_down = ResidualDown(128, 256)
+        self.conv256_1, self.conv256_2 = Residual(256), Residual(256)
+        self.conv256_down_out = ResidualDown(256, 256)
+        self.fc = nn.Linear(256, DESCRIPTOR_SIZE, bias=False)
+
+    def stages(self) -> list[str]:
+        """Module names from input to output (the unit `freeze_early` counts in)."""
+        return ["conv32_down", "conv32_1", "conv32_2", "conv32_3", "conv64_down", "conv64_1", "conv64_2",
+                "conv64_3", "conv128_down", "conv128_1", "conv128_2", "conv256_down", "conv256_1", "conv256_2",
+                "conv256_down_out", "fc"]
+
+    def freeze_early(self, fraction: float) -> list[str]:
+        """Freeze the earliest `fraction` of the stages; returns their names (kept in eval mode)."""
+        names = self.stages()[: int(round(len(self.stages()) * fraction))]
+        for name in names:
+            for p in getattr(self, name).parameters():
+                p.requires_grad_(False)
+        return names
+
+    def forward_features(self, x):
+        x = self.pool(self.conv32_down(x))
+        for name in self.stages()[1:-1]:
+            x = getattr(self, name)(x)
+        return x  # (B, 256, 2, 2)
+
+    def descriptor(self, x):
+        return self.fc(self.forward_features(x).mean(dim=(2, 3)))
+
+    def forward(self, x):
+        if self.mirror:
+            return (self.descriptor(x) + self.descriptor(torch.flip(x, dims=[3]))) / 2
+        return self.descriptor(x)
+
+
+def state_dict_from_tfjs(weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """face-api's TF.js weight names and layouts -> this module's state dict.
+
+    Raises:
+        ValueError: a weight is missing or has an unexpected shape.
+    """
+    net = FaceRecognitionNet()
+    target = net.state_dict()
+    out: dict[str, torch.Tensor] = {}
+
+    def take(tf_name: str, key: str, convert=lambda a: a) -> None:
+        if tf_name not in weights:
+            raise ValueError(f"The face-recognition weights lack '{tf_name}': not face-api's face_recognition_model.")
+        value = torch.from_numpy(np.ascontiguousarray(convert(weights[tf_name]))).float()
+        if tuple(value.shape) != tuple(target[key].shape):
+            raise ValueError(f"Face-recognition weight '{tf_name}' has shape {tuple(weights[tf_name].shape)}, "
+                             f"expected one fitting {tuple(target[key].shape)}.")
+        out[key] = value
+
+    def conv_scale(tf_prefix: str, prefix: str) -> None:
+        take(f"{tf_prefix}/conv/filters", f"{prefix}.conv.weight", lambda a: a.transpose(3, 2, 0, 1))  # HWIO -> OIHW
+        take(f"{tf_prefix}/conv/bias", f"{prefix}.conv.bias")
+        take(f"{tf_prefix}/scale/weights", f"{prefix}.scale")
+        take(f"{tf_prefix}/scale/biases", f"{prefix}.shift")
+
+    conv_scale("conv32_down", "conv32_down")
+    for name in net.stages()[1:-1]:
+        conv_scale(f"{name}/conv1", f"{name}.conv1")
+        conv_scale(f"{name}/conv2", f"{name}.conv2")
+    take("fc", "fc.weight", lambda a: a.T)  # (256, 128) matmul -> Linear's (128, 256)
+    return out
+
+
+def load_face_recognition_net(manifest: str | Path, mirror: bool = False) -> FaceRecognitionNet:
+    """The network with face-api's weights from a `face_recognition_model-weights_manifest.json`
+    (by default without the mirror averaging: exactly face-api's descriptor)."""
+    from .tfjs_weights import read_tfjs_weights
+
+    net = FaceRecognitionNet(mirror=mirror)
+    net.load_state_dict(state_dict_from_tfjs(read_tfjs_weights(manifest)))
+    return net.eval()
