@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	@# the face recipes' weights: npm package @vladmandic/face-api, pinned by version and SHA-256
+	$(VENV)/bin/diycnn weights fetch || echo "warning: face weights not fetched (needs npm): the face recipes will say how to get them" >&2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -14,6 +14,11 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 
+# The face weights live where `make install` put them (diycnn weights fetch), even though each
+# test gets its own DIYCNN_CACHE below.
+os.environ.setdefault("DIYCNN_WEIGHTS", str(Path(os.environ.get("DIYCNN_CACHE") or Path.home() / ".cache" / "diycnn")
+                                            / "weights"))
+
 TINY_SPEC = """
 name: tiny
 layers:
@@ -83,3 +88,18 @@ def offline_env(cache_dir: Path):
 def offline(tmp_path):
     with offline_env(tmp_path / "cache"):
         yield
+
+
+@pytest.fixture(scope="session")
+def face_model_dir() -> Path:
+    """The installed face-api model folder (make install fetches it). Missing: skip here, but fail
+    under CI, where the install must have fetched it."""
+    from diycnn.models import face_weights
+
+    found = face_weights.installed()
+    if found is None:
+        message = f"face weights not installed in {face_weights.package_dir()}: run 'diycnn weights fetch'"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found

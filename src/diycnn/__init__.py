@@ -28,7 +28,7 @@ if os.environ.get("DIYCNN_MALLOC") != "system":
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 _LAZY = {
-    "train": ".api", "summary": ".api", "backbones": ".api",
+    "train": ".api", "summary": ".api", "backbones": ".api", "face_weights": ".api",
     "load": ".run", "Run": ".run",
     "export": ".exports", "OnnxRun": ".exports.runtime",
     "compare": ".comparison", "explain": ".explanations",
@@ -36,7 +36,7 @@ _LAZY = {
     "Sequential": ".models.sequential",
 }
 
-__all__ = ["train", "load", "export", "compare", "explain", "summary", "backbones", "Run", "OnnxRun", "Sequential", "layers",
+__all__ = ["train", "load", "export", "compare", "explain", "summary", "backbones", "face_weights", "Run", "OnnxRun", "Sequential", "layers",
            "ImageError", "__version__"]
 
 

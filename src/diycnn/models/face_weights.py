@@ -182,9 +182,25 @@ def fetch(progress: bool = True) -> Path:
                     bar.update(len(block))
         return install_from(tmp)
     except OSError as exc:
-        raise FaceWeightsError(f"Downloading {PACKAGE}@{VERSION} failed ({exc}). " + how_to_get()) from None
+        log.info("Download of %s failed (%s); asking npm to fetch it", url, exc)
+        return _npm_pack(root, exc)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _npm_pack(root: Path, first_error: Exception) -> Path:
+    """npm's own fetch (its proxy and registry settings apply), when a plain download failed."""
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        try:
+            done = subprocess.run([shutil.which("npm") or "npm", "pack", f"{PACKAGE}@{VERSION}", "--silent",
+                                   "--pack-destination", tmp], capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            done = None
+            first_error = exc
+        packed = sorted(Path(tmp).glob("*.tgz"))
+        if done is None or done.returncode != 0 or not packed:
+            raise FaceWeightsError(f"Downloading {PACKAGE}@{VERSION} failed ({first_error}). " + how_to_get())
+        return install_from(packed[0])
 
 
 def recognition_manifest(weights: str | Path | None = None, allow_fetch: bool = True) -> Path:

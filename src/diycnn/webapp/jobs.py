@@ -15,7 +15,7 @@ from .project import Project, ProjectError
 
 log = logging.getLogger(__name__)
 
-RECIPES = ("tm", "linear-probe", "finetune", "seed-cnn-plus", "seed-cnn", "auto")
+RECIPES = ("tm", "linear-probe", "finetune", "face-probe", "face-finetune", "seed-cnn-plus", "seed-cnn", "auto")
 LIMITS = {"epochs": (1, 1000), "batch_size": (1, 1024), "lr": (1e-7, 1.0)}
 
 
