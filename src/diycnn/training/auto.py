@@ -1,6 +1,15 @@
 """`--model auto`: train the candidate recipes that fit a time budget on one split, keep the
 one with the lowest validation loss (never chosen by test), and report every candidate.
 
+The plan, printed and kept in metrics.json["auto"]["plan"]: first a look at the photos (a face
+detector on a sample of 40): when most hold a face, the face recipes go first (and photos whose
+faces are small in the frame are cropped to the face); otherwise they are left out. Candidates
+run in order of expected value; each one's first epoch is timed and its full training projected
+before it goes on — a candidate that would not fit in what is left of the budget is stopped
+there (unless nothing has been trained yet, when it runs until the budget ends, keeping its best
+weights); a from-scratch CNN is skipped when a pretrained candidate already reaches 0.9
+validation accuracy, and it comes last, so it never starves a more promising recipe.
+
 An interrupted auto run resumes (`diycnn train --resume RUN`): finished candidates are reused,
 an interrupted one continues from its checkpoint, the rest are trained. `auto.json`, written
 first, holds what is needed for that."""
@@ -23,8 +32,15 @@ from .trainer import CHECKPOINT
 
 log = logging.getLogger(__name__)
 
-# Cheapest first, so a small budget still gets the strong frozen-feature baselines.
-CANDIDATES = ("tm", "linear-probe", "seed-cnn-plus", "finetune")
+# By expected value: cheap frozen-feature baselines first, then fine-tuning, the from-scratch CNN last.
+CANDIDATES = ("tm", "linear-probe", "finetune", "seed-cnn-plus")
+# Photos of people: the face network first (its descriptors tell people apart), then Teachable
+# Machine's recipe as the reference, then the ImageNet recipes.
+FACE_CANDIDATES = ("face-probe", "face-finetune", "tm", "linear-probe", "finetune", "seed-cnn-plus")
+FROM_SCRATCH = ("seed-cnn-plus",)
+FACE_FRACTION = 0.4  # "most photos hold a face": at least this share of the sample
+CROP_BELOW = 0.2  # crop to the face when faces cover less than this share of the photo (median)
+GOOD_ENOUGH = 0.9  # validation accuracy after which a from-scratch CNN is not worth its time
 DEFAULT_BUDGET_MINUTES = 20.0
 RUN_FILES = ("model.safetensors", "model.json", "history.csv", "metrics.json", "curves.png", "confusion.png",
              "report.html", "manifest.json")
@@ -51,9 +67,35 @@ def train_auto(data, settings: TrainSettings, out=None, split=None, runs_root="r
         the_split = make_split(scan, settings.val_split, settings.test_split, settings.seed,
                                val_as_test=settings.val_as_test)
         atomic_write_json(run_dir / "split.json", the_split.to_dict())
+    stage = stage or (lambda text: log.info("%s", text))
+    stage("auto: looking for faces in a sample of the photos ...")
+    from ..data.faces import face_survey
+
+    survey = face_survey([r.path for r in scan.records])
+    plan = make_plan(survey, settings)
     atomic_write_json(run_dir / AUTO_FILE, to_jsonable({"format": AUTO_FORMAT, "data": str(scan.root),
-                                                        "settings": settings.to_dict()}))
+                                                        "settings": settings.to_dict(), "plan": plan}))
     return _run_candidates(run_dir, str(scan.root), settings, callbacks, stage)
+
+
+def make_plan(survey: dict[str, Any], settings: TrainSettings) -> dict[str, Any]:
+    """Which candidates, in which order, with face crops or not, and why."""
+    faces = survey["fraction"] >= FACE_FRACTION
+    seen = f"{survey['with_face']} of {survey['sampled']} sampled photos hold a face"
+    crop = None
+    if faces and settings.crop is None and (survey["median_face_area"] or 1.0) < CROP_BELOW:
+        crop = "faces"
+    order = FACE_CANDIDATES if faces else CANDIDATES
+    steps = [{"model": m, "reason": ("photos of people: face descriptors tell people apart" if m.startswith("face")
+                                     else "from scratch: last, and skipped once a pretrained candidate reaches "
+                                          f"{GOOD_ENOUGH} validation accuracy" if m in FROM_SCRATCH
+                                     else "pretrained ImageNet features")} for m in order]
+    if not faces:
+        steps += [{"model": m, "skip": f"not photos of people ({seen})"} for m in FACE_CANDIDATES if m not in order]
+    why = (f"{seen}: face recipes first" + ("; faces are small in the frame, so photos are cropped to the face"
+                                            if crop else "; faces fill the frame, so photos are used whole")
+           if faces else f"{seen}: not face photos")
+    return {"faces": faces, "survey": survey, "crop": crop, "why": why, "candidates": steps}
 
 
 def is_auto_run(run_dir: Path) -> bool:
@@ -64,6 +106,8 @@ def resume_auto(run_dir: Path, callbacks=None, stage=None) -> Run:
     """Finish an interrupted auto run (see the module docstring)."""
     saved = read_json(run_dir / AUTO_FILE, missing=f"'{run_dir}' is not an auto run (no {AUTO_FILE}).",
                       damaged="Start the auto run again with a new --out.")
+    if not isinstance(saved, dict):
+        raise ValueError(f"'{run_dir / AUTO_FILE}' is not a diycnn auto run file.")
     if saved.get("format") != AUTO_FORMAT:
         raise ValueError(f"'{run_dir / AUTO_FILE}' is not a diycnn auto run file.")
     if _candidate_state(run_dir) == "complete":
@@ -121,6 +165,39 @@ def selection_test(run_dir: Path, data, trained: list[dict[str, Any]]) -> dict[s
             "clear": p < 0.05}
 
 
+class _OverBudget(Exception):
+    """Raised after a candidate's first epoch when its projected training time does not fit."""
+
+
+class _Projection:
+    """Times a candidate's first epoch and projects its whole training; over budget, stops it."""
+
+    def __init__(self, name: str, left: float, others_trained: bool, stage):
+        from .trainer import Callback
+
+        outer = self
+        self.projected: float | None = None
+
+        class Hooks(Callback):
+            epochs = 0
+            start = 0
+
+            def on_train_begin(self, epochs, start_epoch):
+                self.epochs, self.start = epochs, start_epoch
+
+            def on_epoch_end(self, epoch, logs):
+                if epoch != self.start:
+                    return
+                outer.projected = logs["seconds"] * (self.epochs - self.start)
+                stage(f"auto: {name}: first epoch {logs['seconds']:.1f} s, so {self.epochs - self.start} epochs "
+                      f"~{outer.projected / 60:.1f} min ({left / 60:.1f} min of budget left)")
+                if outer.projected > left and others_trained:
+                    raise _OverBudget(f"projected {outer.projected / 60:.1f} min from its first epoch "
+                                      f"({logs['seconds']:.1f} s), more than the {left / 60:.1f} min left")
+
+        self.callback = Hooks()
+
+
 def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, stage, resume: bool = False) -> Run:
     from ..api import train
 
@@ -128,16 +205,35 @@ def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, sta
     budget = (settings.budget or DEFAULT_BUDGET_MINUTES) * 60
     shared = {k: v for k, v in settings.to_dict().items()
               if v is not None and k not in ("model", "budget", "val_split", "test_split", "val_as_test")}
+    saved = read_json(run_dir / AUTO_FILE, missing="", damaged="Start the auto run again with a new --out.")
+    plan = saved.get("plan") or {"candidates": [{"model": m} for m in CANDIDATES], "why": "default order"}
+    if plan.get("crop") and "crop" not in shared:
+        shared["crop"] = plan["crop"]
+    stage(f"auto: plan ({plan['why']}), budget {budget / 60:.0f} min: " + ", ".join(
+        c["model"] + (" (skipped: " + c["skip"] + ")" if c.get("skip") else "") for c in plan["candidates"]))
     t0 = time.perf_counter()
     spent_before = 0.0  # training time of candidates finished before a resume counts against the budget
     results: list[dict[str, Any]] = []
-    for name in CANDIDATES:
+    for step in plan["candidates"]:
+        name = step["model"]
+        if step.get("skip"):
+            results.append({"model": name, "status": f"skipped: {step['skip']}"})
+            continue
         cdir = run_dir / "candidates" / name
         state = _candidate_state(cdir) if resume else "new"
         left = budget - spent_before - (time.perf_counter() - t0)
+        trained_so_far = [r for r in results if r["status"] == "trained"]
+        best_val = max((r["val_accuracy"] for r in trained_so_far), default=0.0)
+        if name in FROM_SCRATCH and best_val >= GOOD_ENOUGH and state != "complete":
+            results.append({"model": name, "status": f"skipped: a pretrained candidate already reaches {best_val:.3f} "
+                                                     "validation accuracy; a from-scratch CNN is not expected to "
+                                                     "beat it on this many photos"})
+            stage(f"auto: {results[-1]['model']} {results[-1]['status']}")
+            continue
         if left <= 0 and state != "complete":
             results.append({"model": name, "status": "skipped: time budget used up"})
             continue
+        projection = _Projection(name, left, bool(trained_so_far), stage)
         try:
             if state == "complete":
                 stage(f"auto: reusing finished candidate {name}")
@@ -151,7 +247,13 @@ def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, sta
                     shutil.rmtree(cdir)
                 stage(f"auto: training candidate {name} ({left / 60:.1f} min of budget left) ...")
                 run = train(data, model=name, out=cdir, split=run_dir / "split.json",
-                            callbacks=callbacks, on_stage=stage, **{**shared, "max_minutes": left / 60})
+                            callbacks=[*(callbacks or []), projection.callback], on_stage=stage,
+                            **{**shared, "max_minutes": left / 60})
+        except _OverBudget as exc:
+            results.append({"model": name, "status": f"skipped: {exc}"})
+            stage(f"auto: {name} stopped after its first epoch: {exc}")
+            shutil.rmtree(cdir, ignore_errors=True)
+            continue
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"Training interrupted; resume with: diycnn train --resume {run_dir}") from None
         except (ValueError, FileNotFoundError) as exc:  # e.g. no backbone weights: note it, try the next one
@@ -163,7 +265,8 @@ def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, sta
                         "val_accuracy": m["final_val_accuracy"], "test_accuracy": m["test_accuracy"],
                         "test_accuracy_ci95": m["test_accuracy_ci95"], "test_loss": m["test_loss"],
                         "epochs_run": m["epochs_run"], "train_seconds": m["train_seconds"],
-                        "stopped_by_budget": m.get("stopped_by_time", False)})
+                        "stopped_by_budget": m.get("stopped_by_time", False),
+                        "projected_seconds": projection.projected})
     trained = [r for r in results if r["status"] == "trained"]
     if not trained:
         raise ValueError(f"auto: no candidate could be trained: {results}")
@@ -190,7 +293,7 @@ def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, sta
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     metrics["auto"] = {"winner": winner["model"], "chosen_by": "lowest validation loss", "budget_minutes":
                        budget / 60, "seconds": spent_before + time.perf_counter() - t0, "resumed": resume,
-                       "candidates": results, "selection": selection}
+                       "plan": plan, "candidates": results, "selection": selection}
     atomic_write_json(run_dir / "metrics.json", to_jsonable(metrics))
     write_manifest(run_dir)
     info = json.loads((src / "model.json").read_text(encoding="utf-8"))
