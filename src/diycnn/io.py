@@ -110,6 +110,24 @@ def atomic_save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str
     atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
+def _read_safetensors(path: str | Path, read):
+    """Open a safetensors file and return `read(handle)`; anything else (a pickle, a damaged
+    header) is refused with one message naming the file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Weights file '{path}' does not exist.")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return read(fh)
+    except Exception as exc:  # safetensors raises its own error types for malformed headers
+        raise ValueError(
+            f"'{path}' is not a valid safetensors file ({type(exc).__name__}: {exc}). diycnn only loads "
+            "safetensors weights and never unpickles files; re-create the run or restore the file."
+        ) from None
+
+
 def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """The name and shape of every tensor in a safetensors file, from its header alone (no tensor
     is read, so a hostile file cannot make this allocate).
@@ -118,19 +136,7 @@ def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
         FileNotFoundError: missing file.
         ValueError: not a safetensors file.
     """
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Weights file '{path}' does not exist.")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            return {key: tuple(fh.get_slice(key).get_shape()) for key in fh.keys()}
-    except Exception as exc:  # safetensors raises its own error types for malformed headers
-        raise ValueError(
-            f"'{path}' is not a valid safetensors file ({type(exc).__name__}: {exc}). diycnn only loads "
-            "safetensors weights and never unpickles files; re-create the run or restore the file."
-        ) from None
+    return _read_safetensors(path, lambda fh: {key: tuple(fh.get_slice(key).get_shape()) for key in fh.keys()})
 
 
 def load_tensors(path: str | Path) -> tuple[dict, dict[str, str]]:
@@ -140,20 +146,15 @@ def load_tensors(path: str | Path) -> tuple[dict, dict[str, str]]:
         FileNotFoundError: missing file.
         ValueError: not a safetensors file.
     """
-    from safetensors import safe_open
+    return _read_safetensors(path, lambda fh: ({key: fh.get_tensor(key) for key in fh.keys()}, fh.metadata() or {}))
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Weights file '{path}' does not exist.")
-    try:
-        tensors = {}
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-            for key in fh.keys():
-                tensors[key] = fh.get_tensor(key)
-        return tensors, metadata
-    except Exception as exc:  # safetensors raises its own error types for malformed headers
-        raise ValueError(
-            f"'{path}' is not a valid safetensors file ({type(exc).__name__}: {exc}). diycnn only loads "
-            "safetensors weights and never unpickles files; re-create the run or restore the file."
-        ) from None
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -24,7 +24,7 @@ import numpy as np
 
 from .data.images import ImageError, Preprocessing
 from .data.scan import Problem, find_images, scan_folder
-from .io import check_format, load_tensors, read_json, tensor_shapes
+from .io import check_format, file_sha256, load_tensors, read_json, tensor_shapes
 
 log = logging.getLogger(__name__)
 
@@ -88,22 +88,12 @@ def history_csv(history: list[dict[str, float]]) -> str:
     return buf.getvalue()
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_manifest(run_dir: Path) -> None:
     """manifest.json: size and SHA-256 of the run's results, written just before the run is
     marked complete, so a reader can tell a whole run from a mix of versions or a damaged file."""
     from .io import atomic_write_json
 
-    files = {name: {"bytes": (run_dir / name).stat().st_size, "sha256": _sha256(run_dir / name)}
+    files = {name: {"bytes": (run_dir / name).stat().st_size, "sha256": file_sha256(run_dir / name)}
              for name in MANIFEST_FILES if (run_dir / name).is_file()}
     atomic_write_json(run_dir / MANIFEST, {"format": "diycnn-manifest", "files": files})
 
@@ -120,7 +110,7 @@ def verify_manifest(run_dir: Path, names: tuple[str, ...] = ("model.safetensors"
     files = read_json(path, "", "the run directory is damaged.").get("files", {})
     for name in names:
         want = files.get(name)
-        if want and (not (run_dir / name).is_file() or _sha256(run_dir / name) != want["sha256"]):
+        if want and (not (run_dir / name).is_file() or file_sha256(run_dir / name) != want["sha256"]):
             raise ValueError(f"'{run_dir / name}' is not the file this run wrote (its SHA-256 differs from "
                              f"{MANIFEST}): it was changed or damaged. Restore it or train again.")
 

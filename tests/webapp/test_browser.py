@@ -8,8 +8,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
-import threading
 import time
 import zipfile
 
@@ -17,7 +15,7 @@ import numpy as np
 import pytest
 
 from diycnn.webapp.server import create_app
-from tests.conftest import photo
+from tests.conftest import photo, serving
 from tests.test_reports_browser import CHROMIUM, FLAGS, pytestmark  # noqa: F401  (same skip rule)
 
 CAMERA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
@@ -25,22 +23,8 @@ CAMERA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"
 
 @pytest.fixture
 def server(tmp_path, offline):
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(tmp_path / "project")
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://localhost:{port}", tmp_path / "project"
-    srv.should_exit = True
-    thread.join(10)
+    with serving(create_app(tmp_path / "project")) as url:
+        yield url, tmp_path / "project"
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 import diycnn
 from diycnn.webapp.project import APP_DIR
 from diycnn.webapp.server import create_app
-from tests.conftest import TINY_SPEC, encoded, make_dataset, photo
+from tests.conftest import TINY_SPEC, encoded, make_dataset, photo, serving
 
 H = {"X-Diycnn": "1"}
 
@@ -160,25 +160,12 @@ def test_a_large_jpeg_thumbnail_is_decoded_at_reduced_scale(client, proj, monkey
 
 # --- 7. a slow prediction does not stall the server ------------------------------------------------------
 def test_a_slow_prediction_runs_off_the_event_loop(proj, monkeypatch):
-    import socket
-
     import httpx
-    import uvicorn
 
     from diycnn.webapp.server import App
 
     monkeypatch.setattr(App, "predict", lambda self, data, run=None: time.sleep(3) or {"label": "red"})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(proj), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    url = f"http://localhost:{port}"
-    try:
+    with serving(create_app(proj)) as url:
         slow = threading.Thread(target=lambda: httpx.post(f"{url}/api/predict", content=png(), headers=H, timeout=30))
         slow.start()
         time.sleep(0.5)
@@ -186,9 +173,6 @@ def test_a_slow_prediction_runs_off_the_event_loop(proj, monkeypatch):
         assert httpx.get(f"{url}/api/train", timeout=30).status_code == 200
         waited = time.time() - start
         slow.join()
-    finally:
-        srv.should_exit = True
-        thread.join(10)
     assert waited < 2, f"GET /api/train waited {waited:.1f}s behind a prediction"
 
 

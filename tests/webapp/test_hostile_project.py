@@ -7,16 +7,13 @@ served, and the page must still work."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 import unicodedata
 
 import pytest
 
 from diycnn.webapp.project import APP_DIR
 from diycnn.webapp.server import create_app
-from tests.conftest import make_dataset
+from tests.conftest import make_dataset, serving
 from tests.test_reports_browser import CHROMIUM, FLAGS, pytestmark  # noqa: F401  (same skip rule)
 
 # Each payload, if it ever ran, would create a class folder named 'pwned' through the API
@@ -57,24 +54,11 @@ def build_project(root, secret):
 
 @pytest.fixture
 def hostile(tmp_path, offline):
-    import uvicorn
-
     secret = tmp_path / "id_rsa"
     secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----")
     root = build_project(tmp_path / "from-a-friend", secret)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://localhost:{port}", root
-    srv.should_exit = True
-    thread.join(10)
+    with serving(create_app(root)) as url:
+        yield url, root
 
 
 def test_a_hostile_project_runs_nothing_serves_nothing_outside_and_still_works(hostile):

