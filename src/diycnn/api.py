@@ -204,8 +204,11 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
 
     stage(f"Scanning {data} ...")
     scan = scan_folder(data)
-    stage(f"Found {len(scan.records)} photos in {len(scan.class_names)} classes"
-          + (f" ({len(scan.skipped)} skipped)" if scan.skipped else ""))
+    layout = "given train/val/test folders" if scan.layout == "split-folders" else "one folder per class"
+    stage(f"Found {len(scan.records)} photos in {len(scan.class_names)} classes ({layout})"
+          + (f", {len(scan.skipped)} skipped" if scan.skipped else ""))
+    for note in scan.notes:
+        stage(f"Note: {note}")
     recipe = get_recipe(s.model, len(scan.class_names), backbone=s.backbone)
     if s.crop == "faces":
         recipe.preprocessing = dataclasses.replace(recipe.preprocessing, faces=True, no_face=s.no_face)
