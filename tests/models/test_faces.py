@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -83,6 +84,46 @@ def test_face_net_matches_face_api_js_in_tensorflow_js(face_model_dir, tmp_path)
         got = net(((torch.from_numpy(x) - torch.tensor(MEAN_RGB)) / 255).permute(0, 3, 1, 2)).numpy()
     assert np.abs(got - expected).max() <= 1e-4
     assert np.abs(expected).max() > 0.05  # a real descriptor, not zeros
+
+
+def test_landmark_net_matches_face_api_js(face_model_dir, tmp_path):
+    from diycnn.exports.tfjs_format import find_tfjs
+    from diycnn.models.face_net import load_face_landmark_net
+
+    found = find_tfjs()
+    if found is None or not (found[1] / "@tensorflow" / "tfjs" / "package.json").is_file():
+        pytest.skip("needs Node.js and @tensorflow/tfjs (make test installs them into tests/js)")
+    node, modules = found
+    with tarfile.open(face_model_dir / face_weights.TARBALL) as tar:
+        (tmp_path / "face-api.node.js").write_bytes(tar.extractfile("package/dist/face-api.node.js").read())
+    x = np.asarray(_kpop_faces(1)[0][0].resize((112, 112)), dtype=np.float32)[None]
+    x.tofile(tmp_path / "x.bin")
+    subprocess.run([node, str(REPO / "tests" / "js" / "face_api_check.cjs"), str(modules), str(tmp_path / "face-api.node.js"),
+                    str(face_model_dir), str(tmp_path / "x.bin"), "1", str(tmp_path / "y.bin"), "landmarks"],
+                   check=True, capture_output=True, timeout=300)
+    expected = np.fromfile(tmp_path / "y.bin", dtype=np.float32).reshape(68, 2)
+    net = load_face_landmark_net(face_model_dir / "face_landmark_68_model-weights_manifest.json")
+    with torch.no_grad():
+        got = net(((torch.from_numpy(x) - torch.tensor(MEAN_RGB)) / 255).permute(0, 3, 1, 2)).numpy()[0]
+    assert np.abs(got - expected).max() <= 1e-4
+    eyes = expected[36:48]
+    assert 0.05 < eyes[:, 0].min() and eyes[:, 0].max() < 0.95  # a face's eyes, inside the photo
+
+
+def test_alignment_levels_the_eyes_at_fixed_places(face_model_dir):
+    from PIL import Image
+
+    from diycnn.data.align import EYES, align_face, landmarks
+
+    face = _kpop_faces(1)[0][0]
+    tilted = face.rotate(15, resample=Image.BILINEAR, expand=True)
+    for im in (face, tilted):
+        out = align_face(im, 150)
+        assert out is not None and out.size == (150, 150)
+        p = landmarks(out)
+        left, right = p[36:42].mean(axis=0) / 150, p[42:48].mean(axis=0) / 150
+        assert abs(left[1] - right[1]) < 0.03  # level
+        assert abs(left[0] - EYES[0]) < 0.05 and abs(right[0] - EYES[1]) < 0.05 and abs(left[1] - EYES[2]) < 0.05
 
 
 def _kpop_faces(per_person: int, people: int = 1, start: int = 0):
@@ -180,6 +221,25 @@ def test_face_probe_trains_predicts_exports_and_explains(face_model_dir, faces_d
     for fmt in ("onnx", "torchscript"):  # each export is checked against the run (max diff <= 1e-4)
         out = diycnn.export(run.dir, fmt, out=tmp_path / fmt)
         assert json.loads((out / "export.json").read_text())["check"]["max_abs_diff"] <= 1e-4
+    # the ONNX folder aligns faces itself (landmarks.onnx): from raw photos, without torch, and
+    # with the standalone predict.py, it gives the run's probabilities
+    info = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert info["preprocessing"]["align"] and info["landmarks"]["max_abs_diff"] <= 1e-4
+    assert any(step.startswith("align the face") for step in info["steps"])
+    files = [str(f) for f in sorted(faces_data.glob("*/*"))[::6]]
+    want = np.array([[p["probabilities"][c] for c in run.class_names] for p in run.predict(files)])
+    code = ("import json, sys\nfrom diycnn.cli import main\n"
+            f"rc = main(['predict', {str(tmp_path / 'onnx')!r}, *{files!r}, '--json'])\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = np.array([[p["probabilities"][c] for c in run.class_names] for p in json.loads(proc.stdout)])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    proc = subprocess.run([sys.executable, str(tmp_path / "onnx" / "predict.py"), *files], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    standalone = np.array([[p["probabilities"][c] for c in run.class_names] for p in json.loads(proc.stdout)])
+    np.testing.assert_allclose(standalone, want, atol=1e-4)
     cams = diycnn.explain(run.dir, [photo], out=tmp_path / "cams")
     assert len(cams) == 1 and Path(cams[0]["file"]).is_file() and cams[0]["layer"].startswith("backbone.")
     # a second run reads every descriptor from the feature cache

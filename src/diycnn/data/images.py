@@ -175,6 +175,7 @@ class Preprocessing:
     faces: bool = False  # crop the largest face (with face_margin) before resizing
     face_margin: float = 0.3
     no_face: str = "keep"  # when faces is on and none is found: "keep" the whole photo or "skip" it
+    align: bool = False  # level the eyes and frame the face the same way (data/align.py; face recipes)
 
     def __post_init__(self) -> None:
         for name in ("size", "crop"):
@@ -261,6 +262,17 @@ class Preprocessing:
                 raise ImageError(path, "no face found (skipped; use --no-face keep to use the whole photo)")
             elif notes is not None:
                 notes.append("no face found; the whole photo was used")
+        if self.align:
+            from .align import align_face
+
+            aligned = align_face(im, max(self.size))
+            if aligned is not None:
+                im = aligned
+            elif self.no_face == "skip":
+                path = None if isinstance(source, (bytes, bytearray)) else source
+                raise ImageError(path, "no face landmarks found (skipped; use --no-face keep to use the photo as it is)")
+            elif notes is not None:
+                notes.append("no face landmarks found; the photo was used without alignment")
         return np.array(self.resize_image(im), dtype=np.uint8)
 
     def center_crop(self, batch_u8):

@@ -157,6 +157,47 @@ def _onnx(wrapper, images: np.ndarray, path: Path) -> dict[str, Any]:
     return {"opset": OPSET, "input": _image_input(images)}
 
 
+def _landmarks_onnx(path: Path) -> dict[str, Any]:
+    """face-api's landmark network as ONNX (uint8 (N, 112, 112, 3) -> (N, 68, 2) in [0, 1] of the
+    padded square), for runs that align faces: the export folder then aligns without torch.
+    Checked against the PyTorch network on seeded inputs."""
+    import torch
+
+    from ..data import align
+    from ..models import face_weights
+    from ..models.face_net import MEAN_RGB, load_face_landmark_net
+
+    folder = face_weights.recognition_manifest().parent
+    net = load_face_landmark_net(folder / "face_landmark_68_model-weights_manifest.json")
+
+    class Landmarks(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1))
+
+        def forward(self, image):  # (N, 112, 112, 3) uint8
+            return self.net((image.permute(0, 3, 1, 2).float() - self.mean) / 255)
+
+    module = Landmarks().eval()
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, align.LANDMARK_INPUT, align.LANDMARK_INPUT, 3), dtype=np.uint8)
+    batch = torch.export.Dim("batch", min=1)
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(module, (torch.from_numpy(x),), str(path), dynamo=True, opset_version=OPSET,
+                          input_names=["image"], output_names=["landmarks"], dynamic_shapes={"image": {0: batch}},
+                          external_data=False, verbose=False)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    got = onnx_session(path).run(None, {"image": x})[0]
+    diff = float(np.abs(got - want).max())
+    if diff > 1e-4:
+        raise ExportError(f"The landmark network's ONNX export differs from PyTorch by {diff:.2g} (> 1e-4).")
+    return {"file": path.name, "input": "uint8 (N, 112, 112, 3): the photo padded to a centred black square, "
+                                        "resized (bilinear)", "output": "(N, 68, 2) x, y in [0, 1] of that square",
+            "eyes": list(align.EYES), "max_abs_diff": diff}
+
+
 def _image_input(images: np.ndarray) -> dict[str, Any]:
     """export.json's description of the model input: uint8 photos, batch first, channels last."""
     return {"name": "image", "dtype": "uint8", "layout": "NHWC (batch, height, width, RGB)",
@@ -260,6 +301,13 @@ def _steps(prep, fmt: str) -> list[str]:
     if prep.faces:
         steps.append(f"crop the largest face (OpenCV haarcascade_frontalface_default) with a margin of "
                      f"{prep.face_margin} of its size per side; no face: {prep.no_face} the photo")
+    if prep.align:
+        from ..data.align import EYES
+
+        steps.append(f"align the face: 68 landmarks from face-api.js's landmark network (landmarks.onnx in ONNX "
+                     f"exports), then rotate and scale so the eye centres sit at ({EYES[0]:.0%}, {EYES[2]:.0%}) and "
+                     f"({EYES[1]:.0%}, {EYES[2]:.0%}) of a {max(prep.size)}-pixel square (bilinear); landmarks "
+                     f"that do not look like a face's: {prep.no_face} the photo")
     h, w = prep.size
     steps.append({"squash": f"resize to {w}x{h} (width x height), ignoring the aspect ratio",
                   "center-crop": f"crop the largest centred square, resize it to {w}x{h}",
@@ -399,6 +447,8 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
             if int8:
                 info["int8"] = _int8(run, model_path, tmp / "model.int8.onnx", images, labels, got)
             shutil.copyfile(Path(__file__).with_name("standalone_predict.py"), tmp / "predict.py")
+            if run.preprocessing.align:  # the folder aligns faces itself, with the landmark network in ONNX
+                info["landmarks"] = _landmarks_onnx(tmp / "landmarks.onnx")
             if fmt == "tm":
                 atomic_write_json(tmp / "metadata.json", _tm_metadata(run, run.preprocessing.output_size))
         elif fmt == "torchscript":

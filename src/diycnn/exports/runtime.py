@@ -70,6 +70,20 @@ class OnnxRun(Classifier):
         except Exception as exc:  # onnxruntime raises its own types for damaged files
             raise ValueError(f"'{path}' is not a loadable ONNX model ({type(exc).__name__}: {exc}); "
                              "export the run again.") from None
+        if self.preprocessing.align:
+            self._use_landmarks()
+
+    def _use_landmarks(self) -> None:
+        """Faces are aligned with the folder's landmarks.onnx (no torch)."""
+        from ..data import align
+        from . import onnx_session
+
+        name = (self.info.get("landmarks") or {}).get("file")
+        if not isinstance(name, str) or name != Path(name).name or not (self.dir / name).is_file():
+            raise ValueError(f"'{self.dir}' aligns faces but its landmark model is missing from export.json or the "
+                             "folder; export the run again.")
+        session = onnx_session(self.dir / name)
+        align.use_landmark_runner(lambda x: session.run(None, {"image": x})[0][0])
 
     @property
     def name(self) -> str:

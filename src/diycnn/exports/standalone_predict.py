@@ -60,6 +60,31 @@ def face_crop(im: Image.Image, margin: float):
                     min(im.width, int(cx + side / 2)), min(im.height, int(cy + side / 2))))
 
 
+def align_face(im: Image.Image, landmarks, eyes, size: int):
+    """As diycnn's data/align.py: landmarks on the photo padded to a black square at 112x112, eye
+    centres (points 36-41, 42-47) moved to `eyes` of a size x size square; None if implausible."""
+    import math
+
+    side = max(im.size)
+    ox, oy = (side - im.width) // 2, (side - im.height) // 2
+    square = Image.new("RGB", (side, side), (0, 0, 0))
+    square.paste(im, (ox, oy))
+    x = np.asarray(square.resize((112, 112), Image.BILINEAR), dtype=np.uint8)[None]
+    points = landmarks.run(None, {"image": x})[0][0].astype(np.float32) * side - np.array([ox, oy], dtype=np.float32)
+    left, right = points[36:42].mean(axis=0), points[42:48].mean(axis=0)
+    dx, dy = float(right[0] - left[0]), float(right[1] - left[1])
+    dist, angle = math.hypot(dx, dy), math.atan2(dy, dx)
+    if not (0.1 * min(im.size) <= dist <= 0.9 * min(im.size)) or abs(angle) > math.pi / 4:
+        return None
+    lx, rx, ey = eyes
+    scale = (rx - lx) * size / dist
+    a, d = math.cos(angle) / scale, math.sin(angle) / scale
+    b, e = -d, a
+    u0, v0 = lx * size, ey * size
+    c, f = float(left[0]) - a * u0 - b * v0, float(left[1]) - d * u0 - e * v0
+    return im.transform((size, size), Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR)
+
+
 class Classifier:
     def __init__(self, folder: str | Path = ".", model_file: str | None = None):
         folder = Path(folder)
@@ -71,6 +96,12 @@ class Classifier:
             raise SystemExit(f"export.json's model_file {name!r} must be a plain file name in {folder}")
         self.session = onnxruntime.InferenceSession(str(folder / name),
                                                     providers=["CPUExecutionProvider"])
+        self.landmarks = None
+        if self.prep.get("align"):
+            lm = self.meta["landmarks"]["file"]
+            if lm != Path(lm).name:
+                raise SystemExit(f"export.json's landmarks file {lm!r} must be a plain file name in {folder}")
+            self.landmarks = onnxruntime.InferenceSession(str(folder / lm), providers=["CPUExecutionProvider"])
 
     def prepare(self, im: Image.Image) -> np.ndarray:
         """A decoded photo -> uint8 (H, W, 3), the model's input for one photo."""
@@ -84,6 +115,12 @@ class Classifier:
                 im = face
             elif p["no_face"] == "skip":
                 raise ValueError("no face found")
+        if self.landmarks is not None:
+            aligned = align_face(im, self.landmarks, self.meta["landmarks"]["eyes"], max(p["size"]))
+            if aligned is not None:
+                im = aligned
+            elif p["no_face"] == "skip":
+                raise ValueError("no face landmarks found")
         (h, w), resample = p["size"], RESAMPLE[p["interpolation"]]
         if p["resize"] == "center-crop":
             side = min(im.size)

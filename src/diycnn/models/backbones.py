@@ -255,8 +255,10 @@ def backbone_preprocessing(name: str, mode: str = "timm", scale: float = 1.0) ->
 
         # face-api: RGB minus the mean, / 255, at 150x150. face-api pads a photo to a square; a
         # centre crop keeps more of the face at this size (square face crops: the same either way).
+        # Faces are aligned first (eyes levelled and at fixed places, data/align.py): measured
+        # 0.843 -> 0.926-0.954 on kpop_idols' face crops.
         return Preprocessing(size=(INPUT_SIZE, INPUT_SIZE), resize="center-crop", interpolation="bilinear",
-                             input_scale=1.0, mean=MEAN_RGB, std=(255.0, 255.0, 255.0))
+                             input_scale=1.0, mean=MEAN_RGB, std=(255.0, 255.0, 255.0), align=True)
     import timm
 
     # From the pretrained config alone: no need to build the network just to read it.

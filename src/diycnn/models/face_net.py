@@ -172,3 +172,107 @@ def load_face_recognition_net(manifest: str | Path, mirror: bool = False) -> Fac
     net = FaceRecognitionNet(mirror=mirror)
     net.load_state_dict(state_dict_from_tfjs(read_tfjs_weights(manifest)))
     return net.eval()
+
+
+# --- the 68-point landmark network (face-api's FaceLandmark68Net) -----------------------------------
+LANDMARK_INPUT = 112
+
+
+def _same_pad(x, stride: int):
+    """TF's 'same' padding for a 3x3 kernel: 1 on each side at stride 1; at stride 2 on an even
+    size, 0 before and 1 after (TF puts the odd pixel at the end)."""
+    if stride == 1:
+        return F.pad(x, (1, 1, 1, 1))
+    h, w = x.shape[2], x.shape[3]
+    ph, pw = max((-(-h // 2) - 1) * 2 + 3 - h, 0), max((-(-w // 2) - 1) * 2 + 3 - w, 0)
+    return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+
+
+class SeparableConv(nn.Module):
+    """TF's separableConv2d ('same') + bias: depthwise 3x3, then pointwise 1x1."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.stride = stride
+        self.depthwise = nn.Conv2d(cin, cin, 3, stride, groups=cin, bias=False)
+        self.pointwise = nn.Conv2d(cin, cout, 1, bias=True)
+
+    def forward(self, x):
+        return self.pointwise(self.depthwise(_same_pad(x, self.stride)))
+
+
+class PlainConv(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Conv2d(cin, cout, 3, stride, bias=True)
+
+    def forward(self, x):
+        return self.conv(_same_pad(x, self.stride))
+
+
+class DenseBlock4(nn.Module):
+    def __init__(self, cin: int, cout: int, first: bool = False):
+        super().__init__()
+        self.conv0 = PlainConv(cin, cout, 2) if first else SeparableConv(cin, cout, 2)
+        self.conv1, self.conv2, self.conv3 = SeparableConv(cout, cout), SeparableConv(cout, cout), SeparableConv(cout, cout)
+
+    def forward(self, x):
+        out1 = F.relu(self.conv0(x))
+        out2 = self.conv1(out1)
+        out3 = self.conv2(F.relu(out1 + out2))
+        out4 = self.conv3(F.relu(out1 + out2 + out3))
+        return F.relu(out1 + out2 + out3 + out4)
+
+
+class FaceLandmarkNet(nn.Module):
+    """(B, 3, 112, 112) normalised, square-padded faces -> (B, 68, 2) landmarks in [0, 1] of the
+    padded square (x, y)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense0 = DenseBlock4(3, 32, first=True)
+        self.dense1, self.dense2, self.dense3 = DenseBlock4(32, 64), DenseBlock4(64, 128), DenseBlock4(128, 256)
+        self.fc = nn.Linear(256, 136)
+
+    def forward(self, x):
+        x = self.dense3(self.dense2(self.dense1(self.dense0(x))))  # (B, 256, 7, 7)
+        x = F.avg_pool2d(x, 7, 2).flatten(1)
+        return self.fc(x).view(-1, 68, 2)
+
+
+def landmark_state_dict_from_tfjs(weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """face-api's face_landmark_68_model weights -> FaceLandmarkNet's state dict."""
+    target = FaceLandmarkNet().state_dict()
+    out: dict[str, torch.Tensor] = {}
+
+    def take(tf_name, key, convert=lambda a: a):
+        if tf_name not in weights:
+            raise ValueError(f"The landmark weights lack '{tf_name}': not face-api's face_landmark_68_model.")
+        value = torch.from_numpy(np.ascontiguousarray(convert(weights[tf_name]))).float()
+        if tuple(value.shape) != tuple(target[key].shape):
+            raise ValueError(f"Landmark weight '{tf_name}' has shape {weights[tf_name].shape}, expected one fitting "
+                             f"{tuple(target[key].shape)}.")
+        out[key] = value
+
+    take("dense0/conv0/filters", "dense0.conv0.conv.weight", lambda a: a.transpose(3, 2, 0, 1))
+    take("dense0/conv0/bias", "dense0.conv0.conv.bias")
+    for b in range(4):
+        for c in range(4):
+            if b == 0 and c == 0:
+                continue
+            key = f"dense{b}.conv{c}"
+            take(f"dense{b}/conv{c}/depthwise_filter", f"{key}.depthwise.weight", lambda a: a.transpose(2, 3, 0, 1))
+            take(f"dense{b}/conv{c}/pointwise_filter", f"{key}.pointwise.weight", lambda a: a.transpose(3, 2, 0, 1))
+            take(f"dense{b}/conv{c}/bias", f"{key}.pointwise.bias")
+    take("fc/weights", "fc.weight", lambda a: a.T)
+    take("fc/bias", "fc.bias")
+    return out
+
+
+def load_face_landmark_net(manifest: str | Path) -> FaceLandmarkNet:
+    from .tfjs_weights import read_tfjs_weights
+
+    net = FaceLandmarkNet()
+    net.load_state_dict(landmark_state_dict_from_tfjs(read_tfjs_weights(manifest)))
+    return net.eval()
