@@ -254,26 +254,25 @@ class Preprocessing:
         if self.faces:
             from .faces import crop_face
 
-            face = crop_face(im, self.face_margin)
-            if face is not None:
-                im = face
-            elif self.no_face == "skip":
-                path = None if isinstance(source, (bytes, bytearray)) else source
-                raise ImageError(path, "no face found (skipped; use --no-face keep to use the whole photo)")
-            elif notes is not None:
-                notes.append("no face found; the whole photo was used")
+            im = self._face_step(im, crop_face(im, self.face_margin), source, notes, "no face found",
+                                 "use the whole photo", "the whole photo was used")
         if self.align:
             from .align import align_face
 
-            aligned = align_face(im, max(self.size))
-            if aligned is not None:
-                im = aligned
-            elif self.no_face == "skip":
-                path = None if isinstance(source, (bytes, bytearray)) else source
-                raise ImageError(path, "no face landmarks found (skipped; use --no-face keep to use the photo as it is)")
-            elif notes is not None:
-                notes.append("no face landmarks found; the photo was used without alignment")
+            im = self._face_step(im, align_face(im, max(self.size)), source, notes, "no face landmarks found",
+                                 "use the photo as it is", "the photo was used without alignment")
         return np.array(self.resize_image(im), dtype=np.uint8)
+
+    def _face_step(self, im, result, source, notes, missing: str, keep: str, kept: str) -> Image.Image:
+        """The face crop or alignment's result; without one, skip the photo or keep it as no_face says."""
+        if result is not None:
+            return result
+        if self.no_face == "skip":
+            path = None if isinstance(source, (bytes, bytearray)) else source
+            raise ImageError(path, f"{missing} (skipped; use --no-face keep to {keep})")
+        if notes is not None:
+            notes.append(f"{missing}; {kept}")
+        return im
 
     def center_crop(self, batch_u8):
         """Crop a cached uint8 batch (B, H, W, 3) to the output size, as `resize_image` crops."""

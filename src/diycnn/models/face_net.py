@@ -131,6 +131,23 @@ class FaceRecognitionNet(nn.Module):
         return self.descriptor(x)
 
 
+def _taker(weights: dict[str, np.ndarray], target: dict[str, torch.Tensor], model: str):
+    """(take, out): take(tf_name, key, convert) moves one TF.js weight, converted to PyTorch's
+    layout, into `out[key]`, checking it exists and has the target's shape."""
+    out: dict[str, torch.Tensor] = {}
+
+    def take(tf_name: str, key: str, convert=lambda a: a) -> None:
+        if tf_name not in weights:
+            raise ValueError(f"The weights lack '{tf_name}': not face-api's {model}.")
+        value = torch.from_numpy(np.ascontiguousarray(convert(weights[tf_name]))).float()
+        if tuple(value.shape) != tuple(target[key].shape):
+            raise ValueError(f"Weight '{tf_name}' of {model} has shape {tuple(weights[tf_name].shape)}, expected one "
+                             f"fitting {tuple(target[key].shape)}.")
+        out[key] = value
+
+    return take, out
+
+
 def state_dict_from_tfjs(weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """face-api's TF.js weight names and layouts -> this module's state dict.
 
@@ -138,17 +155,7 @@ def state_dict_from_tfjs(weights: dict[str, np.ndarray]) -> dict[str, torch.Tens
         ValueError: a weight is missing or has an unexpected shape.
     """
     net = FaceRecognitionNet()
-    target = net.state_dict()
-    out: dict[str, torch.Tensor] = {}
-
-    def take(tf_name: str, key: str, convert=lambda a: a) -> None:
-        if tf_name not in weights:
-            raise ValueError(f"The face-recognition weights lack '{tf_name}': not face-api's face_recognition_model.")
-        value = torch.from_numpy(np.ascontiguousarray(convert(weights[tf_name]))).float()
-        if tuple(value.shape) != tuple(target[key].shape):
-            raise ValueError(f"Face-recognition weight '{tf_name}' has shape {tuple(weights[tf_name].shape)}, "
-                             f"expected one fitting {tuple(target[key].shape)}.")
-        out[key] = value
+    take, out = _taker(weights, net.state_dict(), "face_recognition_model")
 
     def conv_scale(tf_prefix: str, prefix: str) -> None:
         take(f"{tf_prefix}/conv/filters", f"{prefix}.conv.weight", lambda a: a.transpose(3, 2, 0, 1))  # HWIO -> OIHW
@@ -243,17 +250,7 @@ class FaceLandmarkNet(nn.Module):
 
 def landmark_state_dict_from_tfjs(weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """face-api's face_landmark_68_model weights -> FaceLandmarkNet's state dict."""
-    target = FaceLandmarkNet().state_dict()
-    out: dict[str, torch.Tensor] = {}
-
-    def take(tf_name, key, convert=lambda a: a):
-        if tf_name not in weights:
-            raise ValueError(f"The landmark weights lack '{tf_name}': not face-api's face_landmark_68_model.")
-        value = torch.from_numpy(np.ascontiguousarray(convert(weights[tf_name]))).float()
-        if tuple(value.shape) != tuple(target[key].shape):
-            raise ValueError(f"Landmark weight '{tf_name}' has shape {weights[tf_name].shape}, expected one fitting "
-                             f"{tuple(target[key].shape)}.")
-        out[key] = value
+    take, out = _taker(weights, FaceLandmarkNet().state_dict(), "face_landmark_68_model")
 
     take("dense0/conv0/filters", "dense0.conv0.conv.weight", lambda a: a.transpose(3, 2, 0, 1))
     take("dense0/conv0/bias", "dense0.conv0.conv.bias")
