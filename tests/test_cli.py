@@ -106,3 +106,11 @@ def test_set_flag_reaches_recipe_knobs(two_class_data, tiny_spec, tmp_path, caps
     assert training["label_smoothing"] == 0.05 and training["optimizer"] == "adamw"
     assert main(["train", str(two_class_data), "--model", str(tiny_spec), "--set", "label_smothing=0.1"]) == 2
     assert "Did you mean 'label_smoothing'" in capsys.readouterr().err
+
+
+
+def test_the_cli_lists_every_built_in_recipe():
+    from diycnn.cli import RECIPE_NAMES
+    from diycnn.models.recipes import RECIPES
+
+    assert set(RECIPE_NAMES) == set(RECIPES)

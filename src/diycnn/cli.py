@@ -11,6 +11,8 @@ import sys
 from typing import Any
 
 EXIT_ERROR = 2
+# The built-in recipes (models/recipes.py's RECIPES; listed here so --help needs no torch import).
+RECIPE_NAMES = ("seed-cnn", "seed-cnn-plus", "tm", "linear-probe", "finetune", "face-probe", "face-finetune")
 EXIT_INTERRUPTED = 130
 
 
@@ -384,8 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on a photo folder")
     p.add_argument("data", nargs="?", help="DATA/<class>/* or DATA/{train,val,test}/<class>/*")
     p.add_argument("--model", default=None,
-                   help="auto (default: tries the recipes within --budget, keeps the best by validation loss), "
-                        "seed-cnn, seed-cnn-plus, tm, linear-probe, finetune, or a .yaml/.json spec")
+                   help="auto (default: looks for faces, then tries the recipes within --budget, keeps the best "
+                        "by validation loss), " + ", ".join(RECIPE_NAMES) + ", or a .yaml/.json spec")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
