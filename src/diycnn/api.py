@@ -68,7 +68,10 @@ def face_weights(source: str | Path | None = None, fetch: bool = False) -> dict[
     from .models import face_weights as fw
 
     if fetch:
-        fw.install_from(source) if source is not None else fw.fetch()
+        if source is not None:
+            fw.install_from(source)
+        else:
+            fw.fetch()
     return fw.status()
 
 

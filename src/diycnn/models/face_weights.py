@@ -205,7 +205,7 @@ def recognition_manifest(weights: str | Path | None = None, allow_fetch: bool = 
     """
     if weights is not None:
         path = Path(weights)
-        if path.is_dir() and not path.suffix == ".tgz":
+        if path.is_dir():
             folder = path / "model" if (path / "model" / RECOGNITION).is_file() else path
             if (folder / RECOGNITION).is_file():
                 return folder / RECOGNITION

@@ -226,13 +226,12 @@ class App:
             info, m = _document(d / "model.json"), _document(d / "metrics.json")
             if info is None or m is None or info.get("status") != "complete":
                 continue
-            model = info.get("model")
             try:
                 names = _texts(info.get("class_names"))
             except ValueError:
                 log.warning("%s has no valid class names; the run is left out", d / "model.json")
                 continue
-            out.append({"name": d.name, "model": _text(model.get("name") if isinstance(model, dict) else None),
+            out.append({"name": d.name, "model": _model_name(info),
                         "created": _text(info.get("created")), "test_accuracy": _number(m.get("test_accuracy")),
                         "test_loss": _number(m.get("test_loss")), "class_names": names})
         return sorted(out, key=lambda r: (r["created"] or "", r["name"]))
@@ -286,8 +285,7 @@ class App:
                 raise ValueError("confusion matrix does not match the classes")
             counts = {k: int(v) for k, v in m["counts"].items() if k in ("train", "val", "test")}
             auto = m.get("auto")
-            model = info.get("model")
-            return {"run": path.name, "model": _text(model.get("name") if isinstance(model, dict) else None),
+            return {"run": path.name, "model": _model_name(info),
                     "class_names": names, "test_accuracy": _number(m["test_accuracy"]),
                     "test_loss": _number(m["test_loss"]), "counts": counts, "per_class": per_class,
                     "confusion_matrix": matrix, "report": f"runs/{path.name}/report.html",
@@ -374,6 +372,12 @@ def _document(path: Path) -> dict[str, Any] | None:
         log.warning("%s is not a JSON object; the run is left out", path)
         return None
     return doc
+
+
+def _model_name(info: dict[str, Any] | None) -> str | None:
+    """model.json's model name, if it is there and is text."""
+    model = info.get("model") if isinstance(info, dict) else None
+    return _text(model.get("name")) if isinstance(model, dict) else None
 
 
 def _text(value: Any) -> str | None:
