@@ -14,11 +14,11 @@ import torch
 from .data.augment import feature_input_fn, image_input_fn
 from .data.loader import ArrayBatches, Rows, ShardedBatches, decode_cached
 from .data.scan import ScanResult, scan_folder
-from .data.split import Split, check_split, make_split, read_split
+from .data.split import Split, check_split, make_split, near_section, read_split, separate_near_duplicates
 from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
 from .models.recipes import Recipe, get_recipe, recipe_from_saved
 from .models.sequential import Sequential, format_summary
-from .run import RUN_FORMAT, RUN_VERSION, Run, history_csv, load, new_run_dir, read_model_json, versions, write_manifest
+from .run import NEAR_SIGNATURES, RUN_FORMAT, RUN_VERSION, Run, history_csv, load, new_run_dir, read_model_json, versions, write_manifest
 from .settings import merge_settings, read_config_file
 from .training import distributed
 from .training.device import autocast, resolve_device, resolve_precision
@@ -206,10 +206,14 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
         return train_auto(data, s, out=out, split=split, runs_root=runs_root, callbacks=callbacks, stage=stage)
 
     stage(f"Scanning {data} ...")
-    scan = scan_folder(data)
+    scan = scan_folder(data, near_duplicates=s.near_duplicates)
     layout = "given train/val/test folders" if scan.layout == "split-folders" else "one folder per class"
     stage(f"Found {len(scan.records)} photos in {len(scan.class_names)} classes ({layout})"
           + (f", {len(scan.skipped)} skipped" if scan.skipped else ""))
+    if scan.near:
+        conflicts = sum(n.kind == "label-conflict" for n in scan.near)
+        stage(f"Near-duplicates: {len(scan.near) - conflicts} pair(s) within a class (kept on one side of the split)"
+              + (f", {conflicts} across classes (likely label conflicts, see the report)" if conflicts else ""))
     for note in scan.notes:
         stage(f"Note: {note}")
     recipe = get_recipe(s.model, len(scan.class_names), backbone=s.backbone)
@@ -232,6 +236,7 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
         check_split(the_split, scan, where=f"split file '{split}'")
     else:
         the_split = make_split(scan, s.val_split, s.test_split, s.seed, val_as_test=s.val_as_test)
+    left_out = separate_near_duplicates(the_split, scan) if scan.near_checked else []
     for note in the_split.notes:
         stage(f"Note: {note}")
     if ctx.main:
@@ -246,7 +251,7 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
         "inference": {"tta": bool(training.get("tta")) and data_.mode == "images"},
         "versions": versions(),
         "scan": {"skipped": [p.to_dict() for p in scan.skipped], "duplicates": [p.to_dict() for p in scan.duplicates],
-                 "notes": scan.notes + the_split.notes},
+                 "notes": scan.notes + the_split.notes, "near_left_out": left_out},
     }
     if ctx.main:
         _write_model_json(run_dir, info)
@@ -271,7 +276,7 @@ def _resume(run_dir: Path, callbacks, stage) -> Run:
     distributed.setup(training["device"])
     device = distributed.device_for(resolve_device(training["device"]))
     stage(f"Resuming {run_dir} on {info['data']} ...")
-    scan = scan_folder(info["data"])
+    scan = scan_folder(info["data"], near_duplicates=training.get("near_duplicates", True))
     module = recipe.build(seed=training["seed"])
     if recipe.kind == "backbone":
         _load_backbone_weights(module, recipe, training)
@@ -317,6 +322,16 @@ def _report_cams(module, recipe: Recipe, paths, y, probs, names, data_root: Path
     except Exception as exc:  # e.g. a model without image-shaped feature maps
         log.warning("Grad-CAM for the report failed: %s", exc)
         return []
+
+
+def _write_signatures(run_dir: Path, scan: ScanResult, the_split: Split) -> None:
+    """Near-duplicate signatures of the training and validation photos (a few KB each), so
+    `evaluate` can tell which photos it is given are copies of them, without the data folder."""
+    if scan.signatures is None:
+        return
+    rows = {rel: i for i, rel in enumerate(scan.signature_rels)}
+    seen = [p for s in ("train", "val") for p, _ in the_split.paths(s) if p in rows]
+    atomic_write_bytes(run_dir / NEAR_SIGNATURES, scan.signatures.subset([rows[p] for p in seen]).to_npz(seen))
 
 
 def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: ScanResult, the_split: Split,
@@ -393,10 +408,12 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
         "skipped": [p.to_dict() for p in scan.skipped], "duplicates": [p.to_dict() for p in scan.duplicates],
         "notes": scan.notes + the_split.notes, "misclassified": _misclassified(test_paths, y_test, probs, names),
         "no_face": [p.to_dict() for p in data_.notes],
+        "near_duplicates": near_section(scan, info.get("scan", {}).get("near_left_out", [])),
     }
     module.cpu()
     atomic_save_tensors(run_dir / "model.safetensors", module.state_dict(), {"format": "diycnn", "model": recipe.name})
     atomic_write_text(run_dir / "history.csv", history_csv(state.history))
+    _write_signatures(run_dir, scan, the_split)
     atomic_write_json(run_dir / "metrics.json", to_jsonable(metrics))
 
     from .report.html import render_report

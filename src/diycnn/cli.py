@@ -133,6 +133,10 @@ def cmd_train(args) -> int:
     for flag in ("tta", "val_as_test"):
         if getattr(args, flag):
             overrides[flag] = True
+    if args.no_near_duplicates:
+        overrides["near_duplicates"] = False
+    if args.suspects is not None:
+        overrides["suspects"] = args.suspects == "on"
     overrides.update(_set_values(args.set))
     model = args.model
     if model is None:  # a config file may name the model; otherwise auto
@@ -207,7 +211,7 @@ def cmd_evaluate(args) -> int:
     from . import load
 
     run = load(args.run, device=args.device)
-    result = run.evaluate(args.data)
+    result = run.evaluate(args.data, near_duplicates=not args.no_near_duplicates)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return 0
@@ -220,7 +224,20 @@ def cmd_evaluate(args) -> int:
     for p in result["skipped"]:
         _err(f"skipped {p['path']}: {p['reason']}")
     if result.get("seen_in_training"):
-        _err(f"warning: {len(result['seen_in_training'])} photo(s) are copies of training/validation photos.")
+        _err(f"warning: {len(result['seen_in_training'])} photo(s) are byte-identical copies of training/validation "
+             "photos.")
+    near = result.get("near_duplicates_of_training") or []
+    if near:
+        _err(f"warning: {len(near)} photo(s) are near-identical copies (resized, re-encoded or re-cropped) of "
+             f"training/validation photos, e.g. {near[0]['path']} ~ {near[0]['training_photo']}.")
+    if "unseen" in result:
+        u = result["unseen"]
+        if u["n"]:
+            lo, hi = u["accuracy_ci95"]
+            print(f"Without the photos it has seen (copies): accuracy {u['accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}, "
+                  f"{u['correct']}/{u['n']})   loss: {u['loss']:.4f}")
+        else:
+            print("Every photo here is a copy of a training/validation photo: there is no held-out figure.")
     return 0
 
 
@@ -232,6 +249,8 @@ def cmd_compare(args) -> int:
                                 if getattr(args, k) is not None}
     if args.val_as_test:
         settings["val_as_test"] = True
+    if args.no_near_duplicates:
+        settings["near_duplicates"] = False
     settings.update(_set_values(args.set))
     if args.runs:
         out = compare(runs=args.runs, out=args.out, on_stage=_err)
@@ -370,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     def device_args(p):
         p.add_argument("--device", choices=DEVICES, default=None, help="default: auto (cuda if present)")
 
+    def near_args(p):
+        p.add_argument("--no-near-duplicates", action="store_true",
+                       help="do not look for near-identical photos (resized, re-encoded, slightly cropped copies); "
+                            "by default they are kept on one side of the split, and copies of training photos "
+                            "are left out of evaluation")
+
     p = sub.add_parser("demo", help="train the blog's model on the bundled face/non-face photos (no network)")
     p.add_argument("--out", help="output folder (default: runs/demo, numbered)")
     p.add_argument("--epochs", type=int, default=None, help="default: 12")
@@ -406,6 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-face", choices=["keep", "skip"], help="with --crop faces: photos without a face (default keep)")
     p.add_argument("--val-as-test", action="store_true",
                    help="with train/val folders: test on the given val folder (val carved from train)")
+    near_args(p)
+    p.add_argument("--suspects", choices=["on", "off"],
+                   help="list photos whose label looks wrong, from 5-fold out-of-fold predictions (default: on for "
+                        "recipes on cached features -- tm, linear-probe, face-probe; off for the others)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other setting, e.g. --set label_smoothing=0.05 --set freeze_fraction=0.3")
     p.add_argument("--split", help="reuse a split.json (compare models on the same photos)")
@@ -456,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS)
     device_args(p)
     p.add_argument("--val-as-test", action="store_true", help="with train/val folders: test on the given val folder")
+    near_args(p)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a training setting for every model")
     p.add_argument("--out", help="comparison folder (default runs/<data>-compare, numbered)")
     p.set_defaults(func=cmd_compare)
@@ -484,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="DATA/<class>/*")
     p.add_argument("--json", action="store_true")
     device_args(p)
+    near_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("ui", help="local web app: classes, uploads, webcam, training, live preview, export")

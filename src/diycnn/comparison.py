@@ -183,7 +183,7 @@ def compare(data: str | Path | None = None, models: list[str] | str | None = Non
     if len(set(models)) != len(models):
         raise ValueError(f"compare received a model twice: {models}.")
     data = Path(data)
-    scan = scan_folder(data)
+    scan = scan_folder(data, near_duplicates=settings.get("near_duplicates", True) is not False)
     out_dir = new_run_dir(out, f"{data.name}-compare", runs_root)
     seed = int(settings.get("seed") or 0)
     labels = _labels(models)

@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 
 from .data.images import ImageError, Preprocessing
-from .data.scan import Problem, find_images, scan_folder
+from .data.scan import ImageRecord, Problem, find_images, scan_folder
 from .io import check_format, file_sha256, load_tensors, read_json, tensor_shapes
 
 log = logging.getLogger(__name__)
 
 RUN_FORMAT = "diycnn-run"
 RUN_VERSION = 1
+NEAR_SIGNATURES = "training_signatures.npz"  # near-duplicate signatures of the train and val photos
 PREDICT_CHUNK = 512  # photos decoded at a time by predict
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 MANIFEST = "manifest.json"
@@ -222,8 +223,13 @@ class Classifier:
                 item["top_k"] = [[self.class_names[i], float(p[i])] for i in order]
             out.append(item)
 
-    def evaluate(self, data: str | Path, batch_size: int = 32) -> dict[str, Any]:
+    def evaluate(self, data: str | Path, batch_size: int = 32, near_duplicates: bool = True) -> dict[str, Any]:
         """Score a labelled folder (`DATA/<class>/*`) with the test metrics.
+
+        Photos the model has already seen are listed: byte-identical copies of its training or
+        validation photos (`seen_in_training`) and near-identical ones (`near_duplicates_of_training`:
+        resized, re-encoded, slightly cropped; needs the run's training signatures). The figures are
+        given for all photos and, in `unseen`, without those.
 
         Raises:
             ValueError: DATA has a class the model does not know.
@@ -231,7 +237,7 @@ class Classifier:
         from .data.loader import decode_all
         from .evaluation.metrics import classification_metrics
 
-        scan = scan_folder(data, min_classes=1)
+        scan = scan_folder(data, min_classes=1, near_duplicates=False)
         unknown = [c for c in scan.class_names if c not in self.class_names]
         if unknown:
             raise ValueError(
@@ -248,18 +254,52 @@ class Classifier:
         result = classification_metrics(probs, labels, self.class_names)
         result["skipped"] = [p.to_dict() for p in scan.skipped + failed]
         result["duplicates"] = [p.to_dict() for p in scan.duplicates]
+        seen: set[str] = set()
         split_path = self.dir / "split.json"
         if split_path.is_file():
             split = json.loads(split_path.read_text(encoding="utf-8"))
             hashes = split.get("sha256", {})
-            seen = {hashes[p] for s in ("train", "val") for paths in split["splits"][s].values()
-                    for p in paths if p in hashes}
-            overlap = [r.rel for r in records if r.sha256 in seen]
+            trained = {hashes[p] for s in ("train", "val") for paths in split["splits"][s].values()
+                       for p in paths if p in hashes}
+            overlap = [r.rel for r in records if r.sha256 in trained]
             result["seen_in_training"] = overlap
+            seen.update(overlap)
             if overlap:
                 log.warning("%d of these photos are byte-identical to photos the model was trained or tuned on; "
                             "accuracy on them is not a held-out score.", len(overlap))
+        if near_duplicates and (self.dir / NEAR_SIGNATURES).is_file():
+            try:
+                near = [n for n in self._near_training(records, scan.root) if n["path"] not in seen]
+            except ValueError as exc:  # a damaged signature file costs only this list
+                log.warning("Near-duplicates of training photos not checked: %s", exc)
+            else:
+                result["near_duplicates_of_training"] = near
+                seen.update(item["path"] for item in near)
+        if seen:
+            keep = np.array([r.rel not in seen for r in records])
+            result["unseen"] = ({"n": 0} if not keep.any() else
+                                {k: v for k, v in classification_metrics(probs[keep], labels[keep],
+                                                                         self.class_names).items()
+                                 if k in ("accuracy", "accuracy_ci95", "loss", "macro_f1", "correct", "n")})
         return result
+
+    def _near_training(self, records: list[ImageRecord], root: Path) -> list[dict[str, Any]]:
+        """The photos that are near-identical (not byte-identical) copies of training/val photos."""
+        from .data import neardup
+
+        trained, names = neardup.Signatures.from_npz(self.dir / NEAR_SIGNATURES)
+        store = neardup.SignatureCache(root)
+        mine = neardup.compute_signatures([r.path for r in records], [r.sha256 for r in records], store)
+        store.save({r.sha256 for r in records})
+        best: dict[int, neardup.NearPair] = {}
+        for p in neardup.find_near_duplicates(mine, trained):
+            if p.a not in best or p.score > best[p.a].score:
+                best[p.a] = p
+        found = [{"path": records[i].rel, "training_photo": names[p.b], "score": p.score} for i, p in sorted(best.items())]
+        if found:
+            log.warning("%d of these photos are near-identical copies of photos the model was trained or tuned on "
+                        "(resized, re-encoded or re-cropped); see 'near_duplicates_of_training'.", len(found))
+        return found
 
 
 class Run(Classifier):

@@ -55,6 +55,8 @@ class TrainSettings:
     max_minutes: float | None = None  # stop training after this long (keeping the best or last weights)
     crop: str | None = None  # "faces": crop the largest face before training and prediction
     no_face: str = "keep"  # with crop=faces: "keep" the whole photo or "skip" it
+    near_duplicates: bool = True  # find near-identical photos: grouped by the split, left out across splits
+    suspects: bool | None = None  # suspect labels from out-of-fold predictions; None: where features are cached
     # Recipe knobs; None keeps the recipe's own value (recorded in model.json either way).
     optimizer: str | None = None  # "adam" or "adamw"
     weight_decay: float | None = None
@@ -91,6 +93,11 @@ class TrainSettings:
             raise ValueError(f"budget must be a positive number of minutes, received {self.budget!r}.")
         if self.crop not in (None, "faces"):
             raise ValueError(f"crop must be 'faces' or unset, received {self.crop!r}.")
+        for name in ("near_duplicates", "val_as_test"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, received {getattr(self, name)!r}.")
+        if self.suspects is not None and not isinstance(self.suspects, bool):
+            raise ValueError(f"suspects must be true, false or unset, received {self.suspects!r}.")
         if self.no_face not in ("keep", "skip"):
             raise ValueError(f"no_face must be 'keep' or 'skip', received {self.no_face!r}.")
         if self.optimizer not in (None, "adam", "adamw"):

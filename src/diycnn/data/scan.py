@@ -58,6 +58,21 @@ class Problem:
 
 
 @dataclasses.dataclass
+class NearDuplicate:
+    """Two photos that look like one shot (see data/neardup.py): in one class, or a label conflict."""
+
+    a: str  # relative paths, a < b
+    b: str
+    score: float
+    hamming: int
+    kind: str  # 'within-class' or 'label-conflict'
+    classes: tuple[str, str] = ("", "")  # of a and b
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
 class ScanResult:
     root: Path
     layout: str  # 'class-folders' or 'split-folders'
@@ -66,6 +81,10 @@ class ScanResult:
     skipped: list[Problem]
     duplicates: list[Problem]
     notes: list[str]
+    near: list[NearDuplicate] = dataclasses.field(default_factory=list)
+    near_checked: bool = False  # near-duplicate detection ran (it can be turned off)
+    signatures: object = None  # neardup.Signatures of `signature_rels`, kept for the run directory
+    signature_rels: list[str] = dataclasses.field(default_factory=list)
 
     def count_by_class(self) -> dict[str, int]:
         counts = {c: 0 for c in self.class_names}
@@ -246,7 +265,31 @@ def _dedupe(records: list[ImageRecord], duplicates: list[Problem]) -> list[Image
     return [r for r in records if id(r) in keep_ids]
 
 
-def scan_folder(data: str | Path, workers: int | None = None, min_classes: int = 2, cache: bool = True) -> ScanResult:
+def _find_near(result: ScanResult, cache: bool) -> None:
+    """Near-duplicate pairs among the usable photos (records order), recorded on `result`."""
+    from . import neardup
+
+    records = result.records
+    store = neardup.SignatureCache(result.root) if cache else None
+    sig = neardup.compute_signatures([r.path for r in records], [r.sha256 for r in records], store)
+    if store is not None:
+        store.save({r.sha256 for r in records})
+    pairs = neardup.find_near_duplicates(sig)
+    for p in pairs:
+        a, b = sorted((records[p.a], records[p.b]), key=lambda r: r.rel)
+        kind = "within-class" if a.label == b.label else "label-conflict"
+        result.near.append(NearDuplicate(a.rel, b.rel, p.score, p.hamming, kind, (a.label, b.label)))
+    result.near.sort(key=lambda n: (n.a, n.b))
+    result.near_checked = True
+    result.signatures, result.signature_rels = sig, [r.rel for r in records]
+    conflicts = sum(n.kind == "label-conflict" for n in result.near)
+    if result.near:
+        log.info("Near-duplicates in %s: %d pair(s) within a class, %d across classes (likely label conflicts)",
+                 result.root, len(result.near) - conflicts, conflicts)
+
+
+def scan_folder(data: str | Path, workers: int | None = None, min_classes: int = 2, cache: bool = True,
+                near_duplicates: bool = True) -> ScanResult:
     """Scan a photo folder.
 
     Args:
@@ -254,6 +297,8 @@ def scan_folder(data: str | Path, workers: int | None = None, min_classes: int =
         workers: threads for hashing and header checks (default: CPU count).
         min_classes: fewest class folders accepted (2 for training; 1 to evaluate one class).
         cache: reuse the last scan's hashes and checks for unchanged files (see the module doc).
+        near_duplicates: also find near-identical photos (resized, re-encoded, slightly cropped;
+            see data/neardup.py) -- grouped by the split, left out of evaluation across splits.
 
     Returns:
         ScanResult with usable records (duplicates removed), skipped files and notes.
@@ -367,6 +412,8 @@ def scan_folder(data: str | Path, workers: int | None = None, min_classes: int =
             raise ValueError(
                 f"Class '{name}' in '{root}' has no usable images. Add photos to its folder or remove the folder."
             )
+    if near_duplicates:
+        _find_near(result, cache)
     if skipped:
         log.warning("Skipped %d file(s) in %s (see metrics.json for reasons)", len(skipped), root)
     if duplicates:

@@ -115,17 +115,118 @@ def make_split(scan: ScanResult, val_split: float = 0.15, test_split: float = 0.
         while sum(counts.values()) > len(train) - 1:
             largest = max(counts, key=counts.get)
             counts[largest] -= 1
-        order = rng.permutation(len(train))
-        start = 0
+        # Near-duplicates move together: the permutation is of groups (each photo its own group
+        # when there are none, which gives exactly the plain photo split).
+        units = near_groups(train, scan)
+        order = [units[i] for i in rng.permutation(len(units))]
+        taken = {}
         for s in carve:
-            by_split[s][c] = sorted(train[i] for i in order[start:start + counts[s]])
-            start += counts[s]
-        train = sorted(train[i] for i in order[start:])
-        by_split["train"][c] = train
+            taken[s], order = _take(order, counts[s])
+        if any(not taken[s] for s in carve):  # groups too big to leave every split a photo: photo by photo
+            notes.append(f"class '{c}': its near-duplicate groups are too large to keep on one side of the split; "
+                         "split photo by photo (its evaluation photos may be copies of training photos)")
+            units = [[p] for p in train]
+            order = [units[i] for i in np.random.default_rng([seed, ci]).permutation(len(units))]
+            for s in carve:
+                taken[s], order = _take(order, counts[s])
+        for s in carve:
+            by_split[s][c] = taken[s]
+        by_split["train"][c] = sorted(p for unit in order for p in unit)
+        if any(len(u) > 1 for u in units):  # (after a fallback every group is one photo)
+            grouped = sum(len(u) for u in units if len(u) > 1)
+            notes.append(f"class '{c}': {grouped} near-duplicate photo(s) in "
+                         f"{sum(len(u) > 1 for u in units)} group(s), each group kept on one side of the split")
     sha = {r.rel: r.sha256 for r in scan.records}
     for note in notes:
         log.info("%s", note)
     return Split(scan.class_names, by_split, sha, seed, val_split, test_split, notes)
+
+
+def near_groups(pool: list[str], scan: ScanResult) -> list[list[str]]:
+    """The photos of `pool` (sorted) as groups of near-duplicates of one class (singletons where
+    there are none), ordered by their first member."""
+    index = {p: i for i, p in enumerate(pool)}
+    pairs = [(index[n.a], index[n.b]) for n in scan.near
+             if n.kind == "within-class" and n.a in index and n.b in index]
+    if not pairs:
+        return [[p] for p in pool]
+    from .neardup import groups
+
+    out: dict[int, list[str]] = {}
+    for p, g in zip(pool, groups(len(pool), pairs)):
+        out.setdefault(g, []).append(p)
+    return sorted(out.values(), key=lambda u: u[0])
+
+
+def _take(order: list[list[str]], count: int) -> tuple[list[str], list[list[str]]]:
+    """Take groups from the front of `order` while they fit in `count` photos (a group too big
+    for what is left is passed over); returns (taken photos sorted, groups left in order)."""
+    taken, rest, n = [], [], 0
+    for unit in order:
+        if n + len(unit) <= count:
+            taken.extend(unit)
+            n += len(unit)
+        else:
+            rest.append(unit)
+    return sorted(taken), rest
+
+
+def separate_near_duplicates(split: Split, scan: ScanResult) -> list[dict[str, Any]]:
+    """Leave out of the later split every photo with a near-duplicate of its class in an earlier
+    split (train < val < test): given split folders, or a reused split.json, may hold such
+    copies; a split made here never does (groups stay together).
+
+    Returns what was left out: [{"path", "split", "copy_of", "copy_split", "score"}] (the split's
+    assignment is changed and a note added).
+    """
+    where = {p: (s, c) for s in SPLIT_ORDER for c in split.class_names for p in split.assignment[s].get(c, [])}
+    rank = {s: i for i, s in enumerate(SPLIT_ORDER)}
+    out: dict[str, dict[str, Any]] = {}
+    for n in scan.near:
+        if n.kind != "within-class" or n.a not in where or n.b not in where:
+            continue
+        (sa, _), (sb, _) = where[n.a], where[n.b]
+        if sa == sb:
+            continue
+        early, late = (n.a, n.b) if rank[sa] < rank[sb] else (n.b, n.a)
+        seen = out.get(late)
+        if seen is None or n.score > seen["score"]:
+            out[late] = {"path": late, "split": where[late][0], "copy_of": early, "copy_split": where[early][0],
+                         "score": n.score}
+    for (s, c), items in _by_place(out.values(), where).items():
+        remaining = [p for p in split.assignment[s][c] if p not in {i["path"] for i in items}]
+        if not remaining:  # never empty a class's val or test split: keep them, and say so
+            split.notes.append(f"class '{c}': every {s} photo is a near-duplicate of a photo in an earlier split; "
+                               f"kept (its {s} figures are not held out)")
+            for item in items:
+                del out[item["path"]]
+            continue
+        split.assignment[s][c] = remaining
+    if out:
+        by = {s: sum(i["split"] == s for i in out.values()) for s in ("val", "test")}
+        split.notes.append("left out as near-duplicates of photos in an earlier split: "
+                           + ", ".join(f"{n} from {s}" for s, n in by.items() if n))
+        log.warning("%d photo(s) are near-identical copies of photos in an earlier split; left out of their split",
+                    len(out))
+    return sorted(out.values(), key=lambda i: i["path"])
+
+
+def near_section(scan: ScanResult, left_out: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `near_duplicates` section of metrics.json."""
+    if not scan.near_checked:
+        return {"checked": False}
+    from .neardup import thresholds
+
+    return {"checked": True, "thresholds": thresholds(), "left_out": left_out,
+            "within_class": [n.to_dict() for n in scan.near if n.kind == "within-class"],
+            "label_conflicts": [n.to_dict() for n in scan.near if n.kind == "label-conflict"]}
+
+
+def _by_place(items, where) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for item in list(items):
+        out.setdefault(where[item["path"]], []).append(item)
+    return out
 
 
 def kfold_splits(scan: ScanResult, folds: int, val_split: float = 0.15, seed: int = 0) -> list[Split]:
@@ -146,18 +247,31 @@ def kfold_splits(scan: ScanResult, folds: int, val_split: float = 0.15, seed: in
         if len(pool) < folds + 2:
             raise ValueError(f"Class '{c}' has {len(pool)} photo(s); {folds}-fold needs at least {folds + 2} "
                              f"(one test photo per fold plus validation and training). Use fewer --folds.")
-    orders = {c: [pool[i] for i in np.random.default_rng([seed, ci]).permutation(len(pool))]
-              for ci, (c, pool) in enumerate(pools.items())}
+    # Groups of near-duplicates go to one fold; each group to the fold with the fewest photos so
+    # far (round robin when every photo is its own group).
+    orders, fold_of = {}, {}
+    for ci, (c, pool) in enumerate(pools.items()):
+        units = near_groups(pool, scan)
+        orders[c] = [units[i] for i in np.random.default_rng([seed, ci]).permutation(len(units))]
+        sizes = [0] * folds
+        for unit in orders[c]:
+            f = sizes.index(min(sizes))
+            fold_of[unit[0]] = f
+            sizes[f] += len(unit)
     sha = {r.rel: r.sha256 for r in scan.records}
     out = []
     for f in range(folds):
         by_split: dict[str, dict[str, list[str]]] = {s: {} for s in SPLIT_ORDER}
         for c, order in orders.items():
-            test = [p for i, p in enumerate(order) if i % folds == f]
-            rest = [p for i, p in enumerate(order) if i % folds != f]
-            n_val = min(max(1, int(math.floor(len(rest) * val_split + 0.5))), len(rest) - 1)
-            by_split["test"][c], by_split["val"][c] = sorted(test), sorted(rest[:n_val])
-            by_split["train"][c] = sorted(rest[n_val:])
+            test = [p for u in order if fold_of[u[0]] == f for p in u]
+            rest = [u for u in order if fold_of[u[0]] != f]
+            n_rest = sum(len(u) for u in rest)
+            n_val = min(max(1, int(math.floor(n_rest * val_split + 0.5))), n_rest - 1)
+            by_split["test"][c] = sorted(test)
+            by_split["val"][c], rest = _take(rest, n_val)
+            if not by_split["val"][c] and len(rest) > 1:  # every group too big: one group serves as validation
+                by_split["val"][c], rest = sorted(rest[0]), rest[1:]
+            by_split["train"][c] = sorted(p for u in rest for p in u)
         out.append(Split(scan.class_names, by_split, sha, seed, val_split, 1.0 / folds,
                          notes + [f"fold {f + 1} of {folds} (stratified, seed {seed})"]))
     return out

@@ -69,6 +69,45 @@ def cam_gallery(samples: list[dict[str, Any]], title: str) -> str:
             "Red frames: wrong predictions; green: right ones.</p><div class='gallery'>" + "".join(figures) + "</div>")
 
 
+def _figure(data_root: Path, path: str, caption: str, ok: bool = False) -> str:
+    """A photo thumbnail with a caption (`caption` is HTML the caller escaped)."""
+    uri = thumbnail_uri(data_root / path)
+    img = (f"<img class='{'ok' if ok else ''}' alt='{_e(path)}' src='{uri}'>" if uri
+           else "<p>(photo no longer readable)</p>")
+    return f"<figure>{img}<figcaption>{caption}</figcaption></figure>"
+
+
+def near_duplicates_section(near: dict[str, Any] | None, data_root: Path, max_pairs: int = 12) -> str:
+    """Near-identical photos: copies left out of evaluation, likely label conflicts, groups kept together."""
+    if not near or not near.get("checked"):
+        return ("<h2>Near-duplicates</h2><p class='muted'>Not checked (turned off): copies of training photos "
+                "that are not byte-identical may be among the evaluation photos.</p>") if near is not None else ""
+    left, conflicts, within = near.get("left_out", []), near.get("label_conflicts", []), near.get("within_class", [])
+    t = near.get("thresholds", {})
+    parts = [f"<h2>Near-duplicates ({len(left)} left out of evaluation, {len(conflicts)} likely label conflicts, "
+             f"{len(within)} pairs kept together)</h2>",
+             "<p class='muted'>Photos that look like one shot resized, re-encoded, slightly cropped, blurred or "
+             f"recoloured (perceptual hash within {_e(t.get('max_hash_distance'))} of 64 bits and thumbnail "
+             f"correlation at least {_e(t.get('min_correlation'))}). Within a class they stay on one side of the "
+             "split; a copy of a photo in an earlier split is left out of its own split.</p>"]
+    if left:
+        parts.append("<h3>Left out of evaluation: copies of photos in an earlier split</h3><div class='gallery'>")
+        for item in left[:max_pairs]:
+            parts.append(_figure(data_root, item["path"], f"{_e(item['path'])} ({_e(item['split'])}, left out)"))
+            parts.append(_figure(data_root, item["copy_of"], f"≈ {_e(item['copy_of'])} ({_e(item['copy_split'])}), "
+                                                             f"correlation {item['score']:.3f}", ok=True))
+        parts.append("</div>")
+        if len(left) > max_pairs:
+            parts.append(f"<p class='muted'>{len(left) - max_pairs} more in metrics.json.</p>")
+    if conflicts:
+        parts.append("<h3>Likely label conflicts: the same shot in two classes</h3><div class='gallery'>")
+        for item in conflicts[:max_pairs]:
+            for path, cls in zip((item["a"], item["b"]), item.get("classes", ("", ""))):
+                parts.append(_figure(data_root, path, f"{_e(path)}<br>class <b>{_e(cls)}</b>"))
+        parts.append("</div><p class='muted'>Both are kept; move or delete the one filed under the wrong class.</p>")
+    return "".join(parts)
+
+
 def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, confusion: bytes,
                   data_root: Path, max_errors: int = 24, cams: list[dict[str, Any]] | None = None) -> str:
     """The run report: headline figures, curves, confusion matrix, per-class scores,
@@ -118,6 +157,7 @@ def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, 
                  f"{len(metrics.get('duplicates', []))} duplicates left out)</h2>")
     if problems:
         parts.append(_table(["file", "reason"], [[p["path"], p["reason"]] for p in problems[:200]]))
+    parts.append(near_duplicates_section(metrics.get("near_duplicates"), data_root))
     for note in metrics.get("notes", []):
         parts.append(f"<p class='muted'>Note: {_e(note)}</p>")
     parts.append("<h2>Settings</h2>")

@@ -59,7 +59,7 @@ def train_auto(data, settings: TrainSettings, out=None, split=None, runs_root="r
                stage=None) -> Run:
     """Train CANDIDATES within `settings.budget` minutes; the winner's files fill the run directory
     and `metrics.json["auto"]` lists every candidate's validation and test figures."""
-    scan = scan_folder(data)
+    scan = scan_folder(data, near_duplicates=settings.near_duplicates)
     run_dir = new_run_dir(out, f"{Path(scan.root).name}-auto", runs_root)
     if split is not None:
         shutil.copyfile(split, run_dir / "split.json")
