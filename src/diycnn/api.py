@@ -220,6 +220,11 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
     if s.crop == "faces":
         recipe.preprocessing = dataclasses.replace(recipe.preprocessing, faces=True, no_face=s.no_face)
     training = {**recipe.defaults, **{k: v for k, v in s.to_dict().items() if v is not None and k != "model"}}
+    if training.get("suspects") and not training.get("frozen"):
+        raise ValueError(f"--suspects on needs a recipe on cached features (tm, linear-probe, face-probe); "
+                         f"'{recipe.name}' trains the whole network, so each photo's out-of-fold prediction would "
+                         "cost a training run. Use diycnn compare --folds K, which lists suspect labels from the "
+                         "models' out-of-fold predictions.")
     if training.get("weights"):
         training["weights"] = str(Path(training["weights"]).resolve())
     if training.get("adapt"):  # what the user set explicitly is never replaced by the adaptive settings
@@ -324,6 +329,33 @@ def _report_cams(module, recipe: Recipe, paths, y, probs, names, data_root: Path
         return []
 
 
+def _suspects(the_split: Split, scan: ScanResult, data_: _Data, training: dict[str, Any], stage) -> dict[str, Any]:
+    """Suspect labels among all the split's photos, from K-fold out-of-fold predictions on the
+    cached features (evaluation/suspects.py); recipes that train the whole network are not covered."""
+    if training.get("suspects") is False:
+        return {"checked": False, "why": "turned off (--suspects off)"}
+    if data_.mode != "features":
+        return {"checked": False, "why": "needs a recipe on cached features (tm, linear-probe, face-probe) or "
+                                         "diycnn compare --folds"}
+    from .data.neardup import groups
+    from .evaluation.suspects import SUSPECT_FOLDS, out_of_fold_probs, suspect_labels
+
+    parts = [_arrays(the_split, scan, data_.x, s) for s in ("train", "val", "test")]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    paths = [path for p in parts for path in p[2]]
+    index = {path: i for i, path in enumerate(paths)}
+    pairs = [(index[n.a], index[n.b]) for n in scan.near if n.kind == "within-class" and n.a in index and n.b in index]
+    stage(f"Looking for suspect labels: {SUSPECT_FOLDS}-fold out-of-fold predictions on the cached features of "
+          f"{len(paths)} photos ...")
+    probs = out_of_fold_probs(x, y, len(the_split.class_names), groups(len(paths), pairs), seed=training["seed"])
+    section = suspect_labels(probs, y, paths, the_split.class_names,
+                             how=f"{SUSPECT_FOLDS}-fold logistic regression on the {data_.mode} of the run's backbone")
+    if section["count"]:
+        stage(f"{section['count']} photo(s) look mislabelled (suspect labels in the report and metrics.json)")
+    return {"checked": True, **section}
+
+
 def _write_signatures(run_dir: Path, scan: ScanResult, the_split: Split) -> None:
     """Near-duplicate signatures of the training and validation photos (a few KB each), so
     `evaluate` can tell which photos it is given are copies of them, without the data folder."""
@@ -409,6 +441,7 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
         "notes": scan.notes + the_split.notes, "misclassified": _misclassified(test_paths, y_test, probs, names),
         "no_face": [p.to_dict() for p in data_.notes],
         "near_duplicates": near_section(scan, info.get("scan", {}).get("near_left_out", [])),
+        "suspect_labels": _suspects(the_split, scan, data_, training, stage),
     }
     module.cpu()
     atomic_save_tensors(run_dir / "model.safetensors", module.state_dict(), {"format": "diycnn", "model": recipe.name})

@@ -108,6 +108,31 @@ def near_duplicates_section(near: dict[str, Any] | None, data_root: Path, max_pa
     return "".join(parts)
 
 
+def suspects_section(suspects: dict[str, Any] | None, data_root: Path, max_items: int = 24) -> str:
+    """Photos whose given class the out-of-fold predictions find least likely."""
+    if not suspects:
+        return ""
+    if not suspects.get("checked"):
+        return f"<h2>Suspect labels</h2><p class='muted'>Not checked: {_e(suspects.get('why', ''))}.</p>"
+    items = suspects.get("items", [])
+    parts = [f"<h2>Suspect labels ({suspects.get('count', len(items))} of {suspects.get('photos')} photos)</h2>",
+             "<p class='muted'>Photos whose folder (label) the model finds unlikely, each predicted by a classifier "
+             f"that did not see it ({_e(suspects.get('how', ''))}; confident learning). Look at each: move it to "
+             "the right class folder, delete it, or keep it if the label is right (e.g. in the web app).</p>"]
+    if not items:
+        parts.append("<p>None: every photo's label agrees with the out-of-fold predictions.</p>")
+        return "".join(parts)
+    parts.append("<div class='gallery'>")
+    for item in items[:max_items]:
+        parts.append(_figure(data_root, item["path"],
+                             f"{_e(item['path'])}<br>filed as <b>{_e(item['label'])}</b> ({item['p_label']:.0%}), "
+                             f"looks like <b>{_e(item['suggested'])}</b> ({item['p_suggested']:.0%})"))
+    parts.append("</div>")
+    if len(items) > max_items:
+        parts.append(f"<p class='muted'>{len(items) - max_items} more in metrics.json.</p>")
+    return "".join(parts)
+
+
 def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, confusion: bytes,
                   data_root: Path, max_errors: int = 24, cams: list[dict[str, Any]] | None = None) -> str:
     """The run report: headline figures, curves, confusion matrix, per-class scores,
@@ -157,6 +182,7 @@ def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, 
                  f"{len(metrics.get('duplicates', []))} duplicates left out)</h2>")
     if problems:
         parts.append(_table(["file", "reason"], [[p["path"], p["reason"]] for p in problems[:200]]))
+    parts.append(suspects_section(metrics.get("suspect_labels"), data_root))
     parts.append(near_duplicates_section(metrics.get("near_duplicates"), data_root))
     for note in metrics.get("notes", []):
         parts.append(f"<p class='muted'>Note: {_e(note)}</p>")
