@@ -439,6 +439,7 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
         "device": str(device), "precision": precision, "feature_cache": data_.cache, "tta": tta,
         "skipped": [p.to_dict() for p in scan.skipped], "duplicates": [p.to_dict() for p in scan.duplicates],
         "notes": scan.notes + the_split.notes, "misclassified": _misclassified(test_paths, y_test, probs, names),
+        "test_probabilities": {p: [round(float(v), 6) for v in pr] for p, pr in zip(test_paths, probs)},
         "no_face": [p.to_dict() for p in data_.notes],
         "near_duplicates": near_section(scan, info.get("scan", {}).get("near_left_out", [])),
         "suspect_labels": _suspects(the_split, scan, data_, training, stage),

@@ -271,6 +271,8 @@ def _out_of_fold(labels: list[str], fold_results: list[list[tuple[str, Path]]]) 
     from .evaluation.metrics import wilson_interval
 
     correct: dict[str, dict[str, bool]] = {label: {} for label in labels}
+    probs: dict[str, dict[str, list[float]]] = {label: {} for label in labels}
+    given: dict[str, str] = {}
     confusion: dict[str, np.ndarray] = {}
     class_names: list[str] = []
     for pairs in fold_results:
@@ -279,8 +281,10 @@ def _out_of_fold(labels: list[str], fold_results: list[list[tuple[str, Path]]]) 
             split = json.loads((d / "split.json").read_text(encoding="utf-8"))
             class_names = split["class_names"]
             wrong = {e["path"] for e in metrics.get("misclassified", [])}
-            for path, _ in _test_items(split):
+            for path, cls in _test_items(split):
                 correct[label][path] = path not in wrong
+                given[path] = cls
+            probs[label].update(metrics.get("test_probabilities", {}))
             m = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
             confusion[label] = confusion[label] + m if label in confusion else m
     photos = sorted(correct[labels[0]])
@@ -293,7 +297,25 @@ def _out_of_fold(labels: list[str], fold_results: list[list[tuple[str, Path]]]) 
     tests = [{"a": a, "b": b, **mcnemar(np.array([correct[a][p] for p in photos]),
                                         np.array([correct[b][p] for p in photos]))}
              for a, b in itertools.combinations(labels, 2)]
-    return {"test_photos": len(photos), "class_names": class_names, "models": models, "mcnemar": tests}
+    return {"test_photos": len(photos), "class_names": class_names, "models": models, "mcnemar": tests,
+            "suspect_labels": _fold_suspects(labels, photos, given, probs, class_names, len(fold_results))}
+
+
+def _fold_suspects(labels: list[str], photos: list[str], given: dict[str, str], probs: dict[str, dict[str, list]],
+                   class_names: list[str], k: int) -> dict[str, Any]:
+    """Suspect labels per model from its pooled out-of-fold probabilities (confident learning)."""
+    from .evaluation.suspects import suspect_labels
+
+    out = {}
+    y = np.array([class_names.index(given[p]) for p in photos])
+    for label in labels:
+        if not all(p in probs[label] for p in photos):  # runs from an older diycnn kept no probabilities
+            out[label] = {"checked": False, "why": "the fold runs did not record their test probabilities"}
+            continue
+        matrix = np.array([probs[label][p] for p in photos], dtype=np.float64)
+        out[label] = {"checked": True, **suspect_labels(matrix, y, photos, class_names,
+                                                       how=f"{k}-fold out-of-fold predictions of {label}")}
+    return out
 
 
 def _finish_folds(out_dir: Path, data: Path, labels: list[str], fold_results: list[list[tuple[str, Path]]],

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .html import CSS, _e, _table, cam_gallery, data_uri, thumbnail_uri
+from .html import CSS, _e, _table, cam_gallery, data_uri, suspects_section, thumbnail_uri
 
 MAX_THUMBS = 300  # test photos embedded as thumbnails (every misclassified photo first)
 
@@ -136,6 +136,10 @@ def render_comparison(result: dict[str, Any], curves: bytes, confusions: bytes, 
                               t["method"], "yes" if t["significant"] else "no"] for t in folds["paired_tests"]]))
         if folds.get("out_of_fold"):
             parts += _out_of_fold(folds["out_of_fold"], result["alpha"])
+            oof = folds["out_of_fold"]
+            best = max(oof["models"], key=lambda m: oof["models"][m]["accuracy"])
+            section = suspects_section((oof.get("suspect_labels") or {}).get(best), data_root)
+            parts.append(section.replace("<h2>Suspect labels", f"<h2>Suspect labels by {_e(best)}", 1))
         parts.append("<p class='muted'>The sections below show fold 1 again.</p>")
     parts += ["<h2>Learning curves</h2>", f"<img class='plot' alt='learning curves of every model' src='{data_uri(curves)}'>",
               "<h2>Confusion matrices (test split)</h2>",
