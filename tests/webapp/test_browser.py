@@ -166,3 +166,42 @@ def test_create_upload_webcam_train_predict_export(server, page, tmp_path):
     zipped = zipfile.ZipFile(io.BytesIO(open(dl.value.path(), "rb").read()))
     assert any(n.endswith("model.onnx") for n in zipped.namelist())
     assert page.errors == []
+
+
+def test_suspect_labels_are_moved_or_deleted_in_one_click(tmp_path, offline, page):
+    """Two photos filed under the wrong class show up as suspects after training; one is moved to
+    the class it belongs to, the other deleted (to the project's trash) -- each after a confirmation."""
+    root = tmp_path / "project"
+    rng = np.random.default_rng(7)
+    for cls in ("red", "blue"):
+        (root / cls).mkdir(parents=True)
+        for i in range(12):
+            photo(cls, rng, size=48).save(root / cls / f"{cls}_{i:02d}.png")
+    (root / "red" / "red_05.png").rename(root / "blue" / "red_05.png")  # a red photo filed as blue
+    (root / "blue" / "blue_05.png").rename(root / "red" / "blue_05.png")  # and a blue one as red
+    asked = []
+    page.on("dialog", lambda d: (asked.append(d.message), d.accept()))
+    with serving(create_app(root)) as url:
+        page.goto(url)
+        page.select_option("#recipe", "tm")
+        page.click("details summary")
+        page.fill("#epochs", "5")
+        page.click("#train")
+        page.wait_for_selector("#train-msg.ok", timeout=180_000)
+        page.wait_for_selector("#suspects")
+        rows = page.locator('[data-testid="suspect"]')
+        texts = rows.all_text_contents()
+        assert any("red_05.png" in t and "filed as blue" in t for t in texts), texts
+        assert any("blue_05.png" in t and "filed as red" in t for t in texts), texts
+        wrong_red = rows.filter(has_text="red_05.png")
+        assert wrong_red.locator("img").is_visible()
+        wrong_red.get_by_role("button", name="Move to red").click()
+        wait_js(page, "[...document.querySelectorAll('[data-testid=suspect]')].some(r => r.textContent.includes('moved to red'))")
+        assert (root / "red" / "red_05.png").is_file() and not (root / "blue" / "red_05.png").exists()
+        rows.filter(has_text="blue_05.png").get_by_role("button", name="Delete").click()
+        wait_js(page, "[...document.querySelectorAll('[data-testid=suspect]')].some(r => r.textContent.includes('trash'))")
+        assert not (root / "red" / "blue_05.png").exists()
+        assert (root / ".diycnn" / "trash" / "red" / "blue_05.png").is_file()  # moved, never destroyed
+        assert len(asked) == 2 and "Move" in asked[0] and "Delete" in asked[1]
+        shot(page, tmp_path, "ui-suspects")
+    assert page.errors == []

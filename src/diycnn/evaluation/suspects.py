@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 SUSPECT_FOLDS = 5
+L2 = 1e-3  # penalty on the standardised features' weights (bench/suspect_labels.py)
 MAX_LISTED = 100
 
 
@@ -60,7 +61,7 @@ def _fit_softmax(x: np.ndarray, y: np.ndarray, classes: int, l2: float) -> tuple
 
 
 def out_of_fold_probs(features: np.ndarray, labels: np.ndarray, classes: int, groups: list[int] | None = None,
-                      folds: int = SUSPECT_FOLDS, seed: int = 0, l2: float = 1e-3) -> np.ndarray:
+                      folds: int = SUSPECT_FOLDS, seed: int = 0, l2: float = L2) -> np.ndarray:
     """(N, classes) probabilities, each photo's from a classifier fitted on the other folds
     (features standardised on those folds)."""
     folds = max(2, min(folds, int(np.bincount(labels, minlength=classes).max())))

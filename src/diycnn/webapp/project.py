@@ -189,8 +189,41 @@ class Project:
         atomic_write_bytes(candidate, data)
         return candidate.name
 
-    def delete_photo(self, name: Any, photo: Any) -> None:
-        self.photo_path(name, photo).unlink()
+    def _free_name(self, folder: Path, name: str) -> Path:
+        stem, ext = Path(name).stem, Path(name).suffix
+        for i in range(1, 100_000):
+            candidate = folder / (name if i == 1 else f"{stem}-{i}{ext}")
+            if not candidate.exists() and not candidate.is_symlink():
+                return candidate
+        raise ProjectError(f"No free name for {name!r} in {folder.name!r}.", 409)
+
+    def _move(self, path: Path, folder: Path) -> Path:
+        """Move a photo into `folder` under a free name (a rename: the file is never copied or lost)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        target = self._free_name(folder, path.name)
+        try:
+            path.rename(target)
+        except OSError as exc:
+            raise ProjectError(f"Cannot move {path.name!r}: {exc.strerror or exc}.", 409) from None
+        return target
+
+    def delete_photo(self, name: Any, photo: Any) -> str:
+        """Move a photo to the project's trash (`.diycnn/trash/<class>/`): deleted from the class,
+        never destroyed. Returns where it went, relative to the project."""
+        path = self.photo_path(name, photo)
+        target = self._move(path, self.root / APP_DIR / "trash" / path.parent.name)
+        return target.relative_to(self.root).as_posix()
+
+    def move_photo(self, name: Any, photo: Any, to: Any) -> str:
+        """Move a photo to another class folder (a free name there if it clashes). Returns its new name."""
+        path = self.photo_path(name, photo)
+        target_dir = self._class_dir(to)
+        if self._inside(target_dir) is None:
+            raise ProjectError(f"Class {target_dir.name!r} is a link to a folder elsewhere; diycnn does not move "
+                               "photos through links.", 409)
+        if target_dir.resolve() == path.parent:
+            raise ProjectError(f"{path.name!r} is already in class {target_dir.name!r}.", 409)
+        return self._move(path, target_dir).name
 
     def summary(self) -> list[dict[str, Any]]:
         out = []

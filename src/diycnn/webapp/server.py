@@ -285,13 +285,40 @@ class App:
                 raise ValueError("confusion matrix does not match the classes")
             counts = {k: int(v) for k, v in m["counts"].items() if k in ("train", "val", "test")}
             auto = m.get("auto")
-            return {"run": path.name, "model": _model_name(info),
+            return {**self._data_checks(m), "run": path.name, "model": _model_name(info),
                     "class_names": names, "test_accuracy": _number(m["test_accuracy"]),
                     "test_loss": _number(m["test_loss"]), "counts": counts, "per_class": per_class,
                     "confusion_matrix": matrix, "report": f"runs/{path.name}/report.html",
                     "auto": _text(auto.get("winner")) if isinstance(auto, dict) else None}
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ProjectError(f"Run {path.name!r} has damaged results (metrics.json: {exc}); train again.", 422) from None
+
+    def _data_checks(self, m: dict[str, Any]) -> dict[str, Any]:
+        """Suspect labels still in place (a photo moved or deleted since is left out) and the
+        near-duplicate counts, typed; a damaged section only costs itself."""
+        out: dict[str, Any] = {"suspects": [], "suspects_checked": False, "near_left_out": 0, "label_conflicts": 0}
+        try:
+            section = m.get("suspect_labels") or {}
+            out["suspects_checked"] = section.get("checked") is True
+            out["suspects_why"] = _text(section.get("why"))
+            classes = set(self.project.classes())
+            for item in section.get("items", [])[:60]:
+                parts = str(item["path"]).split("/")
+                if len(parts) != 2 or parts[0] not in classes:
+                    continue
+                try:
+                    self.project.photo_path(parts[0], parts[1])
+                except ProjectError:
+                    continue  # moved or deleted since training
+                out["suspects"].append({"class": parts[0], "photo": parts[1], "suggested": _text(item["suggested"]),
+                                        "p_label": _number(item["p_label"]),
+                                        "p_suggested": _number(item["p_suggested"])})
+            near = m.get("near_duplicates") or {}
+            out["near_left_out"] = len(near.get("left_out") or [])
+            out["label_conflicts"] = len(near.get("label_conflicts") or [])
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            log.warning("metrics.json: suspect labels or near-duplicates unreadable (%s)", exc)
+        return out
 
     def photo(self, cls: str, photo: str) -> tuple[bytes, str]:
         """A photo's bytes and its content type, from its decoded format (never its name)."""
@@ -521,8 +548,12 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
 
     @api.delete("/api/classes/{name}/photos/{photo}")
     def delete_photo(name: str, photo: str):
-        state.project.delete_photo(name, photo)
-        return {"deleted": photo}
+        return {"deleted": photo, "trash": state.project.delete_photo(name, photo)}
+
+    @api.post("/api/classes/{name}/photos/{photo}/move")
+    async def move_photo(name: str, photo: str, request: Request):
+        body = await _json(request)
+        return {"moved": state.project.move_photo(name, photo, body.get("to")), "to": body.get("to")}
 
     @api.post("/api/train")
     async def train(request: Request):

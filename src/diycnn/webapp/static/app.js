@@ -270,9 +270,51 @@ async function loadEvaluation() {
     const link = el("a", { id: "report-link", href: "/runs/" + enc(ev.run) + "/report.html", target: "_blank", rel: "noopener" },
       "Full report (curves, mistakes, Grad-CAM) \u2192");
     box.replaceChildren(head, el("h3", { className: "small" }, "Accuracy per class"), perClass,
-      el("h3", { className: "small" }, "Confusion matrix (rows: true, columns: predicted)"), confusion, el("p", {}, link));
+      el("h3", { className: "small" }, "Confusion matrix (rows: true, columns: predicted)"), confusion,
+      ...dataChecks(ev), el("p", {}, link));
     box.className = "";
   } catch (e) { box.textContent = e.message; }
+}
+
+// Suspect labels (photos whose class the out-of-fold predictions find unlikely) with one-click
+// fixes, and what near-duplicate detection left out. Moving or deleting asks first; a deleted
+// photo goes to the project's .diycnn/trash folder.
+function dataChecks(ev) {
+  const out = [];
+  if (ev.near_left_out || ev.label_conflicts) {
+    out.push(el("p", { className: "hint" }, `Near-duplicates: ${ev.near_left_out} copies of training photos left out of the test, ` +
+      `${ev.label_conflicts} likely label conflicts (the same shot in two classes) — see the full report.`));
+  }
+  if (!ev.suspects_checked) return out;
+  const list = el("div", { id: "suspects" });
+  out.push(el("h3", { className: "small" }, `Suspect labels (${ev.suspects.length})`), list);
+  if (!ev.suspects.length) { list.append(el("p", { className: "hint" }, "None: every photo's class agrees with the out-of-fold predictions.")); return out; }
+  list.append(el("p", { className: "hint" }, "These photos look like another class to a model that did not train on them. Check each one:"));
+  for (const s of ev.suspects) {
+    const msg = el("span", { className: "msg" });
+    const img = el("img", { alt: s.photo, src: "/api/classes/" + enc(s.class) + "/photos/" + enc(s.photo) + "?thumb=1" });
+    const move = el("button", { textContent: `Move to ${s.suggested}` });
+    const del = el("button", { className: "danger", textContent: "Delete" });
+    const row = el("div", { className: "suspect" }, img,
+      el("div", {}, el("b", {}, s.photo), ` filed as ${s.class} (${pct(s.p_label)}), looks like ${s.suggested} (${pct(s.p_suggested)}) `,
+        el("div", { className: "row" }, move, del), msg));
+    row.dataset.testid = "suspect";
+    const act = async (method, url, body, done) => {
+      try { await api(method, url, body); row.replaceChildren(el("span", { className: "hint" }, done)); await refresh(); }
+      catch (e) { show(msg, e.message, "error"); }
+    };
+    const base = "/api/classes/" + enc(s.class) + "/photos/" + enc(s.photo);
+    move.addEventListener("click", () => {
+      if (confirm(`Move "${s.photo}" from ${s.class} to ${s.suggested}?`))
+        act("POST", base + "/move", { to: s.suggested }, `${s.photo} moved to ${s.suggested}; train again to use it.`);
+    });
+    del.addEventListener("click", () => {
+      if (confirm(`Delete "${s.photo}" from ${s.class}? It goes to the project's .diycnn/trash folder.`))
+        act("DELETE", base, undefined, `${s.photo} moved to the project's trash.`);
+    });
+    list.append(row);
+  }
+  return out;
 }
 
 function renderBars(r) {
