@@ -85,7 +85,29 @@ def _print_result(run) -> None:
         extra = len(m["skipped"]) + len(m["duplicates"]) - 10
         if extra > 0:
             print(f"  ... and {extra} more (see metrics.json)")
+    _print_data_checks(m)
     print(f"\nRun directory: {run.dir}\nReport: {run.dir / 'report.html'}")
+
+
+def _print_data_checks(m: dict) -> None:
+    """Near-duplicates left out or in conflict, and the first suspect labels."""
+    near = m.get("near_duplicates") or {}
+    left, conflicts = near.get("left_out") or [], near.get("label_conflicts") or []
+    if left:
+        print(f"\nLeft out of evaluation: {len(left)} near-identical cop{'y' if len(left) == 1 else 'ies'} "
+              "of photos in an earlier split:")
+        for item in left[:5]:
+            print(f"  {item['path']} ~ {item['copy_of']}")
+    if conflicts:
+        print(f"\nLikely label conflicts (the same shot in two classes): {len(conflicts)}")
+        for item in conflicts[:5]:
+            print(f"  {item['a']} ~ {item['b']}")
+    suspects = m.get("suspect_labels") or {}
+    if suspects.get("items"):
+        print(f"\nSuspect labels: {suspects['count']} photo(s) look like another class (out-of-fold predictions):")
+        for item in suspects["items"][:5]:
+            print(f"  {item['path']}: filed as {item['label']} ({item['p_label']:.0%}), "
+                  f"looks like {item['suggested']} ({item['p_suggested']:.0%})")
 
 
 def cmd_demo(args) -> int:

@@ -190,3 +190,32 @@ def test_signature_cache_is_reused_and_damage_tolerated(tmp_path, monkeypatch):
     (tmp_path / "short.npz").write_bytes(buf.getvalue())
     with pytest.raises(ValueError, match="damaged"):
         neardup.Signatures.from_npz(tmp_path / "short.npz")
+
+
+@needs_photos
+def test_cli_prints_what_was_left_out_and_evaluate_without_copies(tmp_path, capsys):
+    from diycnn.cli import main
+
+    data = tmp_path / "data"
+    for cls, folder in (("ants", ANTS), ("bees", BEES)):
+        photos = real_photos(folder, 8)
+        for p in photos:
+            (data / "train" / cls).mkdir(parents=True, exist_ok=True)
+            (data / "train" / cls / p.name).write_bytes(p.read_bytes())
+        for p in real_photos(folder, 2, skip=20):
+            (data / "test" / cls).mkdir(parents=True, exist_ok=True)
+            (data / "test" / cls / p.name).write_bytes(p.read_bytes())
+        copy_of(photos[0], "crop", data / "test" / cls / "copy.jpg")
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    assert main(["train", str(data), "--model", str(spec), "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "Left out of evaluation: 2 near-identical copies" in out and "test/ants/copy.jpg ~ train/ants/" in out
+    assert main(["evaluate", str(tmp_path / "run"), str(data / "test")]) == 0
+    captured = capsys.readouterr()
+    assert "2 photo(s) are near-identical copies" in captured.err
+    assert "Without the photos it has seen (copies): accuracy" in captured.out and "/4)" in captured.out
+    assert main(["train", str(data), "--model", str(spec), "--epochs", "1", "--out", str(tmp_path / "off"),
+                 "--no-near-duplicates"]) == 0
+    metrics = json.loads((tmp_path / "off" / "metrics.json").read_text())
+    assert metrics["near_duplicates"] == {"checked": False} and metrics["counts"]["test"] == 6

@@ -84,8 +84,36 @@ def test_uploads_are_checked_by_content_named_safely_and_never_overwrite(client,
     thumb = client.get("/api/classes/cats/photos/same.png?thumb=1")
     assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
     assert client.get("/api/classes/cats/photos/..%2F..%2Fetc?thumb=1").status_code in (400, 404)
-    assert client.delete("/api/classes/cats/photos/same.png", headers=H).json() == {"deleted": "same.png"}
+    assert client.delete("/api/classes/cats/photos/same.png", headers=H).json() == {
+        "deleted": "same.png", "trash": ".diycnn/trash/cats/same.png"}
+    assert not (root / "cats" / "same.png").exists()
+    assert (root / ".diycnn" / "trash" / "cats" / "same.png").read_bytes() == png(seed=2)  # moved, not destroyed
     assert client.post("/api/classes/dogs/photos", files=files[:1], headers=H).status_code == 404
+
+
+def test_photos_move_between_classes_and_never_vanish(tmp_path):
+    client = TestClient(create_app(tmp_path / "proj"))
+    root = tmp_path / "proj"
+    for c in ("cats", "dogs"):
+        client.post("/api/classes", json={"name": c}, headers=H)
+    (root / "cats" / "a.png").write_bytes(png(seed=1))
+    (root / "dogs" / "a.png").write_bytes(png(seed=2))
+    r = client.post("/api/classes/cats/photos/a.png/move", json={"to": "dogs"}, headers=H)
+    assert r.status_code == 200 and r.json() == {"moved": "a-2.png", "to": "dogs"}  # never overwrites
+    assert (root / "dogs" / "a-2.png").read_bytes() == png(seed=1) and not (root / "cats" / "a.png").exists()
+    assert (root / "dogs" / "a.png").read_bytes() == png(seed=2)
+    same = client.post("/api/classes/dogs/photos/a.png/move", json={"to": "dogs"}, headers=H)
+    assert same.status_code == 409 and "already in class" in same.json()["error"]
+    assert client.post("/api/classes/dogs/photos/a.png/move", json={"to": "birds"}, headers=H).status_code == 404
+    assert client.post("/api/classes/dogs/photos/a.png/move", json={"to": "../x"}, headers=H).status_code == 404
+    assert client.post("/api/classes/dogs/photos/..%2Fa.png/move", json={"to": "cats"}, headers=H).status_code in (
+        400, 404)
+    assert client.post("/api/classes/dogs/photos/a.png/move", json={"to": "cats"}).status_code == 403  # no header
+    client.delete("/api/classes/dogs/photos/a.png", headers=H)
+    client.post("/api/classes/cats/photos", files=[("files", ("a.png", png(seed=2), "image/png"))], headers=H)
+    r = client.delete("/api/classes/cats/photos/a.png", headers=H)
+    assert r.json()["trash"] == ".diycnn/trash/cats/a.png"  # a photo of the same name from another class: its own folder
+    assert sorted(p.name for p in (root / ".diycnn" / "trash" / "dogs").iterdir()) == ["a.png"]
 
 
 def test_cross_site_and_foreign_host_requests_are_refused(tmp_path):
