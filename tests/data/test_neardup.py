@@ -219,3 +219,28 @@ def test_cli_prints_what_was_left_out_and_evaluate_without_copies(tmp_path, caps
                  "--no-near-duplicates"]) == 0
     metrics = json.loads((tmp_path / "off" / "metrics.json").read_text())
     assert metrics["near_duplicates"] == {"checked": False} and metrics["counts"]["test"] == 6
+
+
+@needs_photos
+def test_a_rescan_compares_only_new_photos_and_finds_the_same(tmp_path, monkeypatch):
+    data = tmp_path / "photos"
+    for cls, folder in (("ants", ANTS), ("bees", BEES)):
+        for p in real_photos(folder, 6):
+            (data / cls).mkdir(parents=True, exist_ok=True)
+            (data / cls / p.name).write_bytes(p.read_bytes())
+    first = real_photos(ANTS, 1)[0].name
+    copy_of(data / "ants" / first, "crop", data / "ants" / "copy1.jpg")
+    pairs = lambda scan: sorted((n.a, n.b, n.kind) for n in scan.near)  # noqa: E731
+    cold = pairs(scan_folder(data))
+    assert cold == [(f"ants/{first}", "ants/copy1.jpg", "within-class")]
+    calls = []
+    real = neardup.find_near_duplicates
+    monkeypatch.setattr(neardup, "find_near_duplicates", lambda *a, **k: calls.append(len(a[0].phash)) or real(*a, **k))
+    assert pairs(scan_folder(data)) == cold and calls == []  # nothing new: nothing compared
+    copy_of(data / "bees" / real_photos(BEES, 1)[0].name, "blur", data / "bees" / "copy2.jpg")
+    warm = pairs(scan_folder(data))
+    assert calls == [1, 1]  # the one new photo: with itself, then with the 13 others
+    assert warm == pairs(scan_folder(data, cache=False))
+    assert (f"bees/{real_photos(BEES, 1)[0].name}", "bees/copy2.jpg", "within-class") in warm
+    (data / "ants" / "copy1.jpg").unlink()
+    assert [p for p in pairs(scan_folder(data)) if p[0].startswith("ants")] == []

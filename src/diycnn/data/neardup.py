@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 MAX_HAMMING = 20  # of 64 perceptual-hash bits, for a pair to be compared at all
 MIN_SCORE = 0.93  # best crop-tolerant correlation of the greyscale thumbnails, to call it a copy
-PREFILTER = 0.4  # uncropped-view correlation below which a candidate pair is not compared further
 THUMB = 32  # stored thumbnail side (greyscale, uint8)
 VIEW = 16  # compared view side
 CUTS = (0.04, 0.08)
@@ -93,13 +92,23 @@ class SignatureCache:
         key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
         self.path = cache_root() / "neardup" / f"v{SIGNATURE_VERSION}-{key}.npz"
         self.known: dict[str, tuple[int, np.ndarray]] = {}
+        # Every photo in `compared` has been compared with every other one in it (the last scan's
+        # photos); `pairs` are the near-duplicates found among them, by content hash.
+        self.compared: set[str] = set()
+        self.pairs: list[tuple[str, str, float, int]] = []
         self.changed = False
         try:
             with np.load(self.path, allow_pickle=False) as saved:
-                for sha, h, t in zip(saved["sha256"], saved["phash"], saved["thumbs"]):
-                    self.known[str(sha)] = (int(h), t)
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
-            pass  # a missing or damaged cache only means computing the signatures again
+                shas = [str(s) for s in saved["sha256"]]
+                for sha, h, t in zip(shas, saved["phash"], saved["thumbs"]):
+                    self.known[sha] = (int(h), t)
+                if [float(v) for v in saved["rules"]] == [MAX_HAMMING, MIN_SCORE]:
+                    self.compared = {shas[i] for i in np.flatnonzero(saved["compared"])}
+                    self.pairs = [(shas[a], shas[b], float(sc), int(h)) for (a, b), sc, h in
+                                  zip(saved["pairs"].tolist(), saved["pair_scores"].tolist(),
+                                      saved["pair_hashes"].tolist())]
+        except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile):
+            self.compared, self.pairs = set(), []  # a missing or damaged cache only means computing again
 
     def save(self, keep: set[str]) -> None:
         """Write the signatures of the photos present now (`keep`), if anything changed."""
@@ -109,11 +118,18 @@ class SignatureCache:
         import io
 
         shas = sorted(s for s in self.known if s in keep)
+        row = {s: i for i, s in enumerate(shas)}
+        pairs = [p for p in self.pairs if p[0] in row and p[1] in row]
         buf = io.BytesIO()
         np.savez_compressed(buf, sha256=np.array(shas, dtype="U64"),
                             phash=np.array([self.known[s][0] for s in shas], dtype=np.uint64),
                             thumbs=np.stack([self.known[s][1] for s in shas]) if shas
-                            else np.zeros((0, THUMB, THUMB), np.uint8))
+                            else np.zeros((0, THUMB, THUMB), np.uint8),
+                            rules=np.array([MAX_HAMMING, MIN_SCORE], dtype=np.float64),
+                            compared=np.array([s in self.compared for s in shas], dtype=bool),
+                            pairs=np.array([(row[a], row[b]) for a, b, _, _ in pairs], dtype=np.int64).reshape(-1, 2),
+                            pair_scores=np.array([p[2] for p in pairs], dtype=np.float64),
+                            pair_hashes=np.array([p[3] for p in pairs], dtype=np.int64))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.path, buf.getvalue())
@@ -248,11 +264,12 @@ def _candidates(hash_a: np.ndarray, hash_b: np.ndarray | None, max_hamming: int)
     same = hash_b is None
     hb = hash_a if same else hash_b
     out = [np.zeros((0, 2), dtype=np.int64)]
-    block = 1024
+    block = max(64, min(1024, 4_000_000 // max(1, len(hb))))  # ~32 MB of XORs at a time
     for start in range(0, len(hash_a), block):
-        dist = np.bitwise_count(hash_a[start:start + block, None] ^ hb[None, :])
+        first = start if same else 0  # within one set, only the columns from this block on (j >= i)
+        dist = np.bitwise_count(hash_a[start:start + block, None] ^ hb[None, first:])
         i, j = np.nonzero(dist <= max_hamming)
-        i = i + start
+        i, j = i + start, j + first
         if same:
             keep = i < j
             i, j = i[keep], j[keep]
@@ -263,40 +280,29 @@ def _candidates(hash_a: np.ndarray, hash_b: np.ndarray | None, max_hamming: int)
 def _best_crop(pairs: np.ndarray, thumbs_x: np.ndarray, full_y: np.ndarray) -> np.ndarray:
     """For each pair (x, y): the best correlation of any crop view of x with the full view of y.
 
-    Pairs are taken in order of x, so each photo's 19 views are computed once, a block of photos
-    at a time (small blocks: large temporaries cost more in page faults than in arithmetic)."""
+    Pairs are taken grouped by x: each photo's 19 views are computed once (a block of photos at a
+    time) and compared with all its partners' full views in one matrix product."""
     out = np.zeros(len(pairs), dtype=np.float32)
+    if not len(pairs):
+        return out
     order = np.argsort(pairs[:, 0], kind="stable")
     xs = pairs[order, 0]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    ends = np.r_[starts[1:], len(xs)]
     block = 512
-    for start in range(0, len(thumbs_x), block):
-        lo, hi = np.searchsorted(xs, [start, start + block])
-        if lo == hi:
-            continue
-        views = _views(thumbs_x[start:start + block])
-        for s in range(lo, hi, block):
-            idx = order[s:min(s + block, hi)]
-            va, fb = views[pairs[idx, 0] - start], full_y[pairs[idx, 1]]
-            out[idx] = np.matmul(va, fb[:, :, None])[..., 0].max(axis=1)
+    for b in range(0, len(starts), block):
+        views = _views(thumbs_x[xs[starts[b:b + block]]])
+        for k, (lo, hi) in enumerate(zip(starts[b:b + block], ends[b:b + block])):
+            idx = order[lo:hi]
+            out[idx] = (views[k] @ full_y[pairs[idx, 1]].T).max(axis=0)
     return out
 
 
 def _scores(pairs: np.ndarray, thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> np.ndarray:
     """Best crop-tolerant correlation for each pair (a in set A, b in set B), both directions."""
-    if not len(pairs):
-        return np.zeros(0, dtype=np.float32)
     full_a = _full_views(thumbs_a)
     full_b = full_a if thumbs_b is thumbs_a else _full_views(thumbs_b)
-    # The uncropped views of a copy still correlate >= ~0.55 (crops of 8% at 16x16 at worst):
-    # only pairs above PREFILTER get the 19-crop comparison, which costs ~20x more.
-    plain = np.concatenate([np.einsum("nd,nd->n", full_a[pairs[s:s + 65536, 0]], full_b[pairs[s:s + 65536, 1]])
-                            for s in range(0, len(pairs), 65536)])
-    scores = plain.astype(np.float32)
-    close = np.flatnonzero(plain >= PREFILTER)
-    if len(close):
-        sub = pairs[close]
-        scores[close] = np.maximum(_best_crop(sub, thumbs_a, full_b), _best_crop(sub[:, ::-1], thumbs_b, full_a))
-    return scores
+    return np.maximum(_best_crop(pairs, thumbs_a, full_b), _best_crop(pairs[:, ::-1], thumbs_b, full_a))
 
 
 def find_near_duplicates(sig: Signatures, other: Signatures | None = None, max_hamming: int = MAX_HAMMING,
@@ -310,9 +316,38 @@ def find_near_duplicates(sig: Signatures, other: Signatures | None = None, max_h
     if len(pairs):
         pairs = pairs[sig.ok[pairs[:, 0]] & b.ok[pairs[:, 1]]]
     scores = _scores(pairs, sig.thumbs, b.thumbs)
-    hashes = np.bitwise_count(sig.phash[pairs[:, 0]] ^ b.phash[pairs[:, 1]]) if len(pairs) else []
+    keep = scores >= min_score
+    pairs, scores = pairs[keep], scores[keep]
+    hashes = np.bitwise_count(sig.phash[pairs[:, 0]] ^ b.phash[pairs[:, 1]])
     return [NearPair(int(i), int(j), round(float(s), 4), int(h))
-            for (i, j), s, h in zip(pairs, scores, hashes) if s >= min_score]
+            for (i, j), s, h in zip(pairs.tolist(), scores.tolist(), hashes.tolist())]
+
+
+def find_near_duplicates_cached(sig: Signatures, shas: list[str], store: SignatureCache | None) -> list[NearPair]:
+    """`find_near_duplicates(sig)` for photos with unique content hashes `shas`, comparing only
+    what the last scan of the same folder did not: pairs among photos compared then come from
+    `store`, new photos are compared with all. The store is updated (saved by its owner)."""
+    if store is None:
+        return find_near_duplicates(sig)
+    old = [i for i, sha in enumerate(shas) if sha in store.compared and sig.ok[i]]
+    old_set = set(old)
+    new = [i for i in range(len(shas)) if i not in old_set]
+    pos = {sha: i for i, sha in enumerate(shas)}
+
+    def pair(i: int, j: int, score: float, hamming: int) -> NearPair:
+        return NearPair(min(i, j), max(i, j), score, hamming)
+
+    found = [pair(pos[a], pos[b], sc, h) for a, b, sc, h in store.pairs if a in pos and b in pos]
+    if new:
+        fresh = sig.subset(new)
+        found += [pair(new[p.a], new[p.b], p.score, p.hamming) for p in find_near_duplicates(fresh)]
+        if old:
+            found += [pair(new[p.a], old[p.b], p.score, p.hamming)
+                      for p in find_near_duplicates(fresh, sig.subset(old))]
+        store.changed = True
+    store.compared = {shas[i] for i in range(len(shas)) if sig.ok[i]}
+    store.pairs = [(shas[p.a], shas[p.b], p.score, p.hamming) for p in found]
+    return sorted(found, key=lambda p: (p.a, p.b))
 
 
 def groups(n: int, pairs: Iterable[tuple[int, int]]) -> list[int]:

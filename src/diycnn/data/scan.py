@@ -271,10 +271,11 @@ def _find_near(result: ScanResult, cache: bool) -> None:
 
     records = result.records
     store = neardup.SignatureCache(result.root) if cache else None
-    sig = neardup.compute_signatures([r.path for r in records], [r.sha256 for r in records], store)
+    shas = [r.sha256 for r in records]
+    sig = neardup.compute_signatures([r.path for r in records], shas, store)
+    pairs = neardup.find_near_duplicates_cached(sig, shas, store)
     if store is not None:
-        store.save({r.sha256 for r in records})
-    pairs = neardup.find_near_duplicates(sig)
+        store.save(set(shas))
     for p in pairs:
         a, b = sorted((records[p.a], records[p.b]), key=lambda r: r.rel)
         kind = "within-class" if a.label == b.label else "label-conflict"
