@@ -13,8 +13,10 @@ import torch
 
 from .data.augment import feature_input_fn, image_input_fn
 from .data.loader import ArrayBatches, Rows, ShardedBatches, decode_cached
+from .data.neardup import groups
 from .data.scan import ScanResult, scan_folder
 from .data.split import Split, check_split, make_split, near_section, read_split, separate_near_duplicates
+from .evaluation.suspects import SUSPECT_FOLDS, out_of_fold_probs, suspect_labels
 from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
 from .models.recipes import Recipe, get_recipe, recipe_from_saved
 from .models.sequential import Sequential, format_summary
@@ -337,9 +339,6 @@ def _suspects(the_split: Split, scan: ScanResult, data_: _Data, training: dict[s
     if data_.mode != "features":
         return {"checked": False, "why": "needs a recipe on cached features (tm, linear-probe, face-probe) or "
                                          "diycnn compare --folds"}
-    from .data.neardup import groups
-    from .evaluation.suspects import SUSPECT_FOLDS, out_of_fold_probs, suspect_labels
-
     parts = [_arrays(the_split, scan, data_.x, s) for s in ("train", "val", "test")]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])

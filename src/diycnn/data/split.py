@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .neardup import groups, thresholds
 from .scan import SPLIT_ORDER, ImageRecord, ScanResult
 
 log = logging.getLogger(__name__)
@@ -150,8 +151,6 @@ def near_groups(pool: list[str], scan: ScanResult) -> list[list[str]]:
              if n.kind == "within-class" and n.a in index and n.b in index]
     if not pairs:
         return [[p] for p in pool]
-    from .neardup import groups
-
     out: dict[int, list[str]] = {}
     for p, g in zip(pool, groups(len(pool), pairs)):
         out.setdefault(g, []).append(p)
@@ -215,8 +214,6 @@ def near_section(scan: ScanResult, left_out: list[dict[str, Any]]) -> dict[str, 
     """The `near_duplicates` section of metrics.json."""
     if not scan.near_checked:
         return {"checked": False}
-    from .neardup import thresholds
-
     return {"checked": True, "thresholds": thresholds(), "left_out": left_out,
             "within_class": [n.to_dict() for n in scan.near if n.kind == "within-class"],
             "label_conflicts": [n.to_dict() for n in scan.near if n.kind == "label-conflict"]}

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 SUSPECT_FOLDS = 5
-L2 = 1e-3  # penalty on the standardised features' weights (bench/suspect_labels.py)
+L2 = 1e-2  # penalty on the standardised features' weights (bench/suspect_labels.py)
 MAX_LISTED = 100
 
 
