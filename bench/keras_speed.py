@@ -10,10 +10,13 @@ Keras (the same layers, Adam, sparse categorical cross-entropy; mixed_bfloat16 o
 each with warm-up steps excluded. Keras runs from its own virtualenv (default
 ~/.cache/diycnn/bench-keras, created with tensorflow and keras on first use; --keras-python
 to use another); when it cannot be set up, diycnn is measured alone with a message.
-Prints img/s min/median/max per engine, the median ratio diycnn/Keras at equal precision,
-peak RSS, and how close diycnn gets to the bf16 ceiling of this CPU: the speed of a large
-bf16 matrix multiply measured here before and after the runs (oneDNN uses AMX where the CPU
-has it; --peak-gflops to give a figure instead).
+Prints the CPU (model and the instruction sets that matter), img/s min/median/max per engine,
+the median ratio diycnn/Keras at equal precision, peak RSS, and how close diycnn gets to this
+CPU's ceiling *at each precision it ran*: the speed of a 2048^3 matrix multiply at that precision,
+measured here before and after the runs (--peak-gflops fp32=N,bf16=M to give figures instead).
+bf16 is run by default only where the CPU has native bf16 instructions (AVX512-BF16 or AMX);
+asked for elsewhere (--precision bf16) it runs, emulated, without a ceiling: an emulated
+matrix multiply is not a limit of the machine.
 """
 
 from __future__ import annotations
@@ -81,20 +84,52 @@ def measure(python: str, engine: str, data: Path, precision: str, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure_peak_gflops() -> float:
-    """bf16 GFLOP/s of a 4096^3 matrix multiply in this process (median of 5, after a warm-up)."""
+def cpu_description() -> str:
+    """'AMD EPYC ... (2 CPUs; avx2 fma, no avx512f, no bf16)' from /proc/cpuinfo."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="ascii", errors="replace"):
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"]
+    return f"{model} ({os.cpu_count()} CPUs; " + ", ".join(f if f in flags else f"no {f}" for f in wanted) + ")"
+
+
+def native_bf16() -> bool:
+    from diycnn.training.device import cpu_has_bf16
+
+    return cpu_has_bf16()
+
+
+def measure_peak_gflops(precision: str, n: int = 2048) -> float:
+    """GFLOP/s of an n^3 matrix multiply at `precision` in this process (median of 5, after a
+    warm-up); only called for precisions the CPU runs natively."""
     import time
 
     import torch
 
-    a = torch.randn(4096, 4096).bfloat16()
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    a = torch.randn(n, n).to(dtype)
     a @ a
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
         a @ a
         times.append(time.perf_counter() - t0)
-    return 2 * 4096 ** 3 / statistics.median(times) / 1e9
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def parse_peaks(text: str | None) -> dict[str, float]:
+    out = {}
+    for part in (text or "").split(","):
+        if part.strip():
+            key, _, value = part.partition("=")
+            out[key.strip()] = float(value)
+    return out
 
 
 def stats(values: list[float]) -> str:
@@ -108,20 +143,31 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=10)
     p.add_argument("--infer-batches", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--precision", default="bf16,fp32")
+    p.add_argument("--precision", default=None,
+                   help="comma-separated; default bf16,fp32 on CPUs with native bf16, fp32 elsewhere")
     p.add_argument("--device", default="cpu")
     p.add_argument("--keras-python", default=None)
     p.add_argument("--no-keras", action="store_true")
-    p.add_argument("--peak-gflops", type=float, default=None,
-                   help="bf16 matrix-multiply peak of this machine (default: measured, see measure_peak_gflops)")
+    p.add_argument("--peak-gflops", default=None, metavar="fp32=N,bf16=M",
+                   help="matrix-multiply peaks of this machine per precision (default: measured here)")
     args = p.parse_args()
-    precisions = args.precision.split(",")
+    bf16_native = args.device != "cpu" or native_bf16()
+    precisions = (args.precision or ("bf16,fp32" if bf16_native else "fp32")).split(",")
+    given_peaks = parse_peaks(args.peak_gflops)
+    ceiling_precisions = [q for q in precisions if q == "fp32" or (q == "bf16" and bf16_native)]
+    print(f"CPU: {cpu_description()}", flush=True)
+    if "bf16" in precisions and not bf16_native:
+        print("note: this CPU has no native bf16 instructions: bf16 runs emulated, and no bf16 ceiling is measured")
     kpy = None if args.no_keras or args.device != "cpu" else keras_python(args)
     data = make_data(args.batch * max(args.train_steps + args.warmup, args.infer_batches))
     print(f"blog model, batch {args.batch}, {args.train_steps} timed training steps and {args.infer_batches} "
           f"inference batches per repetition after {args.warmup} warm-up steps, {args.reps} alternating "
           f"repetitions, device {args.device}, {os.cpu_count()} CPUs", flush=True)
-    peaks = [measure_peak_gflops()] if args.peak_gflops is None and args.device == "cpu" else []
+    peaks: dict[str, list[float]] = {}
+    if args.device == "cpu":
+        for q in ceiling_precisions:
+            if q not in given_peaks:
+                peaks[q] = [measure_peak_gflops(q)]
     results: dict[tuple[str, str], list[dict]] = {}
     for rep in range(args.reps):
         for precision in precisions:
@@ -150,19 +196,22 @@ def main() -> None:
                       f"({sum(r >= 1.2 for r in ratios)} of {len(ratios)} repetitions at >= 1.2x)")
             mem = statistics.median(a["peak_rss_mb"] / b["peak_rss_mb"] for a, b in zip(d, k))
             print(f"  {precision} peak RSS: {mem:.2f}x")
-    if "bf16" in precisions and args.device == "cpu":
-        if args.peak_gflops is None:
-            peaks.append(measure_peak_gflops())
-            args.peak_gflops = statistics.median(peaks)
-            print(f"\nmeasured bf16 matrix-multiply speed: {peaks[0]:.0f} GFLOP/s before the runs, "
-                  f"{peaks[1]:.0f} after")
-        d = results[("diycnn", "bf16")]
-        train_ceiling = args.peak_gflops / (3 * FORWARD_GFLOP)
-        infer_ceiling = args.peak_gflops / FORWARD_GFLOP
-        t = statistics.median(r["train_ips"] for r in d)
-        i = statistics.median(r["infer_ips"] for r in d)
-        print(f"\nbf16 ceiling at {args.peak_gflops:.0f} GFLOP/s: training {train_ceiling:.1f} img/s, inference "
-              f"{infer_ceiling:.1f} img/s; diycnn reaches {t / train_ceiling:.0%} and {i / infer_ceiling:.0%}.")
+    if args.device == "cpu":
+        for q in ceiling_precisions:
+            if q in given_peaks:
+                peak, how = given_peaks[q], "given"
+            else:
+                peaks[q].append(measure_peak_gflops(q))
+                peak = statistics.median(peaks[q])
+                how = f"measured {peaks[q][0]:.0f} before the runs, {peaks[q][1]:.0f} after"
+            d = results[("diycnn", q)]
+            train_ceiling = peak / (3 * FORWARD_GFLOP)
+            infer_ceiling = peak / FORWARD_GFLOP
+            t = statistics.median(r["train_ips"] for r in d)
+            i = statistics.median(r["infer_ips"] for r in d)
+            print(f"\n{q} ceiling: 2048^3 {q} matrix multiply at {peak:.0f} GFLOP/s ({how}) -> training "
+                  f"{train_ceiling:.1f} img/s, inference {infer_ceiling:.1f} img/s; diycnn {q} reaches "
+                  f"{t / train_ceiling:.0%} and {i / infer_ceiling:.0%} of it.")
 
 
 if __name__ == "__main__":
