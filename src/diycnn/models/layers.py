@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..settings import suggest
+from . import fast_conv
 
 REQUIRED = object()
 
@@ -180,7 +181,7 @@ class KConv2d(nn.Conv2d):
     def forward(self, x):
         if self.pad is not None:
             x = F.pad(x, self.pad)
-        x = super().forward(x)
+        x = fast_conv.conv2d(self, x) if fast_conv.applies(self, x) else super().forward(x)
         return self.act(x) if self.act is not None else x
 
 
