@@ -69,6 +69,8 @@ def test_only_where_it_is_the_same_computation():
     assert not fast_conv.applies(KConv2d(64, 8, (3, 3), stride=2), x)
     assert not fast_conv.applies(KConv2d(3, 8, (3, 3)), torch.randn(1, 3, 8, 8))  # too thin for matrix products
     assert not fast_conv.applies(conv, x.double())
+    traced = torch.jit.trace(conv, x)  # an exporter sees aten::_convolution, not the custom gradient
+    assert "_convolution" in str(traced.graph) and "PythonOp" not in str(traced.graph)
     conv.weight.requires_grad_(False)
     assert not fast_conv.applies(conv, x)
 

@@ -28,6 +28,8 @@ MIN_CHANNELS = 32
 
 def applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
     """Whether `conv`'s forward on `x` should use the fast weight gradient."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False  # exporters and compilers see the plain convolution
     return (torch.is_grad_enabled() and conv.weight.requires_grad and x.device.type == "cpu"
             and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu") and conv.stride == (1, 1) and conv.dilation == (1, 1)
