@@ -114,3 +114,29 @@ def test_the_cli_lists_every_built_in_recipe():
     from diycnn.models.recipes import RECIPES
 
     assert set(RECIPE_NAMES) == set(RECIPES)
+
+
+def test_epoch_lines_fit_80_columns_lead_with_validation_and_have_no_carriage_returns(
+        two_class_data, tiny_spec, tmp_path, capsys, monkeypatch):
+    """Piped (pytest's capture is not a terminal): one line per epoch, val_loss first, <= 80 columns."""
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["train", str(two_class_data), "--model", str(tiny_spec), "--epochs", "3",
+                 "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("Epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
+    for line in lines:
+        assert len(line) <= 80 and line.split()[2] == "val_loss" and "val_acc" in line, line
+    assert "ETA" in lines[0] and "ETA" not in lines[-1]
+
+
+def test_epoch_line_drops_the_least_important_figures_first():
+    from diycnn.cli import epoch_line
+
+    logs = {"val_loss": 0.64291, "val_accuracy": 0.4, "loss": 0.67821, "accuracy": 0.4861, "seconds": 27.2}
+    full = epoch_line(2, 12, logs, left_seconds=156)
+    assert full == "Epoch 3/12  val_loss 0.6429 val_acc 0.400  loss 0.6782 acc 0.486  27s  ETA 2:36"
+    assert len(epoch_line(9998, 10000, logs, 1e7, width=200)) <= 80  # never wider than 80
+    narrow = epoch_line(2, 12, logs, left_seconds=156, width=50)
+    assert narrow == "Epoch 3/12  val_loss 0.6429 val_acc 0.400"

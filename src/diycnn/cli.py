@@ -20,15 +20,33 @@ def _err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-class _Progress:
-    """tqdm progress bars over the trainer's callbacks: loss/accuracy per batch, val figures per epoch."""
+def epoch_line(epoch: int, epochs: int | None, logs: dict, left_seconds: float | None = None,
+               width: int = 80) -> str:
+    """One epoch, validation first (the figures that matter), fitted in `width` columns (80 at most):
+    'Epoch 3/12  val_loss 0.6429 val_acc 0.400  loss 0.6782 acc 0.486  27s  ETA 2:36'."""
+    total = f"/{epochs}" if epochs else ""
+    parts = [f"Epoch {epoch + 1}{total}", f"val_loss {logs['val_loss']:.4f} val_acc {logs['val_accuracy']:.3f}",
+             f"loss {logs['loss']:.4f} acc {logs['accuracy']:.3f}", f"{logs['seconds']:.0f}s"]
+    if left_seconds is not None:
+        parts.append(f"ETA {int(left_seconds // 60)}:{int(left_seconds % 60):02d}")
+    width = min(width, 80)
+    while len("  ".join(parts)) > width and len(parts) > 2:
+        parts.pop()  # the least important figures go first; the validation figures always stay
+    return "  ".join(parts)
 
-    def __init__(self, epochs: int | None = None):
+
+class _Progress:
+    """Training progress on stderr: in a terminal, a batch bar during each epoch that gives way to
+    one compact line per epoch; piped or redirected, only the epoch lines (no carriage returns)."""
+
+    def __init__(self, epochs: int | None = None, stream=None):
         from .training.trainer import Callback
 
         self.epochs = epochs
         self.bar = None
         self.seconds: list[float] = []
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         outer = self
 
         class Hooks(Callback):
@@ -36,29 +54,36 @@ class _Progress:
                 outer.epochs = epochs
 
             def on_epoch_begin(self, epoch, num_batches, start_batch):
+                if not outer.tty:
+                    return
                 from tqdm import tqdm
 
                 total = f"/{outer.epochs}" if outer.epochs else ""
-                eta = ""
-                if outer.seconds and outer.epochs:
-                    left = (outer.epochs - epoch) * sum(outer.seconds) / len(outer.seconds)
-                    eta = f" (all epochs done in ~{int(left // 60)}m{int(left % 60):02d}s)"
-                outer.bar = tqdm(total=num_batches, initial=start_batch, desc=f"Epoch {epoch + 1}{total}{eta}",
-                                 unit="batch", file=sys.stderr, dynamic_ncols=True, leave=True)
+                outer.bar = tqdm(total=num_batches, initial=start_batch, desc=f"Epoch {epoch + 1}{total}",
+                                 unit="batch", file=outer.stream, dynamic_ncols=True, leave=False)
 
             def on_batch_end(self, batch, logs):
-                outer.bar.set_postfix(loss=f"{logs['loss']:.4f}", accuracy=f"{logs['accuracy']:.3f}", refresh=False)
-                outer.bar.update(1)
+                if outer.bar is not None:
+                    outer.bar.set_postfix_str(f"loss {logs['loss']:.4f} acc {logs['accuracy']:.3f}", refresh=False)
+                    outer.bar.update(1)
 
             def on_epoch_end(self, epoch, logs):
                 outer.seconds.append(logs["seconds"])
-                outer.bar.set_postfix(loss=f"{logs['loss']:.4f}", accuracy=f"{logs['accuracy']:.3f}",
-                                      val_loss=f"{logs['val_loss']:.4f}", val_accuracy=f"{logs['val_accuracy']:.3f}")
-                outer.bar.close()
+                if outer.bar is not None:
+                    outer.bar.close()
+                    outer.bar = None
+                left = None
+                if outer.epochs and epoch + 1 < outer.epochs:
+                    left = (outer.epochs - epoch - 1) * sum(outer.seconds) / len(outer.seconds)
+                import shutil
+
+                width = shutil.get_terminal_size((80, 24)).columns if outer.tty else 80
+                print(epoch_line(epoch, outer.epochs, logs, left, width), file=outer.stream, flush=True)
 
             def on_train_end(self, interrupted):
-                if outer.bar is not None and not outer.bar.disable:
+                if outer.bar is not None:
                     outer.bar.close()
+                    outer.bar = None
 
         self.callback = Hooks()
 
