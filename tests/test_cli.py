@@ -140,3 +140,24 @@ def test_epoch_line_drops_the_least_important_figures_first():
     assert len(epoch_line(9998, 10000, logs, 1e7, width=200)) <= 80  # never wider than 80
     narrow = epoch_line(2, 12, logs, left_seconds=156, width=50)
     assert narrow == "Epoch 3/12  val_loss 0.6429 val_acc 0.400"
+
+
+def test_quick_clear_errors(tmp_path, capsys, monkeypatch):
+    """A typo in --model is caught before the photos are scanned; a missing run says it does not
+    exist; one folder of class folders gets a hint."""
+    from diycnn.data import scan as scan_mod
+
+    data = make_dataset(tmp_path / "outer" / "antbee", {"red": 3, "blue": 3})
+    scanned = []
+    real = scan_mod.scan_folder
+    monkeypatch.setattr("diycnn.api.scan_folder", lambda *a, **k: scanned.append(a) or real(*a, **k))
+    assert main(["train", str(data), "--model", "tn"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown model 'tn'" in err and "Did you mean 'tm'" in err and scanned == []
+    assert main(["train", str(data), "--model", "missing.yaml"]) == 2
+    assert "missing.yaml' does not exist" in capsys.readouterr().err and scanned == []
+    assert main(["predict", str(tmp_path / "runs" / "nope"), str(data)]) == 2
+    assert "nope' does not exist" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "outer"), "--model", "tm"]) == 2
+    err = capsys.readouterr().err
+    assert "Found 1 class folder(s)" in err and f"pass '{data}' instead" in err

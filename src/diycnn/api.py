@@ -18,7 +18,7 @@ from .data.scan import ScanResult, scan_folder
 from .data.split import Split, check_split, make_split, near_section, read_split, separate_near_duplicates
 from .evaluation.suspects import SUSPECT_FOLDS, out_of_fold_probs, suspect_labels
 from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
-from .models.recipes import Recipe, get_recipe, recipe_from_saved
+from .models.recipes import Recipe, check_model_name, get_recipe, recipe_from_saved
 from .models.sequential import Sequential, format_summary
 from .run import NEAR_SIGNATURES, RUN_FORMAT, RUN_VERSION, Run, history_csv, load, new_run_dir, read_model_json, versions, write_manifest
 from .settings import merge_settings, read_config_file
@@ -199,6 +199,7 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
         raise ValueError("train() needs a data folder (or resume=RUN_DIR).")
     cfg = read_config_file(config) if config else None
     s = merge_settings(cfg, {"model": model, **settings}, where=str(config or "settings"))
+    check_model_name(s.model)  # a typo is reported before the photos are scanned
     ctx = distributed.setup(s.device)
     if ctx.active and s.model == "auto":
         raise ValueError("--model auto is not supported under torchrun yet: pick one recipe (e.g. --model finetune).")

@@ -104,7 +104,7 @@ def _print_result(run) -> None:
     for c, row in zip(m["class_names"], m["confusion_matrix"]):
         print(f"{c:<{width}}" + " ".join(f"{v:8d}" for v in row))
     if m["skipped"] or m["duplicates"]:
-        print(f"\nLeft out: {len(m['skipped'])} unusable file(s), {len(m['duplicates'])} duplicate(s):")
+        print(f"\nLeft out: {_count(len(m['skipped']), 'unusable file')}, {_count(len(m['duplicates']), 'duplicate')}:")
         for p in (m["skipped"] + m["duplicates"])[:10]:
             print(f"  {p['path']}: {p['reason']}")
         extra = len(m["skipped"]) + len(m["duplicates"]) - 10
@@ -112,6 +112,11 @@ def _print_result(run) -> None:
             print(f"  ... and {extra} more (see metrics.json)")
     _print_data_checks(m)
     print(f"\nRun directory: {run.dir}\nReport: {run.dir / 'report.html'}")
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 duplicate', '2 duplicates'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _print_data_checks(m: dict) -> None:

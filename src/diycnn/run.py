@@ -124,6 +124,9 @@ def read_model_json(run_dir: Path) -> dict[str, Any]:
         ValueError: malformed, or written by a newer diycnn.
     """
     path = run_dir / "model.json"
+    if not run_dir.exists():
+        raise FileNotFoundError(f"'{run_dir}' does not exist. Pass a run directory written by 'diycnn train' "
+                                "(e.g. runs/<data>-<model>), or an export folder.")
     info = read_json(path, f"'{run_dir}' is not a diycnn run directory (no model.json). Pass a folder written by "
                            "'diycnn train'.", "the run directory is damaged.")
     check_format(info, path, RUN_FORMAT, "format_version", RUN_VERSION,

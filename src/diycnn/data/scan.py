@@ -362,9 +362,15 @@ def scan_folder(data: str | Path, workers: int | None = None, min_classes: int =
     log.info("Layout of %s: %s (%d classes)", root, layout, len(class_names))
 
     if len(class_names) < min_classes:
+        hint = ""
+        if len(class_names) == 1 and layout == "class-folders":
+            inner = [p.name for p in _subdirs(root / class_names[0])]
+            if len(inner) >= min_classes:  # DATA/antbee/{ants,bees}: one level too high
+                hint = (f" '{class_names[0]}' itself holds folders {inner[:5]}: if those are your classes, "
+                        f"pass '{root / class_names[0]}' instead.")
         raise ValueError(
-            f"Found {len(class_names)} class folder(s) in '{root}' {class_names}; at least {min_classes} are needed. "
-            "Put each class's photos in its own sub-folder, e.g. photos/iu/ and photos/suzy/."
+            f"Found {len(class_names)} class folder(s) in '{root}' {class_names}; at least {min_classes} are needed."
+            f"{hint} Put each class's photos in its own sub-folder, e.g. photos/iu/ and photos/suzy/."
         )
     for entry in sorted(os.listdir(root)):
         if not is_junk(entry) and (root / entry).is_file():

@@ -243,10 +243,29 @@ def get_recipe(model: str, num_classes: int = 2, backbone: str | None = None) ->
         if len(spec.input_shape) != 3:
             raise ValueError(f"Model spec '{model}' must start with an image Input(shape=(H, W, 3)).")
         return Recipe(spec.name, spec, preprocessing_for_spec(spec), dict(SPEC_DEFAULTS), source=str(model))
-    raise ValueError(
+    raise _unknown(model)
+
+
+def _unknown(model: str) -> ValueError:
+    return ValueError(
         f"Unknown model '{model}'.{suggest(model, list(RECIPES) + ['auto'])} Built-in recipes: "
         f"{', '.join(RECIPES)}, auto; or pass a .yaml/.json Keras-style spec file."
     )
+
+
+def check_model_name(model: str) -> None:
+    """Fail fast, before any photo is read, on a model that is neither a recipe nor a spec file.
+
+    Raises:
+        ValueError: unknown name (with the closest built-in).
+        FileNotFoundError: a spec file path that does not exist.
+    """
+    if model in RECIPES or model == "auto" or Path(model).is_file():
+        return
+    if is_spec_file(model):
+        raise FileNotFoundError(f"Model spec file '{model}' does not exist. Pass a .yaml/.json spec, or a built-in "
+                                f"recipe: {', '.join(RECIPES)}, auto.")
+    raise _unknown(model)
 
 
 def recipe_from_saved(model_info: dict[str, Any], num_classes: int) -> Recipe:

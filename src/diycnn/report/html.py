@@ -179,7 +179,8 @@ def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, 
     parts.append(cam_gallery(cams or [], "Why it decided (test photos)"))
     problems = metrics.get("skipped", []) + metrics.get("duplicates", [])
     parts.append(f"<h2>Data problems ({len(metrics.get('skipped', []))} skipped, "
-                 f"{len(metrics.get('duplicates', []))} duplicates left out)</h2>")
+                 f"{len(metrics.get('duplicates', []))} duplicate{'' if len(metrics.get('duplicates', [])) == 1 else 's'} "
+                 "left out)</h2>")
     if problems:
         parts.append(_table(["file", "reason"], [[p["path"], p["reason"]] for p in problems[:200]]))
     parts.append(suspects_section(metrics.get("suspect_labels"), data_root))
