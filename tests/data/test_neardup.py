@@ -25,6 +25,19 @@ def real_photos(folder: Path, n: int, skip: int = 0) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[skip:skip + n]
 
 
+def put(photos: list[Path], folder: Path) -> list[Path]:
+    """Copy photos (bytes unchanged) into `folder`; returns them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in photos:
+        (folder / p.name).write_bytes(p.read_bytes())
+    return photos
+
+
+def ants_and_bees(data: Path, n: int, skip: int = 0) -> dict[str, list[Path]]:
+    """data/ants and data/bees with `n` real photos each; returns the photos by class."""
+    return {cls: put(real_photos(folder, n, skip), data / cls) for cls, folder in (("ants", ANTS), ("bees", BEES))}
+
+
 def copy_of(src: Path, how: str, dst: Path) -> Path:
     """A near-identical copy: resized, re-encoded, re-cropped, blurred or recoloured."""
     im = Image.open(src).convert("RGB")
@@ -75,10 +88,7 @@ def test_groups_union_find():
 @needs_photos
 def test_split_keeps_groups_together_and_kfold_too(tmp_path):
     data = tmp_path / "photos"
-    for cls, folder in (("ants", ANTS), ("bees", BEES)):
-        for p in real_photos(folder, 14):
-            (data / cls).mkdir(parents=True, exist_ok=True)
-            (data / cls / p.name).write_bytes(p.read_bytes())
+    ants_and_bees(data, 14)
     groups = []
     for i, p in enumerate(real_photos(ANTS, 4)):
         copies = [copy_of(p, how, data / "ants" / f"copy{i}-{how}.jpg") for how in ("resize", "crop")]
@@ -105,14 +115,8 @@ def test_given_test_copies_are_left_out_and_evaluate_lists_them(tmp_path):
     import diycnn
 
     data = tmp_path / "data"
-    train = {"ants": real_photos(ANTS, 12), "bees": real_photos(BEES, 12)}
-    for cls, photos in train.items():
-        for p in photos:
-            (data / "train" / cls).mkdir(parents=True, exist_ok=True)
-            (data / "train" / cls / p.name).write_bytes(p.read_bytes())
-        for p in real_photos(ANTS if cls == "ants" else BEES, 3, skip=20):  # genuinely new test photos
-            (data / "test" / cls).mkdir(parents=True, exist_ok=True)
-            (data / "test" / cls / p.name).write_bytes(p.read_bytes())
+    train = ants_and_bees(data / "train", 12)
+    ants_and_bees(data / "test", 3, skip=20)  # genuinely new test photos
     leaked = {f"test/ants/leak-{how}.jpg": f"train/ants/{p.name}"
               for p, how in zip(train["ants"], ("resize", "crop", "jpeg"))}
     leaked.update({f"test/bees/leak-{how}.jpg": f"train/bees/{p.name}"
@@ -139,8 +143,7 @@ def test_given_test_copies_are_left_out_and_evaluate_lists_them(tmp_path):
     copy_of(data / "train/ants" / train["ants"][5].name, "resize", other / "ants" / "again.jpg")
     copy_of(data / "train/bees" / train["bees"][6].name, "crop", other / "bees" / "again.jpg")
     (other / "bees" / "same.jpg").write_bytes((data / "train/bees" / train["bees"][7].name).read_bytes())
-    for p in real_photos(ANTS, 2, skip=30):
-        (other / "ants" / p.name).write_bytes(p.read_bytes())
+    put(real_photos(ANTS, 2, skip=30), other / "ants")
     result = run.evaluate(other)
     assert result["seen_in_training"] == ["bees/same.jpg"]
     near = {n["path"]: n["training_photo"] for n in result["near_duplicates_of_training"]}
@@ -153,10 +156,7 @@ def test_given_test_copies_are_left_out_and_evaluate_lists_them(tmp_path):
 @needs_photos
 def test_label_conflict_reported_and_flag_turns_detection_off(tmp_path):
     data = tmp_path / "photos"
-    for cls, folder in (("ants", ANTS), ("bees", BEES)):
-        for p in real_photos(folder, 6):
-            (data / cls).mkdir(parents=True, exist_ok=True)
-            (data / cls / p.name).write_bytes(p.read_bytes())
+    ants_and_bees(data, 6)
     copy_of(data / "ants" / real_photos(ANTS, 1)[0].name, "resize", data / "bees" / "filed-wrong.jpg")
     scan = scan_folder(data)
     assert [(n.kind, n.b, n.classes) for n in scan.near] == [
@@ -197,14 +197,9 @@ def test_cli_prints_what_was_left_out_and_evaluate_without_copies(tmp_path, caps
     from diycnn.cli import main
 
     data = tmp_path / "data"
-    for cls, folder in (("ants", ANTS), ("bees", BEES)):
-        photos = real_photos(folder, 8)
-        for p in photos:
-            (data / "train" / cls).mkdir(parents=True, exist_ok=True)
-            (data / "train" / cls / p.name).write_bytes(p.read_bytes())
-        for p in real_photos(folder, 2, skip=20):
-            (data / "test" / cls).mkdir(parents=True, exist_ok=True)
-            (data / "test" / cls / p.name).write_bytes(p.read_bytes())
+    train = ants_and_bees(data / "train", 8)
+    ants_and_bees(data / "test", 2, skip=20)
+    for cls, photos in train.items():
         copy_of(photos[0], "crop", data / "test" / cls / "copy.jpg")
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY_SPEC)
@@ -224,10 +219,7 @@ def test_cli_prints_what_was_left_out_and_evaluate_without_copies(tmp_path, caps
 @needs_photos
 def test_a_rescan_compares_only_new_photos_and_finds_the_same(tmp_path, monkeypatch):
     data = tmp_path / "photos"
-    for cls, folder in (("ants", ANTS), ("bees", BEES)):
-        for p in real_photos(folder, 6):
-            (data / cls).mkdir(parents=True, exist_ok=True)
-            (data / cls / p.name).write_bytes(p.read_bytes())
+    ants_and_bees(data, 6)
     first = real_photos(ANTS, 1)[0].name
     copy_of(data / "ants" / first, "crop", data / "ants" / "copy1.jpg")
     pairs = lambda scan: sorted((n.a, n.b, n.kind) for n in scan.near)  # noqa: E731
