@@ -181,16 +181,13 @@ class Project:
             load_rgb(data)  # every pixel: a truncated or corrupt body fails here, not at training time
         except ImageError as exc:
             raise ProjectError(f"{shown}: {exc.reason}. Upload a JPEG, PNG, GIF, BMP, WebP or TIFF photo.") from None
-        stem, ext = photo_name(filename), EXTENSION[fmt]
-        for i in range(1, 100_000):
-            candidate = folder / (f"{stem}{ext}" if i == 1 else f"{stem}-{i}{ext}")
-            if not candidate.exists() and not candidate.is_symlink():
-                break
+        candidate = self._free_name(folder, photo_name(filename), EXTENSION[fmt])
         atomic_write_bytes(candidate, data)
         return candidate.name
 
-    def _free_name(self, folder: Path, name: str) -> Path:
-        stem, ext = Path(name).stem, Path(name).suffix
+    def _free_name(self, folder: Path, stem: str, ext: str) -> Path:
+        """folder/stem+ext, or stem-2+ext, stem-3+ext... whichever is free (links count as taken)."""
+        name = f"{stem}{ext}"
         for i in range(1, 100_000):
             candidate = folder / (name if i == 1 else f"{stem}-{i}{ext}")
             if not candidate.exists() and not candidate.is_symlink():
@@ -200,7 +197,7 @@ class Project:
     def _move(self, path: Path, folder: Path) -> Path:
         """Move a photo into `folder` under a free name (a rename: the file is never copied or lost)."""
         folder.mkdir(parents=True, exist_ok=True)
-        target = self._free_name(folder, path.name)
+        target = self._free_name(folder, path.stem, path.suffix)
         try:
             path.rename(target)
         except OSError as exc:
