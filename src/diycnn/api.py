@@ -13,9 +13,9 @@ import torch
 
 from .data.augment import feature_input_fn, image_input_fn
 from .data.loader import ArrayBatches, Rows, ShardedBatches, decode_cached
-from .data.neardup import groups
 from .data.scan import ScanResult, scan_folder
-from .data.split import Split, check_split, make_split, near_section, read_split, separate_near_duplicates
+from .data.split import (Split, check_split, make_split, near_group_ids, near_section, read_split,
+                         separate_near_duplicates)
 from .evaluation.suspects import SUSPECT_FOLDS, out_of_fold_probs, suspect_labels
 from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
 from .models.recipes import Recipe, check_model_name, get_recipe, recipe_from_saved
@@ -344,11 +344,9 @@ def _suspects(the_split: Split, scan: ScanResult, data_: _Data, training: dict[s
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     paths = [path for p in parts for path in p[2]]
-    index = {path: i for i, path in enumerate(paths)}
-    pairs = [(index[n.a], index[n.b]) for n in scan.near if n.kind == "within-class" and n.a in index and n.b in index]
     stage(f"Looking for suspect labels: {SUSPECT_FOLDS}-fold out-of-fold predictions on the cached features of "
           f"{len(paths)} photos ...")
-    probs = out_of_fold_probs(x, y, len(the_split.class_names), groups(len(paths), pairs), seed=training["seed"])
+    probs = out_of_fold_probs(x, y, len(the_split.class_names), near_group_ids(paths, scan), seed=training["seed"])
     section = suspect_labels(probs, y, paths, the_split.class_names,
                              how=f"{SUSPECT_FOLDS}-fold logistic regression on the {data_.mode} of the run's backbone")
     if section["count"]:

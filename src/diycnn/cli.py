@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -75,8 +76,6 @@ class _Progress:
                 left = None
                 if outer.epochs and epoch + 1 < outer.epochs:
                     left = (outer.epochs - epoch - 1) * sum(outer.seconds) / len(outer.seconds)
-                import shutil
-
                 width = shutil.get_terminal_size((80, 24)).columns if outer.tty else 80
                 print(epoch_line(epoch, outer.epochs, logs, left, width), file=outer.stream, flush=True)
 

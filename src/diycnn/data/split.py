@@ -143,16 +143,19 @@ def make_split(scan: ScanResult, val_split: float = 0.15, test_split: float = 0.
     return Split(scan.class_names, by_split, sha, seed, val_split, test_split, notes)
 
 
+def near_group_ids(paths: list[str], scan: ScanResult) -> list[int]:
+    """A group id per photo of `paths`: photos linked by near-duplicates of one class share one."""
+    index = {p: i for i, p in enumerate(paths)}
+    pairs = [(index[n.a], index[n.b]) for n in scan.near
+             if n.kind == "within-class" and n.a in index and n.b in index]
+    return groups(len(paths), pairs)
+
+
 def near_groups(pool: list[str], scan: ScanResult) -> list[list[str]]:
     """The photos of `pool` (sorted) as groups of near-duplicates of one class (singletons where
     there are none), ordered by their first member."""
-    index = {p: i for i, p in enumerate(pool)}
-    pairs = [(index[n.a], index[n.b]) for n in scan.near
-             if n.kind == "within-class" and n.a in index and n.b in index]
-    if not pairs:
-        return [[p] for p in pool]
     out: dict[int, list[str]] = {}
-    for p, g in zip(pool, groups(len(pool), pairs)):
+    for p, g in zip(pool, near_group_ids(pool, scan)):
         out.setdefault(g, []).append(p)
     return sorted(out.values(), key=lambda u: u[0])
 
