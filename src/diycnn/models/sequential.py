@@ -10,6 +10,7 @@ import torch
 import yaml
 from torch import nn
 
+from . import fast_conv
 from .layers import Activation, Conv2D, Dropout, Input, Layer, Rescaling, _Pooling2D, _snake, layer_from_config
 
 NUM_CLASSES = "num_classes"  # placeholder for Dense units in reusable spec files
@@ -35,8 +36,15 @@ class SpecModule(nn.Module):
         self.crop = crop
 
     def forward(self, x):
-        for layer in self.body.values():
-            x = layer(x)
+        layers = list(self.body.values())
+        i = 0
+        while i < len(layers):
+            if i + 1 < len(layers) and fast_conv.pool_applies(layers[i], layers[i + 1], x):
+                x = fast_conv.conv_pool_relu(layers[i], x)  # the same result, a fraction of the memory
+                i += 2
+                continue
+            x = layers[i](x)
+            i += 1
         return x
 
     def predict_proba(self, x):
