@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
 import logging
@@ -16,13 +17,14 @@ from .data.loader import ArrayBatches, Rows, ShardedBatches, decode_cached
 from .data.scan import ScanResult, scan_folder
 from .data.split import (Split, check_split, make_split, near_group_ids, near_section, read_split,
                          separate_near_duplicates)
+from .evaluation.overfit import overfitting
 from .evaluation.suspects import SUSPECT_FOLDS, out_of_fold_probs, suspect_labels
 from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
 from .models.recipes import Recipe, check_model_name, get_recipe, recipe_from_saved
 from .models.sequential import Sequential, format_summary
 from .run import NEAR_SIGNATURES, RUN_FORMAT, RUN_VERSION, Run, history_csv, load, new_run_dir, read_model_json, versions, write_manifest
 from .settings import merge_settings, read_config_file
-from .training import distributed
+from .training import crossval, distributed
 from .training.device import autocast, resolve_device, resolve_precision
 from .training.trainer import BEST, CHECKPOINT, Callback, FitConfig, Trainer, predict_probs
 
@@ -228,6 +230,11 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
                          f"'{recipe.name}' trains the whole network, so each photo's out-of-fold prediction would "
                          "cost a training run. Use diycnn compare --folds K, which lists suspect labels from the "
                          "models' out-of-fold predictions.")
+    if training.get("cross_validate") and not training.get("frozen"):
+        raise ValueError(f"--cv on needs a recipe on cached features (tm, linear-probe, face-probe); '{recipe.name}' "
+                         f"trains the whole network, so {crossval.CV_FOLDS}-fold cross-validation would cost "
+                         f"{crossval.CV_FOLDS} more full trainings. Use diycnn compare --folds {crossval.CV_FOLDS} "
+                         f"--models {recipe.name}, which reports the out-of-fold accuracy over all photos.")
     if training.get("weights"):
         training["weights"] = str(Path(training["weights"]).resolve())
     if training.get("adapt"):  # what the user set explicitly is never replaced by the adaptive settings
@@ -354,6 +361,22 @@ def _suspects(the_split: Split, scan: ScanResult, data_: _Data, training: dict[s
     return {"checked": True, **section}
 
 
+def _cross_validation(scan: ScanResult, data_: _Data, untrained_head, training: dict[str, Any], test_photos: int,
+                      device, precision: str, stage) -> dict[str, Any]:
+    """K-fold accuracy over all photos when the test split is small (training/crossval.py)."""
+    run_it, why = crossval.plan(training.get("cross_validate"), test_photos, data_.mode,
+                                distributed.context().active)
+    if not run_it:
+        return {"checked": False, "why": why}
+    section = crossval.cross_validate(
+        scan, lambda split, name: _arrays(split, scan, data_.x, name), lambda: copy.deepcopy(untrained_head),
+        data_.to_input, FitConfig.from_training(training), training["batch_size"], device, precision,
+        training["seed"], why, stage)
+    if section["checked"]:
+        stage(f"Cross-validated accuracy: {crossval.describe(section)}")
+    return section
+
+
 def _write_signatures(run_dir: Path, scan: ScanResult, the_split: Split) -> None:
     """Near-duplicate signatures of the training and validation photos (a few KB each), so
     `evaluate` can tell which photos it is given are copies of them, without the data folder."""
@@ -391,6 +414,7 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
                                    rank=ctx.rank, world=ctx.world)
     val_batches = ArrayBatches(x_val, y_val, bs)
     fit_module = module.head if data_.mode == "features" else module
+    untrained_head = copy.deepcopy(fit_module) if data_.mode == "features" else None  # for cross-validation
     trainer = Trainer(fit_module, train_batches, val_batches, data_.to_input, config, device, precision,
                       run_dir=run_dir, callbacks=list(callbacks or []))
 
@@ -431,6 +455,7 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
         "final_val_loss": state.history[-1]["val_loss"], "final_val_accuracy": state.history[-1]["val_accuracy"],
         "best_val_loss": min(h["val_loss"] for h in state.history),
         "best_epoch": state.best_epoch, "epochs_run": len(state.history),
+        "overfitting": overfitting(state.history, kept_best=state.best_epoch is not None, model=recipe.name),
         "stopped_early": state.stopped_early, "stopped_by_time": state.stopped_by_time,
         "train_seconds": state.train_seconds,
         "train_images_per_second": trained_images / step_seconds if step_seconds else 0.0,
@@ -441,6 +466,8 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
         "no_face": [p.to_dict() for p in data_.notes],
         "near_duplicates": near_section(scan, info.get("scan", {}).get("near_left_out", [])),
         "suspect_labels": _suspects(the_split, scan, data_, training, stage),
+        "cross_validation": _cross_validation(scan, data_, untrained_head, training, len(y_test), device, precision,
+                                              stage),
     }
     module.cpu()
     atomic_save_tensors(run_dir / "model.safetensors", module.state_dict(), {"format": "diycnn", "model": recipe.name})

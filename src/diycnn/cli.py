@@ -92,6 +92,15 @@ def _print_result(run) -> None:
     lo, hi = m["test_accuracy_ci95"]
     print(f"\nTest accuracy: {m['test_accuracy']:.1%}  (95% CI {lo:.1%}-{hi:.1%}, "
           f"{m['test_correct']}/{m['counts']['test']} photos)   test loss: {m['test_loss']:.4f}")
+    cv = m.get("cross_validation") or {}
+    if cv.get("checked"):
+        from .training.crossval import CV_BELOW, describe  # torch is loaded by now: training ran
+
+        print(f"Cross-validated accuracy: {describe(cv)}")
+        if m["counts"]["test"] < CV_BELOW:
+            print(f"  (the figure to trust: {m['counts']['test']} test photos are too few for the one above)")
+    if m.get("overfitting"):
+        print(f"\n{m['overfitting']['message']}\n")
     print(f"Trained {m['epochs_run']} epochs in {m['train_seconds']:.0f} s "
           f"({m['train_images_per_second']:.1f} images/s, {m['device']}, {m['precision']})")
     width = max(len(c) for c in m["class_names"]) + 2
@@ -188,6 +197,8 @@ def cmd_train(args) -> int:
         overrides["near_duplicates"] = False
     if args.suspects is not None:
         overrides["suspects"] = args.suspects == "on"
+    if args.cv is not None:
+        overrides["cross_validate"] = args.cv == "on"
     overrides.update(_set_values(args.set))
     model = args.model
     if model is None:  # a config file may name the model; otherwise auto
@@ -486,6 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suspects", choices=["on", "off"],
                    help="list photos whose label looks wrong, from 5-fold out-of-fold predictions (default: on for "
                         "recipes on cached features -- tm, linear-probe, face-probe; off for the others)")
+    p.add_argument("--cv", choices=["on", "off"],
+                   help="also estimate accuracy by 5-fold cross-validation over all photos (default: on for recipes "
+                        "on cached features when the test split has fewer than 30 photos; the others: use "
+                        "diycnn compare --folds)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other setting, e.g. --set label_smoothing=0.05 --set freeze_fraction=0.3")
     p.add_argument("--split", help="reuse a split.json (compare models on the same photos)")

@@ -57,6 +57,7 @@ class TrainSettings:
     no_face: str = "keep"  # with crop=faces: "keep" the whole photo or "skip" it
     near_duplicates: bool = True  # find near-identical photos: grouped by the split, left out across splits
     suspects: bool | None = None  # suspect labels from out-of-fold predictions; None: where features are cached
+    cross_validate: bool | None = None  # K-fold accuracy over all photos; None: on cached features, small test splits
     # Recipe knobs; None keeps the recipe's own value (recorded in model.json either way).
     optimizer: str | None = None  # "adam" or "adamw"
     weight_decay: float | None = None
@@ -96,8 +97,9 @@ class TrainSettings:
         for name in ("near_duplicates", "val_as_test"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, received {getattr(self, name)!r}.")
-        if self.suspects is not None and not isinstance(self.suspects, bool):
-            raise ValueError(f"suspects must be true, false or unset, received {self.suspects!r}.")
+        for name in ("suspects", "cross_validate"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true, false or unset, received {getattr(self, name)!r}.")
         if self.no_face not in ("keep", "skip"):
             raise ValueError(f"no_face must be 'keep' or 'skip', received {self.no_face!r}.")
         if self.optimizer not in (None, "adam", "adamw"):

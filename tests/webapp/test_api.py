@@ -175,6 +175,11 @@ def test_train_preview_evaluate_export(client, tmp_path, offline):
         (run_dir / "metrics.json").read_text())["skipped"])
     ev = client.get("/api/evaluation").json()
     assert set(ev["per_class"]) == {"red", "blue"}
+    lo, hi = ev["test_accuracy_ci95"]
+    assert lo - 1e-9 <= ev["test_accuracy"] <= hi + 1e-9
+    # 4 test photos: the app also gives the 5-fold estimate over all 28 readable photos
+    assert ev["cross_validation"]["folds"] == 5 and ev["cross_validation"]["photos"] == 28
+    assert "95% CI" in s["message"] and "cross-validated" in s["message"]
     assert sum(map(sum, ev["confusion_matrix"])) == ev["counts"]["test"] > 0
     assert client.get("/" + ev["report"]).status_code == 200
     p = client.post("/api/predict", content=encoded(photo("blue", np.random.default_rng(7)), "JPEG"), headers=H).json()

@@ -142,6 +142,10 @@ def test_create_upload_webcam_train_predict_export(server, page, tmp_path):
     assert page.locator("#acc-chart circle").count() >= 12  # train + val points for 6 epochs
     page.wait_for_selector("#per-class")
     assert page.locator("#per-class tr").count() == 4  # header + 3 classes
+    # a few test photos: the 5-fold estimate over all photos is shown too, visibly, with its interval
+    assert page.evaluate("fetch('/api/evaluation').then(r => r.json())")["counts"]["test"] < 30
+    assert page.locator("[data-testid=cv-accuracy]").is_visible()
+    assert "95% CI" in page.text_content("#cross-validation") and "95% CI" in page.text_content("#evaluation")
     cells = page.locator("#confusion td").all_text_contents()
     counts = page.evaluate("fetch('/api/evaluation').then(r => r.json())")["counts"]
     assert sum(map(int, cells)) == counts["test"]

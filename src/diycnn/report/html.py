@@ -133,6 +133,19 @@ def suspects_section(suspects: dict[str, Any] | None, data_root: Path, max_items
     return "".join(parts)
 
 
+def cross_validation_note(cv: dict[str, Any] | None, test_photos: int) -> str:
+    """The K-fold estimate over all photos, next to the test figure it backs up (or replaces)."""
+    if not cv or not cv.get("checked"):
+        return ""
+    lo, hi = cv["accuracy_ci95"]
+    folds = ", ".join(f"{a:.0%}" for a in cv["fold_accuracies"])
+    small = (f" With only {test_photos} test photos, this is the figure to trust." if test_photos < 30 else "")
+    return (f"<p class='big' id='cross-validation'>Cross-validated accuracy <b>{cv['accuracy']:.1%}</b> "
+            f"(95% CI {lo:.1%}–{hi:.1%}, {cv['correct']}/{cv['photos']} photos), loss <b>{cv['loss']:.4f}</b>: "
+            f"{cv['folds']}-fold cross-validation on all {cv['photos']} photos, each predicted by the same recipe "
+            f"trained without it (folds: {folds}).{small}</p>")
+
+
 def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, confusion: bytes,
                   data_root: Path, max_errors: int = 24, cams: list[dict[str, Any]] | None = None) -> str:
     """The run report: headline figures, curves, confusion matrix, per-class scores,
@@ -147,11 +160,14 @@ def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, 
              f"<p class='big'>Test accuracy <b>{metrics['test_accuracy']:.1%}</b> "
              f"(95% CI {ci[0]:.1%}–{ci[1]:.1%}, {metrics['test_correct']}/{metrics['counts']['test']} photos), "
              f"test loss <b>{metrics['test_loss']:.4f}</b>, macro-F1 {metrics['test_macro_f1']:.3f}.</p>",
+             cross_validation_note(metrics.get("cross_validation"), metrics["counts"]["test"]),
              f"<p>Trained {metrics['epochs_run']} epoch(s) in {metrics['train_seconds']:.0f} s "
              f"({metrics['train_images_per_second']:.1f} images/s, {_e(metrics['device'])}, {_e(metrics['precision'])})"
              + (f"; early stopping kept epoch {metrics['best_epoch']}" if metrics.get("best_epoch") else "") + ".</p>",
              "<h2>Learning curves</h2>",
              f"<img class='plot' alt='accuracy and loss curves' src='{data_uri(curves)}'>",
+             (f"<p id='overfitting'><b>{_e(metrics['overfitting']['message'])}</b></p>"
+              if metrics.get("overfitting") else ""),
              "<h2>Confusion matrix (test split)</h2>",
              f"<img class='plot' alt='confusion matrix' src='{data_uri(confusion)}'>",
              "<h2>Per-class scores (test split)</h2>",

@@ -144,5 +144,17 @@ class TrainingJob:
         else:
             m = run.metrics
             self._update(status="done", stage="done", test_accuracy=m["test_accuracy"], test_loss=m["test_loss"],
-                         message=f"Done: test accuracy {m['test_accuracy']:.3f} on {m['counts']['test']}"
-                                 " held-out photos.")
+                         message=done_message(m))
+
+
+def done_message(m: dict[str, Any]) -> str:
+    """'Done: test accuracy 75.0% (95% CI 30.1%-95.4%) on 4 held-out photos; cross-validated 86.7% ...'."""
+    lo, hi = m["test_accuracy_ci95"]
+    text = (f"Done: test accuracy {m['test_accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}) on {m['counts']['test']} "
+            f"held-out photos, loss {m['test_loss']:.4f}")
+    cv = m.get("cross_validation") or {}
+    if cv.get("checked"):
+        cl, ch = cv["accuracy_ci95"]
+        text += (f"; cross-validated {cv['accuracy']:.1%} (95% CI {cl:.1%}-{ch:.1%}) over all {cv['photos']} "
+                 f"photos ({cv['folds']} folds)")
+    return text + "."

@@ -287,6 +287,10 @@ class App:
             auto = m.get("auto")
             return {**self._data_checks(m), "run": path.name, "model": _model_name(info),
                     "class_names": names, "test_accuracy": _number(m["test_accuracy"]),
+                    "test_accuracy_ci95": _interval(m.get("test_accuracy_ci95")),
+                    "cross_validation": _cross_validation(m.get("cross_validation")),
+                    "overfitting": _text((m.get("overfitting") or {}).get("message")
+                                         if isinstance(m.get("overfitting"), dict) else None),
                     "test_loss": _number(m["test_loss"]), "counts": counts, "per_class": per_class,
                     "confusion_matrix": matrix, "report": f"runs/{path.name}/report.html",
                     "auto": _text(auto.get("winner")) if isinstance(auto, dict) else None}
@@ -419,6 +423,25 @@ def _texts(value: Any) -> list[str]:
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def _interval(value: Any) -> list[float] | None:
+    """A [low, high] pair of numbers, or None."""
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    low, high = _number(value[0]), _number(value[1])
+    return None if low is None or high is None else [low, high]
+
+
+def _cross_validation(section: Any) -> dict[str, Any] | None:
+    """The K-fold estimate, typed (None when not run or damaged)."""
+    if not isinstance(section, dict) or section.get("checked") is not True:
+        return None
+    out = {"accuracy": _number(section.get("accuracy")), "accuracy_ci95": _interval(section.get("accuracy_ci95")),
+           "loss": _number(section.get("loss")), "folds": section.get("folds"), "photos": section.get("photos")}
+    if None in out.values() or not all(isinstance(out[k], int) and not isinstance(out[k], bool) for k in ("folds", "photos")):
+        return None
+    return out
 
 
 def _read_bounded(path: Path, shown: str) -> bytes:

@@ -259,8 +259,17 @@ async function loadEvaluation() {
     const n = ev.class_names;
     const acc = el("b", { textContent: pct(ev.test_accuracy) });
     acc.dataset.testid = "test-accuracy";
+    const ci = ev.test_accuracy_ci95 ? ` (95% CI ${pct(ev.test_accuracy_ci95[0])}\u2013${pct(ev.test_accuracy_ci95[1])})` : "";
     const head = el("div", {}, `${ev.model || "model"}` + (ev.auto ? ` (auto picked ${ev.auto})` : "") + ": ", acc,
-      ` of ${ev.counts.test} held-out test photos, loss ${fixed(ev.test_loss, 4)}`);
+      `${ci} on ${ev.counts.test} held-out test photos, loss ${fixed(ev.test_loss, 4)}`);
+    const cv = ev.cross_validation, cvBox = [];
+    if (cv) {
+      const cvAcc = el("b", { textContent: pct(cv.accuracy) });
+      cvAcc.dataset.testid = "cv-accuracy";
+      cvBox.push(el("div", { id: "cross-validation" }, "Cross-validated: ", cvAcc,
+        ` (95% CI ${pct(cv.accuracy_ci95[0])}\u2013${pct(cv.accuracy_ci95[1])}), ${cv.folds}-fold on all ${cv.photos} photos, loss ${fixed(cv.loss, 4)}` +
+        (ev.counts.test < 30 ? ` \u2014 with only ${ev.counts.test} test photos, trust this figure.` : "")));
+    }
     const perClass = el("table", { id: "per-class" },
       el("tr", {}, el("th", {}, "class"), el("th", {}, "accuracy"), el("th", {}, "test photos")),
       ...n.map(c => el("tr", {}, el("th", {}, c), el("td", {}, pct(ev.per_class[c].accuracy)), el("td", {}, ev.per_class[c].support))));
@@ -269,7 +278,8 @@ async function loadEvaluation() {
         ...row.map((v, j) => el("td", { className: i === j ? "diag" : "" }, v)))));
     const link = el("a", { id: "report-link", href: "/runs/" + enc(ev.run) + "/report.html", target: "_blank", rel: "noopener" },
       "Full report (curves, mistakes, Grad-CAM) \u2192");
-    box.replaceChildren(head, el("h3", { className: "small" }, "Accuracy per class"), perClass,
+    if (ev.overfitting) cvBox.push(el("p", { id: "overfitting", className: "hint" }, ev.overfitting));
+    box.replaceChildren(head, ...cvBox, el("h3", { className: "small" }, "Accuracy per class"), perClass,
       el("h3", { className: "small" }, "Confusion matrix (rows: true, columns: predicted)"), confusion,
       ...dataChecks(ev), el("p", {}, link));
     box.className = "";
