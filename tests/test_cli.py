@@ -110,10 +110,53 @@ def test_set_flag_reaches_recipe_knobs(two_class_data, tiny_spec, tmp_path, caps
 
 
 def test_the_cli_lists_every_built_in_recipe():
-    from diycnn.cli import RECIPE_NAMES
     from diycnn.models.recipes import RECIPES
+    from diycnn.settings import RECIPE_NAMES
 
-    assert set(RECIPE_NAMES) == set(RECIPES)
+    assert tuple(RECIPES) == RECIPE_NAMES
+
+
+def test_the_help_shows_each_recipes_real_defaults(capsys):
+    """--help and the web app read RECIPE_GUIDE (no PyTorch); it must match the recipes."""
+    from diycnn.models.recipes import get_recipe
+    from diycnn.settings import RECIPE_GUIDE
+
+    assert tuple(RECIPE_GUIDE) == tuple(get_recipe.__globals__["RECIPES"])
+    for name, guide in RECIPE_GUIDE.items():
+        defaults = get_recipe(name, 2).defaults
+        assert {k: defaults[k] for k in ("epochs", "batch_size", "lr", "patience")} == \
+            {k: guide[k] for k in ("epochs", "batch_size", "lr", "patience")}, name
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "seed-cnn 30" in out and "tm 50" in out and "examples:" in out and "face-probe" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--help"], None),
+    (["train", "--help"], None),
+    (["train", "{missing}"], "does not exist"),
+    (["train", "{data}", "--model", "tn"], "Did you mean 'tm'"),
+    (["train", "{data}", "--model", "{missing}.yaml"], "does not exist"),
+    (["compare", "{missing}", "--models", "tm,seed-cnn"], "does not exist"),
+    (["compare", "{data}", "--models", "tm,sed-cnn"], "Did you mean 'seed-cnn'"),
+    (["cache"], None),
+])
+def test_help_and_wrong_names_or_paths_answer_without_loading_pytorch(argv, message, tmp_path):
+    """PyTorch takes seconds to import: help, the cache listing and the usual mistakes must not
+    wait for it (bench/startup.py measures the times)."""
+    import subprocess
+    import sys
+
+    data = make_dataset(tmp_path / "photos", {"red": 1, "blue": 1})
+    argv = [a.format(missing=tmp_path / "nope", data=data) for a in argv]
+    code = (f"import sys\nfrom diycnn.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "DIYCNN_CACHE": str(tmp_path / "cache")})
+    assert proc.stdout.strip().endswith("NO-TORCH"), proc.stdout[-300:] + proc.stderr[-300:]
+    if message:
+        assert message in proc.stderr
 
 
 def test_epoch_lines_fit_80_columns_lead_with_validation_and_have_no_carriage_returns(

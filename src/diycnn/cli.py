@@ -11,9 +11,9 @@ import shutil
 import sys
 from typing import Any
 
+from .settings import RECIPE_GUIDE, RECIPE_NAMES, check_model_name, recipe_defaults_help
+
 EXIT_ERROR = 2
-# The built-in recipes (models/recipes.py's RECIPES; listed here so --help needs no torch import).
-RECIPE_NAMES = ("seed-cnn", "seed-cnn-plus", "tm", "linear-probe", "finetune", "face-probe", "face-finetune")
 EXIT_INTERRUPTED = 130
 
 
@@ -182,10 +182,16 @@ def _set_values(items: list[str] | None) -> dict[str, Any]:
 
 
 def cmd_train(args) -> int:
-    from . import train
-
     if args.resume is None and args.data is None:
         raise ValueError("diycnn train needs a DATA folder (or --resume RUN_DIR).")
+    if args.resume is None:  # wrong names and paths are answered before PyTorch loads (seconds)
+        from .data.scan import check_data_folder
+
+        if args.model is not None:  # None: the config file's, or the default
+            check_model_name(args.model)
+        check_data_folder(args.data)
+    from . import train
+
     overrides: dict[str, Any] = {k: getattr(args, k) for k in
                                  ("epochs", "batch_size", "lr", "seed", "val_split", "test_split", "patience",
                                   "device", "precision", "backbone", "weights", "budget", "crop", "no_face",
@@ -304,6 +310,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    if not args.runs and args.data is not None and args.models is not None:  # before PyTorch loads
+        from .data.scan import check_data_folder
+
+        for name in args.models.split(","):
+            check_model_name(name.strip())
+        check_data_folder(args.data)
     from . import compare
     from .comparison import format_table
 
@@ -407,7 +419,7 @@ def cmd_cache(args) -> int:
     import time
 
     from .data.caches import KINDS, cache_entries, clear_cache, human_bytes
-    from .data.features import cache_root
+    from .io import cache_root
 
     root = cache_root()
     if args.action == "list":
@@ -470,19 +482,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("train", help="train a model on a photo folder")
+    p = sub.add_parser("train", help="train a model on a photo folder", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train a model on a photo folder (one sub-folder per class) and write a run\n"
+                                   "directory with the model, its metrics and an HTML report.",
+                       epilog="recipes:\n" + "\n".join(f"  {n:<14} {g['about']}" for n, g in RECIPE_GUIDE.items())
+                              + "\n\nexamples:\n"
+                                "  diycnn train photos                          # auto: picks a recipe for you\n"
+                                "  diycnn train photos --model face-probe       # telling people apart\n"
+                                "  diycnn train photos --model seed-cnn --epochs 50 --batch-size 16\n"
+                                "  diycnn train photos --model tm --split runs/photos-seed-cnn/split.json\n"
+                                "  diycnn train --resume runs/photos-seed-cnn  # after Ctrl-C")
     p.add_argument("data", nargs="?", help="DATA/<class>/* or DATA/{train,val,test}/<class>/*")
     p.add_argument("--model", default=None,
                    help="auto (default: looks for faces, then tries the recipes within --budget, keeps the best "
                         "by validation loss), " + ", ".join(RECIPE_NAMES) + ", or a .yaml/.json spec")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--val-split", type=float)
-    p.add_argument("--test-split", type=float)
-    p.add_argument("--patience", type=int, help="early stopping on val loss, restoring the best weights")
-    p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument("--epochs", type=int, help="passes over the training photos; " + recipe_defaults_help("epochs"))
+    p.add_argument("--batch-size", type=int, help="photos per step; " + recipe_defaults_help("batch_size"))
+    p.add_argument("--lr", type=float, help="learning rate; " + recipe_defaults_help("lr"))
+    p.add_argument("--seed", type=int, help="seed of the split, the weights and the shuffling (default 0): "
+                                            "the same seed, data and machine give the same model")
+    p.add_argument("--val-split", type=float, help="fraction of each class for validation (default 0.15)")
+    p.add_argument("--test-split", type=float, help="fraction of each class held out for the test (default 0.15)")
+    p.add_argument("--patience", type=int, help="stop after N epochs without a better val loss and keep the best "
+                                                "weights; " + recipe_defaults_help("patience"))
+    p.add_argument("--precision", choices=PRECISIONS, help="default: auto (bf16 where the CPU or GPU has it, "
+                                                           "else fp32)")
     device_args(p)
     p.add_argument("--backbone", help="timm backbone for tm/linear-probe/finetune (default tf_efficientnet_lite0)")
     p.add_argument("--weights", help="pretrained backbone weights file (.safetensors or state-dict .pth)")
@@ -588,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="project folder: one sub-folder of photos per class (created if missing; default "
                         "./diycnn-project); the app's runs go in its hidden .diycnn/ folder")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=7860, help="default 7860")
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("cache", help="list or clear diycnn's cache (decoded photos, backbone features, scans)",

@@ -13,6 +13,11 @@ from typing import Any
 import numpy as np
 
 
+def cache_root() -> Path:
+    """diycnn's cache folder: DIYCNN_CACHE, default ~/.cache/diycnn (never next to a user's photos)."""
+    return Path(os.environ.get("DIYCNN_CACHE") or Path.home() / ".cache" / "diycnn")
+
+
 def _json_default(value: Any):
     if isinstance(value, (np.integer,)):
         return int(value)

@@ -20,6 +20,65 @@ def suggest(name: str, choices) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
+# The built-in recipes, listed once (models/recipes.py builds them; the CLI's help and the early
+# name check read this list without importing PyTorch).
+RECIPE_NAMES = ("seed-cnn", "seed-cnn-plus", "tm", "linear-probe", "finetune", "face-probe", "face-finetune")
+
+
+# What each recipe is, in a line, and its main defaults (epochs, batch size, learning rate, early-stopping
+# patience) -- for --help and the web app, without importing PyTorch. models/recipes.py holds the
+# full defaults; a test checks these against them.
+RECIPE_GUIDE: dict[str, dict[str, Any]] = {
+    "seed-cnn": {"about": "the blog's exact Keras CNN, trained from scratch (Adam, no early stopping)",
+                 "epochs": 30, "batch_size": 32, "lr": 1e-3, "patience": None},
+    "seed-cnn-plus": {"about": "a deeper CNN from scratch: batch norm, augmentation, AdamW, cosine schedule",
+                      "epochs": 60, "batch_size": 32, "lr": 3e-3, "patience": None},
+    "tm": {"about": "Teachable Machine's recipe: a small head on frozen ImageNet features (EfficientNet-Lite0)",
+           "epochs": 50, "batch_size": 16, "lr": 1e-3, "patience": None},
+    "linear-probe": {"about": "a linear classifier on frozen ImageNet features, early-stopped",
+                     "epochs": 100, "batch_size": 32, "lr": 1e-3, "patience": 10},
+    "finetune": {"about": "the ImageNet backbone itself fine-tuned (slower; best for non-face photos)",
+                 "epochs": 10, "batch_size": 32, "lr": 5e-5, "patience": 4},
+    "face-probe": {"about": "people: faces cropped and aligned, a classifier on face-recognition features",
+                   "epochs": 200, "batch_size": 32, "lr": 3e-3, "patience": 20},
+    "face-finetune": {"about": "people: the face-recognition network itself fine-tuned (slower)",
+                      "epochs": 15, "batch_size": 32, "lr": 1e-4, "patience": 5},
+}
+
+
+def recipe_defaults_help(key: str) -> str:
+    """'default: the recipe's -- seed-cnn 30, tm 50, ...' for one of epochs/batch_size/lr/patience."""
+    def shown(v):
+        return "off" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+    return "default: the recipe's -- " + ", ".join(f"{n} {shown(g[key])}" for n, g in RECIPE_GUIDE.items())
+
+
+def is_spec_file(model: str) -> bool:
+    return Path(model).suffix.lower() in (".yaml", ".yml", ".json")
+
+
+def unknown_model(model: str) -> ValueError:
+    return ValueError(
+        f"Unknown model '{model}'.{suggest(model, list(RECIPE_NAMES) + ['auto'])} Built-in recipes: "
+        f"{', '.join(RECIPE_NAMES)}, auto; or pass a .yaml/.json Keras-style spec file."
+    )
+
+
+def check_model_name(model: str) -> None:
+    """Fail fast, before any photo is read, on a model that is neither a recipe nor a spec file.
+
+    Raises:
+        ValueError: unknown name (with the closest built-in).
+        FileNotFoundError: a spec file path that does not exist.
+    """
+    if model in RECIPE_NAMES or model == "auto" or Path(model).is_file():
+        return
+    if is_spec_file(model):
+        raise FileNotFoundError(f"Model spec file '{model}' does not exist. Pass a .yaml/.json spec, or a built-in "
+                                f"recipe: {', '.join(RECIPE_NAMES)}, auto.")
+    raise unknown_model(model)
+
+
 def check_keys(given: dict, allowed, where: str) -> None:
     """Raise ValueError naming the first key of `given` not in `allowed`, with a suggestion."""
     for key in given:

@@ -195,3 +195,10 @@ def test_fused_only_where_it_is_the_same_computation():
     assert not fast_conv.pool_applies(KConv2d(3, 8, (3, 3), pad=(0, 1, 0, 1)), pool, x)
     assert not fast_conv.pool_applies(KConv2d(3, 8, (3, 3), act=torch.nn.ReLU()), pool, x)
     assert not fast_conv.pool_applies(conv, pool, x.double())
+    handle = pool.register_forward_hook(lambda *a: None)  # Grad-CAM watches a layer: it must run
+    assert not fast_conv.pool_applies(conv, pool, x)
+    handle.remove()
+    handle = pool.post_act.register_forward_hook(lambda *a: None)  # or the ReLU inside the pool
+    assert not fast_conv.pool_applies(conv, pool, x)
+    handle.remove()
+    assert fast_conv.pool_applies(conv, pool, x)

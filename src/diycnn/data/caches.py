@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .features import cache_root
+from ..io import cache_root
 
 KINDS = ("features", "decoded", "scan")
 UNFINISHED_AGE_S = 24 * 3600

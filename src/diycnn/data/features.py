@@ -17,15 +17,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..io import atomic_write_bytes, atomic_write_text
+from ..io import atomic_write_bytes, atomic_write_text, cache_root
 from .loader import decode_all
 from .scan import ImageRecord, Problem
 
 log = logging.getLogger(__name__)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("DIYCNN_CACHE") or Path.home() / ".cache" / "diycnn")
 
 
 class FeatureCache:

@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..io import cache_root
 from .images import ImageError, Preprocessing
 from .scan import Problem
 
@@ -136,8 +137,6 @@ def decode_cached(records, prep: Preprocessing, notes: list[Problem] | None = No
     import json
 
     from ..io import atomic_write_json
-    from .features import cache_root
-
     digest = hashlib.sha256(json.dumps(prep.to_dict(), sort_keys=True).encode())
     for r in records:
         digest.update(r.sha256.encode())

@@ -38,6 +38,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..io import cache_root
+
 log = logging.getLogger(__name__)
 
 MAX_HAMMING = 20  # of 64 perceptual-hash bits, for a pair to be compared at all
@@ -89,8 +91,6 @@ class SignatureCache:
     """Signatures by content hash, one compressed file per data folder in DIYCNN_CACHE/neardup/."""
 
     def __init__(self, root: Path):
-        from .features import cache_root
-
         key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
         self.path = cache_root() / "neardup" / f"v{SIGNATURE_VERSION}-{key}.npz"
         self.known: dict[str, tuple[int, np.ndarray]] = {}

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from PIL import __version__ as PILLOW_VERSION
 
+from ..io import cache_root
 from .images import ImageError, probe
 
 log = logging.getLogger(__name__)
@@ -164,8 +165,6 @@ class _ScanCache:
     """
 
     def __init__(self, root: Path):
-        from .features import cache_root
-
         self.root, self.pillow = str(root), PILLOW_VERSION  # another Pillow may read files this one could not
         self.path = cache_root() / "scan" / f"{hashlib.sha256(self.root.encode()).hexdigest()[:24]}.json"
         self.old: dict[str, list] = {}
@@ -289,6 +288,20 @@ def _find_near(result: ScanResult, cache: bool) -> None:
                  result.root, len(result.near) - conflicts, conflicts)
 
 
+def check_data_folder(data: str | Path) -> Path:
+    """The resolved DATA folder; FileNotFoundError (saying what to pass) when it is missing or a file.
+    Cheap, so the CLI calls it before loading PyTorch."""
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(
+            f"Data folder '{data}' does not exist. Pass a folder with one sub-folder of photos per class, "
+            "e.g. photos/iu/*.jpg and photos/suzy/*.jpg."
+        )
+    if not root.is_dir():
+        raise FileNotFoundError(f"'{data}' is a file, not a folder. Pass the folder that holds one sub-folder per class.")
+    return root.resolve()
+
+
 def scan_folder(data: str | Path, workers: int | None = None, min_classes: int = 2, cache: bool = True,
                 near_duplicates: bool = True) -> ScanResult:
     """Scan a photo folder.
@@ -312,15 +325,7 @@ def scan_folder(data: str | Path, workers: int | None = None, min_classes: int =
         >>> scan_folder("photos").class_names
         ['iu', 'suzy']
     """
-    root = Path(data).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(
-            f"Data folder '{data}' does not exist. Pass a folder with one sub-folder of photos per class, "
-            "e.g. photos/iu/*.jpg and photos/suzy/*.jpg."
-        )
-    if not root.is_dir():
-        raise FileNotFoundError(f"'{data}' is a file, not a folder. Pass the folder that holds one sub-folder per class.")
-    root = root.resolve()
+    root = check_data_folder(data)
     skipped: list[Problem] = []
     notes: list[str] = []
 

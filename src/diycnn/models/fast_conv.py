@@ -109,6 +109,8 @@ def pool_applies(conv: torch.nn.Conv2d, pool: torch.nn.Module, x: torch.Tensor) 
 
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False
+    if any(_hooked(m) for m in (*conv.modules(), *pool.modules())):
+        return False  # someone watches these layers' outputs (Grad-CAM): run them one by one
     return (isinstance(conv, KConv2d) and isinstance(pool, KPool2d) and conv.pad is None and conv.act is None
             and pool.kind == "max" and pool.pool == (2, 2) and pool.strides == (2, 2) and pool.pad is None
             and isinstance(pool.post_act, torch.nn.ReLU)
@@ -116,6 +118,15 @@ def pool_applies(conv: torch.nn.Conv2d, pool: torch.nn.Module, x: torch.Tensor) 
             and x.device.type == "cpu" and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu") and conv.stride == (1, 1) and conv.dilation == (1, 1)
             and conv.groups == 1 and conv.padding in ((0, 0), "valid"))
+
+
+def _hooked(module: torch.nn.Module) -> bool:
+    from torch.nn.modules import module as torch_module
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or torch_module._global_forward_hooks
+                or torch_module._global_forward_pre_hooks or torch_module._global_backward_hooks
+                or torch_module._global_backward_pre_hooks)
 
 
 def conv_pool_relu(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

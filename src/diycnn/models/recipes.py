@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data.augment import STANDARD_AUGMENT
 from ..data.images import Preprocessing
-from ..settings import suggest
+from ..settings import check_model_name, is_spec_file, unknown_model  # noqa: F401 - check_model_name: for api
 from .layers import (Activation, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, Input,
                      MaxPooling2D, Rescaling)
 from .sequential import Sequential, SpecModule, read_spec_file
@@ -220,10 +220,6 @@ def preprocessing_for_spec(spec: Sequential) -> Preprocessing:
     return Preprocessing(size=(h, w), input_scale=1.0 if spec.starts_with_rescaling else 1.0 / 255.0)
 
 
-def is_spec_file(model: str) -> bool:
-    return Path(model).suffix.lower() in (".yaml", ".yml", ".json")
-
-
 def get_recipe(model: str, num_classes: int = 2, backbone: str | None = None) -> Recipe:
     """Resolve `--model`: a built-in recipe name or a spec file.
 
@@ -243,29 +239,7 @@ def get_recipe(model: str, num_classes: int = 2, backbone: str | None = None) ->
         if len(spec.input_shape) != 3:
             raise ValueError(f"Model spec '{model}' must start with an image Input(shape=(H, W, 3)).")
         return Recipe(spec.name, spec, preprocessing_for_spec(spec), dict(SPEC_DEFAULTS), source=str(model))
-    raise _unknown(model)
-
-
-def _unknown(model: str) -> ValueError:
-    return ValueError(
-        f"Unknown model '{model}'.{suggest(model, list(RECIPES) + ['auto'])} Built-in recipes: "
-        f"{', '.join(RECIPES)}, auto; or pass a .yaml/.json Keras-style spec file."
-    )
-
-
-def check_model_name(model: str) -> None:
-    """Fail fast, before any photo is read, on a model that is neither a recipe nor a spec file.
-
-    Raises:
-        ValueError: unknown name (with the closest built-in).
-        FileNotFoundError: a spec file path that does not exist.
-    """
-    if model in RECIPES or model == "auto" or Path(model).is_file():
-        return
-    if is_spec_file(model):
-        raise FileNotFoundError(f"Model spec file '{model}' does not exist. Pass a .yaml/.json spec, or a built-in "
-                                f"recipe: {', '.join(RECIPES)}, auto.")
-    raise _unknown(model)
+    raise unknown_model(model)
 
 
 def recipe_from_saved(model_info: dict[str, Any], num_classes: int) -> Recipe:
