@@ -180,6 +180,8 @@ def test_train_preview_evaluate_export(client, tmp_path, offline):
     # 4 test photos: the app also gives the 5-fold estimate over all 28 readable photos
     assert ev["cross_validation"]["folds"] == 5 and ev["cross_validation"]["photos"] == 28
     assert "95% CI" in s["message"] and "cross-validated" in s["message"]
+    assert ev["left_out"] == {"unreadable": 1, "duplicates": 0, "no_face": 0}  # the corrupt file, shown in the app
+    assert sum(c["train"] + c["val"] + c["support"] for c in ev["per_class"].values()) == 28
     assert sum(map(sum, ev["confusion_matrix"])) == ev["counts"]["test"] > 0
     assert client.get("/" + ev["report"]).status_code == 200
     p = client.post("/api/predict", content=encoded(photo("blue", np.random.default_rng(7)), "JPEG"), headers=H).json()
@@ -208,6 +210,30 @@ def test_cancel_leaves_a_resumable_run_and_the_app_usable(client, offline):
     assert client.get("/api/project").json()["runs"] == []  # an unfinished run is not offered for preview
     assert client.post("/api/train/cancel", headers=H).status_code == 409
     assert client.get("/api/evaluation").status_code == 409
+
+
+def test_a_cancelled_run_resumes_from_the_app(client, offline, tmp_path):
+    fill(client, {"red": 8, "blue": 8})
+    client.post("/api/train", json={"model": "tm", "epochs": 30}, headers=H)
+    deadline = time.time() + 120
+    while client.get("/api/train").json().get("epoch", 0) < 1 and time.time() < deadline:
+        time.sleep(0.02)
+    client.post("/api/train/cancel", headers=H)
+    s = wait_idle(client)
+    assert s["status"] == "cancelled" and s["resumable"] == s["run"]
+    for bad in ("../x", "", ".diycnn", 5, "no-such-run"):
+        assert client.post("/api/train/resume", json={"run": bad}, headers=H).status_code in (400, 404)
+    r = client.post("/api/train/resume", json={"run": s["run"]}, headers=H)
+    assert r.status_code == 202 and r.json()["status"] == "running"
+    done = wait_idle(client)
+    assert done["status"] == "done", done
+    runs = client.get("/api/project").json()["runs"]
+    assert [r["name"] for r in runs] == [s["run"]]  # the same run, finished: not a new one
+    history = (tmp_path / "proj" / ".diycnn" / "runs" / s["run"] / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 30  # header + every epoch: the run went on where it stopped
+    ev = client.get("/api/evaluation").json()
+    assert ev["run"] == s["run"]
+    assert client.post("/api/train/resume", json={"run": s["run"]}, headers=H).status_code == 409  # complete
 
 
 def test_training_needs_two_classes_with_photos(client):

@@ -80,7 +80,15 @@ def test_create_upload_webcam_train_predict_export(server, page, tmp_path):
             photo(cls, rng, size=64).save(path)
             files[cls].append(str(path))
     page.goto(url)
-    for cls in ("red", "blue", "webcam"):
+    # a new project opens with two ready classes, as Teachable Machine's does: rename them
+    card(page, "Class 2").wait_for()
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["Class 1", "Class 2"]
+    for old, new in (("Class 1", "red"), ("Class 2", "blue")):
+        card(page, old).locator(".class-name").fill(new)
+        card(page, old).locator(".class-name").press("Enter")
+        card(page, new).wait_for()
+    assert card(page, "red").is_visible() and card(page, "blue").is_visible()
+    for cls in ("webcam",):
         page.fill("#new-class", cls)
         page.click("#add-class")
         card(page, cls).wait_for()
@@ -131,8 +139,12 @@ def test_create_upload_webcam_train_predict_export(server, page, tmp_path):
     shot(page, tmp_path, "ui-classes")
 
     # train a tiny model in the background; the page stays responsive and shows live curves
-    page.select_option("#recipe", "tm")
+    page.select_option("#recipe", "seed-cnn")
     page.click("details summary")
+    assert page.get_attribute("#epochs", "placeholder") == "30"  # the recipe's real defaults, not "default"
+    page.select_option("#recipe", "tm")
+    assert page.locator("#recipe-about").is_visible() and "Teachable Machine" in page.text_content("#recipe-about")
+    assert [page.get_attribute(f, "placeholder") for f in ("#epochs", "#batch-size", "#lr")] == ["50", "16", "0.001"]
     page.fill("#epochs", "6")
     page.click("#train")
     page.wait_for_selector("#cancel:not([disabled])")

@@ -4,6 +4,7 @@ calls the same `diycnn.train` as the CLI, with live per-epoch figures and cancel
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import math
 import threading
@@ -82,14 +83,37 @@ class TrainingJob:
             i = 2
             while out.exists():
                 out, i = self.project.runs_dir / f"{model}-{stamp}-{i}", i + 1
-            self._cancel.clear()
-            self.state = {"status": "running", "model": model, "settings": settings, "run": out.name,
-                          "stage": "starting", "epoch": 0, "epochs": settings.get("epochs"), "history": [],
-                          "batch": 0, "batches": 0, "started": time.time(), "message": ""}
-            self._thread = threading.Thread(target=self._work, args=(model, settings, out), daemon=True,
-                                            name="diycnn-training")
-            self._thread.start()
+            self._launch(model, settings, out, resume=False)
         return self.status()
+
+    def resume(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Continue a cancelled (or killed) run of this project from its last checkpoint."""
+        name = body.get("run")
+        if not isinstance(name, str) or not name or name != Path(name).name or name.startswith("."):
+            raise ProjectError(f"Resume needs the name of one of this project's runs, received {name!r}.")
+        out = self.project.runs_dir / name
+        info = _read_json(out / "model.json")
+        if info is None:
+            raise ProjectError(f"Run {name!r} does not exist in this project.", 404)
+        if info.get("status") == "complete":
+            raise ProjectError(f"Run {name!r} is already complete; there is nothing to resume.", 409)
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                raise ProjectError("A training is already running in this project; wait for it to finish or "
+                                   "cancel it first.", 409)
+            model = (info.get("model") or {}).get("name") if isinstance(info.get("model"), dict) else None
+            self._launch(str(model or "run"), {}, out, resume=True)
+        return self.status()
+
+    def _launch(self, model: str, settings: dict[str, Any], out: Path, resume: bool) -> None:
+        """Start the training thread (the lock is held)."""
+        self._cancel.clear()
+        self.state = {"status": "running", "model": model, "settings": settings, "run": out.name,
+                      "stage": "resuming" if resume else "starting", "epoch": 0, "epochs": settings.get("epochs"),
+                      "history": [], "batch": 0, "batches": 0, "started": time.time(), "message": ""}
+        self._thread = threading.Thread(target=self._work, args=(model, settings, out, resume), daemon=True,
+                                        name="diycnn-training")
+        self._thread.start()
 
     def cancel(self) -> dict[str, Any]:
         if self._thread is None or not self._thread.is_alive():
@@ -102,7 +126,7 @@ class TrainingJob:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _work(self, model: str, settings: dict[str, Any], out: Path) -> None:
+    def _work(self, model: str, settings: dict[str, Any], out: Path, resume: bool = False) -> None:
         from .. import train
         from ..training.trainer import Callback
 
@@ -134,10 +158,13 @@ class TrainingJob:
 
         self.project.runs_dir.mkdir(parents=True, exist_ok=True)
         try:
-            run = train(self.project.root, model=model, out=out, callbacks=[Hooks()], on_stage=stage, **settings)
+            if resume:
+                run = train(resume=out, callbacks=[Hooks()], on_stage=stage)
+            else:
+                run = train(self.project.root, model=model, out=out, callbacks=[Hooks()], on_stage=stage, **settings)
         except KeyboardInterrupt:
-            self._update(status="cancelled", stage="cancelled",
-                         message=f"Training cancelled. Resume it with: diycnn train --resume {out}")
+            self._update(status="cancelled", stage="cancelled", resumable=out.name,
+                         message=f"Training cancelled. Resume it here, or with: diycnn train --resume {out}")
         except Exception as exc:  # shown on the page; the server keeps running
             log.exception("training failed")
             self._update(status="failed", stage="failed", message=str(exc))
@@ -158,3 +185,11 @@ def done_message(m: dict[str, Any]) -> str:
         text += (f"; cross-validated {cv['accuracy']:.1%} (95% CI {cl:.1%}-{ch:.1%}) over all {cv['photos']} "
                  f"photos ({cv['folds']} folds)")
     return text + "."
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

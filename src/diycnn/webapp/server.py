@@ -35,6 +35,7 @@ from fastapi import FastAPI, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from ..settings import RECIPE_GUIDE
 from .jobs import RECIPES, TrainingJob
 from .project import APP_DIR, MAX_UPLOAD_BYTES, Project, ProjectError
 
@@ -279,7 +280,7 @@ class App:
         try:
             names = _texts(m["class_names"])
             per_class = {c: {"accuracy": _number(m["per_class"][c]["recall"]),
-                             "support": int(m["per_class"][c]["support"])} for c in names}
+                             "support": int(m["per_class"][c]["support"]), **_split_counts(m, c)} for c in names}
             matrix = [[int(v) for v in row] for row in m["confusion_matrix"]]
             if len(matrix) != len(names) or any(len(row) != len(names) for row in matrix):
                 raise ValueError("confusion matrix does not match the classes")
@@ -289,6 +290,7 @@ class App:
                     "class_names": names, "test_accuracy": _number(m["test_accuracy"]),
                     "test_accuracy_ci95": _interval(m.get("test_accuracy_ci95")),
                     "cross_validation": _cross_validation(m.get("cross_validation")),
+                    "left_out": _left_out(m),
                     "overfitting": _text((m.get("overfitting") or {}).get("message")
                                          if isinstance(m.get("overfitting"), dict) else None),
                     "test_loss": _number(m["test_loss"]), "counts": counts, "per_class": per_class,
@@ -425,6 +427,31 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
+# One line per recipe and its defaults, for the training card (the same text as `train --help`).
+RECIPE_HELP = {**RECIPE_GUIDE, "auto": {
+    "about": "looks for faces, then trains the recipes that fit the time budget and keeps the best by validation "
+             "loss", "epochs": None, "batch_size": None, "lr": None, "patience": None}}
+
+
+def _split_counts(m: dict[str, Any], cls: str) -> dict[str, int | None]:
+    """A class's train and val photo counts (None where metrics.json lacks them)."""
+    by_class = m.get("counts_by_class")
+    out: dict[str, int | None] = {}
+    for split in ("train", "val"):
+        value = by_class.get(split, {}).get(cls) if isinstance(by_class, dict) and isinstance(by_class.get(split), dict) \
+            else None
+        out[split] = value if isinstance(value, int) and not isinstance(value, bool) else None
+    return out
+
+
+def _left_out(m: dict[str, Any]) -> dict[str, int]:
+    """How many photos the run did not use, by reason."""
+    def count(key: str) -> int:
+        value = m.get(key)
+        return len(value) if isinstance(value, list) else 0
+    return {"unreadable": count("skipped"), "duplicates": count("duplicates"), "no_face": count("no_face")}
+
+
 def _interval(value: Any) -> list[float] | None:
     """A [low, high] pair of numbers, or None."""
     if not isinstance(value, list) or len(value) != 2:
@@ -531,6 +558,7 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
     def project():
         p = state.project
         return {"root": str(p.root), "name": p.root.name, "classes": p.summary(), "recipes": list(RECIPES),
+                "recipe_guide": RECIPE_HELP,
                 "runs": state.runs(), "training": state.job.status(), "export_formats": list(EXPORT_FORMATS),
                 "max_upload_mb": MAX_UPLOAD_BYTES // (1024 * 1024)}
 
@@ -589,6 +617,10 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
     @api.post("/api/train/cancel")
     def cancel():
         return state.job.cancel()
+
+    @api.post("/api/train/resume")
+    async def resume(request: Request):
+        return JSONResponse(state.job.resume(await _json(request)), status_code=202)
 
     @api.post("/api/predict")
     async def predict(request: Request, run: str | None = None):

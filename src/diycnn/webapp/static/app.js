@@ -21,8 +21,19 @@ async function api(method, url, body, isRaw) {
 const enc = encodeURIComponent;
 function show(el, text, kind) { el.textContent = text || ""; el.className = "msg" + (kind ? " " + kind : ""); }
 
+// A new, empty project opens as Teachable Machine's does: two classes ready to rename and fill
+// (once per page load, so deleting them is respected until the page is opened again).
+let offeredClasses = false;
 async function refresh() {
   project = await api("GET", "/api/project");
+  if (!offeredClasses && !project.classes.length && !project.runs.length) {
+    offeredClasses = true;
+    try {
+      for (const name of ["Class 1", "Class 2"]) await api("POST", "/api/classes", { name });
+      project = await api("GET", "/api/project");
+    } catch (e) { /* a read-only project folder: the page still works, empty */ }
+  }
+  offeredClasses = true;
   $("#project-name").textContent = project.name;
   $("#project-root").textContent = project.root;
   renderClasses();
@@ -31,8 +42,18 @@ async function refresh() {
   if (!$("#recipe").options.length) {
     for (const r of project.recipes) $("#recipe").add(new Option(r, r));
     for (const f of project.export_formats) $("#export-format").add(new Option(f, f));
+    describeRecipe();
   }
 }
+
+// The chosen recipe in one line, and its real defaults as the Advanced fields' placeholders.
+function describeRecipe() {
+  const guide = (project.recipe_guide || {})[$("#recipe").value] || {};
+  $("#recipe-about").textContent = guide.about || "";
+  for (const [id, key] of [["#epochs", "epochs"], ["#batch-size", "batch_size"], ["#lr", "lr"]])
+    $(id).placeholder = guide[key] == null ? "recipe's choice" : String(guide[key]);
+}
+$("#recipe").addEventListener("change", describeRecipe);
 
 function renderClasses() {
   const box = $("#classes");
@@ -175,6 +196,11 @@ $("#cancel").addEventListener("click", async () => {
   try { renderTraining(await api("POST", "/api/train/cancel")); } catch (e) { show($("#train-msg"), e.message, "error"); }
 });
 
+$("#resume").addEventListener("click", async () => {
+  try { renderTraining(await api("POST", "/api/train/resume", { run: $("#resume").dataset.run })); poll(); }
+  catch (e) { show($("#train-msg"), e.message, "error"); }
+});
+
 function poll() {
   clearTimeout(pollTimer);
   pollTimer = setTimeout(async () => {
@@ -189,9 +215,14 @@ function poll() {
 function renderTraining(s) {
   const running = s.status === "running";
   $("#train").disabled = running; $("#cancel").disabled = !running;
+  const last = (s.history || []).at(-1);
   $("#train-stage").textContent = s.status === "idle" ? "" :
     `${s.model || ""}: ${s.stage || s.status}` + (s.epochs ? ` (epoch ${Math.min(s.epoch + (running ? 1 : 0), s.epochs)}/${s.epochs})` : "") +
-    (running && s.loss !== undefined ? ` loss ${s.loss.toFixed(4)} accuracy ${s.accuracy.toFixed(3)}` : "");
+    (last && last.val_loss !== undefined ? ` \u2014 val_loss ${fixed(last.val_loss, 4)} val_acc ${fixed(last.val_accuracy, 3)}` : "") +
+    (running && s.loss !== undefined ? `, this epoch: loss ${s.loss.toFixed(4)} accuracy ${s.accuracy.toFixed(3)}` : "");
+  const resume = $("#resume");
+  resume.hidden = !(s.status === "cancelled" && s.resumable);
+  resume.dataset.run = s.resumable || "";
   const p = $("#progress");
   if (s.epochs) { p.max = s.epochs; p.value = s.status === "done" ? s.epochs : s.epoch + (s.batches ? s.batch / s.batches : 0); }
   else { p.max = 1; p.value = s.status === "done" ? 1 : 0; }
@@ -271,8 +302,13 @@ async function loadEvaluation() {
         (ev.counts.test < 30 ? ` \u2014 with only ${ev.counts.test} test photos, trust this figure.` : "")));
     }
     const perClass = el("table", { id: "per-class" },
-      el("tr", {}, el("th", {}, "class"), el("th", {}, "accuracy"), el("th", {}, "test photos")),
-      ...n.map(c => el("tr", {}, el("th", {}, c), el("td", {}, pct(ev.per_class[c].accuracy)), el("td", {}, ev.per_class[c].support))));
+      el("tr", {}, el("th", {}, "class"), el("th", {}, "accuracy"), el("th", {}, "train"), el("th", {}, "val"), el("th", {}, "test photos")),
+      ...n.map(c => el("tr", {}, el("th", {}, c), el("td", {}, pct(ev.per_class[c].accuracy)),
+        el("td", {}, ev.per_class[c].train ?? "?"), el("td", {}, ev.per_class[c].val ?? "?"), el("td", {}, ev.per_class[c].support))));
+    const lo = ev.left_out || {};
+    if (lo.unreadable || lo.duplicates || lo.no_face)
+      cvBox.push(el("p", { id: "left-out", className: "hint" }, `Not used: ${lo.unreadable} unreadable file(s), ` +
+        `${lo.duplicates} exact duplicate(s)` + (lo.no_face ? `, ${lo.no_face} photo(s) without a face` : "") + " \u2014 listed in the full report."));
     const confusion = el("table", { id: "confusion" }, el("tr", {}, el("th"), ...n.map(c => el("th", {}, c))),
       ...ev.confusion_matrix.map((row, i) => el("tr", {}, el("th", {}, n[i]),
         ...row.map((v, j) => el("td", { className: i === j ? "diag" : "" }, v)))));
