@@ -193,3 +193,16 @@ def test_read_errors_are_not_remembered_and_a_broken_cache_is_ignored(two_class_
     blocked.write_text("a file where the cache folder should be")
     monkeypatch.setenv("DIYCNN_CACHE", str(blocked))
     assert len(scan_folder(d).records) == 40  # an unwritable cache costs speed only
+
+
+def test_photos_in_a_class_sub_folder_are_used_and_said(tmp_path):
+    d = make_dataset(tmp_path / "d", {"red": 4, "blue": 4}, seed=3)
+    for src in sorted((d / "blue").iterdir())[:3]:  # red/2019/*.png: blue-ish photos, filed under red
+        (d / "red" / "2019").mkdir(exist_ok=True)
+        shutil.move(src, d / "red" / "2019" / src.name)
+    scan = scan_folder(d, near_duplicates=False)
+    assert scan.count_by_class() == {"blue": 1, "red": 7}
+    said = [n for n in scan.notes if "sub-folder" in n]
+    assert len(said) == 1 and "'red'" in said[0] and "2019" in said[0]
+    flat = scan_folder(make_dataset(tmp_path / "flat", {"red": 4, "blue": 4}, seed=3), near_duplicates=False)
+    assert not any("sub-folder" in n for n in flat.notes)

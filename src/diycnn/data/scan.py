@@ -382,9 +382,15 @@ def scan_folder(data: str | Path, workers: int | None = None, min_classes: int =
             skipped.append(Problem(entry, "not inside a class folder"))
 
     candidates: list[tuple[str | None, str, Path]] = []
+    nested: dict[str, set[str]] = {}  # photos in a class's sub-folders belong to the class: say so
     for split, folder, label in sources:
         for path in _walk_files(folder, skipped, root):
             candidates.append((split, label, path))
+            if path.parent != folder:
+                nested.setdefault(label, set()).add(path.relative_to(folder).parts[0])
+    for label, subs in sorted(nested.items()):
+        notes.append(f"class '{label}' includes the photos in its sub-folder(s) {sorted(subs)[:5]}; "
+                     "if a sub-folder is a class of its own, move it beside the other class folders")
     if not candidates:
         raise ValueError(
             f"No files found in the class folders of '{root}'. Add photos (JPEG, PNG, GIF, BMP, WebP or TIFF)."
