@@ -320,3 +320,47 @@ def test_cli_export(runs, tmp_path, capsys):
     assert "max probability difference from the run" in text and "model.onnx" in text
     assert main(["export", str(runs["tm"]), "--format", "keras", "--out", str(tmp_path / "k")]) == 2
     assert "Formats for this run: onnx, torchscript, tm" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+@pytest.mark.parametrize("kind, fmt", [("tm", "tm"), ("seed-cnn", "torchscript")])
+def test_the_python_snippet_predicts_what_the_run_predicts(runs, kind, fmt, tmp_path):
+    """The export dialog's (and README's) copy-paste code, run as a user would, beside the unzipped files."""
+    from diycnn.exports.snippets import snippets
+
+    out = diycnn.export(runs[kind], fmt, out=tmp_path / fmt)
+    (code,) = [s["code"] for s in snippets(json.loads((out / "export.json").read_text())) if s["language"] == "Python"]
+    assert code.splitlines()[-1].strip() in (out / "README.txt").read_text()
+    photo = held_out(runs[kind])[0]
+    shutil.copyfile(photo, out / "photo.jpg")  # the snippet opens photo.jpg (Pillow reads it by content)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = eval(proc.stdout.strip().splitlines()[-1], {})  # {class: probability}
+    want = torch_fp32(runs[kind], [photo])[0]
+    assert list(got) == diycnn.load(runs[kind]).class_names
+    np.testing.assert_allclose(list(got.values()), want, atol=2e-3)
+
+
+def test_snippets_quote_numbers_and_names_only(runs, tmp_path):
+    from diycnn.exports.snippets import snippets
+
+    info = json.loads((diycnn.export(runs["seed-cnn"], "onnx", out=tmp_path / "onnx") / "export.json").read_text())
+    for fmt in ("keras", "torchscript", "tfjs"):
+        for s in snippets({**info, "export_format": fmt}):
+            if s["language"] == "Python":
+                compile(s["code"], fmt, "exec")  # valid Python
+            elif shutil.which("node"):
+                (tmp_path / "s.mjs").write_text(s["code"])
+                check = subprocess.run(["node", "--check", str(tmp_path / "s.mjs")], capture_output=True, text=True)
+                assert check.returncode == 0, check.stderr
+    hostile = json.loads(json.dumps(info))
+    hostile["preprocessing"]["mean"] = ["__import__('os').system('x')", 0, 0]
+    with pytest.raises(ValueError):
+        snippets(hostile)
+    hostile = json.loads(json.dumps(info))
+    hostile["preprocessing"]["interpolation"] = "bilinear\nimport os"
+    with pytest.raises(ValueError):
+        snippets(hostile)
+    odd = {**info, "class_names": ["a'); import os; ('", "b"], "export_format": "torchscript"}
+    (code,) = [s["code"] for s in snippets(odd)]
+    assert "labels = [\"a'); import os; ('\", 'b']" in code  # a Python literal, never code

@@ -11,7 +11,7 @@ import shutil
 import sys
 from typing import Any
 
-from .settings import RECIPE_GUIDE, RECIPE_NAMES, check_model_name, recipe_defaults_help
+from .settings import EXPORT_FORMATS, RECIPE_GUIDE, RECIPE_NAMES, check_model_name, recipe_defaults_help
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -590,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run (ONNX, TorchScript, Keras, TensorFlow.js, Teachable Machine "
                                       "files), checked to predict the same")
     p.add_argument("run", help="run directory")
-    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "keras", "tm", "tfjs"],
+    p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS,
                    help="onnx (default); torchscript; keras (Keras-style spec models); tm (ONNX + Teachable "
                         "Machine's labels.txt and metadata.json); tfjs (TensorFlow.js layers model + TM's files, "
                         "spec models; checked in TF.js under Node.js)")

@@ -25,6 +25,22 @@ def suggest(name: str, choices) -> str:
 RECIPE_NAMES = ("seed-cnn", "seed-cnn-plus", "tm", "linear-probe", "finetune", "face-probe", "face-finetune")
 
 
+# The export formats, listed once; keras and tfjs rebuild Keras-style layers, so they apply only to
+# runs of Keras-style spec models (the blog's CNN, seed-cnn-plus, spec files).
+EXPORT_FORMATS = ("onnx", "torchscript", "keras", "tm", "tfjs")
+SPEC_ONLY_FORMATS = ("keras", "tfjs")
+
+
+def export_formats_for(kind: str | None) -> list[str]:
+    """The export formats for a run whose model.json says `model.kind` is `kind`.
+
+    Example:
+        >>> export_formats_for("backbone")
+        ['onnx', 'torchscript', 'tm']
+    """
+    return [f for f in EXPORT_FORMATS if f not in SPEC_ONLY_FORMATS or kind == "spec"]
+
+
 # What each recipe is, in a line, and its main defaults (epochs, batch size, learning rate, early-stopping
 # patience) -- for --help and the web app, without importing PyTorch. models/recipes.py holds the
 # full defaults; a test checks these against them.

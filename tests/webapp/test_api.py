@@ -170,6 +170,7 @@ def test_train_preview_evaluate_export(client, tmp_path, offline):
     assert [h["epoch"] for h in s["history"]] == [1, 2, 3, 4] and all("val_loss" in h for h in s["history"])
     runs = client.get("/api/project").json()["runs"]
     assert len(runs) == 1 and runs[0]["model"] == "tm"
+    assert runs[0]["export_formats"] == ["onnx", "torchscript", "tm"]  # no keras/tfjs for a backbone recipe
     run_dir = root / ".diycnn" / "runs" / runs[0]["name"]
     assert any("dropped-in-by-hand" in p["path"] for p in json.loads(
         (run_dir / "metrics.json").read_text())["skipped"])
@@ -190,6 +191,7 @@ def test_train_preview_evaluate_export(client, tmp_path, offline):
     assert bad.status_code == 400 and "Cannot read this photo" in bad.json()["error"]
     assert client.get("/api/export/onnx/download").status_code == 404  # a GET never builds an export
     e = client.post("/api/export/onnx", headers=H).json()
+    assert [sn["language"] for sn in e["snippets"]] == ["Python"] and "Classifier('.')" in e["snippets"][0]["code"]
     z = client.get(e["download"])
     assert z.status_code == 200
     names = zipfile.ZipFile(io.BytesIO(z.content)).namelist()

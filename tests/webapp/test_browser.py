@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
 import time
+import warnings
 import zipfile
 
 import numpy as np
@@ -152,6 +154,11 @@ def test_create_upload_webcam_train_predict_export(server, page, tmp_path):
     page.wait_for_selector("#train-msg.ok", timeout=180_000)
     assert "Done" in page.text_content("#train-msg")
     assert page.locator("#acc-chart circle").count() >= 12  # train + val points for 6 epochs
+    # the charts have axes: epoch ticks 1..6 and a title; hovering an epoch reads its values out
+    labels = page.locator("#loss-chart text").all_text_contents()
+    assert "epoch" in labels and {"1", "6"} <= set(labels)
+    page.locator("#loss-chart rect.hover").nth(2).hover()
+    assert page.text_content("#loss-chart .readout").startswith("epoch 3: train loss ")
     page.wait_for_selector("#per-class")
     assert page.locator("#per-class tr").count() == 4  # header + 3 classes
     # a few test photos: the 5-fold estimate over all photos is shown too, visibly, with its interval
@@ -174,13 +181,19 @@ def test_create_upload_webcam_train_predict_export(server, page, tmp_path):
     page.wait_for_selector('#bars .bar.top[data-cls="webcam"]', timeout=30_000)
     shot(page, tmp_path, "ui")
     page.click("#preview-cam-btn")
+    assert page.locator("#bars .bar").count() == 0  # no stale bars once the webcam is off
 
-    # export: an ONNX zip comes down through the browser
+    # export: only the formats this run supports; an ONNX zip comes down, with code to paste
+    options = page.locator("#export-format option").evaluate_all("os => os.map(o => o.value)")
+    assert options == ["onnx", "torchscript", "tm"] and page.locator("#export-about").is_visible()
     page.select_option("#export-format", "onnx")
     with page.expect_download(timeout=180_000) as dl:
         page.click("#export")
     zipped = zipfile.ZipFile(io.BytesIO(open(dl.value.path(), "rb").read()))
     assert any(n.endswith("model.onnx") for n in zipped.namelist())
+    snippet = page.locator('pre.snippet[data-language="Python"]')
+    snippet.wait_for()
+    assert snippet.is_visible() and "Classifier('.')" in snippet.text_content()
     assert page.errors == []
 
 
@@ -220,4 +233,62 @@ def test_suspect_labels_are_moved_or_deleted_in_one_click(tmp_path, offline, pag
         assert (root / ".diycnn" / "trash" / "red" / "blue_05.png").is_file()  # moved, never destroyed
         assert len(asked) == 2 and "Move" in asked[0] and "Delete" in asked[1]
         shot(page, tmp_path, "ui-suspects")
+    assert page.errors == []
+
+
+# Two different Hangul syllables must draw differently in the page's font: without a CJK font both
+# come out as the same empty box ("tofu").
+HANGUL_DRAWS = """(() => {
+    const font = getComputedStyle(document.querySelector('.class-name')).font;
+    const c = document.createElement('canvas'); c.width = 60; c.height = 40;
+    const g = c.getContext('2d');
+    const draw = ch => { g.clearRect(0, 0, 60, 40); g.font = font; g.fillText(ch, 4, 30);
+                         return g.getImageData(0, 0, 60, 40).data.join(); };
+    return draw('아') !== draw('수') && draw('유') !== draw('지');
+})()"""
+
+
+CJK_FONT = bool(shutil.which("fc-list")) and bool(subprocess.run(["fc-list", ":lang=ko"], capture_output=True,
+                                                                  text=True).stdout.strip())
+
+
+@pytest.mark.parametrize("width, height", [(1280, 800), (800, 1000)])
+def test_first_look_at_1280_and_800_pixels_with_hangul_names(tmp_path, offline, page, width, height):
+    """The hobbyist's first hour at a laptop's 1280x800 and a narrow 800x1000 window: Korean class
+    names render, nothing needs sideways scrolling, the columns stack when narrow, and after
+    training the export is within the first screen of the preview column."""
+    root = tmp_path / "project"
+    rng = np.random.default_rng(3)
+    for cls, colour in (("아이유", "red"), ("수지", "blue")):
+        (root / cls).mkdir(parents=True)
+        for i in range(8):
+            photo(colour, rng, size=48).save(root / cls / f"{i:02d}.png")
+    page.set_viewport_size({"width": width, "height": height})
+    with serving(create_app(root)) as url:
+        page.goto(url)
+        card(page, "아이유").wait_for()
+        assert card(page, "수지").locator(".class-name").input_value() == "수지"
+        if CJK_FONT:
+            assert page.evaluate(HANGUL_DRAWS), "Hangul class names draw as empty boxes"
+        else:
+            warnings.warn("no CJK font installed (.ci/run installs fonts-noto-cjk): Hangul rendering not checked")
+        page.select_option("#recipe", "tm")
+        page.click("details summary")
+        page.fill("#epochs", "3")
+        page.click("#train")
+        page.wait_for_selector("#train-msg.ok", timeout=180_000)
+        page.wait_for_selector("#per-class")
+        shot(page, tmp_path, f"ui-{width}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width  # no sideways scrolling
+        box = {c: page.locator(f"#{c}-col").bounding_box() for c in ("classes", "training", "preview")}
+        if width <= 860:  # one column: classes, then training, then preview, each the page's width
+            assert box["classes"]["x"] == box["training"]["x"] == box["preview"]["x"]
+            assert box["classes"]["y"] < box["training"]["y"] < box["preview"]["y"]
+            page.locator("#preview-col").scroll_into_view_if_needed()
+        else:
+            assert box["classes"]["y"] == box["training"]["y"] == box["preview"]["y"]  # side by side
+        export = page.locator("#export").bounding_box()
+        preview = box["preview"]
+        assert export["y"] + export["height"] <= preview["y"] + height  # Export within one screen of its column
+        assert page.locator("#export").is_visible()
     assert page.errors == []

@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_write_json, to_jsonable
+from ..settings import EXPORT_FORMATS as FORMATS, SPEC_ONLY_FORMATS as SPEC_ONLY, export_formats_for
 from .runtime import EXPORT_FORMAT, EXPORT_VERSION
+from .snippets import snippets
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript", "keras", "tm", "tfjs")
-SPEC_ONLY = ("keras", "tfjs")  # formats that rebuild the Keras-style layers
 TFJS_CHECK_LIMIT = 8  # TensorFlow.js in Node.js runs the blog's model at seconds per photo
 OPSET = 18
 TOLERANCE = 1e-4  # max |p_export - p_torch| over every checked photo and class
@@ -54,7 +54,7 @@ class ExportError(ValueError):
 
 def formats_for(run) -> list[str]:
     """The export formats that apply to a run (keras and tfjs only for Keras-style spec models)."""
-    return [f for f in FORMATS if f not in SPEC_ONLY or run.recipe.kind == "spec"]
+    return export_formats_for(run.recipe.kind)
 
 
 def _export_module(run):
@@ -345,6 +345,9 @@ def _readme(fmt: str, run, info: dict[str, Any]) -> str:
     else:
         lines += ["Load it with Keras 3 (any backend):", "    model = keras.saving.load_model('model.keras')",
                   "    probabilities = model.predict(float32_array_of_shape_N_H_W_3)"]
+    for snippet in snippets(info):
+        lines += ["", f"{snippet['language']}, to copy and paste:", ""]
+        lines += ["    " + line for line in snippet["code"].splitlines()]
     check = info["check"]
     lines += ["", f"Checked at export time on {check['source']}: max probability difference from the run's "
                   f"torch model {check['max_abs_diff']:.2g} (tolerance {check['tolerance']})."]

@@ -35,7 +35,8 @@ from fastapi import FastAPI, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from ..settings import RECIPE_GUIDE
+from ..exports.snippets import snippets
+from ..settings import EXPORT_FORMATS, RECIPE_GUIDE, export_formats_for
 from .jobs import RECIPES, TrainingJob
 from .project import APP_DIR, MAX_UPLOAD_BYTES, Project, ProjectError
 
@@ -58,7 +59,6 @@ IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "BM
                "WEBP": "image/webp", "TIFF": "image/tiff"}
 THUMB_DECODES = threading.BoundedSemaphore(2)  # big photos cost hundreds of MB each while decoded
 MAX_THUMB_SOURCE = 64 * 1024 * 1024  # a file placed by hand may be larger than an upload
-EXPORT_FORMATS = ("onnx", "tm", "torchscript", "keras", "tfjs")
 THUMB = 160
 FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
            b'fill="#1967d2"/><path d="M4 4h3v3H4zM9 4h3v3H9zM4 9h3v3H4zM9 9h3v3H9z" fill="#fff"/></svg>')
@@ -232,7 +232,9 @@ class App:
             except ValueError:
                 log.warning("%s has no valid class names; the run is left out", d / "model.json")
                 continue
+            model = info.get("model") if isinstance(info.get("model"), dict) else {}
             out.append({"name": d.name, "model": _model_name(info),
+                        "export_formats": export_formats_for(_text(model.get("kind"))),
                         "created": _text(info.get("created")), "test_accuracy": _number(m.get("test_accuracy")),
                         "test_loss": _number(m.get("test_loss")), "class_names": names})
         return sorted(out, key=lambda r: (r["created"] or "", r["name"]))
@@ -639,7 +641,12 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
     @api.post("/api/export/{fmt}")
     def export(fmt: str, run: str | None = None):
         path = state.export_zip(fmt, run)
-        return {"file": path.name, "bytes": path.stat().st_size,
+        info = _document(path.parent / f"export-{fmt}" / "export.json")
+        try:
+            code = snippets(info) if info is not None else []
+        except (KeyError, TypeError, ValueError):  # an export.json from elsewhere, not as diycnn writes it
+            code = []
+        return {"file": path.name, "bytes": path.stat().st_size, "snippets": code,
                 "download": f"/api/export/{fmt}/download?run={path.parent.name}"}
 
     @api.get("/api/export/{fmt}/download")

@@ -41,7 +41,6 @@ async function refresh() {
   renderTraining(project.training);
   if (!$("#recipe").options.length) {
     for (const r of project.recipes) $("#recipe").add(new Option(r, r));
-    for (const f of project.export_formats) $("#export-format").add(new Option(f, f));
     describeRecipe();
   }
 }
@@ -143,8 +142,16 @@ async function getStream() {
 
 async function toggleCam(card) {
   const cam = $(".cam", card);
-  if (!cam.hidden) { cam.hidden = true; $("video", cam).srcObject = null; return; }
-  try { $("video", cam).srcObject = await getStream(); cam.hidden = false; }
+  const video = $("video", cam), hold = $(".hold", cam);
+  if (!cam.hidden) { cam.hidden = true; video.srcObject = null; return; }
+  try {
+    // "Hold to record" waits for the first frame: a hold before it would capture nothing
+    hold.disabled = true;
+    video.addEventListener("loadeddata", () => { hold.disabled = false; }, { once: true });
+    video.srcObject = await getStream(); cam.hidden = false;
+    if (video.readyState >= 2) hold.disabled = false;
+    cam.scrollIntoView({ block: "nearest", behavior: "smooth" });
+  }
   catch (e) { show($(".msg", card), "Webcam unavailable: " + e.message, "error"); }
 }
 
@@ -182,7 +189,11 @@ function setupHold(card, cls) {
 $("#add-class-form").addEventListener("submit", async e => {
   e.preventDefault();
   const name = $("#new-class").value;
-  try { await api("POST", "/api/classes", { name }); $("#new-class").value = ""; show($("#class-msg"), ""); await refresh(); }
+  try {
+    const made = await api("POST", "/api/classes", { name }); $("#new-class").value = ""; show($("#class-msg"), ""); await refresh();
+    const card = [...document.querySelectorAll(".class-card")].find(c => c.dataset.name === (made.name || name));
+    if (card) card.scrollIntoView({ block: "nearest", behavior: "smooth" });
+  }
   catch (err) { show($("#class-msg"), err.message, "error"); }
 });
 
@@ -228,9 +239,9 @@ function renderTraining(s) {
   else { p.max = 1; p.value = s.status === "done" ? 1 : 0; }
   show($("#train-msg"), s.message || "", s.status === "failed" || s.status === "cancelled" ? "error" : s.status === "done" ? "ok" : "");
   const h = s.history || [];
-  chart($("#acc-chart"), h.map(r => r.accuracy), h.map(r => r.val_accuracy), 0, 1);
+  chart($("#acc-chart"), h.map(r => r.accuracy), h.map(r => r.val_accuracy), 0, 1, "accuracy");
   const losses = h.flatMap(r => [r.loss, r.val_loss]).filter(v => v !== undefined && isFinite(v));
-  chart($("#loss-chart"), h.map(r => r.loss), h.map(r => r.val_loss), 0, Math.max(0.1, ...losses));
+  chart($("#loss-chart"), h.map(r => r.loss), h.map(r => r.val_loss), 0, Math.max(0.1, ...losses), "loss");
   if (running && lastStatus !== "running") poll();
   if (lastStatus === "running" && s.status !== "running") refresh().then(() => loadEvaluation());
   lastStatus = s.status;
@@ -244,18 +255,46 @@ function svgNode(tag, attrs, text) {
   return node;
 }
 
-function chart(svg, a, b, lo, hi) {
-  const W = 300, H = 150, n = Math.max(a.length, 2);
-  const x = i => 34 + (W - 40) * i / (n - 1), y = v => H - 8 - (H - 16) * (v - lo) / (hi - lo || 1);
-  const nodes = [svgNode("text", { x: 2, y: 12 }, hi.toFixed(2)), svgNode("text", { x: 2, y: H - 6 }, lo.toFixed(2)),
-    svgNode("line", { x1: 32, y1: 8, x2: 32, y2: H - 8, stroke: "#dadce0", "vector-effect": "non-scaling-stroke" })];
+// A line chart of train (a) and validation (b) values per epoch, with axes, ticks, epoch labels and
+// hover read-outs (each epoch's column shows both values; its <title> is the browser's tooltip).
+function niceStep(span, most) {
+  const raw = span / most, mag = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 2.5, 5, 10].map(m => m * mag).find(st => st >= raw);
+}
+function chart(svg, a, b, lo, hi, what) {
+  const W = 320, H = 170, L = 38, R = 8, T = 8, B = 30, n = Math.max(a.length, b.length);
+  const x = i => L + (W - L - R) * (n > 1 ? i / (n - 1) : 0.5), y = v => H - B - (H - T - B) * (v - lo) / (hi - lo || 1);
+  const grid = { stroke: "#e8eaed", "vector-effect": "non-scaling-stroke" }, nodes = [];
+  const yStep = niceStep(hi - lo, 4);
+  for (let v = Math.ceil(lo / yStep) * yStep; v <= hi + 1e-9; v += yStep) {
+    nodes.push(svgNode("line", { x1: L, y1: y(v), x2: W - R, y2: y(v), ...grid }),
+      svgNode("text", { x: L - 4, y: y(v) + 3, "text-anchor": "end" }, +v.toFixed(3)));
+  }
+  const xStep = n > 1 ? Math.max(1, Math.ceil(niceStep(n - 1, 6))) : 1;
+  for (let i = 0; i < n; i += xStep)
+    nodes.push(svgNode("line", { x1: x(i), y1: H - B, x2: x(i), y2: H - B + 4, stroke: "#9aa0a6" }),
+      svgNode("text", { x: x(i), y: H - B + 14, "text-anchor": "middle" }, i + 1));
+  nodes.push(svgNode("line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#9aa0a6" }),
+    svgNode("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#9aa0a6" }),
+    svgNode("text", { x: (L + W - R) / 2, y: H - 3, "text-anchor": "middle", class: "axis-title" }, "epoch"));
   for (const [vals, color] of [[a, "#1967d2"], [b, "#e37400"]]) {
     const pts = vals.map((v, i) => [v, i]).filter(([v]) => typeof v === "number" && isFinite(v));
     if (!pts.length) continue;
-    nodes.push(svgNode("polyline", { fill: "none", stroke: color, "stroke-width": 2, "vector-effect": "non-scaling-stroke",
+    nodes.push(svgNode("polyline", { fill: "none", stroke: color, "stroke-width": 2,
       points: pts.map(([v, i]) => x(i) + "," + y(v)).join(" ") }));
     for (const [v, i] of pts) nodes.push(svgNode("circle", { cx: x(i), cy: y(v), r: 2.5, fill: color }));
   }
+  const readout = svgNode("text", { x: W - R, y: T + 9, "text-anchor": "end", class: "readout" }, "");
+  const colW = n > 1 ? (W - L - R) / (n - 1) : W - L - R;
+  for (let i = 0; i < n; i++) {
+    const said = `epoch ${i + 1}: train ${what} ${fixed(a[i], 3)}, validation ${what} ${fixed(b[i], 3)}`;
+    const col = svgNode("rect", { x: x(i) - colW / 2, y: T, width: colW, height: H - T - B, fill: "transparent", class: "hover" });
+    col.append(svgNode("title", {}, said));
+    col.addEventListener("mouseenter", () => { readout.textContent = said; });
+    col.addEventListener("mouseleave", () => { readout.textContent = ""; });
+    nodes.push(col);
+  }
+  nodes.push(readout);
   svg.replaceChildren(...nodes);
 }
 
@@ -266,9 +305,25 @@ function renderRuns() {
   for (const r of [...project.runs].reverse())
     sel.add(new Option(`${r.name} (test acc ${r.test_accuracy === null ? "?" : r.test_accuracy.toFixed(3)})`, r.name));
   if ([...sel.options].some(o => o.value === keep)) sel.value = keep;
+  renderFormats();
   if (project.runs.length && $("#evaluation").dataset.run !== sel.value) loadEvaluation();
 }
-$("#run-select").addEventListener("change", () => loadEvaluation());
+$("#run-select").addEventListener("change", () => { renderFormats(); loadEvaluation(); });
+
+// Only the formats the chosen run can be exported to, each named by what it is for.
+const FORMAT_LABELS = {
+  onnx: "ONNX (Python, C#, Java, C++... with onnxruntime)", tm: "Teachable Machine files (ONNX + labels + metadata)",
+  torchscript: "TorchScript (PyTorch)", keras: "Keras 3 (.keras)", tfjs: "TensorFlow.js (browser, Node.js)",
+};
+function renderFormats() {
+  const run = project.runs.find(r => r.name === $("#run-select").value);
+  const sel = $("#export-format"), keep = sel.value, formats = run ? run.export_formats : project.export_formats;
+  sel.textContent = "";
+  for (const f of formats) sel.add(new Option(FORMAT_LABELS[f] || f, f));
+  if (formats.includes(keep)) sel.value = keep;
+  $("#export-about").textContent = run && !formats.includes("tfjs") ?
+    `Keras and TensorFlow.js exports rebuild Keras-style layers: they are offered for seed-cnn, seed-cnn-plus and spec-file runs, not for ${run.model || "this recipe"}.` : "";
+}
 
 // Every value from the server is placed with textContent: names and metadata in a run folder
 // may come from anyone, and must stay text.
@@ -391,7 +446,10 @@ $("#preview-file").addEventListener("change", async () => {
   $("#preview-file").value = "";
 });
 
-function stopPreviewCam() { previewLoop = false; const v = $("#preview-video"); v.hidden = true; v.srcObject = null; $("#preview-cam-btn").classList.remove("active"); }
+function stopPreviewCam() {
+  previewLoop = false; const v = $("#preview-video"); v.hidden = true; v.srcObject = null; $("#preview-cam-btn").classList.remove("active");
+  $("#bars").textContent = "";  // the bars belonged to the last frame, which is gone
+}
 $("#preview-cam-btn").addEventListener("click", async () => {
   if (previewLoop) { stopPreviewCam(); return; }
   const v = $("#preview-video");
@@ -406,6 +464,21 @@ $("#preview-cam-btn").addEventListener("click", async () => {
   step();
 });
 
+// Code that loads the export, to copy and paste (as Teachable Machine's export dialog offers).
+function renderSnippets(list) {
+  const box = $("#snippets"); box.textContent = "";
+  for (const sn of list) {
+    const pre = el("pre", { className: "snippet", textContent: sn.code });
+    pre.dataset.language = sn.language;
+    const copy = el("button", { textContent: "Copy" });
+    copy.addEventListener("click", async () => {
+      try { await navigator.clipboard.writeText(sn.code); copy.textContent = "Copied"; }
+      catch (e) { copy.textContent = "Select and copy"; }
+    });
+    box.append(el("div", { className: "row" }, el("b", {}, sn.language), copy), pre);
+  }
+}
+
 $("#export").addEventListener("click", async () => {
   const fmt = $("#export-format").value, run = $("#run-select").value, msg = $("#export-msg");
   if (!run) { show(msg, "Train a model first.", "error"); return; }
@@ -414,6 +487,7 @@ $("#export").addEventListener("click", async () => {
   try {
     const r = await api("POST", `/api/export/${enc(fmt)}?run=${enc(run)}`);
     show(msg, `Ready: ${r.file} (${(r.bytes / 1e6).toFixed(1)} MB)`, "ok");
+    renderSnippets(r.snippets || []);
     const a = document.createElement("a"); a.href = r.download; a.download = r.file; a.id = "export-download";
     document.body.append(a); a.click(); a.remove();
   } catch (e) { show(msg, e.message, "error"); }

@@ -1,0 +1,136 @@
+"""Copy-paste code that loads an export, as Teachable Machine's export dialog offers.
+
+`snippets(info)` reads an export's export.json (as a dict) and returns code in the languages
+the format runs in. Pure text from the recorded preprocessing: no model is loaded, so the web
+app and the export README share it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PYTHON_FORMATS = ("onnx", "tm", "torchscript", "keras")  # formats with a Python snippet
+RESAMPLE = {"nearest": "NEAREST", "bilinear": "BILINEAR", "bicubic": "BICUBIC", "lanczos": "LANCZOS"}
+
+
+def _checked(info: dict[str, Any]) -> dict[str, Any]:
+    """The fields the snippets quote, as numbers and text only: a run folder may come from anyone, and
+    its export.json must not put code into a snippet someone pastes. ValueError/TypeError/KeyError if odd."""
+    p = info["preprocessing"]
+    h, w = (int(v) for v in p["size"])
+    mean, std = [float(v) for v in p["mean"]], [float(v) for v in p["std"]]
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError("mean and std need 3 values")
+    names = [str(c) for c in info["class_names"]]
+    interpolation = str(p.get("interpolation", "bilinear"))
+    if interpolation not in RESAMPLE:
+        raise ValueError(f"unknown interpolation {interpolation!r}")
+    resize = str(p.get("resize", "squash"))
+    if resize not in ("squash", "center-crop", "shorter"):
+        raise ValueError(f"unknown resize {resize!r}")
+    crop = p.get("crop")
+    return {"export_format": str(info["export_format"]), "class_names": names,
+            "preprocessing": {"size": (h, w), "input_scale": float(p["input_scale"]), "mean": mean, "std": std,
+                              "interpolation": interpolation, "resize": resize, "faces": bool(p.get("faces")),
+                              "crop": None if crop is None else tuple(int(v) for v in crop)}}
+
+
+def _pillow_steps(info: dict[str, Any]) -> str:
+    """Python lines that turn 'photo.jpg' into `photo`, the model's input size, as the run did (no face crop)."""
+    p = info["preprocessing"]
+    h, w = p["size"]
+    resample = f"Image.Resampling.{RESAMPLE[p['interpolation']]}"
+    lines = ["photo = ImageOps.exif_transpose(Image.open('photo.jpg')).convert('RGB')"]
+    if p["faces"]:
+        lines.insert(0, "# this run crops faces first: predict.py in an ONNX export repeats that; this does not")
+    if p["resize"] == "squash":
+        lines.append(f"photo = photo.resize(({w}, {h}), {resample})")
+    elif p["resize"] == "center-crop":
+        lines.append(f"photo = ImageOps.fit(photo, ({w}, {h}), {resample})   # the largest centred square")
+    else:
+        lines.append(f"scale = {h} / min(photo.size)   # the shorter side to {h}")
+        lines.append(f"photo = photo.resize((round(photo.width * scale), round(photo.height * scale)), {resample})")
+    if p["crop"]:
+        ch, cw = p["crop"]
+        lines.append(f"left, top = (photo.width - {cw}) // 2, (photo.height - {ch}) // 2")
+        lines.append(f"photo = photo.crop((left, top, left + {cw}, top + {ch}))")
+    return "\n".join(lines)
+
+
+def _python(fmt: str, info: dict[str, Any]) -> str:
+    if fmt in ("onnx", "tm"):
+        return (
+            "# pip install onnxruntime pillow numpy    (unzip the export and run this beside its files)\n"
+            "from PIL import Image\n"
+            "from predict import Classifier   # predict.py is in the zip: it repeats diycnn's preprocessing\n"
+            "\n"
+            "model = Classifier('.')\n"
+            "probabilities = model.predict_image(Image.open('photo.jpg'))   # {class: probability}\n"
+            "print(probabilities)\n"
+        )
+    if fmt == "torchscript":
+        return (
+            "# pip install torch pillow numpy\n"
+            "import numpy as np, torch\n"
+            "from PIL import Image, ImageOps\n"
+            "\n"
+            "model = torch.jit.load('model.torchscript.pt').eval()\n"
+            f"labels = {list(info['class_names'])!r}\n"
+            f"{_pillow_steps(info)}\n"
+            "x = torch.from_numpy(np.asarray(photo, dtype=np.uint8))[None]   # uint8 (1, H, W, 3)\n"
+            "probabilities = model(x)[0].tolist()\n"
+            "print(dict(zip(labels, probabilities)))\n"
+        )
+    return (
+        "# pip install keras tensorflow pillow numpy   (Keras 3, any backend)\n"
+        "import keras, numpy as np\n"
+        "from PIL import Image, ImageOps\n"
+        "\n"
+        "model = keras.saving.load_model('model.keras')\n"
+        f"labels = {list(info['class_names'])!r}\n"
+        f"{_pillow_steps(info)}\n"
+        f"{_numpy_scaling(info)}\n"
+        "probabilities = model.predict(x[None], verbose=0)[0]\n"
+        "print(dict(zip(labels, probabilities.tolist())))\n"
+    )
+
+
+def _numpy_scaling(info: dict[str, Any]) -> str:
+    p = info["preprocessing"]
+    return (f"x = (np.asarray(photo, dtype=np.float32) * {p['input_scale']:.8g} - np.array({list(p['mean'])}, "
+            f"dtype=np.float32)) / np.array({list(p['std'])}, dtype=np.float32)")
+
+
+def _javascript(info: dict[str, Any]) -> str:
+    p = info["preprocessing"]
+    h, w = p["crop"] or p["size"]
+    return (
+        "// <script src=\"https://cdn.jsdelivr.net/npm/@tensorflow/tfjs@4\"></script>\n"
+        "// Serve the unzipped folder over HTTP (a browser cannot load model.json from file://).\n"
+        "const model = await tf.loadLayersModel('model.json');\n"
+        "const labels = (await (await fetch('metadata.json')).json()).labels;\n"
+        "const photo = document.querySelector('img');   // an <img>, <canvas> or <video>\n"
+        "const x = tf.tidy(() => tf.image\n"
+        f"  .resizeBilinear(tf.browser.fromPixels(photo), [{h}, {w}])   // the run: {p['resize']}, "
+        f"{p['interpolation']} (Pillow): close, not identical\n"
+        f"  .toFloat().mul({p['input_scale']:.8g}).sub({list(p['mean'])}).div({list(p['std'])})\n"
+        "  .expandDims(0));\n"
+        "const probabilities = await model.predict(x).data();\n"
+        "labels.forEach((label, i) => console.log(label, probabilities[i]));\n"
+    )
+
+
+def snippets(info: dict[str, Any]) -> list[dict[str, str]]:
+    """[{"language", "code"}] that load the export described by `info` (export.json's contents).
+
+    Raises:
+        KeyError, TypeError, ValueError: `info` lacks a field or holds a value of the wrong kind.
+    """
+    info = _checked(info)
+    fmt = info["export_format"]
+    out = []
+    if fmt in PYTHON_FORMATS:
+        out.append({"language": "Python", "code": _python(fmt, info)})
+    if fmt == "tfjs":
+        out.append({"language": "JavaScript", "code": _javascript(info)})
+    return out
