@@ -270,8 +270,9 @@ function chart(svg, a, b, lo, hi, what) {
     nodes.push(svgNode("line", { x1: L, y1: y(v), x2: W - R, y2: y(v), ...grid }),
       svgNode("text", { x: L - 4, y: y(v) + 3, "text-anchor": "end" }, +v.toFixed(3)));
   }
-  const xStep = n > 1 ? Math.max(1, Math.ceil(niceStep(n - 1, 6))) : 1;
-  for (let i = 0; i < n; i += xStep)
+  const xStep = n > 1 ? Math.max(1, Math.ceil(niceStep(n, 6))) : 1;  // epochs 1, step, 2*step, ...
+  const ticks = [0, ...Array.from({ length: Math.floor(n / xStep) }, (_, k) => (k + 1) * xStep - 1)].filter((v, k, all) => v > 0 || k === 0);
+  for (const i of new Set(ticks))
     nodes.push(svgNode("line", { x1: x(i), y1: H - B, x2: x(i), y2: H - B + 4, stroke: "#9aa0a6" }),
       svgNode("text", { x: x(i), y: H - B + 14, "text-anchor": "middle" }, i + 1));
   nodes.push(svgNode("line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#9aa0a6" }),
