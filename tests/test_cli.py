@@ -17,6 +17,19 @@ def test_summary_prints_keras_table(capsys):
     assert data["rows"][-1]["output_shape"] == [None, 15]
 
 
+def test_summary_of_a_backbone_recipe_shows_the_backbone_under_the_head(capsys):
+    import timm
+
+    assert main(["summary", "tm"]) == 0
+    out = capsys.readouterr().out
+    lite0 = sum(p.numel() for p in timm.create_model("tf_efficientnet_lite0", num_classes=0).parameters())
+    assert f'Backbone: "tf_efficientnet_lite0", {lite0:,} params, input (None, 224, 224, 3) -> 1280 features' in out
+    assert "frozen" in out and f"Backbone and head: {lite0 + 128_300:,} params, 128,300 trained" in out
+    assert main(["summary", "finetune", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["backbone"]["frozen"] is False and data["total_with_backbone"] == data["backbone"]["params"] + 2562
+
+
 def test_errors_exit_2_with_a_clear_message(capsys, tmp_path):
     assert main(["train", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err

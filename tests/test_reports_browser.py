@@ -82,3 +82,56 @@ def test_clicking_a_confusion_cell_shows_its_photos(reports, browser, tmp_path):
     assert broken_images(page) == 0 and errors == []
     page.screenshot(path=str(tmp_path / "clicked.png"))
     page.close()
+
+
+def test_the_run_reports_confusion_cells_show_their_photos_too(reports, browser):
+    page, errors = open_report(browser, reports["run"])
+    cells = page.locator("td.cell")
+    n = int(page.evaluate("Math.sqrt(document.querySelectorAll('td.cell').length)"))
+    assert cells.count() == n * n == 9
+    total = page.locator("#errors figure").count()
+    for t in range(n):
+        for p in range(n):
+            cell = page.locator(f"td.cell[data-t='{t}'][data-p='{p}']")
+            count = int(cell.inner_text())
+            cell.click()
+            visible = page.locator("#errors figure:visible")
+            want = page.locator(f"#errors figure[data-t='{t}'][data-p='{p}']").count()
+            assert visible.count() == want and (t != p or want == 0)
+            assert all(f.get_attribute("data-t") == str(t) for f in visible.all())
+            assert f": {count} test photo(s)" in page.inner_text("#errors-caption")
+            cell.click()  # a second click shows every misclassified photo again
+            assert page.locator("#errors figure:visible").count() == total
+    assert errors == []
+    page.close()
+
+
+HOSTILE_CLASS = "<img src=x onerror=window.pwned=1>"
+HOSTILE_FILE = "'><svg onload=window.pwned=2>.png"
+
+
+def test_hostile_class_and_file_names_stay_text_in_the_run_report(tmp_path, browser):
+    data = make_dataset(tmp_path / "photos", {"red": 10, "blue": 10})
+    (data / "blue").rename(data / HOSTILE_CLASS)
+    for i, f in enumerate(sorted((data / "red").iterdir())[:4]):  # some hostile file names in each split
+        f.rename(f.with_name(f"{i}{HOSTILE_FILE}"))
+    with offline_env(tmp_path / "cache"):
+        run = diycnn.train(data, model=tiny_spec_path(tmp_path), out=tmp_path / "run", epochs=1, test_split=0.4)
+    html = (run.dir / "report.html").read_text()
+    assert HOSTILE_CLASS not in html and "<svg onload" not in html
+    # the Settings table gives the values used, not None/auto
+    assert "<td>None</td>" not in html and "<td>auto</td>" not in html and "<td>cpu (auto)</td>" in html
+    assert "Teachable Machine" not in html and "diycnn trained recipe <b>tiny</b>" in html
+    page, errors = open_report(browser, run.dir / "report.html")
+    assert page.evaluate("window.pwned === undefined")
+    assert page.locator("img[src=x]").count() == 0 and page.locator("svg").count() == 0
+    assert HOSTILE_CLASS in page.inner_text("body")  # shown, as text
+    page.locator("td.cell").first.click()
+    assert page.evaluate("window.pwned === undefined") and errors == []
+    page.close()
+
+
+def tiny_spec_path(root):
+    path = root / "tiny.yaml"
+    path.write_text(TINY_SPEC)
+    return str(path)

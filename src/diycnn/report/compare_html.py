@@ -7,14 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .html import CSS, _e, _table, cam_gallery, data_uri, suspects_section, thumbnail_uri
+from .html import CSS, _e, _table, cam_gallery, confusion_table as _confusion_table, data_uri, suspects_section, \
+    thumbnail_uri
 
 MAX_THUMBS = 300  # test photos embedded as thumbnails (every misclassified photo first)
 
 EXTRA_CSS = """
-.cm{display:inline-block;vertical-align:top;margin:0 1.5em 1em 0}.cm td.cell{cursor:pointer;min-width:2.2em;text-align:center}
-.cm td.cell:hover{outline:2px solid #36c}.cm td.diag{background:#e8f1fb}.cm td.off{background:#fbe9e9}
-.cm td.zero{color:#bbb}.sel{outline:3px solid #36c!important}
 .sig{font-weight:bold;color:#a00}.pill{display:inline-block;padding:0 .4em;border-radius:.6em;background:#eee}
 """
 
@@ -26,7 +24,7 @@ function fig(p) {
   const img = uri ? `<img class="${ok ? 'ok' : ''}" alt="${esc(p.path)}" src="${uri}">`
                   : '<p class="muted">(no thumbnail embedded)</p>';
   const prob = p.probability === null ? '' : ` (${Math.round(100 * p.probability)}%)`;
-  return `<figure>${img}<figcaption>${esc(p.path)}<br>true <b>${esc(p.true)}</b>, predicted ` +
+  return `<figure>${img}<figcaption>${esc(p.path).replace(/([\\/_.-])/g, '$1<wbr>')}<br>true <b>${esc(p.true)}</b>, predicted ` +
          `<b>${esc(p.predicted)}</b>${prob}</figcaption></figure>`;
 }
 function esc(s) { return String(s).replace(/[&<>"']/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'})[c]); }
@@ -50,20 +48,6 @@ document.querySelectorAll('td.cell').forEach(c => c.addEventListener('click',
   () => show(+c.dataset.m, +c.dataset.t, +c.dataset.p)));
 D.models.forEach((_, m) => errors(m));
 """
-
-
-def _confusion_table(name: str, matrix: list[list[int]], classes: list[str], m: int | None = None) -> str:
-    """A confusion matrix as an HTML table; with model index `m`, its cells are clickable (show photos)."""
-    head = "".join(f"<th title='predicted {_e(c)}'>{_e(c[:10])}</th>" for c in classes)
-    body = []
-    for t, counts in enumerate(matrix):
-        cells = "".join(
-            f"<td class='{'cell ' if m is not None else ''}{'diag' if t == p else 'off'}{' zero' if v == 0 else ''}'"
-            + (f" data-m='{m}' data-t='{t}' data-p='{p}'" if m is not None else "") + f">{v}</td>"
-            for p, v in enumerate(counts))
-        body.append(f"<tr><th title='true {_e(classes[t])}'>{_e(classes[t][:14])}</th>{cells}</tr>")
-    return (f"<div class='cm'><b>{_e(name)}</b><table><tr><th>true \\ predicted</th>{head}</tr>"
-            + "".join(body) + "</table></div>")
 
 
 def _out_of_fold(o: dict[str, Any], alpha: float) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,48 @@ h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bott
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.3em .6em;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 .big{font-size:1.3em}.muted{color:#666}.gallery{display:flex;flex-wrap:wrap;gap:10px}
-.gallery figure{margin:0;width:170px;font-size:.8em;overflow-wrap:anywhere}.gallery img{width:160px;height:160px;object-fit:cover;border:2px solid #c33}
+.gallery figure{margin:0;width:170px;font-size:.8em;overflow-wrap:break-word}.gallery img{width:160px;height:160px;object-fit:cover;border:2px solid #c33}
 img.plot{max-width:100%}.gallery img.ok{border-color:#3a3}code{background:#f4f4f4;padding:0 .2em}
+.cm{display:inline-block;vertical-align:top;margin:0 1.5em 1em 0}.cm td.cell{cursor:pointer;min-width:2.2em;text-align:center}
+.cm td.cell:hover{outline:2px solid #36c}.cm td.diag{background:#e8f1fb}.cm td.off{background:#fbe9e9}
+.cm td.zero{color:#bbb}.sel{outline:3px solid #36c!important}
 """
+
+# The run report's confusion matrix: a click on a cell shows the embedded photos of that cell.
+RUN_SCRIPT = """
+const cells = document.querySelectorAll('td.cell'), figs = document.querySelectorAll('#errors figure');
+const caption = document.getElementById('errors-caption');
+cells.forEach(c => c.addEventListener('click', () => {
+  cells.forEach(x => x.classList.remove('sel')); c.classList.add('sel');
+  let shown = 0;
+  figs.forEach(f => { const on = f.dataset.t === c.dataset.t && f.dataset.p === c.dataset.p; f.hidden = !on; shown += on; });
+  caption.textContent = c.title + ': ' + c.textContent + ' test photo(s)' + (c.dataset.t === c.dataset.p
+    ? ', classified right (only wrong ones are embedded here).' : ', ' + shown + ' shown below.') + ' Click again to show all.';
+  if (c.dataset.all) { figs.forEach(f => { f.hidden = false; }); caption.textContent = ''; c.classList.remove('sel'); }
+  cells.forEach(x => { if (x !== c) delete x.dataset.all; });
+  if (c.dataset.all) delete c.dataset.all; else c.dataset.all = '1';
+}));
+"""
+
+
+def path_html(path: str) -> str:
+    """A file path as HTML that wraps after / _ - . rather than in the middle of a word."""
+    return re.sub(r"([/_.\\-])", r"\1<wbr>", _e(path))
+
+
+def confusion_table(name: str, matrix: list[list[int]], classes: list[str], m: int | None = None) -> str:
+    """A confusion matrix as an HTML table; with model index `m`, its cells are clickable (show photos)."""
+    head = "".join(f"<th title='predicted {_e(c)}'>{_e(c[:10])}</th>" for c in classes)
+    body = []
+    for t, counts in enumerate(matrix):
+        cells = "".join(
+            f"<td class='{'cell ' if m is not None else ''}{'diag' if t == p else 'off'}{' zero' if v == 0 else ''}'"
+            + (f" data-m='{m}' data-t='{t}' data-p='{p}' title='true {_e(classes[t])}, predicted {_e(classes[p])}'"
+               if m is not None else "") + f">{v}</td>"
+            for p, v in enumerate(counts))
+        body.append(f"<tr><th title='true {_e(classes[t])}'>{_e(classes[t][:14])}</th>{cells}</tr>")
+    return (f"<div class='cm'><b>{_e(name)}</b><table><tr><th>true \\ predicted</th>{head}</tr>"
+            + "".join(body) + "</table></div>")
 
 
 def data_uri(png: bytes, mime: str = "image/png") -> str:
@@ -47,14 +87,27 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def setting_used(key: str, value: Any, info: dict[str, Any]) -> str:
+    """A training setting as used: 'auto' resolved (device, precision), None in words."""
+    if key in ("device", "precision") and value == "auto":
+        return f"{info.get(key, 'auto')} (auto)"
+    if value is None:
+        return {"patience": "off (no early stopping)", "augment": "none"}.get(key, "off")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
+    return str(value)
+
+
 def _backbone_note(info: dict[str, Any]) -> str:
     model = info["model"]
     if not model.get("backbone"):
         return ""
     note = f" on backbone <b>{_e(model['backbone'])}</b> (weights: {_e(model.get('weights_source'))})"
     if model["name"] == "tm":
-        note += (" — Teachable Machine's recipe; Teachable Machine itself uses MobileNetV2 α=0.35"
-                 if model["backbone"] != "mobilenetv2_035" else "")
+        note += (" — diycnn's re-creation of Teachable Machine's training recipe (Teachable Machine itself was not "
+                 "run" + ("; it uses MobileNetV2 α=0.35" if model["backbone"] != "mobilenetv2_035" else "") + ")")
     return note
 
 
@@ -155,8 +208,8 @@ def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, 
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>diycnn report: {_e(name)}</title>",
              f"<style>{CSS}</style></head><body>",
              f"<h1>diycnn report: {_e(name)}</h1>",
-             f"<p class='muted'>model <b>{_e(info['model']['name'])}</b>{_backbone_note(info)} "
-             f"on <code>{_e(info.get('data', ''))}</code>, created {_e(info.get('created', ''))}</p>",
+             f"<p class='muted'>diycnn trained recipe <b>{_e(info['model']['name'])}</b>{_backbone_note(info)}, "
+             f"on the photos in <code>{_e(info.get('data', ''))}</code>; created {_e(info.get('created', ''))}</p>",
              f"<p class='big'>Test accuracy <b>{metrics['test_accuracy']:.1%}</b> "
              f"(95% CI {ci[0]:.1%}–{ci[1]:.1%}, {metrics['test_correct']}/{metrics['counts']['test']} photos), "
              f"test loss <b>{metrics['test_loss']:.4f}</b>, macro-F1 {metrics['test_macro_f1']:.3f}.</p>",
@@ -170,6 +223,8 @@ def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, 
               if metrics.get("overfitting") else ""),
              "<h2>Confusion matrix (test split)</h2>",
              f"<img class='plot' alt='confusion matrix' src='{data_uri(confusion)}'>",
+             "<p class='muted'>Click a cell to see its photos.</p>",
+             confusion_table(info["model"]["name"], metrics["confusion_matrix"], metrics["class_names"], 0),
              "<h2>Per-class scores (test split)</h2>",
              _table(["class", "precision", "recall", "F1", "support"],
                     [[c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
@@ -179,15 +234,17 @@ def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, 
                     [[c] + [metrics["counts_by_class"][s][c] for s in ("train", "val", "test")]
                      for c in metrics["class_names"]])]
     errors = metrics.get("misclassified", [])
-    parts.append(f"<h2>Misclassified test photos ({len(errors)})</h2>")
+    parts.append(f"<h2 id='misclassified'>Misclassified test photos ({len(errors)})</h2><p id='errors-caption' class='muted'></p>")
+    index = {c: i for i, c in enumerate(metrics["class_names"])}
     if errors:
         figures = []
         for err in errors[:max_errors]:
             uri = thumbnail_uri(data_root / err["path"])
             img = f"<img alt='{_e(err['path'])}' src='{uri}'>" if uri else "<p>(photo no longer readable)</p>"
-            figures.append(f"<figure>{img}<figcaption>{_e(err['path'])}<br>true <b>{_e(err['true'])}</b>, "
+            figures.append(f"<figure data-t='{index.get(err['true'], -1)}' data-p='{index.get(err['predicted'], -1)}'>"
+                           f"{img}<figcaption>{path_html(err['path'])}<br>true <b>{_e(err['true'])}</b>, "
                            f"predicted <b>{_e(err['predicted'])}</b> ({err['probability']:.0%})</figcaption></figure>")
-        parts.append("<div class='gallery'>" + "".join(figures) + "</div>")
+        parts.append("<div class='gallery' id='errors'>" + "".join(figures) + "</div>")
         if len(errors) > max_errors:
             parts.append(f"<p class='muted'>{len(errors) - max_errors} more in metrics.json.</p>")
     else:
@@ -204,7 +261,8 @@ def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, 
     for note in metrics.get("notes", []):
         parts.append(f"<p class='muted'>Note: {_e(note)}</p>")
     parts.append("<h2>Settings</h2>")
-    parts.append(_table(["setting", "value"], [[k, v] for k, v in info.get("training", {}).items()]))
+    parts.append(_table(["setting", "value used"], [[k, setting_used(k, v, info)]
+                                                    for k, v in info.get("training", {}).items()]))
     parts.append(f"<p class='muted'>diycnn {_e(info['versions'].get('diycnn'))}, torch {_e(info['versions'].get('torch'))}</p>")
-    parts.append("</body></html>")
+    parts.append(f"<script>{RUN_SCRIPT}</script></body></html>")
     return "\n".join(parts)
