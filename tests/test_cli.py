@@ -111,6 +111,29 @@ def test_backbones_lists_offline_weights(capsys, monkeypatch):
     assert "tf_efficientnet_lite0" in capsys.readouterr().out
 
 
+def test_the_quick_backbone_listing_agrees_with_the_exact_weight_lookup(tmp_path, monkeypatch):
+    """`diycnn backbones` checks weights without timm (models/catalog.py); training asks timm for
+    the exact file (models/backbones.py). Both must agree, also for a model in the HF cache."""
+    from diycnn.models import backbones, catalog
+
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # read at import
+    for name, _ in catalog.KNOWN_BACKBONES:
+        assert catalog.weights_offline(name) == backbones.weights_available(name), name
+    import timm
+
+    hub_id = timm.models.get_pretrained_cfg("resnet18").to_dict()["hf_hub_id"]  # e.g. timm/resnet18.a1_in1k
+    repo = tmp_path / "hub" / ("models--" + hub_id.replace("/", "--"))
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc")
+    (repo / "snapshots" / "abc" / "model.safetensors").write_bytes(b"x")
+    assert catalog.weights_offline("resnet18") == backbones.weights_available("resnet18") == "cached"
+    assert catalog.weights_offline("resnet50") is None
+
+
 def test_set_flag_reaches_recipe_knobs(two_class_data, tiny_spec, tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["train", str(two_class_data), "--model", str(tiny_spec), "--epochs", "1", "--precision", "fp32",
@@ -154,6 +177,9 @@ def test_the_help_shows_each_recipes_real_defaults(capsys):
     (["compare", "{missing}", "--models", "tm,seed-cnn"], "does not exist"),
     (["compare", "{data}", "--models", "tm,sed-cnn"], "Did you mean 'seed-cnn'"),
     (["cache"], None),
+    (["backbones"], None),
+    (["predict", "{missing}", "x.jpg"], "does not exist"),
+    (["predict", "{data}", "x.jpg"], "not a diycnn run directory"),
 ])
 def test_help_and_wrong_names_or_paths_answer_without_loading_pytorch(argv, message, tmp_path):
     """PyTorch takes seconds to import: help, the cache listing and the usual mistakes must not

