@@ -136,7 +136,11 @@ def _prepare(recipe: Recipe, scan: ScanResult, module, training: dict[str, Any],
 
         cache = FeatureCache({"backbone": recipe.backbone, "weights": weights_fingerprint(backbone),
                               "preprocessing": prep.to_dict(), "precision": precision, "device": device.type})
-        stage(f"Extracting {recipe.backbone} features for {len(scan.records)} photos (cached in {cache.dir}) ...")
+        cached = sum(cache.holds(r.sha256) for r in scan.records)
+        stage(f"{recipe.backbone} features: all {cached} photos in the cache ({cache.dir})" if cached == len(scan.records)
+              else f"Extracting {recipe.backbone} features for {len(scan.records) - cached} "
+                   f"photo{'' if len(scan.records) - cached == 1 else 's'} ({cached} already "
+                   f"in the cache, {cache.dir}) ...")
         notes: list = []
         ctx = distributed.context()
         if ctx.active:  # each process extracts its share into the one cache, then all read it all
@@ -485,6 +489,7 @@ def _fit_and_finish(run_dir: Path, info: dict, recipe: Recipe, module, scan: Sca
     from .report.html import render_report
     from .report.plots import confusion_png, curves_png
 
+    stage(f"Writing the report (curves, confusion matrix, Grad-CAM of a few test photos) in {run_dir} ...")
     curves = curves_png(state.history, title=f"{recipe.name} on {Path(info['data']).name}")
     confusion = confusion_png(m["confusion_matrix"], names)
     atomic_write_bytes(run_dir / "curves.png", curves)

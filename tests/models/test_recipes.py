@@ -60,15 +60,21 @@ def test_feature_cache_hit_miss_and_invalidation(small_data, tmp_path, capsys):
     stages = []
     diycnn.train(small_data, model="tm", out=tmp_path / "a", epochs=2, on_stage=stages.append)
     assert "Feature cache: 0 hit(s), 20 extracted" in stages
+    assert any(s.startswith("Extracting tf_efficientnet_lite0 features for 20 photos (0 already in the cache")
+               for s in stages)
     stages.clear()
     run = diycnn.train(small_data, model="tm", out=tmp_path / "b", epochs=2, on_stage=stages.append)
     assert "Feature cache: 20 hit(s), 0 extracted" in stages
+    assert not any(s.startswith("Extracting") for s in stages)  # nothing to extract: not said
+    assert any(s.startswith("tf_efficientnet_lite0 features: all 20 photos in the cache") for s in stages)
+    assert any(s.startswith("Writing the report") for s in stages)
     assert run.metrics["feature_cache"] == {"hits": 20, "misses": 0}
     # change one photo: only it is re-extracted
     Image.new("RGB", (24, 24), (250, 0, 0)).save(small_data / "red" / "red_000.png")
     stages.clear()
     diycnn.train(small_data, model="tm", out=tmp_path / "c", epochs=2, on_stage=stages.append)
     assert "Feature cache: 19 hit(s), 1 extracted" in stages
+    assert any(s.startswith("Extracting tf_efficientnet_lite0 features for 1 photo (19 already") for s in stages)
 
 
 def test_feature_cache_ignores_damaged_entries(tmp_path):

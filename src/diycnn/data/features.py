@@ -37,6 +37,10 @@ class FeatureCache:
     def _path(self, sha256: str) -> Path:
         return self.dir / sha256[:2] / f"{sha256}.npy"
 
+    def holds(self, sha256: str) -> bool:
+        """Whether features for this photo are cached (a file check; `get` may still find it damaged)."""
+        return self._path(sha256).is_file()
+
     def get(self, sha256: str) -> np.ndarray | None:
         path = self._path(sha256)
         try:
