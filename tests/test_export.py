@@ -160,6 +160,63 @@ def test_tfjs_export_predicts_the_same_in_tensorflow_js(runs, kind, tmp_path):
     np.testing.assert_allclose(got, torch_fp32(runs[kind], files), atol=1e-4)
 
 
+def test_tfjs_export_of_the_tm_recipe_runs_as_teachable_machine_feeds_it(runs, tmp_path):
+    """The tm recipe (EfficientNet-Lite0 + head) as a TF.js functional layers model: checked at
+    export, and independently fed as Teachable Machine's library feeds a model (a centred square
+    at 224 px, pixels / 127.5 - 1)."""
+    from diycnn.exports.tfjs_format import find_tfjs, tfjs_predict
+
+    if find_tfjs() is None:
+        pytest.skip("TensorFlow.js export checks need Node.js and the TF.js packages (make test installs them)")
+    out = diycnn.export(runs["tm"], "tfjs", out=tmp_path / "tfjs")
+    info = json.loads((out / "export.json").read_text())
+    assert info["check"]["engine"].startswith("TensorFlow.js") and info["check"]["max_abs_diff"] <= 1e-4
+    run = diycnn.load(runs["tm"])
+    model = json.loads((out / "model.json").read_text())
+    topology = model["modelTopology"]
+    assert topology["class_name"] == "Model" and topology["config"]["layers"][0]["config"]["batch_input_shape"] == \
+        [None, 224, 224, 3]
+    kinds = {layer["class_name"] for layer in topology["config"]["layers"]}
+    assert {"DepthwiseConv2D", "BatchNormalization", "Add", "GlobalAveragePooling2D", "Dense"} <= kinds
+    stored = sum(int(np.prod(w["shape"])) for w in model["weightsManifest"][0]["weights"])
+    want = sum(p.numel() for p in run.module.parameters()) + sum(
+        b.numel() for n, b in run.module.named_buffers() if n.endswith(("running_mean", "running_var")))
+    assert stored == want and stored * 4 == (out / "weights.bin").stat().st_size
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["imageSize"] == 224 and meta["labels"] == run.class_names and meta["modelFile"] == "model.json"
+    files = held_out(runs["tm"])
+    images, _, _ = decode_all(files, run.preprocessing)
+    got, _ = tfjs_predict(out, images.astype(np.float32) / 127.5 - 1)
+    np.testing.assert_allclose(got, torch_fp32(runs["tm"], files), atol=1e-4)
+
+
+def test_tfjs_export_of_a_finetuned_backbone_with_mirror_averaging(runs, tmp_path):
+    from diycnn.exports.tfjs_format import find_tfjs
+
+    if find_tfjs() is None:
+        pytest.skip("TensorFlow.js export checks need Node.js and the TF.js packages (make test installs them)")
+    with offline_env(tmp_path / "cache"):
+        run = diycnn.train(runs["data"], model="finetune", out=tmp_path / "ft", epochs=1, batch_size=8)
+    assert run.tta  # finetune averages each photo with its mirror image; TF.js is told to do the same
+    out = diycnn.export(run.dir, "tfjs", out=tmp_path / "tfjs", check_limit=2)
+    info = json.loads((out / "export.json").read_text())
+    assert info["check"]["max_abs_diff"] <= 1e-4 and info["check"]["photos"] == 2 and "mirror" in info["tta_note"]
+    layers = json.loads((out / "model.json").read_text())["modelTopology"]["config"]["layers"]
+    assert layers[0]["config"]["batch_input_shape"] == [None, *run.preprocessing.output_size, 3]
+
+
+def test_tfjs_export_refuses_what_it_cannot_write():
+    from diycnn.exports.tfjs_backbone import write_tfjs_backbone
+    from diycnn.models.recipes import get_recipe
+    from diycnn.settings import export_formats_for
+
+    with pytest.raises(ValueError, match="EfficientNet-Lite backbones .*not 'resnet18'.*Use ONNX"):
+        write_tfjs_backbone(get_recipe("tm", 2, backbone="resnet18"), None, (224, 224, 3), None, "test")
+    assert "tfjs" not in export_formats_for("backbone", "face_recognition_net")
+    assert "tfjs" not in export_formats_for("backbone", "resnet18")
+    assert export_formats_for("spec") == ["onnx", "torchscript", "keras", "tm", "tfjs"]
+
+
 def test_tfjs_layer_vocabulary_matches_diycnn(tmp_path):
     """Every layer and activation the TF.js writer maps, in one model, against diycnn's forward."""
     import torch
@@ -212,10 +269,9 @@ def test_keras_torch_backend_quirk_is_named_before_export():
 
 
 def test_formats_that_do_not_apply_are_refused_with_the_ones_that_do(runs, tmp_path):
-    with pytest.raises(ValueError, match=r"timm backbone .*Formats for this run: onnx, torchscript, tm\.$"):
+    with pytest.raises(ValueError, match=r"backbone tf_efficientnet_lite0; Keras exports cover Keras-style spec "
+                                         r"models .*Formats for this run: onnx, torchscript, tm, tfjs\.$"):
         diycnn.export(runs["tm"], "keras", out=tmp_path / "k")
-    with pytest.raises(ValueError, match=r"Keras and TensorFlow.js exports .*Formats for this run: onnx, torchscript"):
-        diycnn.export(runs["tm"], "tfjs", out=tmp_path / "k")
     with pytest.raises(ValueError, match="Unknown export format 'tflite'. Formats: onnx, torchscript, keras, tm, tfjs"):
         diycnn.export(runs["tm"], "tflite", out=tmp_path / "k")
     with pytest.raises(ValueError, match="--int8 applies to ONNX exports only"):

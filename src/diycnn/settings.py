@@ -25,20 +25,26 @@ def suggest(name: str, choices) -> str:
 RECIPE_NAMES = ("seed-cnn", "seed-cnn-plus", "tm", "linear-probe", "finetune", "face-probe", "face-finetune")
 
 
-# The export formats, listed once; keras and tfjs rebuild Keras-style layers, so they apply only to
-# runs of Keras-style spec models (the blog's CNN, seed-cnn-plus, spec files).
+# The export formats, listed once. keras rebuilds Keras-style layers, so it applies only to runs of
+# Keras-style spec models (the blog's CNN, seed-cnn-plus, spec files); tfjs also to runs on the
+# EfficientNet-Lite backbones (exports/tfjs_backbone.py).
 EXPORT_FORMATS = ("onnx", "torchscript", "keras", "tm", "tfjs")
 SPEC_ONLY_FORMATS = ("keras", "tfjs")
+TFJS_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2", "tf_efficientnet_lite3",
+                  "tf_efficientnet_lite4", "efficientnet_lite0")
 
 
-def export_formats_for(kind: str | None) -> list[str]:
-    """The export formats for a run whose model.json says `model.kind` is `kind`.
+def export_formats_for(kind: str | None, backbone: str | None = None) -> list[str]:
+    """The export formats for a run whose model.json says `model.kind` is `kind` on `model.backbone`.
 
     Example:
-        >>> export_formats_for("backbone")
+        >>> export_formats_for("backbone", "face_recognition_net")
         ['onnx', 'torchscript', 'tm']
+        >>> export_formats_for("backbone", "tf_efficientnet_lite0")
+        ['onnx', 'torchscript', 'tm', 'tfjs']
     """
-    return [f for f in EXPORT_FORMATS if f not in SPEC_ONLY_FORMATS or kind == "spec"]
+    return [f for f in EXPORT_FORMATS if f not in SPEC_ONLY_FORMATS or kind == "spec"
+            or (f == "tfjs" and kind == "backbone" and backbone in TFJS_BACKBONES)]
 
 
 # What each recipe is, in a line, and its main defaults (epochs, batch size, learning rate, early-stopping

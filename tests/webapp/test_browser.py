@@ -6,16 +6,19 @@ per-class results and the confusion matrix, download an export. Screenshots are 
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
 import time
+import urllib.request
 import warnings
 import zipfile
 
 import numpy as np
 import pytest
 
+from diycnn.exports.tfjs_format import find_tfjs, tfjs_predict
 from diycnn.webapp.server import create_app
 from tests.conftest import photo, serving
 from tests.test_reports_browser import CHROMIUM, FLAGS, pytestmark  # noqa: F401  (same skip rule)
@@ -185,7 +188,7 @@ def test_create_upload_webcam_train_predict_export(server, page, tmp_path):
 
     # export: only the formats this run supports; an ONNX zip comes down, with code to paste
     options = page.locator("#export-format option").evaluate_all("os => os.map(o => o.value)")
-    assert options == ["onnx", "torchscript", "tm"] and page.locator("#export-about").is_visible()
+    assert options == ["onnx", "torchscript", "tm", "tfjs"] and "Keras export" in page.text_content("#export-about")
     page.select_option("#export-format", "onnx")
     with page.expect_download(timeout=180_000) as dl:
         page.click("#export")
@@ -298,4 +301,23 @@ def test_first_look_at_1280_and_800_pixels_with_hangul_names(tmp_path, offline, 
         preview = box["preview"]
         assert export["y"] + export["height"] <= preview["y"] + height  # Export within one screen of its column
         assert page.locator("#export").is_visible()
+        if width == 1280 and find_tfjs() is not None:  # export TF.js from the page and run the zip in TF.js
+            page.select_option("#export-format", "tfjs")
+            with page.expect_download(timeout=300_000) as dl:
+                page.click("#export")
+            page.locator('pre.snippet[data-language="JavaScript"]').wait_for()
+            assert "tf.loadLayersModel('model.json')" in page.text_content('pre.snippet[data-language="JavaScript"]')
+            unzipped = tmp_path / "tfjs"
+            zipfile.ZipFile(dl.value.path()).extractall(unzipped)
+            (folder,) = unzipped.iterdir()
+            query = next((root / "수지").iterdir())
+            ask = urllib.request.Request(f"{url}/api/predict", data=query.read_bytes(), headers={"X-Diycnn": "1"})
+            want = json.load(urllib.request.urlopen(ask, timeout=60))["probabilities"]
+            from diycnn.data.loader import decode_all
+            from diycnn.run import load
+
+            run = load(next((root / ".diycnn" / "runs").iterdir()))
+            images, _, _ = decode_all([query], run.preprocessing)
+            got, _ = tfjs_predict(folder, images.astype(np.float32) / 127.5 - 1)  # as Teachable Machine scales
+            assert got[0] == pytest.approx([want[c] for c in run.class_names], abs=0.02)  # the app predicts in bf16 on bf16 CPUs
     assert page.errors == []

@@ -54,7 +54,7 @@ class ExportError(ValueError):
 
 def formats_for(run) -> list[str]:
     """The export formats that apply to a run (keras and tfjs only for Keras-style spec models)."""
-    return export_formats_for(run.recipe.kind)
+    return export_formats_for(run.recipe.kind, run.recipe.backbone)
 
 
 def _export_module(run):
@@ -408,9 +408,10 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     allowed = formats_for(run)
     if fmt not in allowed:
         raise ValueError(
-            f"Format '{fmt}' does not apply to run '{run.name}': its model '{run.recipe.name}' is a timm backbone "
-            f"({run.recipe.backbone}), and Keras and TensorFlow.js exports cover Keras-style spec models only "
-            f"(seed-cnn, seed-cnn-plus, your .yaml/.json specs). Formats for this run: {', '.join(allowed)}."
+            f"Format '{fmt}' does not apply to run '{run.name}': its model '{run.recipe.name}' is on the backbone "
+            f"{run.recipe.backbone}; Keras exports cover Keras-style spec models (seed-cnn, seed-cnn-plus, your "
+            f".yaml/.json specs), TensorFlow.js those and the EfficientNet-Lite backbones. Formats for this run: "
+            f"{', '.join(allowed)}."
         )
     if int8 and fmt not in ("onnx", "tm"):
         raise ValueError(f"--int8 applies to ONNX exports only (onnx, tm), not '{fmt}'.")
@@ -461,7 +462,13 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
             from .. import __version__
             from .tfjs_format import tfjs_predict, write_tfjs
 
-            info["tfjs"] = write_tfjs(run.recipe.spec, run.module, tmp, f"diycnn {__version__}")
+            if run.recipe.kind == "spec":
+                info["tfjs"] = write_tfjs(run.recipe.spec, run.module, tmp, f"diycnn {__version__}")
+            else:
+                from .tfjs_backbone import write_tfjs_backbone
+
+                h, w = run.preprocessing.output_size
+                info["tfjs"] = write_tfjs_backbone(run.recipe, run.module, (h, w, 3), tmp, f"diycnn {__version__}")
             scaled = _normalised(run.preprocessing, images)
             views = np.concatenate([scaled, scaled[:, :, ::-1]]) if run.tta else scaled  # one TF.js start
             got, info["versions"]["tfjs"] = tfjs_predict(tmp, views)

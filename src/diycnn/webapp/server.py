@@ -234,7 +234,7 @@ class App:
                 continue
             model = info.get("model") if isinstance(info.get("model"), dict) else {}
             out.append({"name": d.name, "model": _model_name(info),
-                        "export_formats": export_formats_for(_text(model.get("kind"))),
+                        "export_formats": export_formats_for(_text(model.get("kind")), _text(model.get("backbone"))),
                         "created": _text(info.get("created")), "test_accuracy": _number(m.get("test_accuracy")),
                         "test_loss": _number(m.get("test_loss")), "class_names": names})
         return sorted(out, key=lambda r: (r["created"] or "", r["name"]))

@@ -322,8 +322,10 @@ function renderFormats() {
   sel.textContent = "";
   for (const f of formats) sel.add(new Option(FORMAT_LABELS[f] || f, f));
   if (formats.includes(keep)) sel.value = keep;
-  $("#export-about").textContent = run && !formats.includes("tfjs") ?
-    `Keras and TensorFlow.js exports rebuild Keras-style layers: they are offered for seed-cnn, seed-cnn-plus and spec-file runs, not for ${run.model || "this recipe"}.` : "";
+  const model = run ? run.model || "this recipe" : "";
+  $("#export-about").textContent = !run || formats.includes("keras") ? "" : formats.includes("tfjs") ?
+    `Keras export rebuilds Keras-style layers: it is offered for seed-cnn, seed-cnn-plus and spec-file runs, not for ${model}.` :
+    `Keras and TensorFlow.js exports are offered for Keras-style CNNs and EfficientNet-Lite runs, not for ${model}; ONNX also runs in browsers (onnxruntime-web).`;
 }
 
 // Every value from the server is placed with textContent: names and metadata in a run folder

@@ -1,0 +1,180 @@
+"""A pretrained-backbone run (timm EfficientNet-Lite + diycnn's head) as a TensorFlow.js
+functional layers model: `model.json` + `weights.bin`, loadable with `tf.loadLayersModel` and
+with Teachable Machine's `tmImage.load` (the `tm` recipe's input is 224x224 pixels scaled to
+[-1, 1], as Teachable Machine's own library feeds its models).
+
+The torch modules are walked block by block and each becomes the TF.js layers that compute the
+same thing: convolutions (TF 'same' padding where timm's `Conv2dSame` emulates it, explicit
+zero padding otherwise), depthwise convolutions, batch norm (inference statistics), ReLU6,
+residual adds, global average pooling, then the head's Dense layers. Anything else (squeeze-
+excite, other activations, other architectures) is refused with a message naming it. Like the
+spec export, the files are checked by running them in TensorFlow.js under Node.js.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..settings import TFJS_BACKBONES  # timm names this export handles (listed once, for the format lists too)
+from .tfjs_format import _layer_config, _weights
+
+
+def supports(backbone: str | None) -> bool:
+    """Whether runs on this backbone can be exported to TF.js."""
+    return backbone in TFJS_BACKBONES
+
+
+def _array(t) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().float().numpy(), dtype="<f4")
+
+
+class _Graph:
+    """A functional layers model under construction: layers in order, weights in manifest order."""
+
+    def __init__(self, input_shape: list[int]):
+        self.layers: list[dict[str, Any]] = [{
+            "class_name": "InputLayer", "name": "image", "inbound_nodes": [],
+            "config": {"batch_input_shape": [None, *input_shape], "dtype": "float32", "sparse": False,
+                       "name": "image"}}]
+        self.specs: list[dict[str, Any]] = []
+        self.blobs: list[bytes] = []
+        self.count = 0
+
+    def add(self, kind: str, inputs: list[str], config: dict[str, Any] | None = None,
+            weights: list[tuple[str, np.ndarray]] = (), name: str | None = None) -> str:
+        self.count += 1
+        name = name or f"{kind.lower()}_{self.count}"
+        conf = {"name": name, "trainable": False, "dtype": "float32", **(config or {})}
+        self.layers.append({"class_name": kind, "name": name, "config": conf,
+                            "inbound_nodes": [[[i, 0, 0, {}] for i in inputs]]})
+        for suffix, array in weights:
+            array = np.ascontiguousarray(array, dtype="<f4")
+            self.specs.append({"name": f"{name}/{suffix}", "shape": list(array.shape), "dtype": "float32"})
+            self.blobs.append(array.tobytes())
+        return name
+
+
+def _conv(g: _Graph, x: str, conv, where: str) -> str:
+    from timm.layers import Conv2dSame
+
+    kh, kw = conv.kernel_size
+    stride = list(conv.stride)
+    if conv.dilation != (1, 1):
+        raise ValueError(f"{where}: dilated convolutions have no TF.js export here; use ONNX.")
+    if isinstance(conv, Conv2dSame):
+        padding = "same"  # timm emulates TensorFlow's 'same' padding: TF.js does it natively
+    else:
+        ph, pw = conv.padding if isinstance(conv.padding, tuple) else (conv.padding, conv.padding)
+        if (ph, pw) == (0, 0):
+            padding = "valid"
+        elif stride == [1, 1] and (ph, pw) == (kh // 2, kw // 2) and kh % 2 and kw % 2:
+            padding = "same"  # symmetric padding that TF's 'same' also gives at stride 1
+        else:
+            x = g.add("ZeroPadding2D", [x], {"padding": [[ph, ph], [pw, pw]], "data_format": "channels_last"})
+            padding = "valid"
+    common = {"kernel_size": [kh, kw], "strides": stride, "padding": padding, "data_format": "channels_last",
+              "dilation_rate": [1, 1], "activation": "linear", "use_bias": conv.bias is not None}
+    bias = [("bias", _array(conv.bias))] if conv.bias is not None else []
+    if conv.groups == 1:
+        kernel = _array(conv.weight).transpose(2, 3, 1, 0)  # (out, in, kh, kw) -> (kh, kw, in, out)
+        return g.add("Conv2D", [x], {**common, "filters": conv.out_channels}, [("kernel", kernel), *bias])
+    if conv.groups == conv.in_channels == conv.out_channels:
+        kernel = _array(conv.weight).transpose(2, 3, 0, 1)  # (c, 1, kh, kw) -> (kh, kw, c, 1)
+        return g.add("DepthwiseConv2D", [x], {**common, "depth_multiplier": 1}, [("depthwise_kernel", kernel), *bias])
+    raise ValueError(f"{where}: grouped convolutions (groups={conv.groups}) have no TF.js export here; use ONNX.")
+
+
+def _activation(g: _Graph, x: str, act, where: str) -> str:
+    from torch import nn
+
+    kinds = {nn.ReLU6: "relu6", nn.ReLU: "relu", nn.SiLU: "swish", nn.Sigmoid: "sigmoid"}
+    if isinstance(act, nn.Identity):
+        return x
+    for cls, name in kinds.items():
+        if type(act) is cls:
+            return g.add("Activation", [x], {"activation": name})
+    raise ValueError(f"{where}: activation {type(act).__name__} has no TF.js export here; use ONNX.")
+
+
+def _bn_act(g: _Graph, x: str, bn, where: str) -> str:
+    from torch import nn
+
+    if not isinstance(getattr(bn, "drop", nn.Identity()), nn.Identity):
+        raise ValueError(f"{where}: dropout inside batch norm has no TF.js export here; use ONNX.")
+    x = g.add("BatchNormalization", [x], {"axis": -1, "momentum": 0.99, "epsilon": float(bn.eps), "center": True,
+                                          "scale": True},
+              [("gamma", _array(bn.weight)), ("beta", _array(bn.bias)), ("moving_mean", _array(bn.running_mean)),
+               ("moving_variance", _array(bn.running_var))])
+    return _activation(g, x, getattr(bn, "act", nn.Identity()), where)
+
+
+def _block(g: _Graph, x: str, block, where: str) -> str:
+    from torch import nn
+
+    kind = type(block).__name__
+    for part in ("se", "aa"):
+        if not isinstance(getattr(block, part, nn.Identity()), nn.Identity):
+            raise ValueError(f"{where}: {kind} with {part} ({type(getattr(block, part)).__name__}) has no TF.js "
+                             "export here (EfficientNet-Lite backbones have none); use ONNX.")
+    if kind == "DepthwiseSeparableConv":
+        y = _bn_act(g, _conv(g, x, block.conv_dw, where), block.bn1, where)
+        y = _bn_act(g, _conv(g, y, block.conv_pw, where), block.bn2, where)
+    elif kind == "InvertedResidual":
+        y = _bn_act(g, _conv(g, x, block.conv_pw, where), block.bn1, where)
+        y = _bn_act(g, _conv(g, y, block.conv_dw, where), block.bn2, where)
+        y = _bn_act(g, _conv(g, y, block.conv_pwl, where), block.bn3, where)
+    else:
+        raise ValueError(f"{where}: block {kind} has no TF.js export here; use ONNX.")
+    return g.add("Add", [y, x]) if block.has_skip else y  # drop-path is off in inference
+
+
+def write_tfjs_backbone(recipe, module, input_shape: tuple[int, int, int], folder: Path,
+                        generated_by: str) -> dict[str, Any]:
+    """Write model.json and weights.bin for a backbone run's `module` (BackboneClassifier); return
+    the manifest summary. Input: float32 (N, H, W, 3), pixels scaled and normalised as the run's
+    preprocessing says; output: class probabilities.
+
+    Raises:
+        ValueError: a backbone or layer this export does not handle (the message says so).
+    """
+    if not supports(recipe.backbone):
+        raise ValueError(f"TF.js export handles the EfficientNet-Lite backbones ({', '.join(TFJS_BACKBONES)}), "
+                         f"not '{recipe.backbone}'. Use ONNX (onnxruntime-web runs it in a browser).")
+    net = module.backbone
+    if getattr(net.global_pool, "pool_type", "avg") != "avg":
+        raise ValueError(f"{recipe.backbone}: only average pooling has a TF.js export here; use ONNX.")
+    g = _Graph(list(input_shape))
+    x = _bn_act(g, _conv(g, "image", net.conv_stem, "conv_stem"), net.bn1, "bn1")
+    for i, stage in enumerate(net.blocks):
+        for j, block in enumerate(stage):
+            x = _block(g, x, block, f"blocks.{i}.{j}")
+    x = _bn_act(g, _conv(g, x, net.conv_head, "conv_head"), net.bn2, "bn2")
+    x = g.add("GlobalAveragePooling2D", [x], {"data_format": "channels_last"}, name="features")
+    for layer in recipe.spec.layers:
+        kind = type(layer).__name__
+        if kind == "Input":
+            continue
+        conf = _layer_config(layer)
+        weights = list(zip(("kernel", "bias"), _weights(kind, module.head.body[layer.name]))) if kind == "Dense" else []
+        if kind not in ("Dense", "Dropout", "Activation"):
+            raise ValueError(f"Head layer {layer.label} has no TF.js export here; use ONNX.")
+        x = g.add(conf["class_name"], [x], {k: v for k, v in conf["config"].items() if k != "name"}, weights,
+                  name=f"head_{layer.name}")
+    if recipe.spec.output_activation == "linear":
+        x = g.add("Activation", [x], {"activation": "softmax"}, name="probabilities")
+    topology = {"class_name": "Model", "config": {"name": f"{recipe.name}-{recipe.backbone}", "layers": g.layers,
+                                                  "input_layers": [["image", 0, 0]], "output_layers": [[x, 0, 0]]},
+                "keras_version": "tfjs-layers 4.22.0", "backend": "tensor_flow.js"}
+    weights = b"".join(g.blobs)
+    model = {"format": "layers-model", "generatedBy": generated_by, "convertedBy": None, "modelTopology": topology,
+             "weightsManifest": [{"paths": ["weights.bin"], "weights": g.specs}]}
+    (folder / "model.json").write_text(json.dumps(model), encoding="utf-8")
+    (folder / "weights.bin").write_bytes(weights)
+    return {"layers": len(g.layers), "weight_tensors": len(g.specs), "weight_bytes": len(weights)}
+
+
+__all__ = ["write_tfjs_backbone", "supports", "TFJS_BACKBONES"]
