@@ -29,7 +29,7 @@ if os.environ.get("DIYCNN_MALLOC") != "system":
 
 _LAZY = {
     "train": ".api", "summary": ".api", "backbones": ".models.catalog", "face_weights": ".api",
-    "load": ".run", "Run": ".run",
+    "load": ".loading", "Run": ".run",
     "export": ".exports", "OnnxRun": ".exports.runtime",
     "compare": ".comparison", "explain": ".explanations",
     "ImageError": ".data.images",

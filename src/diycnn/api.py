@@ -22,7 +22,8 @@ from .evaluation.suspects import SUSPECT_FOLDS, out_of_fold_probs, suspect_label
 from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
 from .models.recipes import Recipe, check_model_name, get_recipe, recipe_from_saved
 from .models.sequential import Sequential, format_summary
-from .run import NEAR_SIGNATURES, RUN_FORMAT, RUN_VERSION, Run, history_csv, load, new_run_dir, read_model_json, versions, write_manifest
+from .loading import load
+from .run import NEAR_SIGNATURES, RUN_FORMAT, RUN_VERSION, Run, history_csv, new_run_dir, read_model_json, versions, write_manifest
 from .settings import merge_settings, read_config_file
 from .training import crossval, distributed
 from .training.device import autocast, resolve_device, resolve_precision
@@ -217,9 +218,9 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
     if ctx.active and s.model == "auto":
         raise ValueError("--model auto is not supported under torchrun yet: pick one recipe (e.g. --model finetune).")
     if s.model == "auto":
-        from .training.auto import train_auto
+        from .auto import train_auto
 
-        return train_auto(data, s, out=out, split=split, runs_root=runs_root, callbacks=callbacks, stage=stage)
+        return train_auto(train, data, s, out=out, split=split, runs_root=runs_root, callbacks=callbacks, stage=stage)
 
     stage(f"Scanning {data} ...")
     scan = scan_folder(data, near_duplicates=s.near_duplicates)
@@ -285,10 +286,10 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
 
 
 def _resume(run_dir: Path, callbacks, stage) -> Run:
-    from .training.auto import is_auto_run, resume_auto
+    from .auto import is_auto_run, resume_auto
 
     if is_auto_run(run_dir):
-        return resume_auto(run_dir, callbacks, stage)
+        return resume_auto(train, run_dir, callbacks, stage)
     info = read_model_json(run_dir)
     if info["status"] == "complete":
         raise ValueError(f"Run '{run_dir}' is already complete; nothing to resume. Start a new run with another --out.")

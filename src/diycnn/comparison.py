@@ -237,7 +237,7 @@ def _finish(out_dir: Path, data: Path, labelled: list[tuple[str, Path]], split: 
     from .explanations import cam_samples
     from .report.compare_html import render_comparison
     from .report.plots import confusions_png, overlay_curves_png
-    from .run import load
+    from .loading import load
 
     stage("compare: measuring inference time and writing the report ...")
     rows, cams, photos = [], {}, {}

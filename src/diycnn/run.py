@@ -374,21 +374,4 @@ class Predictions(list):
         self.problems = problems if problems is not None else []
 
 
-def load(run_dir: str | Path, device: str = "auto") -> Classifier:
-    """Load a finished run directory (or an ONNX export of one) for prediction and evaluation.
-
-    An export folder (with export.json, from `diycnn export --format onnx|tm`) is loaded with
-    onnxruntime, numpy and Pillow only: torch is not imported.
-
-    Raises:
-        FileNotFoundError: neither a run nor an export directory.
-        ValueError: incomplete, damaged, or from a newer diycnn.
-    """
-    if (Path(run_dir) / "export.json").is_file():
-        from .exports.runtime import OnnxRun
-
-        return OnnxRun(run_dir)
-    return Run(run_dir, device=device)
-
-
-__all__ = ["Classifier", "Run", "load", "Predictions", "ImageError"]
+__all__ = ["Classifier", "Run", "Predictions", "ImageError"]

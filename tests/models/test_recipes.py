@@ -128,7 +128,7 @@ def test_auto_says_whether_its_pick_is_clear(tmp_path, monkeypatch):
     from diycnn.data.images import Preprocessing
     from diycnn.data.scan import scan_folder
     from diycnn.data.split import make_split
-    from diycnn.training import auto
+    from diycnn import auto
 
     data = make_dataset(tmp_path / "photos", {"red": 20, "blue": 20}, seed=4)
     run_dir = tmp_path / "run"
@@ -217,7 +217,7 @@ def test_interrupted_auto_run_resumes_reusing_finished_candidates(small_data, tm
 
 def test_auto_plan_puts_face_recipes_first_for_photos_of_people():
     from diycnn.settings import TrainSettings
-    from diycnn.training.auto import make_plan
+    from diycnn.auto import make_plan
 
     faces = make_plan({"sampled": 40, "with_face": 32, "fraction": 0.8, "median_face_area": 0.9}, TrainSettings())
     assert faces["faces"] and faces["crop"] is None and "fill the frame" in faces["why"]
@@ -230,7 +230,7 @@ def test_auto_plan_puts_face_recipes_first_for_photos_of_people():
 
 
 def test_auto_stops_a_candidate_whose_first_epoch_projects_past_the_budget():
-    from diycnn.training.auto import _OverBudget, _Projection
+    from diycnn.auto import _OverBudget, _Projection
 
     said = []
     slow = _Projection("seed-cnn-plus", left=60, others_trained=True, stage=said.append).callback
@@ -244,7 +244,7 @@ def test_auto_stops_a_candidate_whose_first_epoch_projects_past_the_budget():
 
 
 def test_face_survey_tells_face_photos_from_others(tmp_path):
-    from diycnn.data.faces import face_survey
+    from diycnn.data.survey import face_survey
     from tests.conftest import SHARED
 
     colours = make_dataset(tmp_path / "colours", {"red": 10, "blue": 10})

@@ -314,7 +314,7 @@ def test_first_look_at_1280_and_800_pixels_with_hangul_names(tmp_path, offline, 
             ask = urllib.request.Request(f"{url}/api/predict", data=query.read_bytes(), headers={"X-Diycnn": "1"})
             want = json.load(urllib.request.urlopen(ask, timeout=60))["probabilities"]
             from diycnn.data.loader import decode_all
-            from diycnn.run import load
+            from diycnn.loading import load
 
             run = load(next((root / ".diycnn" / "runs").iterdir()))
             images, _, _ = decode_all([query], run.preprocessing)

@@ -27,26 +27,13 @@ EYES = (0.30, 0.70, 0.30)  # left eye x, right eye x, both eyes' y: fractions of
 LANDMARK_INPUT = 112
 _lock = threading.Lock()
 _runner = None  # uint8 (1, 112, 112, 3) -> (68, 2) in [0, 1] of the padded square
+_default = None  # makes the PyTorch runner; models/face_net.py provides it (data/ never imports models/)
 
 
-def _torch_runner():
-    import torch
-
-    from ..models import face_weights
-    from ..models.face_net import MEAN_RGB, load_face_landmark_net
-
-    folder = face_weights.recognition_manifest().parent
-    manifest = folder / "face_landmark_68_model-weights_manifest.json"
-    if not manifest.is_file():
-        raise face_weights.FaceWeightsError(f"The landmark weights are not in {folder}. " + face_weights.how_to_get())
-    net = load_face_landmark_net(manifest)
-
-    def run(x_u8: np.ndarray) -> np.ndarray:
-        x = (torch.from_numpy(x_u8).float() - torch.tensor(MEAN_RGB)) / 255
-        with torch.no_grad():
-            return net(x.permute(0, 3, 1, 2)).numpy()[0]
-
-    return run
+def provide_default_runner(factory) -> None:
+    """Called by models/face_net.py: `factory()` builds the PyTorch landmark runner, on first use."""
+    global _default
+    _default = factory
 
 
 def use_landmark_runner(run) -> None:
@@ -61,7 +48,10 @@ def _landmark_runner():
     global _runner
     with _lock:
         if _runner is None:
-            _runner = _torch_runner()
+            if _default is None:  # nothing set a runner and the face network was never loaded
+                raise RuntimeError("Face alignment needs the landmark network: load a face recipe's run "
+                                   "(diycnn.load) or an ONNX export with landmarks.onnx first.")
+            _runner = _default()
         return _runner
 
 

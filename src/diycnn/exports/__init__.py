@@ -398,13 +398,13 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
             or the export did not predict the same (ExportError).
         FileExistsError: `out` holds files and `force` is off.
     """
-    from ..run import load, versions
+    from ..run import Run, versions
 
     if fmt not in FORMATS:
         raise ValueError(f"Unknown export format '{fmt}'. Formats: {', '.join(FORMATS)}.")
-    run = load(run_dir, device="cpu")
-    if not hasattr(run, "module"):
+    if (Path(run_dir) / "export.json").is_file():
         raise ValueError(f"'{run_dir}' is already an export; export from the run directory it came from.")
+    run = Run(run_dir, device="cpu")
     allowed = formats_for(run)
     if fmt not in allowed:
         raise ValueError(

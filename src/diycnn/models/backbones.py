@@ -25,9 +25,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..data import align
 from ..data.images import Preprocessing
 from ..settings import suggest
 from .catalog import DEFAULT_BACKBONE, FACE_BACKBONE, KNOWN_BACKBONES, OFFLINE_PACKAGE, offline_package_dir  # noqa: F401
@@ -229,6 +231,8 @@ def backbone_preprocessing(name: str, mode: str = "timm", scale: float = 1.0) ->
     if name == FACE_BACKBONE:
         from .face_net import INPUT_SIZE, MEAN_RGB
 
+        align.provide_default_runner(_face_landmark_runner)  # data/align.py aligns with this network
+
         # face-api: RGB minus the mean, / 255, at 150x150. face-api pads a photo to a square; a
         # centre crop keeps more of the face at this size (square face crops: the same either way).
         # Faces are aligned first (eyes levelled and at fixed places, data/align.py): measured
@@ -283,3 +287,23 @@ def freeze_early_layers(backbone: nn.Module, fraction: float) -> list[str]:
         for param in backbone.get_submodule(name).parameters():
             param.requires_grad_(False)
     return frozen
+
+
+def _face_landmark_runner():
+    """face-api's landmark network in PyTorch as data/align.py calls it: uint8 (1, 112, 112, 3) ->
+    (68, 2) in [0, 1] of the padded square."""
+    from . import face_weights
+    from .face_net import MEAN_RGB, load_face_landmark_net
+
+    folder = face_weights.recognition_manifest().parent
+    manifest = folder / "face_landmark_68_model-weights_manifest.json"
+    if not manifest.is_file():
+        raise face_weights.FaceWeightsError(f"The landmark weights are not in {folder}. " + face_weights.how_to_get())
+    net = load_face_landmark_net(manifest)
+
+    def run(x_u8: np.ndarray) -> np.ndarray:
+        x = (torch.from_numpy(x_u8).float() - torch.tensor(MEAN_RGB)) / 255
+        with torch.no_grad():
+            return net(x.permute(0, 3, 1, 2)).numpy()[0]
+
+    return run

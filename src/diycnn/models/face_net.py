@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 MEAN_RGB = (122.782, 117.001, 104.298)
 INPUT_SIZE = 150
 DESCRIPTOR_SIZE = 128
@@ -273,3 +274,4 @@ def load_face_landmark_net(manifest: str | Path) -> FaceLandmarkNet:
     net = FaceLandmarkNet()
     net.load_state_dict(landmark_state_dict_from_tfjs(read_tfjs_weights(manifest)))
     return net.eval()
+

@@ -104,14 +104,16 @@ _U8 = torch.uint8
 
 
 def pool_applies(conv: torch.nn.Conv2d, pool: torch.nn.Module, x: torch.Tensor) -> bool:
-    """Whether `pool(conv(x))` (a KConv2d then a KPool2d) should run as one fused step."""
-    from .layers import KConv2d, KPool2d
-
+    """Whether `pool(conv(x))` (a KConv2d then a KPool2d, told apart by their attributes: layers.py
+    imports this module, not the other way round) should run as one fused step."""
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False
     if any(_hooked(m) for m in (*conv.modules(), *pool.modules())):
         return False  # someone watches these layers' outputs (Grad-CAM): run them one by one
-    return (isinstance(conv, KConv2d) and isinstance(pool, KPool2d) and conv.pad is None and conv.act is None
+    if not (isinstance(conv, torch.nn.Conv2d) and all(hasattr(conv, a) for a in ("pad", "act"))
+            and all(hasattr(pool, a) for a in ("kind", "pool", "strides", "pad", "post_act"))):
+        return False
+    return (conv.pad is None and conv.act is None
             and pool.kind == "max" and pool.pool == (2, 2) and pool.strides == (2, 2) and pool.pad is None
             and isinstance(pool.post_act, torch.nn.ReLU)
             and torch.is_grad_enabled() and conv.weight.requires_grad and not x.requires_grad

@@ -250,7 +250,7 @@ class App:
         return self.project.runs_dir / name
 
     def model(self, name: str | None = None):
-        from ..run import load
+        from ..loading import load
 
         path = self.run_dir(name)
         with self._model_lock:

@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..data.scan import scan_folder
-from ..data.split import make_split
-from ..io import atomic_write_json, read_json, to_jsonable
-from ..run import Run, load, new_run_dir, write_manifest
-from ..settings import TrainSettings, merge_settings
-from .trainer import CHECKPOINT
+from .data.scan import scan_folder
+from .data.split import make_split
+from .io import atomic_write_json, read_json, to_jsonable
+from .loading import load
+from .run import Run, new_run_dir, write_manifest
+from .settings import TrainSettings, merge_settings
+from .training.trainer import CHECKPOINT, Callback
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,11 @@ AUTO_FILE = "auto.json"
 AUTO_FORMAT = "diycnn-auto"
 
 
-def train_auto(data, settings: TrainSettings, out=None, split=None, runs_root="runs", callbacks=None,
+def train_auto(train, data, settings: TrainSettings, out=None, split=None, runs_root="runs", callbacks=None,
                stage=None) -> Run:
-    """Train CANDIDATES within `settings.budget` minutes; the winner's files fill the run directory
-    and `metrics.json["auto"]` lists every candidate's validation and test figures."""
+    """Train CANDIDATES within `settings.budget` minutes, each with `train` (api.train, passed in:
+    auto sits beside the API, not above it); the winner's files fill the run directory and
+    `metrics.json["auto"]` lists every candidate's validation and test figures."""
     scan = scan_folder(data, near_duplicates=settings.near_duplicates)
     run_dir = new_run_dir(out, f"{Path(scan.root).name}-auto", runs_root)
     if split is not None:
@@ -69,13 +71,13 @@ def train_auto(data, settings: TrainSettings, out=None, split=None, runs_root="r
         atomic_write_json(run_dir / "split.json", the_split.to_dict())
     stage = stage or (lambda text: log.info("%s", text))
     stage("auto: looking for faces in a sample of the photos ...")
-    from ..data.faces import face_survey
+    from .data.survey import face_survey
 
     survey = face_survey([r.path for r in scan.records])
     plan = make_plan(survey, settings)
     atomic_write_json(run_dir / AUTO_FILE, to_jsonable({"format": AUTO_FORMAT, "data": str(scan.root),
                                                         "settings": settings.to_dict(), "plan": plan}))
-    return _run_candidates(run_dir, str(scan.root), settings, callbacks, stage)
+    return _run_candidates(train, run_dir, str(scan.root), settings, callbacks, stage)
 
 
 def make_plan(survey: dict[str, Any], settings: TrainSettings) -> dict[str, Any]:
@@ -102,8 +104,8 @@ def is_auto_run(run_dir: Path) -> bool:
     return (run_dir / AUTO_FILE).is_file()
 
 
-def resume_auto(run_dir: Path, callbacks=None, stage=None) -> Run:
-    """Finish an interrupted auto run (see the module docstring)."""
+def resume_auto(train, run_dir: Path, callbacks=None, stage=None) -> Run:
+    """Finish an interrupted auto run (see the module docstring), training with `train` (api.train)."""
     saved = read_json(run_dir / AUTO_FILE, missing=f"'{run_dir}' is not an auto run (no {AUTO_FILE}).",
                       damaged="Start the auto run again with a new --out.")
     if not isinstance(saved, dict):
@@ -113,7 +115,7 @@ def resume_auto(run_dir: Path, callbacks=None, stage=None) -> Run:
     if _candidate_state(run_dir) == "complete":
         raise ValueError(f"Run '{run_dir}' is already complete; nothing to resume. Start a new run with another --out.")
     settings = merge_settings(None, {k: v for k, v in saved["settings"].items() if v is not None}, where=AUTO_FILE)
-    return _run_candidates(run_dir, saved["data"], settings, callbacks, stage, resume=True)
+    return _run_candidates(train, run_dir, saved["data"], settings, callbacks, stage, resume=True)
 
 
 def _candidate_state(cdir: Path) -> str:
@@ -136,7 +138,7 @@ def selection_test(run_dir: Path, data, trained: list[dict[str, Any]]) -> dict[s
     import numpy as np
     from scipy import stats
 
-    from ..data.loader import decode_all
+    from .data.loader import decode_all
 
     if len(trained) < 2:
         return None
@@ -173,8 +175,6 @@ class _Projection:
     """Times a candidate's first epoch and projects its whole training; over budget, stops it."""
 
     def __init__(self, name: str, left: float, others_trained: bool, stage):
-        from .trainer import Callback
-
         outer = self
         self.projected: float | None = None
 
@@ -198,9 +198,8 @@ class _Projection:
         self.callback = Hooks()
 
 
-def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, stage, resume: bool = False) -> Run:
-    from ..api import train
-
+def _run_candidates(train, run_dir: Path, data, settings: TrainSettings, callbacks, stage,
+                    resume: bool = False) -> Run:
     stage = stage or (lambda text: log.info("%s", text))
     budget = (settings.budget or DEFAULT_BUDGET_MINUTES) * 60
     shared = {k: v for k, v in settings.to_dict().items()

@@ -1,0 +1,28 @@
+"""`diycnn.load`: a run directory (PyTorch) or an ONNX export folder (onnxruntime only), by what the
+folder holds. It sits above run.py and exports/, which it chooses between."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .run import Classifier, Run
+
+
+def load(run_dir: str | Path, device: str = "auto") -> Classifier:
+    """Load a finished run directory (or an ONNX export of one) for prediction and evaluation.
+
+    An export folder (with export.json, from `diycnn export --format onnx|tm`) is loaded with
+    onnxruntime, numpy and Pillow only: torch is not imported.
+
+    Raises:
+        FileNotFoundError: neither a run nor an export directory.
+        ValueError: incomplete, damaged, or from a newer diycnn.
+    """
+    if (Path(run_dir) / "export.json").is_file():
+        from .exports.runtime import OnnxRun  # onnxruntime only: torch stays unloaded
+
+        return OnnxRun(run_dir)
+    return Run(run_dir, device=device)
+
+
+__all__ = ["load"]
