@@ -76,3 +76,4 @@ def test_cv_on_needs_cached_features(tmp_path, tiny_spec):
     assert "compare --folds" in run.metrics["cross_validation"]["why"]
     off = diycnn.train(data, model="linear-probe", out=tmp_path / "run3", epochs=1, cross_validate=False)
     assert off.metrics["cross_validation"] == {"checked": False, "why": "turned off (--cv off)"}
+

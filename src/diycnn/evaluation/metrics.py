@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest
 
 
-def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion (well-behaved for small n and p near 0 or 1).
+def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion (well-behaved for small n and p near 0 or 1), from
+    SciPy's `binomtest(...).proportion_ci(method="wilson")`.
 
     Example:
-        >>> wilson_interval(64, 100)
-        (0.5427..., 0.7266...)
+        >>> [round(v, 4) for v in wilson_interval(64, 100)]
+        [0.5424, 0.7273]
+        >>> wilson_interval(0, 0)
+        (0.0, 1.0)
     """
     if total == 0:
         return (0.0, 1.0)
-    p = correct / total
-    denom = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denom
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    ci = binomtest(int(correct), int(total)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
