@@ -31,6 +31,9 @@ def batches(x, y, batch, count, start=0):
 
 
 def run_diycnn(x, y, args) -> dict:
+    # as `diycnn train` and `diycnn predict` run: large tensors on 2 MB pages (cli.py sets this)
+    if os.environ.get("DIYCNN_MALLOC") != "system":
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     import torch
 
     from diycnn.data.augment import image_input_fn

@@ -17,15 +17,8 @@ loaded and used without importing torch.
 from __future__ import annotations
 
 import importlib
-import os
 
 __version__ = "0.1.0"
-
-# Large CPU tensors on 2 MB pages: PyTorch reads this once, at its first large allocation, so
-# it is set here, before diycnn creates any tensor. See training/device.py:reuse_freed_memory
-# for why (page faults on the blog model's 150 MB activations); DIYCNN_MALLOC=system opts out.
-if os.environ.get("DIYCNN_MALLOC") != "system":
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 _LAZY = {
     "train": ".api", "summary": ".api", "backbones": ".models.catalog", "face_weights": ".api",

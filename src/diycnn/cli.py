@@ -630,6 +630,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+HUGE_PAGE_COMMANDS = ("train", "compare", "predict", "evaluate", "demo")
+
+
+def _ask_for_huge_pages() -> None:
+    """Large CPU tensors on 2 MB pages for the commands that train or predict: PyTorch reads
+    THP_MEM_ALLOC_ENABLE once, at its first large allocation, so it is set here, before any
+    tensor (training/device.py:reuse_freed_memory says why: page faults on the blog model's
+    150 MB activations). Never at `import diycnn`; DIYCNN_MALLOC=system opts out."""
+    if os.environ.get("DIYCNN_MALLOC") != "system":
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `diycnn` and `python -m diycnn`; returns the exit status."""
     parser = build_parser()
@@ -639,6 +651,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "device", None) is None and "device" in args:
         args.device = "auto" if args.command in ("predict", "evaluate", "demo") else None
+    if args.command in HUGE_PAGE_COMMANDS:
+        _ask_for_huge_pages()
     if args.command == "demo" and args.epochs is None:
         from .demo import DEMO_EPOCHS
 

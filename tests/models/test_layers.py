@@ -180,17 +180,24 @@ def test_relu_moved_after_max_pool_gives_identical_outputs_and_gradients():
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
-def test_huge_pages_are_asked_for_at_import_unless_turned_off():
+def test_huge_pages_are_asked_for_by_training_commands_never_at_import():
     import os
     import subprocess
     import sys
 
-    code = "import os, diycnn; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
     env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "DIYCNN_MALLOC")}
-    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    off = subprocess.run([sys.executable, "-c", code], env={**env, "DIYCNN_MALLOC": "system"},
-                         capture_output=True, text=True, check=True)
-    assert on.stdout.strip() == "1" and off.stdout.strip() == "None"
+
+    def asked(code, extra=None):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **(extra or {})}, capture_output=True,
+                             text=True, check=True).stdout.strip().splitlines()[-1]
+        return out
+
+    assert asked("import os, diycnn; diycnn.summary; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))") == "None"
+    via_cli = ("import os\nfrom diycnn.cli import main\nmain({argv!r})\n"
+               "print(os.environ.get('THP_MEM_ALLOC_ENABLE'))")
+    assert asked(via_cli.format(argv=["train", "/nonexistent"])) == "1"  # set before PyTorch's first tensor
+    assert asked(via_cli.format(argv=["cache"])) == "None"  # listing the cache trains nothing
+    assert asked(via_cli.format(argv=["train", "/nonexistent"]), {"DIYCNN_MALLOC": "system"}) == "None"
 
 
 def test_reuse_freed_memory_nests_and_always_restores(monkeypatch):
