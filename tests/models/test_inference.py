@@ -120,3 +120,20 @@ def test_falls_back_to_the_module(monkeypatch, caplog):
             torch.testing.assert_close(forward(x), expected)
         assert "plain forward" in caplog.text
         torch.testing.assert_close(forward(x), expected)  # and stays on it
+
+
+def test_a_pytorch_without_the_private_onednn_helpers_predicts_with_the_plain_forward(monkeypatch, caplog):
+    """models/inference.py calls private PyTorch functions; a PyTorch that renamed them must still
+    predict (the standard forward), saying so once."""
+    assert inference.private_apis_present()  # this PyTorch has them
+    monkeypatch.delattr(torch._C._nn, "mkldnn_reorder_conv2d_weight")
+    assert not inference.private_apis_present()
+    monkeypatch.setattr(inference._onednn_dtype, "warned", False, raising=False)
+    module = spec(*MODELS["blog-like"], size=(21, 21)).build(seed=0).eval()
+    x = torch.rand(2, 3, 21, 21)
+    with torch.no_grad(), caplog.at_level("WARNING"):
+        assert inference_forward(module, CPU, "fp32") is module
+        inference_forward(module, CPU, "fp32")
+    assert sum("lacks the oneDNN internals" in r.message for r in caplog.records) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(inference_forward(module, CPU, "fp32")(x), module(x))

@@ -83,8 +83,27 @@ def _crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+def private_apis_present() -> bool:
+    """Whether the PyTorch internals this path calls are there: `torch._C._nn.mkldnn_reorder_conv2d_weight`,
+    `torch.mkldnn_convolution` and `torch.ops.mkldnn._is_mkldnn_bf16_supported` are private and may be
+    renamed by a PyTorch upgrade (checked with torch 2.14.1). Without them prediction runs the plain
+    forward -- slower, never wrong."""
+    try:
+        return (callable(getattr(getattr(torch._C, "_nn", None), "mkldnn_reorder_conv2d_weight", None))
+                and callable(getattr(torch, "mkldnn_convolution", None))
+                and callable(torch.ops.mkldnn._is_mkldnn_bf16_supported))
+    except (AttributeError, RuntimeError):  # torch.ops raises when an operator is unknown
+        return False
+
+
 def _onednn_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return None
+    if not private_apis_present():
+        if not getattr(_onednn_dtype, "warned", False):
+            _onednn_dtype.warned = True
+            log.warning("This PyTorch (%s) lacks the oneDNN internals diycnn's fast CPU prediction uses; "
+                        "predicting with the standard forward pass instead.", torch.__version__)
         return None
     if precision == "fp32":
         return torch.float32
