@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-fast clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ $(TFJS): tests/js/package.json tests/js/package-lock.json
 
 test: $(STAMP) $(TFJS)
 	DIYCNN_TFJS_MODULES=$(CURDIR)/tests/js/node_modules $(PY) -m pytest -q
+
+# The fast lane for development: everything but the tests marked slow (real data, browsers,
+# TF.js, multi-process training); CI runs `make test`, the whole suite.
+test-fast: $(STAMP) $(TFJS)
+	DIYCNN_TFJS_MODULES=$(CURDIR)/tests/js/node_modules $(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache tests/js/node_modules

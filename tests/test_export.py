@@ -68,6 +68,7 @@ def test_photos_are_found(runs):
     assert len(held_out(runs["seed-cnn"])) == 6  # 15% of 10 per class, rounded up
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_onnx_round_trip_equals_the_run(runs, kind, tmp_path):
     out = diycnn.export(runs[kind], "onnx", out=tmp_path / "onnx")
@@ -88,6 +89,7 @@ def test_onnx_round_trip_equals_the_run(runs, kind, tmp_path):
     assert result["n"] == 30 and "seen_in_training" not in result
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 @pytest.mark.parametrize("kind", KINDS)
 def test_torchscript_round_trip_equals_the_run(runs, kind, tmp_path):
@@ -104,6 +106,7 @@ def test_torchscript_round_trip_equals_the_run(runs, kind, tmp_path):
     np.testing.assert_allclose(got, torch_fp32(runs[kind], files), atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["seed-cnn", "bn-gap"])
 def test_keras_round_trip_equals_the_run(runs, kind, tmp_path):
     from diycnn.exports.keras_format import load_keras
@@ -127,6 +130,7 @@ def test_keras_round_trip_equals_the_run(runs, kind, tmp_path):
     np.testing.assert_allclose(got, torch_fp32(runs[kind], files), atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["seed-cnn", "bn-gap"])
 def test_tfjs_export_predicts_the_same_in_tensorflow_js(runs, kind, tmp_path):
     from diycnn.exports.tfjs_format import find_tfjs, tfjs_predict
@@ -160,6 +164,7 @@ def test_tfjs_export_predicts_the_same_in_tensorflow_js(runs, kind, tmp_path):
     np.testing.assert_allclose(got, torch_fp32(runs[kind], files), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_tfjs_export_of_the_tm_recipe_runs_as_teachable_machine_feeds_it(runs, tmp_path):
     """The tm recipe (EfficientNet-Lite0 + head) as a TF.js functional layers model: checked at
     export, and independently fed as Teachable Machine's library feeds a model (a centred square
@@ -190,6 +195,7 @@ def test_tfjs_export_of_the_tm_recipe_runs_as_teachable_machine_feeds_it(runs, t
     np.testing.assert_allclose(got, torch_fp32(runs["tm"], files), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_tfjs_export_of_a_finetuned_backbone_with_mirror_averaging(runs, tmp_path):
     from diycnn.exports.tfjs_format import find_tfjs
 
@@ -279,6 +285,7 @@ def test_formats_that_do_not_apply_are_refused_with_the_ones_that_do(runs, tmp_p
     assert not (tmp_path / "k").exists()
 
 
+@pytest.mark.slow
 def test_predict_on_an_onnx_export_never_imports_torch(runs, tmp_path):
     out = diycnn.export(runs["tm"], "onnx", out=tmp_path / "onnx")
     files = held_out(runs["tm"])
@@ -309,6 +316,7 @@ def test_standalone_predict_py_matches_diycnn(runs, tmp_path):
         assert [k for k, _ in a["top_k"]] == [k for k, _ in b["top_k"]]
 
 
+@pytest.mark.slow
 def test_tm_files_and_int8_report(runs, tmp_path):
     out = diycnn.export(runs["seed-cnn"], "tm", out=tmp_path / "tm", int8=True)
     assert (out / "labels.txt").read_text() == "0 blue\n1 green\n2 red\n"
@@ -378,6 +386,7 @@ def test_cli_export(runs, tmp_path, capsys):
     assert "Formats for this run: onnx, torchscript, tm" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 @pytest.mark.parametrize("kind, fmt", [("tm", "tm"), ("seed-cnn", "torchscript")])
 def test_the_python_snippet_predicts_what_the_run_predicts(runs, kind, fmt, tmp_path):

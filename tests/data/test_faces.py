@@ -35,6 +35,7 @@ def test_photo_without_a_face_is_kept_or_skipped():
         Preprocessing(size=(32, 32), faces=True, no_face="skip").load(coffee)
 
 
+@pytest.mark.slow
 def test_crop_faces_is_recorded_and_applied_at_predict(tmp_path, tiny_spec):
     from skimage import data
 

@@ -209,6 +209,7 @@ def faces_data(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not KPOP.is_dir(), reason="needs ../shared/datasets/kpop_idols")
 def test_face_probe_trains_predicts_exports_and_explains(face_model_dir, faces_data, tmp_path, offline):
     run = diycnn.train(faces_data, model="face-probe", out=tmp_path / "run")

@@ -76,6 +76,7 @@ def test_only_where_it_is_the_same_computation():
     assert not fast_conv.applies(conv, x)
 
 
+@pytest.mark.slow
 def test_training_the_blogs_model_follows_the_standard_path(monkeypatch):
     """Two Adam steps of seed-cnn at fp32: the same losses and weights as with oneDNN's weight
     gradient, up to fp32 summation order."""

@@ -26,6 +26,7 @@ def small_data(tmp_path):
     ("finetune", {"epochs": 4, "batch_size": 4}),
     ("seed-cnn-plus", {"epochs": 3, "batch_size": 8}),
 ])
+@pytest.mark.slow
 def test_recipe_trains_end_to_end(small_data, tmp_path, model, settings):
     run = diycnn.train(small_data, model=model, out=tmp_path / model, **settings)
     info = json.loads((run.dir / "model.json").read_text())
@@ -92,6 +93,7 @@ def test_head_replacement_for_other_class_counts():
         assert module(torch.zeros(1, 3, 224, 224)).shape == (1, n)
 
 
+@pytest.mark.slow
 def test_auto_picks_by_validation_loss_and_reports_all(small_data, tmp_path):
     run = diycnn.train(small_data, model="auto", out=tmp_path / "auto", epochs=2, batch_size=8, budget=10)
     auto = run.metrics["auto"]
@@ -154,6 +156,7 @@ def test_auto_says_whether_its_pick_is_clear(tmp_path, monkeypatch):
     assert auto.selection_test(run_dir, data, [{"model": "sure", "val_loss": 0.1}]) is None
 
 
+@pytest.mark.slow
 def test_finetune_adapts_more_when_frozen_features_are_weak(small_data, tmp_path, monkeypatch):
     import diycnn.api as api
 
@@ -175,6 +178,7 @@ def test_finetune_adapts_more_when_frozen_features_are_weak(small_data, tmp_path
     assert any("fine-tuning more of the network" in s for s in stages)
 
 
+@pytest.mark.slow
 def test_interrupted_auto_run_resumes_reusing_finished_candidates(small_data, tmp_path):
     from diycnn.training.trainer import Callback
 

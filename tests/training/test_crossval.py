@@ -44,6 +44,7 @@ def test_small_test_split_reports_the_cross_validated_accuracy(tmp_path, capsys)
     assert "id='cross-validation'" in report and f"{cv['correct']}/30 photos" in report
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("offline")
 def test_held_out_photos_are_really_held_out(tmp_path):
     """Labels that have nothing to do with the photos: a head that had seen the photo it predicts

@@ -53,6 +53,7 @@ def test_sharded_batches_reassemble_the_single_process_batches():
     assert [len(list(o.iterate())) for o in odd] == [2, 2]  # padded like DistributedSampler: equal steps
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
     data = make_dataset(tmp_path / "photos", {"red": 20, "blue": 20})  # 28 train photos: 7 batches of 4
     spec = tmp_path / "tiny.yaml"
@@ -73,6 +74,7 @@ def test_two_processes_match_one_process(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("runs")] == []  # nothing written elsewhere
 
 
+@pytest.mark.slow
 def test_frozen_backbone_features_are_extracted_once_across_processes(tmp_path):
     data = make_dataset(tmp_path / "photos", {"red": 20, "blue": 20})
     cache = tmp_path / "cache"
@@ -93,6 +95,7 @@ def test_frozen_backbone_features_are_extracted_once_across_processes(tmp_path):
     assert single.metrics["test_loss"] == pytest.approx(metrics["test_loss"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_auto_is_refused_under_torchrun(tmp_path):
     data = make_dataset(tmp_path / "photos", {"red": 6, "blue": 6})
     env = {**os.environ, "DIYCNN_OFFLINE": "1"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import time
 import zipfile
 
@@ -155,6 +156,26 @@ def fill(client, counts, bad: int = 0):
         assert len(r["added"]) == n
 
 
+def test_the_app_says_before_training_what_it_will_leave_out(client, tmp_path):
+    fill(client, {"red": 4, "blue": 3})
+    root = tmp_path / "proj"
+    (root / "red" / "notes.jpg").write_text("not a photo")  # dropped in by hand, not through the upload check
+    shutil.copy(root / "red" / "red0.png", root / "red" / "red0 copy.png")  # an exact duplicate
+    shutil.copy(root / "blue" / "blue0.png", root / "red" / "which.png")  # the same photo in two classes
+    check = client.get("/api/check").json()
+    red = {p["photo"]: p["reason"] for p in check["classes"]["red"]["left_out"]}
+    (copy,) = {"red0.png", "red0 copy.png"} & set(red)  # one of the two twins is kept
+    assert set(red) == {"notes.jpg", copy, "which.png"} and check["note"] is None
+    assert "duplicate" in red[copy] and "label conflict" in red["which.png"]
+    assert check["classes"]["red"]["usable"] == 4
+    blue = check["classes"]["blue"]
+    assert blue["usable"] == 2 and [p["photo"] for p in blue["left_out"]] == ["blue0.png"]  # the conflict's twin
+    (root / "blue").rename(tmp_path / "away")
+    shutil.rmtree(root / "red")
+    assert client.get("/api/check").json()["classes"] == {}  # nothing to train yet: nothing to say
+
+
+@pytest.mark.slow
 def test_train_preview_evaluate_export(client, tmp_path, offline):
     fill(client, {"red": 14, "blue": 14})
     root = tmp_path / "proj"

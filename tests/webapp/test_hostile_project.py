@@ -61,6 +61,7 @@ def hostile(tmp_path, offline):
         yield url, root
 
 
+@pytest.mark.slow
 def test_a_hostile_project_runs_nothing_serves_nothing_outside_and_still_works(hostile):
     from playwright.sync_api import sync_playwright
 

@@ -216,6 +216,25 @@ class App:
         self.thumbs_dir = self.project.root / APP_DIR / "thumbs"
         self.predict_limiter: anyio.CapacityLimiter | None = None
 
+    def check(self) -> dict[str, Any]:
+        """What training would leave out, before it runs: per class, the usable photos and each file
+        left out (unreadable, not an image, exact duplicate, the same photo in two classes). The scan
+        is the one training does (its cache makes a repeat cheap); photos without a face are found
+        only when a face recipe crops them."""
+        from ..data.scan import scan_folder
+
+        try:
+            scan = scan_folder(self.project.root, min_classes=1, near_duplicates=False)
+        except (ValueError, FileNotFoundError) as exc:
+            return {"classes": {}, "note": str(exc)}
+        usable = scan.count_by_class()
+        out = {c: {"usable": usable.get(c, 0), "left_out": []} for c in scan.class_names}
+        for problem in [*scan.skipped, *scan.duplicates]:
+            cls, _, photo = problem.path.partition("/")
+            if cls in out and photo:
+                out[cls]["left_out"].append({"photo": photo, "reason": problem.reason})
+        return {"classes": out, "note": None}
+
     def runs(self) -> list[dict[str, Any]]:
         """Finished runs; a run folder with damaged or foreign metadata is left out (and logged)."""
         out = []
@@ -563,6 +582,10 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
                 "recipe_guide": RECIPE_HELP,
                 "runs": state.runs(), "training": state.job.status(), "export_formats": list(EXPORT_FORMATS),
                 "max_upload_mb": MAX_UPLOAD_BYTES // (1024 * 1024)}
+
+    @api.get("/api/check")
+    def check():
+        return state.check()
 
     @api.post("/api/classes")
     async def add_class(request: Request):

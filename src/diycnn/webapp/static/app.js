@@ -37,6 +37,7 @@ async function refresh() {
   $("#project-name").textContent = project.name;
   $("#project-root").textContent = project.root;
   renderClasses();
+  loadCheck();
   renderRuns();
   renderTraining(project.training);
   if (!$("#recipe").options.length) {
@@ -53,6 +54,20 @@ function describeRecipe() {
     $(id).placeholder = guide[key] == null ? "recipe's choice" : String(guide[key]);
 }
 $("#recipe").addEventListener("change", describeRecipe);
+
+// What training would leave out, shown on each class before training (the same scan training does).
+async function loadCheck() {
+  let check;
+  try { check = await api("GET", "/api/check"); } catch (e) { return; }
+  for (const card of document.querySelectorAll(".class-card")) {
+    const info = check.classes[card.dataset.name], box = $(".left-out", card);
+    box.textContent = "";
+    if (!info || !info.left_out.length) continue;
+    const list = el("ul", {}, ...info.left_out.map(p => el("li", {}, el("b", {}, p.photo), " \u2014 " + p.reason)));
+    box.append(el("details", {}, el("summary", {}, `Training will leave out ${info.left_out.length} ` +
+      `file(s); ${info.usable} photo(s) will be used`), list));
+  }
+}
 
 function renderClasses() {
   const box = $("#classes");
