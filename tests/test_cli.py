@@ -232,7 +232,7 @@ def test_quick_clear_errors(tmp_path, capsys, monkeypatch):
     data = make_dataset(tmp_path / "outer" / "antbee", {"red": 3, "blue": 3})
     scanned = []
     real = scan_mod.scan_folder
-    monkeypatch.setattr("diycnn.api.scan_folder", lambda *a, **k: scanned.append(a) or real(*a, **k))
+    monkeypatch.setattr("diycnn.pipeline.scan_folder", lambda *a, **k: scanned.append(a) or real(*a, **k))
     assert main(["train", str(data), "--model", "tn"]) == 2
     err = capsys.readouterr().err
     assert "Unknown model 'tn'" in err and "Did you mean 'tm'" in err and scanned == []

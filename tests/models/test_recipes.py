@@ -158,9 +158,9 @@ def test_auto_says_whether_its_pick_is_clear(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_finetune_adapts_more_when_frozen_features_are_weak(small_data, tmp_path, monkeypatch):
-    import diycnn.api as api
+    import diycnn.pipeline as pipeline
 
-    real = api.get_recipe
+    real = pipeline.get_recipe
 
     def forced(*args, **kwargs):  # pretend the linear probe falls short, to take the adaptive branch
         recipe = real(*args, **kwargs)
@@ -168,7 +168,7 @@ def test_finetune_adapts_more_when_frozen_features_are_weak(small_data, tmp_path
                                                         "patience": 15})
         return recipe
 
-    monkeypatch.setattr(api, "get_recipe", forced)
+    monkeypatch.setattr(pipeline, "get_recipe", forced)
     stages = []
     run = diycnn.train(small_data, model="finetune", out=tmp_path / "ft", epochs=4, batch_size=4,
                        on_stage=stages.append)

@@ -1,0 +1,487 @@
+"""One training run, top to bottom: prepare -> fit -> evaluate -> write.
+
+    train_one(data, settings)            a new run: prepare()        -> finish()
+    resume_one(run_dir)                  an interrupted run: prepare_resume() -> finish()
+    finish(prepared)                     fit() -> evaluate() -> write() -> the loaded Run
+
+`prepare` scans the folder, builds the recipe's module (and loads its backbone's weights),
+decodes the photos or extracts their features, makes the split and writes model.json;
+`fit` trains (LP-FT first where the recipe asks, checkpoints every epoch, torchrun-aware);
+`evaluate` scores the held-out test split and gathers everything metrics.json holds; `write`
+saves the weights, metrics, plots and report and marks the run complete. api.train (the public
+function) calls train_one, resume_one or, for --model auto, auto.train_auto, which trains each
+candidate through api.train in turn.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as _dt
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .data.augment import feature_input_fn, image_input_fn
+from .data.loader import ArrayBatches, Rows, ShardedBatches, decode_cached
+from .data.scan import ScanResult, scan_folder
+from .data.split import (Split, check_split, make_split, near_group_ids, near_section, read_split,
+                         separate_near_duplicates)
+from .evaluation.overfit import overfitting
+from .evaluation.suspects import SUSPECT_FOLDS, out_of_fold_probs, suspect_labels
+from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
+from .models.recipes import Recipe, get_recipe, recipe_from_saved
+from .loading import load
+from .run import NEAR_SIGNATURES, RUN_FORMAT, RUN_VERSION, Run, history_csv, new_run_dir, read_model_json, versions, write_manifest
+from .training import crossval, distributed
+from .training.device import autocast, resolve_device, resolve_precision
+from .training.trainer import BEST, CHECKPOINT, Callback, FitConfig, Trainer, predict_probs
+
+log = logging.getLogger(__name__)
+
+@dataclasses.dataclass
+class _Data:
+    """Everything the fit needs, indexed like scan.records."""
+
+    x: np.ndarray  # uint8 photos (N, H, W, 3) or features (N, F)
+    to_input: Callable
+    mode: str  # "images" or "features"
+    cache: dict[str, int] | None = None  # feature-cache hits/misses
+    notes: list = dataclasses.field(default_factory=list)  # used photos with remarks (no face found)
+
+
+def _load_backbone_weights(module, recipe: Recipe, training: dict[str, Any]) -> str:
+    from .models.backbones import load_pretrained
+
+    return load_pretrained(module.backbone, recipe.backbone, training.get("weights"))
+
+
+@torch.no_grad()
+def _encode(backbone, x: np.ndarray, to_input, device, precision) -> np.ndarray:
+    """Backbone features (N, F) of cached photos, evaluation-cropped."""
+    backbone.eval()
+    out = []
+    for start in range(0, len(x), 64):
+        batch = to_input(torch.from_numpy(x[start:start + 64]).to(device), False)
+        with autocast(device, precision):
+            out.append(backbone(batch).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def _freeze(module, training: dict[str, Any]) -> None:
+    if training.get("freeze_fraction") and hasattr(module, "freeze"):
+        module.freeze(training["freeze_fraction"])
+
+
+def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: dict[str, Any], device, precision,
+             stage) -> _Data:
+    """Decode photos (or extract frozen-backbone features) once; drop and report those that fail."""
+    prep = recipe.preprocessing
+    if training.get("frozen"):
+        from .data.features import FeatureCache, extract_features
+        from .models.backbones import weights_fingerprint
+
+        backbone = module.backbone.to(device).to(memory_format=torch.channels_last).eval()
+        to_image = image_input_fn(prep)
+
+        def encode(images: np.ndarray) -> np.ndarray:
+            return _encode(backbone, images, to_image, device, precision)
+
+        cache = FeatureCache({"backbone": recipe.backbone, "weights": weights_fingerprint(backbone),
+                              "preprocessing": prep.to_dict(), "precision": precision, "device": device.type})
+        cached = sum(cache.holds(r.sha256) for r in scan.records)
+        stage(f"{recipe.backbone} features: all {cached} photos in the cache ({cache.dir})" if cached == len(scan.records)
+              else f"Extracting {recipe.backbone} features for {len(scan.records) - cached} "
+                   f"photo{'' if len(scan.records) - cached == 1 else 's'} ({cached} already "
+                   f"in the cache, {cache.dir}) ...")
+        notes: list = []
+        ctx = distributed.context()
+        if ctx.active:  # each process extracts its share into the one cache, then all read it all
+            mine = scan.records[ctx.rank::ctx.world]
+            extract_features(mine, prep, encode, cache, notes=[])
+            stage(f"Process {ctx.rank}: extracted {cache.misses} of its {len(mine)} photos' features")
+            distributed.barrier()
+            cache = FeatureCache(cache.key)
+        feats, ok, failed = extract_features(scan.records, prep, encode, cache, notes=notes)
+        stage(f"Feature cache: {cache.hits} hit(s), {cache.misses} extracted")
+        scan.records = [scan.records[i] for i in ok]
+        scan.skipped.extend(failed)
+        return _Data(feats, feature_input_fn, "features", {"hits": cache.hits, "misses": cache.misses}, notes)
+    cache_prep = prep.for_cache()
+    stage(f"Decoding {len(scan.records)} photos at {cache_prep.output_size[0]}x{cache_prep.output_size[1]} ...")
+    notes: list = []
+    images, ok, failed = decode_cached(scan.records, cache_prep, notes=notes)
+    where = f", memory-mapped from {images.base.filename}" if isinstance(images, Rows) else ""
+    stage(f"Decoded {len(ok)} photos ({len(failed)} unreadable){where}")
+    scan.records = [scan.records[i] for i in ok]
+    scan.skipped.extend(failed)
+    return _Data(images, image_input_fn(prep, training.get("augment")), "images", notes=notes)
+
+
+def _arrays(split: Split, scan: ScanResult, x: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    row = {r.rel: i for i, r in enumerate(scan.records)}
+    pairs = split.paths(name)
+    idx = np.array([row[p] for p, _ in pairs], dtype=np.int64)
+    labels = np.array([split.class_names.index(c) for _, c in pairs], dtype=np.int64)
+    return (x.take(idx) if isinstance(x, Rows) else x[idx]), labels, [p for p, _ in pairs]
+
+
+def _write_model_json(run_dir: Path, info: dict[str, Any]) -> None:
+    atomic_write_json(run_dir / "model.json", to_jsonable(info))
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What `prepare` hands to `fit`: the run directory and model.json's contents, the recipe and its
+    module, the scanned photos, their split, and the decoded photos or cached features."""
+    run_dir: Path
+    info: dict[str, Any]
+    recipe: Recipe
+    module: Any
+    scan: ScanResult
+    split: Split
+    data: _Data
+
+    @property
+    def training(self) -> dict[str, Any]:
+        return self.info["training"]
+
+
+@dataclasses.dataclass
+class Fitted:
+    """What `fit` hands to `evaluate`: the trained module (the head alone on cached features), the
+    trainer's state, the split's arrays, and an untrained copy of the head for cross-validation."""
+    fit_module: Any
+    state: Any
+    untrained_head: Any
+    arrays: dict[str, tuple]
+
+
+def train_one(data, s, *, out=None, split=None, runs_root="runs", callbacks=None, stage=None) -> Run | None:
+    """A new run of one recipe with settings `s` (a TrainSettings): prepare, then fit, evaluate, write."""
+    stage = stage or (lambda text: log.info("%s", text))
+    return finish(prepare(data, s, out=out, split=split, runs_root=runs_root, stage=stage), callbacks, stage)
+
+
+def prepare(data, s, *, out=None, split=None, runs_root="runs", stage) -> Prepared:
+    """Scan, build, decode or extract features, split; model.json written with status 'training'."""
+    ctx = distributed.context()
+    stage(f"Scanning {data} ...")
+    scan = scan_folder(data, near_duplicates=s.near_duplicates)
+    layout = "given train/val/test folders" if scan.layout == "split-folders" else "one folder per class"
+    stage(f"Found {len(scan.records)} photos in {len(scan.class_names)} classes ({layout})"
+          + (f", {len(scan.skipped)} skipped" if scan.skipped else ""))
+    if scan.near:
+        conflicts = sum(n.kind == "label-conflict" for n in scan.near)
+        stage(f"Near-duplicates: {len(scan.near) - conflicts} pair(s) within a class (kept on one side of the split)"
+              + (f", {conflicts} across classes (likely label conflicts, see the report)" if conflicts else ""))
+    for note in scan.notes:
+        stage(f"Note: {note}")
+    recipe = get_recipe(s.model, len(scan.class_names), backbone=s.backbone)
+    if s.crop == "faces":
+        recipe.preprocessing = dataclasses.replace(recipe.preprocessing, faces=True, no_face=s.no_face)
+    training = {**recipe.defaults, **{k: v for k, v in s.to_dict().items() if v is not None and k != "model"}}
+    if training.get("suspects") and not training.get("frozen"):
+        raise ValueError(f"--suspects on needs a recipe on cached features (tm, linear-probe, face-probe); "
+                         f"'{recipe.name}' trains the whole network, so each photo's out-of-fold prediction would "
+                         "cost a training run. Use diycnn compare --folds K, which lists suspect labels from the "
+                         "models' out-of-fold predictions.")
+    if training.get("cross_validate") and not training.get("frozen"):
+        raise ValueError(f"--cv on needs a recipe on cached features (tm, linear-probe, face-probe); '{recipe.name}' "
+                         f"trains the whole network, so {crossval.CV_FOLDS}-fold cross-validation would cost "
+                         f"{crossval.CV_FOLDS} more full trainings. Use diycnn compare --folds {crossval.CV_FOLDS} "
+                         f"--models {recipe.name}, which reports the out-of-fold accuracy over all photos.")
+    if training.get("weights"):
+        training["weights"] = str(Path(training["weights"]).resolve())
+    if training.get("adapt"):  # what the user set explicitly is never replaced by the adaptive settings
+        training["adapt"] = {k: v for k, v in training["adapt"].items() if getattr(s, k, None) is None}
+    run_dir = distributed.on_main(lambda: new_run_dir(out, f"{Path(scan.root).name}-{recipe.name}", runs_root))
+    device = distributed.device_for(resolve_device(training["device"]))
+    precision = resolve_precision(training["precision"], device, training.get("cpu_precision"))
+    module = recipe.build(seed=training["seed"])
+    weights_source = _load_backbone_weights(module, recipe, training) if recipe.kind == "backbone" else None
+    _freeze(module, training)
+    data_ = _decode_or_extract(recipe, scan, module, training, device, precision, stage)
+    if split is not None:
+        the_split = read_split(split)
+        check_split(the_split, scan, where=f"split file '{split}'")
+    else:
+        the_split = make_split(scan, s.val_split, s.test_split, s.seed, val_as_test=s.val_as_test)
+    left_out = separate_near_duplicates(the_split, scan) if scan.near_checked else []
+    for note in the_split.notes:
+        stage(f"Note: {note}")
+    if ctx.main:
+        atomic_write_json(run_dir / "split.json", the_split.to_dict())
+    info = {
+        "format": RUN_FORMAT, "format_version": RUN_VERSION, "name": run_dir.name, "status": "training",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "data": str(scan.root), "layout": scan.layout, "class_names": scan.class_names,
+        "model": {**recipe.to_dict(), "params": sum(p.numel() for p in module.parameters()),
+                  "weights_source": weights_source},
+        "training": training, "device": str(device), "precision": precision,
+        "inference": {"tta": bool(training.get("tta")) and data_.mode == "images"},
+        "versions": versions(),
+        "scan": {"skipped": [p.to_dict() for p in scan.skipped], "duplicates": [p.to_dict() for p in scan.duplicates],
+                 "notes": scan.notes + the_split.notes, "near_left_out": left_out},
+    }
+    if ctx.main:
+        _write_model_json(run_dir, info)
+    return Prepared(run_dir, info, recipe, module, scan, the_split, data_)
+
+
+def resume_one(run_dir: Path, callbacks=None, stage=None) -> Run | None:
+    """Finish an interrupted run from its checkpoint: prepare_resume, then fit, evaluate, write."""
+    stage = stage or (lambda text: log.info("%s", text))
+    return finish(prepare_resume(run_dir, stage), callbacks, stage, resume=True)
+
+
+def prepare_resume(run_dir: Path, stage) -> Prepared:
+    """The Prepared of an interrupted run, rebuilt from its model.json and split.json."""
+    info = read_model_json(run_dir)
+    if info["status"] == "complete":
+        raise ValueError(f"Run '{run_dir}' is already complete; nothing to resume. Start a new run with another --out.")
+    if not (run_dir / CHECKPOINT).is_file():
+        raise FileNotFoundError(
+            f"Run '{run_dir}' has no {CHECKPOINT} to resume from (it stopped before its first checkpoint). "
+            "Start it again with a new --out."
+        )
+    recipe = recipe_from_saved(info["model"], len(info["class_names"]))
+    training = info["training"]
+    distributed.setup(training["device"])
+    device = distributed.device_for(resolve_device(training["device"]))
+    stage(f"Resuming {run_dir} on {info['data']} ...")
+    scan = scan_folder(info["data"], near_duplicates=training.get("near_duplicates", True))
+    module = recipe.build(seed=training["seed"])
+    if recipe.kind == "backbone":
+        _load_backbone_weights(module, recipe, training)
+    _freeze(module, training)
+    data_ = _decode_or_extract(recipe, scan, module, training, device, info["precision"], stage)
+    the_split = read_split(run_dir / "split.json")
+    check_split(the_split, scan, where=f"run's split.json ({run_dir})")
+    return Prepared(run_dir, info, recipe, module, scan, the_split, data_)
+
+
+def _linear_probe_init(module, data_: _Data, x_train, y_train, x_val, y_val, training, device, precision,
+                       stage) -> float:
+    """LP-FT (Kumar et al., 2022): fit the new head on frozen features first, so fine-tuning
+    starts from a good classifier instead of a random one that would disturb the backbone."""
+    stage("Fitting the head on frozen features before fine-tuning (LP-FT) ...")
+    backbone = module.backbone.to(device).to(memory_format=torch.channels_last)
+    f_train = _encode(backbone, x_train, data_.to_input, device, precision)
+    f_val = _encode(backbone, x_val, data_.to_input, device, precision)
+    config = FitConfig(epochs=100, lr=1e-3, patience=10, seed=training["seed"], optimizer="adamw", weight_decay=1e-4)
+    probe = Trainer(module.head, ArrayBatches(f_train, y_train, 32, shuffle=True, seed=training["seed"]),
+                    ArrayBatches(f_val, y_val, 32), feature_input_fn, config, device, precision)
+    state, _ = probe.fit()
+    best = next(h for h in state.history if h["epoch"] == state.best_epoch)
+    stage(f"Head fitted: val loss {state.best_val_loss:.4f}, val accuracy {best['val_accuracy']:.3f} "
+          f"(epoch {state.best_epoch})")
+    return best["val_accuracy"]
+
+
+def _misclassified(paths, y, probs, names) -> list[dict[str, Any]]:
+    return [{"path": p, "true": names[t], "predicted": names[int(pr.argmax())], "probability": float(pr.max()),
+             "probabilities": {c: float(v) for c, v in zip(names, pr)}}
+            for p, t, pr in zip(paths, y, probs) if int(pr.argmax()) != t]
+
+
+def _report_cams(module, recipe: Recipe, paths, y, probs, names, data_root: Path,
+                 tta: bool = False) -> list[dict[str, Any]]:
+    """Grad-CAM for a few wrong and right test photos; a failure only costs the report section."""
+    from .explanations import cam_samples
+
+    predictions = [{"path": p, "true": names[t], "predicted": names[int(pr.argmax())]} for p, t, pr in zip(paths, y, probs)]
+    try:
+        return cam_samples(module, recipe.preprocessing, names, predictions, data_root, per_kind=4, tta=tta)
+    except Exception as exc:  # e.g. a model without image-shaped feature maps
+        log.warning("Grad-CAM for the report failed: %s", exc)
+        return []
+
+
+def _suspects(the_split: Split, scan: ScanResult, data_: _Data, training: dict[str, Any], stage) -> dict[str, Any]:
+    """Suspect labels among all the split's photos, from K-fold out-of-fold predictions on the
+    cached features (evaluation/suspects.py); recipes that train the whole network are not covered."""
+    if training.get("suspects") is False:
+        return {"checked": False, "why": "turned off (--suspects off)"}
+    if data_.mode != "features":
+        return {"checked": False, "why": "needs a recipe on cached features (tm, linear-probe, face-probe) or "
+                                         "diycnn compare --folds"}
+    parts = [_arrays(the_split, scan, data_.x, s) for s in ("train", "val", "test")]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    paths = [path for p in parts for path in p[2]]
+    stage(f"Looking for suspect labels: {SUSPECT_FOLDS}-fold out-of-fold predictions on the cached features of "
+          f"{len(paths)} photos ...")
+    probs = out_of_fold_probs(x, y, len(the_split.class_names), near_group_ids(paths, scan), seed=training["seed"])
+    section = suspect_labels(probs, y, paths, the_split.class_names,
+                             how=f"{SUSPECT_FOLDS}-fold logistic regression on the {data_.mode} of the run's backbone")
+    if section["count"]:
+        stage(f"{section['count']} photo(s) look mislabelled (suspect labels in the report and metrics.json)")
+    return {"checked": True, **section}
+
+
+def _cross_validation(scan: ScanResult, data_: _Data, untrained_head, training: dict[str, Any], test_photos: int,
+                      device, precision: str, stage) -> dict[str, Any]:
+    """K-fold accuracy over all photos when the test split is small (training/crossval.py)."""
+    run_it, why = crossval.plan(training.get("cross_validate"), test_photos, data_.mode,
+                                distributed.context().active)
+    if not run_it:
+        return {"checked": False, "why": why}
+    section = crossval.cross_validate(
+        scan, lambda split, name: _arrays(split, scan, data_.x, name), lambda: copy.deepcopy(untrained_head),
+        data_.to_input, FitConfig.from_training(training), training["batch_size"], device, precision,
+        training["seed"], why, stage)
+    if section["checked"]:
+        stage(f"Cross-validated accuracy: {crossval.describe(section)}")
+    return section
+
+
+def _write_signatures(run_dir: Path, scan: ScanResult, the_split: Split) -> None:
+    """Near-duplicate signatures of the training and validation photos (a few KB each), so
+    `evaluate` can tell which photos it is given are copies of them, without the data folder."""
+    if scan.signatures is None:
+        return
+    rows = {rel: i for i, rel in enumerate(scan.signature_rels)}
+    seen = [p for s in ("train", "val") for p, _ in the_split.paths(s) if p in rows]
+    atomic_write_bytes(run_dir / NEAR_SIGNATURES, scan.signatures.subset([rows[p] for p in seen]).to_npz(seen))
+
+
+def finish(p: Prepared, callbacks=None, stage=None, resume: bool = False) -> Run | None:
+    """fit -> evaluate -> write; None in torchrun's other processes (process 0 evaluates and writes)."""
+    stage = stage or (lambda text: log.info("%s", text))
+    fitted = fit(p, callbacks, stage, resume)
+    if fitted is None:
+        return None
+    metrics, probs = evaluate(p, fitted, stage)
+    return write(p, fitted, metrics, probs, stage)
+
+
+def _device_and_precision(p: Prepared):
+    return distributed.device_for(resolve_device(p.training["device"])), p.info["precision"]
+
+
+def fit(p: Prepared, callbacks, stage, resume: bool) -> Fitted | None:
+    """Train (LP-FT first where the recipe asks); model.json says 'interrupted' on Ctrl-C."""
+    run_dir, info, recipe, module, data_ = p.run_dir, p.info, p.recipe, p.module, p.data
+    training = p.training
+    device, precision = _device_and_precision(p)
+    ctx = distributed.context()
+    arrays = {name: _arrays(p.split, p.scan, data_.x, name) for name in ("train", "val", "test")}
+    (x_train, y_train, _), (x_val, y_val, _), (_, y_test, _) = arrays["train"], arrays["val"], arrays["test"]
+    if training.get("lp_init") and not resume:
+        probe_acc = _linear_probe_init(module, data_, x_train, y_train, x_val, y_val, training, device, precision,
+                                       stage)
+        if training.get("adapt") and probe_acc < training.get("adapt_below", 0):
+            stage(f"Frozen features reach only {probe_acc:.3f} val accuracy: fine-tuning more of the network "
+                  f"({training['adapt']})")
+            training.update(training.pop("adapt"))
+            training["adapted"] = True
+            _freeze(module, training)
+            if ctx.main:
+                _write_model_json(run_dir, info)  # a resumed run must use the adapted settings
+    bs = training["batch_size"]
+    config = FitConfig.from_training(training)
+    # Each process gets its part of every global batch (all of it outside torchrun: world 1).
+    train_batches = ShardedBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training["seed"],
+                                   rank=ctx.rank, world=ctx.world)
+    val_batches = ArrayBatches(x_val, y_val, bs)
+    fit_module = module.head if data_.mode == "features" else module
+    untrained_head = copy.deepcopy(fit_module) if data_.mode == "features" else None  # for cross-validation
+    trainer = Trainer(fit_module, train_batches, val_batches, data_.to_input, config, device, precision,
+                      run_dir=run_dir, callbacks=list(callbacks or []))
+
+    class _History(Callback):  # history.csv after every epoch, so an interrupted run shows its progress
+        def on_epoch_end(self, epoch, logs):
+            atomic_write_text(run_dir / "history.csv", history_csv(trainer.state.history))
+
+    if ctx.main:
+        trainer.callbacks.append(_History())
+    what = "head on cached features" if data_.mode == "features" else "photos"
+    stage(f"Training {recipe.name} ({what}) on {len(y_train)} photos (val {len(y_val)}, test {len(y_test)}) "
+          f"for up to {training['epochs']} epochs on {device} ({precision}) ...")
+    state, interrupted = trainer.fit(resume=resume)
+    if interrupted:
+        if ctx.main:
+            info["status"] = "interrupted"
+            _write_model_json(run_dir, info)
+        raise KeyboardInterrupt(f"Training interrupted; resume with: diycnn train --resume {run_dir}")
+    if not ctx.main:  # the weights are the same in every process; process 0 evaluates and writes
+        return None
+    return Fitted(fit_module, state, untrained_head, arrays)
+
+
+def evaluate(p: Prepared, f: Fitted, stage) -> tuple[dict[str, Any], np.ndarray]:
+    """metrics.json's contents (test figures with intervals, curves' summary, over-fitting, data
+    problems, suspect labels, cross-validation) and the test photos' probabilities."""
+    from .evaluation.metrics import classification_metrics
+
+    info, recipe, scan, the_split, data_, training = p.info, p.recipe, p.scan, p.split, p.data, p.training
+    device, precision = _device_and_precision(p)
+    state = f.state
+    x_test, y_test, test_paths = f.arrays["test"]
+    stage("Evaluating on the held-out test split ...")
+    tta = bool(info.get("inference", {}).get("tta")) and data_.mode == "images"
+    probs = predict_probs(f.fit_module, ArrayBatches(x_test, y_test, training["batch_size"]), data_.to_input, device,
+                          precision, tta=tta)
+    names = scan.class_names
+    m = classification_metrics(probs, y_test, names)
+    counts = the_split.counts()
+    trained_images = len(f.arrays["train"][1]) * len(state.history)
+    step_seconds = sum(h["seconds"] for h in state.history)
+    metrics = {
+        "model": recipe.name, "backbone": recipe.backbone,
+        "test_accuracy": m["accuracy"], "test_accuracy_ci95": m["accuracy_ci95"], "test_loss": m["loss"],
+        "test_macro_f1": m["macro_f1"], "test_correct": m["correct"], "per_class": m["per_class"],
+        "confusion_matrix": m["confusion_matrix"], "class_names": names,
+        "counts": {s: sum(c.values()) for s, c in counts.items()}, "counts_by_class": counts,
+        "final_val_loss": state.history[-1]["val_loss"], "final_val_accuracy": state.history[-1]["val_accuracy"],
+        "best_val_loss": min(h["val_loss"] for h in state.history),
+        "best_epoch": state.best_epoch, "epochs_run": len(state.history),
+        "overfitting": overfitting(state.history, kept_best=state.best_epoch is not None, model=recipe.name),
+        "stopped_early": state.stopped_early, "stopped_by_time": state.stopped_by_time,
+        "train_seconds": state.train_seconds,
+        "train_images_per_second": trained_images / step_seconds if step_seconds else 0.0,
+        "device": str(device), "precision": precision, "feature_cache": data_.cache, "tta": tta,
+        "skipped": [x.to_dict() for x in scan.skipped], "duplicates": [x.to_dict() for x in scan.duplicates],
+        "notes": scan.notes + the_split.notes, "misclassified": _misclassified(test_paths, y_test, probs, names),
+        "test_probabilities": {path: [round(float(v), 6) for v in pr] for path, pr in zip(test_paths, probs)},
+        "no_face": [x.to_dict() for x in data_.notes],
+        "near_duplicates": near_section(scan, info.get("scan", {}).get("near_left_out", [])),
+        "suspect_labels": _suspects(the_split, scan, data_, training, stage),
+        "cross_validation": _cross_validation(scan, data_, f.untrained_head, training, len(y_test), device,
+                                              precision, stage),
+    }
+    return metrics, probs
+
+
+def write(p: Prepared, f: Fitted, metrics: dict[str, Any], probs: np.ndarray, stage) -> Run:
+    """Weights, history, signatures, metrics.json, plots and report.html; then the manifest and
+    model.json's status 'complete' (last: a run is complete only when everything is there)."""
+    from .report.html import render_report
+    from .report.plots import confusion_png, curves_png
+
+    run_dir, info, recipe, module = p.run_dir, p.info, p.recipe, p.module
+    _, y_test, test_paths = f.arrays["test"]
+    module.cpu()
+    atomic_save_tensors(run_dir / "model.safetensors", module.state_dict(), {"format": "diycnn", "model": recipe.name})
+    atomic_write_text(run_dir / "history.csv", history_csv(f.state.history))
+    _write_signatures(run_dir, p.scan, p.split)
+    atomic_write_json(run_dir / "metrics.json", to_jsonable(metrics))
+    stage(f"Writing the report (curves, confusion matrix, Grad-CAM of a few test photos) in {run_dir} ...")
+    names = metrics["class_names"]
+    curves = curves_png(f.state.history, title=f"{recipe.name} on {Path(info['data']).name}")
+    confusion = confusion_png(metrics["confusion_matrix"], names)
+    atomic_write_bytes(run_dir / "curves.png", curves)
+    atomic_write_bytes(run_dir / "confusion.png", confusion)
+    cams = _report_cams(module, recipe, test_paths, y_test, probs, names, Path(info["data"]), tta=metrics["tta"])
+    atomic_write_text(run_dir / "report.html", render_report(info, metrics, curves, confusion, Path(info["data"]),
+                                                             cams=cams))
+    write_manifest(run_dir)
+    info["status"] = "complete"
+    _write_model_json(run_dir, info)
+    for leftover in (CHECKPOINT, BEST):
+        (run_dir / leftover).unlink(missing_ok=True)
+    return load(run_dir, device=p.training["device"])
