@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 
 import matplotlib
@@ -11,6 +12,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+@functools.lru_cache(maxsize=1)
+def _font_rc() -> dict:
+    """DejaVu Sans, then installed Noto CJK fonts: matplotlib falls back glyph by glyph, so class
+    names in Hangul, kana or hanzi draw as letters rather than empty boxes."""
+    from matplotlib import font_manager
+
+    cjk = sorted({f.name for f in font_manager.fontManager.ttflist if f.name.startswith("Noto Sans CJK")})
+    return {"font.family": ["DejaVu Sans", *cjk[:3]]}
+
+
+def _fonts(fn):
+    @functools.wraps(fn)
+    def drawn(*args, **kwargs):
+        with plt.rc_context(_font_rc()):
+            return fn(*args, **kwargs)
+    return drawn
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -18,6 +37,7 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+@_fonts
 def curves_png(history: list[dict[str, float]], title: str = "") -> bytes:
     """Accuracy and loss per epoch, train vs val (the blog's 'look at the loss too')."""
     epochs = [h["epoch"] for h in history]
@@ -36,6 +56,7 @@ def curves_png(history: list[dict[str, float]], title: str = "") -> bytes:
     return _png(fig)
 
 
+@_fonts
 def confusion_png(matrix: list[list[int]], class_names: list[str], title: str = "Confusion matrix (test)") -> bytes:
     """Counts with row-normalised colours; rows are true classes."""
     cm = np.asarray(matrix)
@@ -57,6 +78,7 @@ def confusion_png(matrix: list[list[int]], class_names: list[str], title: str = 
     return _png(fig)
 
 
+@_fonts
 def overlay_curves_png(histories: dict[str, list[dict[str, float]]]) -> bytes:
     """Every model's accuracy and loss curves on shared axes: solid validation, dashed training."""
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -76,6 +98,7 @@ def overlay_curves_png(histories: dict[str, list[dict[str, float]]]) -> bytes:
     return _png(fig)
 
 
+@_fonts
 def confusions_png(matrices: dict[str, list[list[int]]], class_names: list[str]) -> bytes:
     """Confusion matrices side by side, one per model (rows: true class)."""
     k, m = len(class_names), len(matrices)
