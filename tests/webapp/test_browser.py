@@ -260,26 +260,44 @@ CJK_FONT = bool(shutil.which("fc-list")) and bool(subprocess.run(["fc-list", ":l
 @pytest.mark.slow
 @pytest.mark.parametrize("width, height", [(1280, 800), (800, 1000)])
 def test_first_look_at_1280_and_800_pixels_with_hangul_names(tmp_path, offline, page, width, height):
-    """The hobbyist's first hour at a laptop's 1280x800 and a narrow 800x1000 window: Korean class
-    names render, nothing needs sideways scrolling, the columns stack when narrow, and after
-    training the export is within the first screen of the preview column."""
+    """The hobbyist's first hour at a laptop's 1280x800 and a narrow 800x1000 window (fake camera on):
+    the two ready classes renamed in Hangul, 15 photos uploaded to each, files dropped into the
+    folder by hand listed before training, the default-looking recipe trained, cancelled and
+    resumed from the page, the cross-validated accuracy with its interval, TF.js exported from
+    the page and run in TF.js; nothing needs sideways scrolling, the columns stack when narrow,
+    and the export stays within the first screen of its column."""
     root = tmp_path / "project"
     rng = np.random.default_rng(3)
+    uploads = {}
     for cls, colour in (("아이유", "red"), ("수지", "blue")):
-        (root / cls).mkdir(parents=True)
-        for i in range(8):
-            photo(colour, rng, size=48).save(root / cls / f"{i:02d}.png")
-    shutil.copy(root / "수지" / "00.png", root / "수지" / "00 copy.png")  # an exact duplicate
-    (root / "수지" / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")  # unreadable
+        (tmp_path / "up" / cls).mkdir(parents=True)
+        uploads[cls] = []
+        for i in range(15):
+            path = tmp_path / "up" / cls / f"{i:02d}.png"
+            photo(colour, rng, size=48).save(path)
+            uploads[cls].append(str(path))
     page.set_viewport_size({"width": width, "height": height})
     with serving(create_app(root)) as url:
         page.goto(url)
-        card(page, "아이유").wait_for()
+        for old, new in (("Class 1", "아이유"), ("Class 2", "수지")):  # a new project opens with two classes
+            card(page, old).wait_for()
+            assert card(page, old).is_visible()
+            card(page, old).locator(".class-name").fill(new)
+            card(page, old).locator(".class-name").press("Enter")
+            card(page, new).wait_for()
+        for cls, files in uploads.items():
+            card(page, cls).locator("input.files").set_input_files(files)
+            wait_js(page, f"document.querySelector('.class-card[data-name=\"{cls}\"] .count').textContent"
+                          " === '15 photos'")
         assert card(page, "수지").locator(".class-name").input_value() == "수지"
+        shutil.copy(root / "수지" / "00.png", root / "수지" / "00 copy.png")  # dropped in by hand: a duplicate
+        (root / "수지" / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")  # and an unreadable file
+        page.reload()
+        card(page, "수지").wait_for()
         # before training, the card says what training will leave out, and why
         left_out = card(page, "수지").locator(".left-out summary")
         left_out.wait_for()
-        assert left_out.is_visible() and "leave out 2 file(s); 8 photo(s) will be used" in left_out.text_content()
+        assert left_out.is_visible() and "leave out 2 file(s); 15 photo(s) will be used" in left_out.text_content()
         left_out.click()
         reasons = card(page, "수지").locator(".left-out li").all_text_contents()
         assert any("broken.jpg" in r for r in reasons) and any("duplicate" in r for r in reasons), reasons
@@ -301,6 +319,9 @@ def test_first_look_at_1280_and_800_pixels_with_hangul_names(tmp_path, offline, 
         assert not page.locator("#resume").is_visible()
         assert "(epoch 400/400)" in page.text_content("#train-stage") or "early" in page.text_content("#train-stage")
         page.wait_for_selector("#per-class")
+        # 30 photos leave a handful for testing: the 5-fold estimate over all of them leads, with its interval
+        assert page.locator("[data-testid=cv-accuracy]").is_visible()
+        assert "95% CI" in page.text_content("#cross-validation") and "5-fold" in page.text_content("#cross-validation")
         shot(page, tmp_path, f"ui-{width}")
         assert page.evaluate("document.documentElement.scrollWidth") <= width  # no sideways scrolling
         box = {c: page.locator(f"#{c}-col").bounding_box() for c in ("classes", "training", "preview")}
@@ -323,7 +344,7 @@ def test_first_look_at_1280_and_800_pixels_with_hangul_names(tmp_path, offline, 
             unzipped = tmp_path / "tfjs"
             zipfile.ZipFile(dl.value.path()).extractall(unzipped)
             (folder,) = unzipped.iterdir()
-            query = next((root / "수지").iterdir())
+            query = root / "수지" / "03.png"
             ask = urllib.request.Request(f"{url}/api/predict", data=query.read_bytes(), headers={"X-Diycnn": "1"})
             want = json.load(urllib.request.urlopen(ask, timeout=60))["probabilities"]
             from diycnn.data.loader import decode_all
