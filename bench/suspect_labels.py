@@ -55,9 +55,7 @@ def noisy_tree(data: Path, out: Path, noise: float, seed: int) -> dict[str, str]
 
 def features_of(tree: Path, recipe_name: str):
     """(features, labels, rel paths, class names) the way `diycnn train` computes them."""
-    import dataclasses
-
-    from diycnn import api
+    from diycnn import pipeline
     from diycnn.data.scan import scan_folder
     from diycnn.models.recipes import get_recipe
     from diycnn.training.device import resolve_device, resolve_precision
@@ -68,8 +66,8 @@ def features_of(tree: Path, recipe_name: str):
     device = resolve_device("cpu")
     precision = resolve_precision("auto", device, training.get("cpu_precision"))
     module = recipe.build(seed=0)
-    api._load_backbone_weights(module, recipe, training)
-    data = api._prepare(recipe, scan, module, training, device, precision, lambda text: print("  " + text))
+    pipeline._load_backbone_weights(module, recipe, training)
+    data = pipeline._decode_or_extract(recipe, scan, module, training, device, precision, lambda text: print("  " + text))
     labels = np.array([scan.class_names.index(r.label) for r in scan.records])
     return data.x, labels, [r.rel for r in scan.records], scan.class_names
 

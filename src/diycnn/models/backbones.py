@@ -32,7 +32,7 @@ from torch import nn
 from ..data import align
 from ..data.images import Preprocessing
 from ..settings import suggest
-from .catalog import DEFAULT_BACKBONE, FACE_BACKBONE, KNOWN_BACKBONES, OFFLINE_PACKAGE, offline_package_dir  # noqa: F401
+from .catalog import DEFAULT_BACKBONE, FACE_BACKBONE, OFFLINE_PACKAGE, offline_package_dir  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data.augment import STANDARD_AUGMENT
 from ..data.images import Preprocessing
-from ..settings import check_model_name, is_spec_file, unknown_model  # noqa: F401 - check_model_name: for api
+from ..settings import is_spec_file, unknown_model
 from .layers import (Activation, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, Input,
                      MaxPooling2D, Rescaling)
 from .sequential import Sequential, SpecModule, read_spec_file
