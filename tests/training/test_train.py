@@ -146,3 +146,38 @@ def test_evaluate_flags_photos_seen_in_training(two_class_data, tiny_spec, tmp_p
     run = diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "run", **FAST)
     result = run.evaluate(two_class_data)
     assert len(result["seen_in_training"]) == 34  # train + val photos
+
+
+def test_max_minutes_stops_after_the_epoch_that_passes_it(two_class_data, tiny_spec, tmp_path):
+    run = diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "r", epochs=6, max_minutes=1e-9)
+    m = run.metrics
+    assert m["stopped_by_time"] and m["epochs_run"] == 1 and m["test_accuracy"] is not None
+    full = diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "f", epochs=3)
+    assert not full.metrics["stopped_by_time"] and full.metrics["epochs_run"] == 3
+
+
+def test_val_as_test_uses_the_given_val_folder_as_the_test_split(tmp_path, tiny_spec):
+    make_dataset(tmp_path / "d" / "train", {"red": 12, "blue": 12}, seed=1)
+    make_dataset(tmp_path / "d" / "val", {"red": 4, "blue": 4}, seed=2)
+    run = diycnn.train(tmp_path / "d", model=str(tiny_spec), out=tmp_path / "r", epochs=1, val_as_test=True)
+    split = json.loads((run.dir / "split.json").read_text())["splits"]
+    test = sorted(p for c in split["test"].values() for p in c)
+    assert test == sorted(f"val/{c}/{c}_{i:03d}.png" for c in ("red", "blue") for i in range(4))
+    assert all(p.startswith("train/") for c in split["val"].values() for p in c)  # val comes out of train
+    assert run.metrics["counts"]["test"] == 8
+
+
+def test_layer_decay_gives_earlier_backbone_layers_smaller_learning_rates():
+    from diycnn.models.recipes import get_recipe
+    from diycnn.training.trainer import FitConfig, _param_groups
+
+    module = get_recipe("finetune", 2).build(seed=0)
+    groups = _param_groups(module, FitConfig(epochs=1, lr=1e-3, patience=None, seed=0, layer_decay=0.8))
+    scales = [g["lr_scale"] for g in groups]
+    assert scales[-1] == 1.0 and groups[-1]["params"] == [p for p in module.head.parameters() if p.requires_grad]
+    backbone = scales[:-1]
+    assert min(backbone) < 0.2 and max(backbone) <= 1.0 and backbone == sorted(backbone)  # the stem learns slowest
+    assert all(any(s == pytest.approx(0.8 ** k) for k in range(30)) for s in backbone)  # powers of the decay
+    assert [g["initial_lr"] for g in groups] == pytest.approx([1e-3 * s for s in scales])
+    plain = _param_groups(module, FitConfig(epochs=1, lr=1e-3, patience=None, seed=0))
+    assert len(plain) == 1 and plain[0]["lr_scale"] == 1.0
