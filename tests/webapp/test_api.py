@@ -307,3 +307,18 @@ def test_oversized_bodies_are_refused_before_they_are_stored(client, tmp_path, m
     ok = client.post("/api/classes/cats/photos", files=[("files", ("a.png", png(), "image/png"))], headers=H)
     assert ok.status_code == 200 and ok.json()["added"] == ["a.png"]  # ordinary uploads pass
     assert client.post("/api/classes", json={"name": "dogs"}, headers=H).status_code == 200
+
+
+def test_the_pages_training_settings_follow_the_same_rules_as_the_cli():
+    from diycnn.settings import RECIPE_NAMES
+    from diycnn.webapp.jobs import RECIPES, training_settings
+    from diycnn.webapp.project import ProjectError
+
+    assert set(RECIPES) == set(RECIPE_NAMES) | {"auto"}  # the names come from settings.py, once
+    assert training_settings({"model": "tm", "epochs": "12", "lr": "0.001", "batch_size": ""}) == \
+        ("tm", {"epochs": 12, "lr": 0.001})
+    for body, message in (({"epochs": "2.5"}, "whole number"), ({"epochs": 5000}, "between 1 and 1000"),
+                          ({"lr": float("nan")}, "finite"), ({"batch_size": True}, "finite number"),
+                          ({"lr": "fast"}, "must be a number"), ({"model": "sed-cnn"}, "Unknown recipe")):
+        with pytest.raises(ProjectError, match=message):
+            training_settings({"model": "tm", **body})

@@ -12,11 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..settings import RECIPE_NAMES, TrainSettings
 from .project import Project, ProjectError
 
 log = logging.getLogger(__name__)
 
-RECIPES = ("tm", "linear-probe", "finetune", "face-probe", "face-finetune", "seed-cnn-plus", "seed-cnn", "auto")
+# The recipes the page offers: the built-in ones (listed once, in settings.py), pretrained first -- they
+# suit a handful of photos -- then the from-scratch CNNs, then auto.
+RECIPES = (*sorted(RECIPE_NAMES, key=lambda name: name.startswith("seed-")), "auto")
 LIMITS = {"epochs": (1, 1000), "batch_size": (1, 1024), "lr": (1e-7, 1.0)}
 
 
@@ -34,14 +37,21 @@ def training_settings(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
             raise ProjectError(f"{key} must be a finite number, received {value!r}.")
         try:
-            value = kind(value)
+            number = float(value)
+            value = kind(number)
         except (TypeError, ValueError, OverflowError):
             raise ProjectError(f"{key} must be a number, received {value!r}.") from None
+        if kind is int and value != number:  # "2.5" epochs is a mistake to say, not to round
+            raise ProjectError(f"{key} must be a whole number, received {number:g}.")
         if isinstance(value, float) and not math.isfinite(value):
             raise ProjectError(f"{key} must be a finite number, received {value!r}.")
         if not low <= value <= high:
             raise ProjectError(f"{key} must be between {low} and {high}, received {value}.")
         settings[key] = value
+    try:  # and the rules every training follows, whichever door it comes in by (settings.TrainSettings)
+        TrainSettings(model=model, **settings)
+    except ValueError as exc:
+        raise ProjectError(str(exc)) from None
     return model, settings
 
 
