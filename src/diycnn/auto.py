@@ -27,7 +27,7 @@ from .data.scan import scan_folder
 from .data.split import make_split
 from .io import atomic_write_json, read_json, to_jsonable
 from .loading import load
-from .run import Run, new_run_dir, write_manifest
+from .run import Run, new_run_dir, read_metrics_json, write_manifest
 from .settings import TrainSettings, merge_settings
 from .training.trainer import CHECKPOINT, Callback
 
@@ -289,7 +289,7 @@ def _run_candidates(train, run_dir: Path, data, settings: TrainSettings, callbac
         if name != "model.json" and (src / name).is_file():
             shutil.copyfile(src / name, run_dir / f".{name}.tmp")
             (run_dir / f".{name}.tmp").replace(run_dir / name)
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = read_metrics_json(run_dir)
     metrics["auto"] = {"winner": winner["model"], "chosen_by": "lowest validation loss", "budget_minutes":
                        budget / 60, "seconds": spent_before + time.perf_counter() - t0, "resumed": resume,
                        "plan": plan, "candidates": results, "selection": selection}

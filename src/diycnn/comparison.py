@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .io import atomic_write_json, atomic_write_text, to_jsonable
-from .run import new_run_dir, read_model_json
+from .run import new_run_dir, read_metrics_json, read_model_json
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def _out_of_fold(labels: list[str], fold_results: list[list[tuple[str, Path]]]) 
     class_names: list[str] = []
     for pairs in fold_results:
         for label, d in pairs:
-            metrics = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+            metrics = read_metrics_json(d)
             split = json.loads((d / "split.json").read_text(encoding="utf-8"))
             class_names = split["class_names"]
             wrong = {e["path"] for e in metrics.get("misclassified", [])}
@@ -323,7 +323,7 @@ def _finish_folds(out_dir: Path, data: Path, labels: list[str], fold_results: li
     per_model: dict[str, list[float]] = {label: [] for label in labels}
     for pairs in fold_results:
         for label, d in pairs:
-            per_model[label].append(json.loads((d / "metrics.json").read_text(encoding="utf-8"))["test_accuracy"])
+            per_model[label].append(read_metrics_json(d)["test_accuracy"])
     summary = {label: {"accuracies": accs, "mean": float(np.mean(accs)),
                        "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0} for label, accs in per_model.items()}
     tests = [{"a": a, "b": b, **paired_folds_test(per_model[a], per_model[b])}

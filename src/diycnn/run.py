@@ -116,6 +116,27 @@ def verify_manifest(run_dir: Path, names: tuple[str, ...] = ("model.safetensors"
                              f"{MANIFEST}): it was changed or damaged. Restore it or train again.")
 
 
+METRICS_FIELDS = ("test_accuracy", "test_accuracy_ci95", "test_loss", "class_names", "counts", "confusion_matrix")
+
+
+def read_metrics_json(run_dir: str | Path) -> dict[str, Any]:
+    """A finished run's metrics.json, checked for the fields every reader uses.
+
+    Raises:
+        FileNotFoundError: the run has no metrics.json (it did not finish).
+        ValueError: not JSON, not an object, or a field missing.
+    """
+    path = Path(run_dir) / "metrics.json"
+    m = read_json(path, f"'{run_dir}' has no metrics.json: the run did not finish. Resume it with "
+                        f"diycnn train --resume {run_dir}", "the run directory is damaged.")
+    if not isinstance(m, dict):
+        raise ValueError(f"'{path}' is not a diycnn metrics file (not a JSON object); the run directory is damaged.")
+    missing = [k for k in METRICS_FIELDS if k not in m]
+    if missing:
+        raise ValueError(f"'{path}' lacks {', '.join(missing)}; the run directory is damaged or from another tool.")
+    return m
+
+
 def read_model_json(run_dir: Path) -> dict[str, Any]:
     """Read and check a run's model.json.
 
@@ -353,7 +374,7 @@ class Run(Classifier):
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return json.loads((self.dir / "metrics.json").read_text(encoding="utf-8"))
+        return read_metrics_json(self.dir)
 
     def predict_arrays(self, images_u8: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Probabilities (N, classes) for decoded uint8 photos (N, H, W, 3)."""
