@@ -429,3 +429,9 @@ def test_snippets_quote_numbers_and_names_only(runs, tmp_path):
     odd = {**info, "class_names": ["a'); import os; ('", "b"], "export_format": "torchscript"}
     (code,) = [s["code"] for s in snippets(odd)]
     assert "labels = [\"a'); import os; ('\", 'b']" in code  # a Python literal, never code
+
+
+def test_every_export_format_has_one_writer():
+    from diycnn.settings import EXPORT_FORMATS
+
+    assert set(exports.WRITERS) == set(EXPORT_FORMATS) == set(exports.MODEL_FILES)

@@ -15,6 +15,7 @@ float pixels already scaled and normalised, as export.json says.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import functools
 import io
@@ -365,6 +366,102 @@ def _prepare_out(out: Path, force: bool) -> None:
 _EXPORT_LOCK = threading.RLock()
 
 
+@dataclasses.dataclass
+class _Job:
+    """One export in progress: what the writers read (the run, its fp32 wrapper, the check photos and
+    the run's own probabilities for them) and where they write (`tmp`, then `info` for export.json)."""
+    fmt: str
+    run: Any
+    wrapper: Any
+    images: np.ndarray
+    labels: np.ndarray | None
+    want: np.ndarray
+    source: str
+    tmp: Path
+    model_path: Path
+    info: dict[str, Any]
+    int8: bool
+
+
+def _write_onnx(job: _Job) -> None:
+    """model.onnx (+ int8, predict.py, landmarks.onnx for aligned faces, TM's metadata for `tm`)."""
+    import onnxruntime
+
+    run, info = job.run, job.info
+    info.update(_onnx(job.wrapper, job.images, job.model_path))
+    info["versions"]["onnxruntime"] = onnxruntime.__version__
+    got = onnx_probs(onnx_session(job.model_path), job.images)
+    info["check"] = _compare("ONNX", got, job.want, job.source)
+    if job.int8:
+        info["int8"] = _int8(run, job.model_path, job.tmp / "model.int8.onnx", job.images, job.labels, got)
+    shutil.copyfile(Path(__file__).with_name("standalone_predict.py"), job.tmp / "predict.py")
+    if run.preprocessing.align:  # the folder aligns faces itself, with the landmark network in ONNX
+        info["landmarks"] = _landmarks_onnx(job.tmp / "landmarks.onnx")
+    if job.fmt == "tm":
+        atomic_write_json(job.tmp / "metadata.json", _tm_metadata(run, run.preprocessing.output_size))
+
+
+def _write_torchscript(job: _Job) -> None:
+    job.info["input"] = _image_input(job.images)
+    job.info["check"] = _compare("TorchScript", _torchscript(job.wrapper, job.images, job.model_path), job.want,
+                                 job.source)
+
+
+def _mirror_note(engine: str, how: str) -> str:
+    return f"the run averages each photo with its mirror image; the {engine} model does not: {how}"
+
+
+def _write_tfjs(job: _Job) -> None:
+    """model.json + weights.bin (spec models and EfficientNet-Lite backbones), run in TF.js under Node.js."""
+    from .. import __version__
+    from .tfjs_format import tfjs_predict, write_tfjs
+
+    run, info = job.run, job.info
+    if run.recipe.kind == "spec":
+        info["tfjs"] = write_tfjs(run.recipe.spec, run.module, job.tmp, f"diycnn {__version__}")
+    else:
+        from .tfjs_backbone import write_tfjs_backbone
+
+        h, w = run.preprocessing.output_size
+        info["tfjs"] = write_tfjs_backbone(run.recipe, run.module, (h, w, 3), job.tmp, f"diycnn {__version__}")
+    scaled = _normalised(run.preprocessing, job.images)
+    views = np.concatenate([scaled, scaled[:, :, ::-1]]) if run.tta else scaled  # one TF.js start
+    got, info["versions"]["tfjs"] = tfjs_predict(job.tmp, views)
+    if run.tta:
+        info["tta_note"] = _mirror_note("TF.js", "average the predictions of the photo and of its mirror image")
+        got = (got[:len(scaled)] + got[len(scaled):]) / 2
+    info["input"] = {**_image_input(job.images), "dtype": "float32", "pixels": "scaled and normalised as 'steps' says"}
+    info["check"] = _compare("TensorFlow.js", got, job.want, job.source)
+    info["check"]["engine"] = f"TensorFlow.js {info['versions']['tfjs']} (Node.js, CPU backend)"
+    atomic_write_json(job.tmp / "metadata.json", _tm_metadata(run, run.preprocessing.output_size,
+                                                              tfjs=info["versions"]["tfjs"]))
+
+
+def _write_keras(job: _Job) -> None:
+    """model.keras (Keras 3), run through Keras itself."""
+    from .keras_format import export_keras
+
+    run, info = job.run, job.info
+    scaled = _normalised(run.preprocessing, job.images)
+    model, info["versions"]["keras"] = export_keras(run, job.model_path)
+
+    def predict(x):
+        return np.asarray(model.predict(np.ascontiguousarray(x), verbose=0, batch_size=32))
+
+    info["input"] = {**_image_input(job.images), "dtype": "float32", "pixels": "scaled and normalised as 'steps' says"}
+    got = predict(scaled)
+    if run.tta:
+        info["tta_note"] = _mirror_note("Keras", "average model(x) and model(x[:, :, ::-1]) to get the same numbers")
+        got = (got + predict(scaled[:, :, ::-1])) / 2
+    info["check"] = _compare("Keras", got, job.want, job.source)
+
+
+# Each format, once: its writer makes the files and checks them against the run (settings.EXPORT_FORMATS
+# lists the names; a test keeps the two in step).
+WRITERS = {"onnx": _write_onnx, "tm": _write_onnx, "torchscript": _write_torchscript, "keras": _write_keras,
+           "tfjs": _write_tfjs}
+
+
 def _one_at_a_time(fn):
     @functools.wraps(fn)
     def locked(*args, **kwargs):
@@ -440,65 +537,8 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     }
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
-        model_path = tmp / MODEL_FILES[fmt]
-        if fmt in ("onnx", "tm"):
-            info.update(_onnx(wrapper, images, model_path))
-            import onnxruntime
-
-            info["versions"]["onnxruntime"] = onnxruntime.__version__
-            got = onnx_probs(onnx_session(model_path), images)
-            info["check"] = _compare("ONNX", got, want, source)
-            if int8:
-                info["int8"] = _int8(run, model_path, tmp / "model.int8.onnx", images, labels, got)
-            shutil.copyfile(Path(__file__).with_name("standalone_predict.py"), tmp / "predict.py")
-            if run.preprocessing.align:  # the folder aligns faces itself, with the landmark network in ONNX
-                info["landmarks"] = _landmarks_onnx(tmp / "landmarks.onnx")
-            if fmt == "tm":
-                atomic_write_json(tmp / "metadata.json", _tm_metadata(run, run.preprocessing.output_size))
-        elif fmt == "torchscript":
-            info["input"] = _image_input(images)
-            info["check"] = _compare("TorchScript", _torchscript(wrapper, images, model_path), want, source)
-        elif fmt == "tfjs":
-            from .. import __version__
-            from .tfjs_format import tfjs_predict, write_tfjs
-
-            if run.recipe.kind == "spec":
-                info["tfjs"] = write_tfjs(run.recipe.spec, run.module, tmp, f"diycnn {__version__}")
-            else:
-                from .tfjs_backbone import write_tfjs_backbone
-
-                h, w = run.preprocessing.output_size
-                info["tfjs"] = write_tfjs_backbone(run.recipe, run.module, (h, w, 3), tmp, f"diycnn {__version__}")
-            scaled = _normalised(run.preprocessing, images)
-            views = np.concatenate([scaled, scaled[:, :, ::-1]]) if run.tta else scaled  # one TF.js start
-            got, info["versions"]["tfjs"] = tfjs_predict(tmp, views)
-            if run.tta:
-                info["tta_note"] = ("the run averages each photo with its mirror image; the TF.js model does "
-                                    "not: average the predictions of the photo and of its mirror image")
-                got = (got[:len(scaled)] + got[len(scaled):]) / 2
-            info["input"] = {**_image_input(images), "dtype": "float32",
-                             "pixels": "scaled and normalised as 'steps' says"}
-            info["check"] = _compare("TensorFlow.js", got, want, source)
-            info["check"]["engine"] = f"TensorFlow.js {info['versions']['tfjs']} (Node.js, CPU backend)"
-            atomic_write_json(tmp / "metadata.json", _tm_metadata(run, run.preprocessing.output_size,
-                                                                  tfjs=info["versions"]["tfjs"]))
-        else:
-            from .keras_format import export_keras
-
-            scaled = _normalised(run.preprocessing, images)
-            model, info["versions"]["keras"] = export_keras(run, model_path)
-
-            def predict(x):
-                return np.asarray(model.predict(np.ascontiguousarray(x), verbose=0, batch_size=32))
-
-            info["input"] = {**_image_input(images), "dtype": "float32",
-                             "pixels": "scaled and normalised as 'steps' says"}
-            got = predict(scaled)
-            if run.tta:
-                info["tta_note"] = ("the run averages each photo with its mirror image; the Keras model does "
-                                    "not: average model(x) and model(x[:, :, ::-1]) to get the same numbers")
-                got = (got + predict(scaled[:, :, ::-1])) / 2
-            info["check"] = _compare("Keras", got, want, source)
+        job = _Job(fmt, run, wrapper, images, labels, want, source, tmp, tmp / MODEL_FILES[fmt], info, int8)
+        WRITERS[fmt](job)  # writes the model files into tmp and fills info["check"] (and more) by running them
         info["check"]["labels_agree_with_run_predict"] = int((run.predict_arrays(images).argmax(1)
                                                               == want.argmax(1)).sum())
         info["seconds"] = time.perf_counter() - t0
