@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.scan import scan_folder
-from .data.split import make_split
+from .data.split import make_split, read_split
 from .io import atomic_write_json, read_json, to_jsonable
 from .loading import load
 from .run import Run, new_run_dir, read_metrics_json, write_manifest
@@ -143,7 +143,7 @@ def selection_test(run_dir: Path, data, trained: list[dict[str, Any]]) -> dict[s
     if len(trained) < 2:
         return None
     first, second = sorted(trained, key=lambda r: r["val_loss"])[:2]
-    split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
+    split = read_split(run_dir / "split.json").to_dict()
     items = [(p, c) for c in split["class_names"] for p in split["splits"]["val"].get(c, [])]
     losses: dict[str, dict[int, float]] = {}
     for r in (first, second):

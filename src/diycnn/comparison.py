@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .data.split import read_split
 from .io import atomic_write_json, atomic_write_text, to_jsonable
 from .run import new_run_dir, read_metrics_json, read_model_json
 
@@ -105,9 +106,9 @@ def summarise_run(run, label: str, split: dict[str, Any], timing_photos: np.ndar
 
 def _same_split(run_dirs: list[Path]) -> dict[str, Any]:
     """The split shared by every run, or a ValueError naming the run that differs."""
-    first = json.loads((run_dirs[0] / "split.json").read_text(encoding="utf-8"))
+    first = read_split(run_dirs[0] / "split.json").to_dict()
     for d in run_dirs[1:]:
-        other = json.loads((d / "split.json").read_text(encoding="utf-8"))
+        other = read_split(d / "split.json").to_dict()
         if other["splits"] != first["splits"] or other.get("class_names") != first.get("class_names"):
             raise ValueError(
                 f"Run '{d}' was trained on a different split from '{run_dirs[0]}': their test photos differ, so "
@@ -216,7 +217,7 @@ def compare(data: str | Path | None = None, models: list[str] | str | None = Non
         run = train(data, model=model, out=out_dir / "runs" / label, split=split_path, callbacks=callbacks,
                     on_stage=stage, **train_settings)
         trained.append((label, run.dir))
-    shared = json.loads(split_path.read_text(encoding="utf-8"))
+    shared = read_split(split_path).to_dict()
     return _finish(out_dir, data, trained, shared, stage, explain_samples, None)
 
 
@@ -278,7 +279,7 @@ def _out_of_fold(labels: list[str], fold_results: list[list[tuple[str, Path]]]) 
     for pairs in fold_results:
         for label, d in pairs:
             metrics = read_metrics_json(d)
-            split = json.loads((d / "split.json").read_text(encoding="utf-8"))
+            split = read_split(d / "split.json").to_dict()
             class_names = split["class_names"]
             wrong = {e["path"] for e in metrics.get("misclassified", [])}
             for path, cls in _test_items(split):
@@ -334,7 +335,7 @@ def _finish_folds(out_dir: Path, data: Path, labels: list[str], fold_results: li
     # The fold table and the out-of-fold figures cover all folds; curves, per-fold confusions,
     # McNemar on one test split, galleries and Grad-CAM are drawn for fold 1.
     first = fold_results[0]
-    split = json.loads((first[0][1] / "split.json").read_text(encoding="utf-8"))
+    split = read_split(first[0][1] / "split.json").to_dict()
     return _finish(out_dir, data, first, split, stage, explain_samples, folds)
 
 

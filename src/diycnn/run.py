@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import platform
 import re
@@ -24,6 +23,7 @@ import numpy as np
 
 from .data.images import ImageError, Preprocessing
 from .data.scan import ImageRecord, Problem, find_images, scan_folder
+from .data.split import read_split
 from .io import check_format, file_sha256, load_tensors, read_json, tensor_shapes
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ class Classifier:
         seen: set[str] = set()
         split_path = self.dir / "split.json"
         if split_path.is_file():
-            split = json.loads(split_path.read_text(encoding="utf-8"))
+            split = read_split(split_path).to_dict()
             hashes = split.get("sha256", {})
             trained = {hashes[p] for s in ("train", "val") for paths in split["splits"][s].values()
                        for p in paths if p in hashes}

@@ -19,7 +19,6 @@ import dataclasses
 import datetime
 import functools
 import io
-import json
 import logging
 import os
 import shutil
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.split import read_split
 from ..io import atomic_write_json, to_jsonable
 from ..settings import EXPORT_FORMATS as FORMATS, SPEC_ONLY_FORMATS as SPEC_ONLY, export_formats_for
 from .runtime import EXPORT_FORMAT, EXPORT_VERSION
@@ -105,7 +105,7 @@ def _split_photos(run, split: str, limit: int, seed: int | None = None):
     split_path = run.dir / "split.json"
     if not (data.is_dir() and split_path.is_file()):
         return None
-    chosen = json.loads(split_path.read_text(encoding="utf-8"))["splits"][split]
+    chosen = read_split(split_path).assignment[split]
     items = [(rel, run.class_names.index(c)) for c, rels in chosen.items() if c in run.class_names for rel in rels]
     total = len(items)
     if seed is not None and len(items) > limit:
