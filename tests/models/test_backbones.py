@@ -18,7 +18,7 @@ def _imagenet_model():
     import timm
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    state = backbones._read_state_dict(backbones._offline_package_file("tf_efficientnet_lite0"))
+    state = backbones._read_state_dict(backbones.offline_package_file("tf_efficientnet_lite0"))
     model.load_state_dict(backbones.fit_state_dict(model, state, "package"))
     return model.eval()
 

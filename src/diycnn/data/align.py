@@ -27,11 +27,12 @@ EYES = (0.30, 0.70, 0.30)  # left eye x, right eye x, both eyes' y: fractions of
 LANDMARK_INPUT = 112
 _lock = threading.Lock()
 _runner = None  # uint8 (1, 112, 112, 3) -> (68, 2) in [0, 1] of the padded square
-_default = None  # makes the PyTorch runner; models/face_net.py provides it (data/ never imports models/)
+_default = None  # makes the PyTorch runner; models/backbones.py provides it (data/ never imports models/)
 
 
 def provide_default_runner(factory) -> None:
-    """Called by models/face_net.py: `factory()` builds the PyTorch landmark runner, on first use."""
+    """Called by models/backbones.py when a face recipe is built: `factory()` makes the PyTorch
+    landmark runner, on first use."""
     global _default
     _default = factory
 

@@ -166,21 +166,9 @@ def _landmarks_onnx(path: Path) -> dict[str, Any]:
 
     from ..data import align
     from ..models import face_weights
-    from ..models.face_net import MEAN_RGB, load_face_landmark_net
+    from ..models.face_net import LandmarksFromPixels, load_face_landmark_net
 
-    folder = face_weights.recognition_manifest().parent
-    net = load_face_landmark_net(folder / "face_landmark_68_model-weights_manifest.json")
-
-    class Landmarks(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = net
-            self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1))
-
-        def forward(self, image):  # (N, 112, 112, 3) uint8
-            return self.net((image.permute(0, 3, 1, 2).float() - self.mean) / 255)
-
-    module = Landmarks().eval()
+    module = LandmarksFromPixels(load_face_landmark_net(face_weights.landmark_manifest())).eval()
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (2, align.LANDMARK_INPUT, align.LANDMARK_INPUT, 3), dtype=np.uint8)
     batch = torch.export.Dim("batch", min=1)

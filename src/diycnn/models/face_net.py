@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 MEAN_RGB = (122.782, 117.001, 104.298)
 INPUT_SIZE = 150
 DESCRIPTOR_SIZE = 128
@@ -275,3 +274,15 @@ def load_face_landmark_net(manifest: str | Path) -> FaceLandmarkNet:
     net.load_state_dict(landmark_state_dict_from_tfjs(read_tfjs_weights(manifest)))
     return net.eval()
 
+
+class LandmarksFromPixels(nn.Module):
+    """uint8 (N, 112, 112, 3) photos -> (N, 68, 2) landmarks in [0, 1], face-api's normalisation
+    included: what data/align.py runs in PyTorch and what ONNX exports carry as landmarks.onnx."""
+
+    def __init__(self, net: FaceLandmarkNet):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1))
+
+    def forward(self, image):
+        return self.net((image.permute(0, 3, 1, 2).float() - self.mean) / 255)

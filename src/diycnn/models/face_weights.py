@@ -36,6 +36,7 @@ VERSION = "1.7.15"
 TARBALL_SHA256 = "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031"
 TARBALL = f"face-api-{VERSION}.tgz"
 RECOGNITION = "face_recognition_model-weights_manifest.json"
+LANDMARKS = "face_landmark_68_model-weights_manifest.json"
 MAX_MEMBER = 64 * 1024 * 1024  # no file in the package is near this: a bigger member is not this package
 
 
@@ -217,6 +218,18 @@ def recognition_manifest(weights: str | Path | None = None, allow_fetch: bool = 
         log.warning("Face weights not found in %s: fetching %s@%s once", package_dir(), PACKAGE, VERSION)
         return fetch() / RECOGNITION
     raise FaceWeightsError(f"The face-recognition weights are not in {package_dir()}. " + how_to_get())
+
+
+def landmark_manifest() -> Path:
+    """The landmark network's manifest, beside the recognition weights (the same package).
+
+    Raises:
+        FaceWeightsError: it is not there; the message says how to get it.
+    """
+    folder = recognition_manifest().parent
+    if not (folder / LANDMARKS).is_file():
+        raise FaceWeightsError(f"The landmark weights are not in {folder}. " + how_to_get())
+    return folder / LANDMARKS
 
 
 def status() -> dict:
