@@ -4,7 +4,6 @@ calls the same `diycnn.train` as the CLI, with live per-epoch figures and cancel
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import math
 import threading
@@ -12,14 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..settings import RECIPE_NAMES, TrainSettings
-from .project import Project, ProjectError
+from ..settings import PRETRAINED_RECIPES, RECIPE_NAMES, TrainSettings
+from .project import Project, ProjectError, read_document
 
 log = logging.getLogger(__name__)
 
 # The recipes the page offers: the built-in ones (listed once, in settings.py), pretrained first -- they
 # suit a handful of photos -- then the from-scratch CNNs, then auto.
-RECIPES = (*sorted(RECIPE_NAMES, key=lambda name: name.startswith("seed-")), "auto")
+RECIPES = (*PRETRAINED_RECIPES, *(name for name in RECIPE_NAMES if name not in PRETRAINED_RECIPES), "auto")
 LIMITS = {"epochs": (1, 1000), "batch_size": (1, 1024), "lr": (1e-7, 1.0)}
 
 
@@ -102,7 +101,7 @@ class TrainingJob:
         if not isinstance(name, str) or not name or name != Path(name).name or name.startswith("."):
             raise ProjectError(f"Resume needs the name of one of this project's runs, received {name!r}.")
         out = self.project.runs_dir / name
-        info = _read_json(out / "model.json")
+        info = read_document(out / "model.json")
         if info is None:
             raise ProjectError(f"Run {name!r} does not exist in this project.", 404)
         if info.get("status") == "complete":
@@ -186,20 +185,13 @@ class TrainingJob:
 
 def done_message(m: dict[str, Any]) -> str:
     """'Done: test accuracy 75.0% (95% CI 30.1%-95.4%) on 4 held-out photos; cross-validated 86.7% ...'."""
+    from ..training.crossval import describe  # torch is loaded by now: training ran
+
     lo, hi = m["test_accuracy_ci95"]
     text = (f"Done: test accuracy {m['test_accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}) on {m['counts']['test']} "
             f"held-out photos, loss {m['test_loss']:.4f}")
     cv = m.get("cross_validation") or {}
     if cv.get("checked"):
-        cl, ch = cv["accuracy_ci95"]
-        text += (f"; cross-validated {cv['accuracy']:.1%} (95% CI {cl:.1%}-{ch:.1%}) over all {cv['photos']} "
-                 f"photos ({cv['folds']} folds)")
+        text += f"; cross-validated {describe(cv)}"  # the CLI's words for it
     return text + "."
 
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None

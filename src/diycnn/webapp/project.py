@@ -7,6 +7,7 @@ separators, no `..`, no hidden or control characters; nothing is overwritten sil
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import unicodedata
@@ -15,7 +16,9 @@ from typing import Any
 
 from ..data.images import ImageError, load_rgb, probe
 from ..data.scan import is_junk, name_key
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, read_json
+
+log = logging.getLogger(__name__)
 
 APP_DIR = ".diycnn"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -30,6 +33,19 @@ class ProjectError(ValueError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+def read_document(path: Path) -> dict[str, Any] | None:
+    """A run's JSON file as a dict, or None when it is missing, damaged, nested absurdly or not an
+    object (a project folder may come from anyone: the app shows what it can and goes on)."""
+    try:
+        doc = read_json(path, "", "")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        log.warning("%s is not a JSON object; the run is left out", path)
+        return None
+    return doc
 
 
 def class_name(raw: Any) -> str:

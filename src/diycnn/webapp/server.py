@@ -38,7 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from ..exports.snippets import snippets
 from ..settings import EXPORT_FORMATS, RECIPE_GUIDE, export_formats_for
 from .jobs import RECIPES, TrainingJob
-from .project import APP_DIR, MAX_UPLOAD_BYTES, Project, ProjectError
+from .project import APP_DIR, MAX_UPLOAD_BYTES, Project, ProjectError, read_document
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ class App:
         for d in sorted(self.project.runs_dir.iterdir()):
             if d.is_symlink() or not d.is_dir():
                 continue
-            info, m = _document(d / "model.json"), _document(d / "metrics.json")
+            info, m = read_document(d / "model.json"), read_document(d / "metrics.json")
             if info is None or m is None or info.get("status") != "complete":
                 continue
             try:
@@ -297,7 +297,7 @@ class App:
     def evaluation(self, run: str | None = None) -> dict[str, Any]:
         """The run's test figures, checked for shape and type (a run folder may come from anyone)."""
         path = self.run_dir(run)
-        m, info = _document(path / "metrics.json"), _document(path / "model.json")
+        m, info = read_document(path / "metrics.json"), read_document(path / "model.json")
         try:
             names = _texts(m["class_names"])
             per_class = {c: {"accuracy": _number(m["per_class"][c]["recall"]),
@@ -412,20 +412,6 @@ class App:
                             zf.write(f, f"{path.name}-{fmt}/{f.relative_to(folder)}")
                 Path(tmp).replace(target)
             return target
-
-
-def _document(path: Path) -> dict[str, Any] | None:
-    """A run's JSON file as a dict, or None when it is missing, damaged, nested absurdly or not an object."""
-    from ..io import read_json
-
-    try:
-        doc = read_json(path, "", "")
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict):
-        log.warning("%s is not a JSON object; the run is left out", path)
-        return None
-    return doc
 
 
 def _model_name(info: dict[str, Any] | None) -> str | None:
@@ -664,7 +650,7 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
     @api.post("/api/export/{fmt}")
     def export(fmt: str, run: str | None = None):
         path = state.export_zip(fmt, run)
-        info = _document(path.parent / f"export-{fmt}" / "export.json")
+        info = read_document(path.parent / f"export-{fmt}" / "export.json")
         try:
             code = snippets(info) if info is not None else []
         except (KeyError, TypeError, ValueError):  # an export.json from elsewhere, not as diycnn writes it
