@@ -181,15 +181,20 @@ def _set_values(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _check_before_torch(data, models: list[str]) -> None:
+    """Wrong model names and data paths, answered before PyTorch loads (seconds)."""
+    from .data.scan import check_data_folder
+
+    for name in models:
+        check_model_name(name)
+    check_data_folder(data)
+
+
 def cmd_train(args) -> int:
     if args.resume is None and args.data is None:
         raise ValueError("diycnn train needs a DATA folder (or --resume RUN_DIR).")
-    if args.resume is None:  # wrong names and paths are answered before PyTorch loads (seconds)
-        from .data.scan import check_data_folder
-
-        if args.model is not None:  # None: the config file's, or the default
-            check_model_name(args.model)
-        check_data_folder(args.data)
+    if args.resume is None:
+        _check_before_torch(args.data, [args.model] if args.model is not None else [])  # None: config's or auto
     from . import train
 
     overrides: dict[str, Any] = {k: getattr(args, k) for k in
@@ -310,12 +315,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    if not args.runs and args.data is not None and args.models is not None:  # before PyTorch loads
-        from .data.scan import check_data_folder
-
-        for name in args.models.split(","):
-            check_model_name(name.strip())
-        check_data_folder(args.data)
+    if not args.runs and args.data is not None and args.models is not None:
+        _check_before_torch(args.data, [name.strip() for name in args.models.split(",")])
     from . import compare
     from .comparison import format_table
 

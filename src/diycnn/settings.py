@@ -23,6 +23,8 @@ def suggest(name: str, choices) -> str:
 # The built-in recipes, listed once (models/recipes.py builds them; the CLI's help and the early
 # name check read this list without importing PyTorch).
 RECIPE_NAMES = ("seed-cnn", "seed-cnn-plus", "tm", "linear-probe", "finetune", "face-probe", "face-finetune")
+# The recipes that start from pretrained weights (the seed-cnns start from scratch).
+PRETRAINED_RECIPES = tuple(name for name in RECIPE_NAMES if not name.startswith("seed-"))
 
 
 # The export formats, listed once. keras rebuilds Keras-style layers, so it applies only to runs of

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..settings import PRETRAINED_RECIPES
+
 RISING_EPOCHS = 3  # epochs after the best validation loss before it counts
 RISE = 1.10  # the final validation loss at least 10% above the best
-
-
-PRETRAINED = ("tm", "linear-probe", "finetune", "face-probe", "face-finetune")
 
 
 def what_to_try(model: str | None) -> str:
     """More photos always; a pretrained recipe when this was not one; face features for faces."""
     tips = ["more photos per class"]
-    if model not in PRETRAINED:
+    if model not in PRETRAINED_RECIPES:
         tips.append("a pretrained recipe (tm, linear-probe)")
     if not (model or "").startswith("face-"):
         tips.append("--model face-probe if the classes are people")

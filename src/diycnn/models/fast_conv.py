@@ -106,13 +106,13 @@ _U8 = torch.uint8
 def pool_applies(conv: torch.nn.Conv2d, pool: torch.nn.Module, x: torch.Tensor) -> bool:
     """Whether `pool(conv(x))` (a KConv2d then a KPool2d, told apart by their attributes: layers.py
     imports this module, not the other way round) should run as one fused step."""
+    if not (isinstance(conv, torch.nn.Conv2d) and all(hasattr(conv, a) for a in ("pad", "act"))
+            and all(hasattr(pool, a) for a in ("kind", "pool", "strides", "pad", "post_act"))):
+        return False  # the common case, checked first: it runs for every pair of layers in every forward
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False
     if any(_hooked(m) for m in (*conv.modules(), *pool.modules())):
         return False  # someone watches these layers' outputs (Grad-CAM): run them one by one
-    if not (isinstance(conv, torch.nn.Conv2d) and all(hasattr(conv, a) for a in ("pad", "act"))
-            and all(hasattr(pool, a) for a in ("kind", "pool", "strides", "pad", "post_act"))):
-        return False
     return (conv.pad is None and conv.act is None
             and pool.kind == "max" and pool.pool == (2, 2) and pool.strides == (2, 2) and pool.pad is None
             and isinstance(pool.post_act, torch.nn.ReLU)
