@@ -31,7 +31,6 @@ PRETRAINED_RECIPES = tuple(name for name in RECIPE_NAMES if not name.startswith(
 # Keras-style spec models (the blog's CNN, seed-cnn-plus, spec files); tfjs also to runs on the
 # EfficientNet-Lite backbones (exports/tfjs_backbone.py).
 EXPORT_FORMATS = ("onnx", "torchscript", "keras", "tm", "tfjs")
-SPEC_ONLY_FORMATS = ("keras", "tfjs")
 TFJS_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2", "tf_efficientnet_lite3",
                   "tf_efficientnet_lite4", "efficientnet_lite0")
 
@@ -45,8 +44,8 @@ def export_formats_for(kind: str | None, backbone: str | None = None) -> list[st
         >>> export_formats_for("backbone", "tf_efficientnet_lite0")
         ['onnx', 'torchscript', 'tm', 'tfjs']
     """
-    return [f for f in EXPORT_FORMATS if f not in SPEC_ONLY_FORMATS or kind == "spec"
-            or (f == "tfjs" and kind == "backbone" and backbone in TFJS_BACKBONES)]
+    applies = {"keras": kind == "spec", "tfjs": kind == "spec" or (kind == "backbone" and backbone in TFJS_BACKBONES)}
+    return [f for f in EXPORT_FORMATS if applies.get(f, True)]
 
 
 # What each recipe is, in a line, and its main defaults (epochs, batch size, learning rate, early-stopping

@@ -33,12 +33,13 @@ import numpy as np
 
 from ..data.split import read_split
 from ..io import atomic_write_json, to_jsonable
-from ..settings import EXPORT_FORMATS as FORMATS, SPEC_ONLY_FORMATS as SPEC_ONLY, export_formats_for
+from ..settings import EXPORT_FORMATS as FORMATS, export_formats_for
 from .runtime import EXPORT_FORMAT, EXPORT_VERSION
 from .snippets import snippets
 
 log = logging.getLogger(__name__)
 
+FLOAT_INPUT = ("keras", "tfjs")  # formats fed float32 pixels, scaled as the steps say (the others: uint8)
 TFJS_CHECK_LIMIT = 8  # TensorFlow.js in Node.js runs the blog's model at seconds per photo
 OPSET = 18
 TOLERANCE = 1e-4  # max |p_export - p_torch| over every checked photo and class
@@ -305,7 +306,7 @@ def _steps(prep, fmt: str) -> list[str]:
     if prep.crop:
         steps.append(f"crop the centre {prep.crop[1]}x{prep.crop[0]}")
     norm = f"pixels * {prep.input_scale:.8g}, then (x - mean {list(prep.mean)}) / std {list(prep.std)} per channel"
-    if fmt in SPEC_ONLY:
+    if fmt in FLOAT_INPUT:
         steps.append(f"{norm}; feed float32 (N, H, W, 3)")
     else:
         steps.append(f"feed uint8 (N, H, W, 3); the model itself does: {norm}, softmax")
