@@ -216,9 +216,9 @@ def test_tfjs_export_refuses_what_it_cannot_write():
     from diycnn.models.recipes import get_recipe
     from diycnn.settings import export_formats_for
 
-    with pytest.raises(ValueError, match="EfficientNet-Lite backbones .*not 'resnet18'.*Use ONNX"):
+    with pytest.raises(ValueError, match="EfficientNet-Lite backbones and the face network .*not 'resnet18'.*Use ONNX"):
         write_tfjs_backbone(get_recipe("tm", 2, backbone="resnet18"), None, (224, 224, 3), None, "test")
-    assert "tfjs" not in export_formats_for("backbone", "face_recognition_net")
+    assert "tfjs" in export_formats_for("backbone", "face_recognition_net")
     assert "tfjs" not in export_formats_for("backbone", "resnet18")
     assert export_formats_for("spec") == ["onnx", "torchscript", "keras", "tm", "tfjs"]
 
@@ -317,13 +317,42 @@ def test_standalone_predict_py_matches_diycnn(runs, tmp_path):
 
 
 @pytest.mark.slow
-def test_tm_files_and_int8_report(runs, tmp_path):
-    out = diycnn.export(runs["seed-cnn"], "tm", out=tmp_path / "tm", int8=True)
+def test_tm_format_is_tfjs_taking_teachable_machines_pixels(runs, tmp_path):
+    """The tm format is Teachable Machine's own: TF.js files + metadata.json + labels.txt, the model
+    fed as its library feeds one (a centred square, pixels / 127 - 1), checked in TF.js."""
+    from diycnn.exports.snippets import snippets
+    from diycnn.exports.tfjs_format import find_tfjs, tfjs_predict
+
+    if find_tfjs() is None:
+        pytest.skip("TensorFlow.js export checks need Node.js and the TF.js packages (make test installs them)")
+    out = diycnn.export(runs["bn-gap"], "tm", out=tmp_path / "tm")
     assert (out / "labels.txt").read_text() == "0 blue\n1 green\n2 red\n"
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["labels"] == ["blue", "green", "red"] and meta["imageSize"] == 100
+    assert meta["labels"] == ["blue", "green", "red"] and meta["imageSize"] == 20 and meta["modelFile"] == "model.json"
     for field in ("tfjsVersion", "tmVersion", "packageVersion", "packageName", "timeStamp", "modelName"):
         assert isinstance(meta[field], str) and meta[field]
+    assert meta["tfjsVersion"][0].isdigit()  # the TF.js version it was checked with
+    info = json.loads((out / "export.json").read_text())
+    assert info["model_file"] == "model.json" and info["check"]["max_abs_diff"] <= 1e-4
+    assert "pixels / 127 - 1" in info["steps"][-1] and not (out / "model.onnx").exists()
+    layers = json.loads((out / "model.json").read_text())["modelTopology"]["config"]["layers"]
+    assert layers[0]["config"]["name"] == "teachable_machine_pixels"
+    run = diycnn.load(runs["bn-gap"])
+    files = held_out(runs["bn-gap"])
+    images, _, _ = decode_all(files, run.preprocessing)
+    x = images.astype(np.float32) / 127 - 1
+    got = (tfjs_predict(out, x)[0] + tfjs_predict(out, x[:, :, ::-1].copy())[0]) / 2  # the run's mirror TTA
+    np.testing.assert_allclose(got, torch_fp32(runs["bn-gap"], files), atol=1e-4)
+    (code,) = [s["code"] for s in snippets(info)]  # TM's own JavaScript: tmImage.load, no Python
+    assert "tmImage.load('model.json', 'metadata.json')" in code and code in "".join(
+        line[4:] + "\n" for line in (out / "README.txt").read_text().splitlines())
+    with pytest.raises(ValueError, match="--int8 applies to ONNX exports only .*--format onnx --int8"):
+        diycnn.export(runs["bn-gap"], "tm", out=tmp_path / "tm8", int8=True)
+
+
+@pytest.mark.slow
+def test_int8_report(runs, tmp_path):
+    out = diycnn.export(runs["seed-cnn"], "onnx", out=tmp_path / "onnx", int8=True)
     q = json.loads((out / "export.json").read_text())["int8"]
     assert (out / q["file"]).is_file() and q["size_bytes"] < q["fp32_size_bytes"] / 3  # 35.9M weights to 1 byte
     assert q["photos"] == 6 and -1 <= q["accuracy_change"] <= 1
@@ -388,7 +417,7 @@ def test_cli_export(runs, tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-@pytest.mark.parametrize("kind, fmt", [("tm", "tm"), ("seed-cnn", "torchscript")])
+@pytest.mark.parametrize("kind, fmt", [("tm", "onnx"), ("seed-cnn", "torchscript")])
 def test_the_python_snippet_predicts_what_the_run_predicts(runs, kind, fmt, tmp_path):
     """The export dialog's (and README's) copy-paste code, run as a user would, beside the unzipped files."""
     from diycnn.exports.snippets import snippets

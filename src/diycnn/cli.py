@@ -592,9 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
                                       "files), checked to predict the same")
     p.add_argument("run", help="run directory")
     p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS,
-                   help="onnx (default); torchscript; keras (Keras-style spec models); tm (ONNX + Teachable "
-                        "Machine's labels.txt and metadata.json); tfjs (TensorFlow.js layers model + TM's files, "
-                        "spec models; checked in TF.js under Node.js)")
+                   help="onnx (default); torchscript; keras (Keras-style spec models); tfjs (TensorFlow.js "
+                        "layers model: spec models, EfficientNet-Lite and face runs; checked in TF.js under "
+                        "Node.js); tm (Teachable Machine's format for tmImage.load: the TF.js model taking TM's "
+                        "pixels + metadata.json; ONNX + TM's files for runs TF.js cannot carry)")
     p.add_argument("--out", help="export folder (default RUN/export-FORMAT)")
     p.add_argument("--int8", action="store_true", help="ONNX: also write an int8 model and report its accuracy")
     p.add_argument("--force", action="store_true", help="replace an existing export folder")

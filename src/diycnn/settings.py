@@ -28,11 +28,13 @@ PRETRAINED_RECIPES = tuple(name for name in RECIPE_NAMES if not name.startswith(
 
 
 # The export formats, listed once. keras rebuilds Keras-style layers, so it applies only to runs of
-# Keras-style spec models (the blog's CNN, seed-cnn-plus, spec files); tfjs also to runs on the
-# EfficientNet-Lite backbones (exports/tfjs_backbone.py).
+# Keras-style spec models (the blog's CNN, seed-cnn-plus, spec files); tfjs and tm (TF.js with
+# Teachable Machine's files and pixel scaling) also to runs on the EfficientNet-Lite backbones and
+# the face network (exports/tfjs_backbone.py); on other backbones tm is ONNX with TM's files.
 EXPORT_FORMATS = ("onnx", "torchscript", "keras", "tm", "tfjs")
+FACE_BACKBONE = "face_recognition_net"  # face-api.js's face-recognition ResNet (models/face_net.py)
 TFJS_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2", "tf_efficientnet_lite3",
-                  "tf_efficientnet_lite4", "efficientnet_lite0")
+                  "tf_efficientnet_lite4", "efficientnet_lite0", FACE_BACKBONE)
 
 
 def export_formats_for(kind: str | None, backbone: str | None = None) -> list[str]:
@@ -40,9 +42,9 @@ def export_formats_for(kind: str | None, backbone: str | None = None) -> list[st
 
     Example:
         >>> export_formats_for("backbone", "face_recognition_net")
-        ['onnx', 'torchscript', 'tm']
-        >>> export_formats_for("backbone", "tf_efficientnet_lite0")
         ['onnx', 'torchscript', 'tm', 'tfjs']
+        >>> export_formats_for("backbone", "convnext_tiny")
+        ['onnx', 'torchscript', 'tm']
     """
     applies = {"keras": kind == "spec", "tfjs": kind == "spec" or (kind == "backbone" and backbone in TFJS_BACKBONES)}
     return [f for f in EXPORT_FORMATS if applies.get(f, True)]

@@ -244,6 +244,25 @@ def test_face_probe_trains_predicts_exports_and_explains(face_model_dir, faces_d
     assert proc.returncode == 0, proc.stderr
     standalone = np.array([[p["probabilities"][c] for c in run.class_names] for p in json.loads(proc.stdout)])
     np.testing.assert_allclose(standalone, want, atol=1e-4)
+    # TF.js (tfjs, and tm: Teachable Machine's pixels) carries the face network and its mirror
+    # averaging; fed the aligned faces, it gives the run's probabilities
+    from diycnn.data.loader import decode_all
+    from diycnn.exports.tfjs_format import find_tfjs, tfjs_predict
+
+    if find_tfjs() is not None:
+        aligned, ok, _ = decode_all(files, run.preprocessing)
+        assert ok == list(range(len(files)))
+        for fmt in ("tfjs", "tm"):
+            out = diycnn.export(run.dir, fmt, out=tmp_path / fmt, check_limit=3)
+            info = json.loads((out / "export.json").read_text())
+            assert info["model_file"] == "model.json" and info["check"]["max_abs_diff"] <= 1e-4
+            layers = {layer["name"]: layer for layer in
+                      json.loads((out / "model.json").read_text())["modelTopology"]["config"]["layers"]}
+            assert len(layers["conv64_1_conv1"]["inbound_nodes"]) == 2 and "mirror_average" in layers  # shared
+            x = (aligned.astype(np.float32) / 127 - 1 if fmt == "tm" else
+                 (aligned * np.float32(run.preprocessing.input_scale) - np.float32(run.preprocessing.mean))
+                 / np.float32(run.preprocessing.std))
+            np.testing.assert_allclose(tfjs_predict(out, x.astype(np.float32))[0], want, atol=1e-4)
     cams = diycnn.explain(run.dir, [photo], out=tmp_path / "cams")
     assert len(cams) == 1 and Path(cams[0]["file"]).is_file() and cams[0]["layer"].startswith("backbone.")
     # a second run reads every descriptor from the feature cache

@@ -1,4 +1,5 @@
-"""Export a run so it predicts the same everywhere: ONNX, TorchScript, Keras and Teachable Machine's files.
+"""Export a run so it predicts the same everywhere: ONNX, TorchScript, Keras, TensorFlow.js and Teachable
+Machine's files.
 
 Every export is checked when it is written: the exported model runs the run's test photos
 (or, when the data folder is gone, seeded synthetic photos) and its probabilities must equal
@@ -9,7 +10,10 @@ already decoded, face-cropped, resized and centre-cropped as export.json records
 scaling, mean/std normalisation, the softmax and (when the run uses it) test-time
 augmentation are inside the exported graph, so they cannot be forgotten or done differently.
 The Keras export is the spec's own layers (as the blog's readers wrote them), so it takes
-float pixels already scaled and normalised, as export.json says.
+float pixels already scaled and normalised, as export.json says; so does the TF.js export. The
+`tm` export is what Teachable Machine's own export gives (TF.js files + metadata.json, for
+`tmImage.load`): the TF.js model with a first layer that takes pixels as Teachable Machine's
+library feeds them (p / 127 - 1). Runs TF.js cannot carry get ONNX with Teachable Machine's files.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ CHECK_LIMIT = 1000  # test photos run through both models at export time
 SYNTHETIC_PHOTOS = 16
 CALIBRATION_PHOTOS = 64  # training photos that calibrate int8 activation ranges
 MODEL_FILES = {"onnx": "model.onnx", "tm": "model.onnx", "torchscript": "model.torchscript.pt", "keras": "model.keras",
-               "tfjs": "model.json"}
+               "tfjs": "model.json"}  # a tm export in TF.js (tm_is_tfjs) writes model.json
 
 
 class ExportError(ValueError):
@@ -57,6 +61,17 @@ class ExportError(ValueError):
 def formats_for(run) -> list[str]:
     """The export formats that apply to a run (keras and tfjs only for Keras-style spec models)."""
     return export_formats_for(run.recipe.kind, run.recipe.backbone)
+
+
+def tm_is_tfjs(run) -> bool:
+    """Whether a `tm` export of this run is TF.js, Teachable Machine's own format: when TF.js carries
+    the run and its input is square (Teachable Machine's library feeds a centred square)."""
+    h, w = run.preprocessing.output_size
+    return "tfjs" in formats_for(run) and h == w
+
+
+def _model_file(run, fmt: str) -> str:
+    return "model.json" if fmt == "tm" and tm_is_tfjs(run) else MODEL_FILES[fmt]
 
 
 def _export_module(run):
@@ -284,8 +299,9 @@ def _tm_metadata(run, image_size: tuple[int, int], tfjs: str | None = None) -> d
     }
 
 
-def _steps(prep, fmt: str) -> list[str]:
-    """The preprocessing in words, in order."""
+def _steps(prep, feed: str) -> list[str]:
+    """The preprocessing in words, in order; `feed` is what the model takes: "uint8" pixels,
+    "float32" pixels normalised as the run does, or "teachable" (pixels / 127 - 1)."""
     steps = ["decode the photo, apply its EXIF orientation, first frame of animations",
              f"convert to RGB; transparent pixels become RGB{tuple(prep.background)}"]
     if prep.faces:
@@ -306,7 +322,13 @@ def _steps(prep, fmt: str) -> list[str]:
     if prep.crop:
         steps.append(f"crop the centre {prep.crop[1]}x{prep.crop[0]}")
     norm = f"pixels * {prep.input_scale:.8g}, then (x - mean {list(prep.mean)}) / std {list(prep.std)} per channel"
-    if fmt in FLOAT_INPUT:
+    if feed == "teachable":
+        if prep.resize != "center-crop" or prep.crop:
+            steps.append("(Teachable Machine's library crops the centred square and resizes it with the browser's "
+                         "canvas instead of the resizing above: photos that are not square are seen differently)")
+        steps.append(f"pixels / 127 - 1, as Teachable Machine's library feeds them; feed float32 (N, H, W, 3); the "
+                     f"model's first layer does the run's own scaling ({norm}), softmax last")
+    elif feed == "float32":
         steps.append(f"{norm}; feed float32 (N, H, W, 3)")
     else:
         steps.append(f"feed uint8 (N, H, W, 3); the model itself does: {norm}, softmax")
@@ -326,6 +348,13 @@ def _readme(fmt: str, run, info: dict[str, Any]) -> str:
     elif fmt == "torchscript":
         lines += ["Load it with torch only:", "    model = torch.jit.load('model.torchscript.pt').eval()",
                   "    probabilities = model(uint8_tensor_of_shape_N_H_W_3)"]
+    elif fmt == "tm" and info["model_file"] == "model.json":
+        lines += ["Teachable Machine's own export format: load it with its library (@teachablemachine/image 0.8 "
+                  "or later reads imageSize from metadata.json) or with TensorFlow.js:",
+                  "    const model = await tmImage.load('model.json', 'metadata.json');",
+                  "    const predictions = await model.predict(imageOrCanvasOrVideo);",
+                  "The model takes float32 (n, height, width, 3) pixels / 127 - 1, as Teachable Machine's library "
+                  "feeds them."]
     elif fmt == "tfjs":
         lines += ["Load it with TensorFlow.js (browser or Node.js; serve this folder over HTTP for a browser):",
                   "    const model = await tf.loadLayersModel('model.json');",
@@ -400,26 +429,32 @@ def _mirror_note(engine: str, how: str) -> str:
     return f"the run averages each photo with its mirror image; the {engine} model does not: {how}"
 
 
-def _write_tfjs(job: _Job) -> None:
-    """model.json + weights.bin (spec models and EfficientNet-Lite backbones), run in TF.js under Node.js."""
+def _write_tfjs(job: _Job, teachable: bool = False) -> None:
+    """model.json + weights.bin (spec models, EfficientNet-Lite backbones, the face network), run in
+    TF.js under Node.js; `teachable`: taking Teachable Machine's pixels (the tm format), labels.txt."""
     from .. import __version__
     from .tfjs_format import tfjs_predict, write_tfjs
 
     run, info = job.run, job.info
+    adapter = run.preprocessing if teachable else None
     if run.recipe.kind == "spec":
-        info["tfjs"] = write_tfjs(run.recipe.spec, run.module, job.tmp, f"diycnn {__version__}")
+        info["tfjs"] = write_tfjs(run.recipe.spec, run.module, job.tmp, f"diycnn {__version__}", prep=adapter)
     else:
         from .tfjs_backbone import write_tfjs_backbone
 
         h, w = run.preprocessing.output_size
-        info["tfjs"] = write_tfjs_backbone(run.recipe, run.module, (h, w, 3), job.tmp, f"diycnn {__version__}")
-    scaled = _normalised(run.preprocessing, job.images)
+        info["tfjs"] = write_tfjs_backbone(run.recipe, run.module, (h, w, 3), job.tmp, f"diycnn {__version__}",
+                                           prep=adapter)
+    scaled = (job.images.astype(np.float32) / 127 - 1 if teachable
+              else _normalised(run.preprocessing, job.images))
     views = np.concatenate([scaled, scaled[:, :, ::-1]]) if run.tta else scaled  # one TF.js start
     got, info["versions"]["tfjs"] = tfjs_predict(job.tmp, views)
     if run.tta:
         info["tta_note"] = _mirror_note("TF.js", "average the predictions of the photo and of its mirror image")
         got = (got[:len(scaled)] + got[len(scaled):]) / 2
-    info["input"] = {**_image_input(job.images), "dtype": "float32", "pixels": "scaled and normalised as 'steps' says"}
+    info["input"] = {**_image_input(job.images), "dtype": "float32",
+                     "pixels": "pixels / 127 - 1 (Teachable Machine's)" if teachable
+                     else "scaled and normalised as 'steps' says"}
     info["check"] = _compare("TensorFlow.js", got, job.want, job.source)
     info["check"]["engine"] = f"TensorFlow.js {info['versions']['tfjs']} (Node.js, CPU backend)"
     atomic_write_json(job.tmp / "metadata.json", _tm_metadata(run, run.preprocessing.output_size,
@@ -445,9 +480,17 @@ def _write_keras(job: _Job) -> None:
     info["check"] = _compare("Keras", got, job.want, job.source)
 
 
+def _write_tm(job: _Job) -> None:
+    """Teachable Machine's files: TF.js taking its pixels where TF.js carries the run, else ONNX."""
+    if tm_is_tfjs(job.run):
+        _write_tfjs(job, teachable=True)
+    else:
+        _write_onnx(job)
+
+
 # Each format, once: its writer makes the files and checks them against the run (settings.EXPORT_FORMATS
 # lists the names; a test keeps the two in step).
-WRITERS = {"onnx": _write_onnx, "tm": _write_onnx, "torchscript": _write_torchscript, "keras": _write_keras,
+WRITERS = {"onnx": _write_onnx, "tm": _write_tm, "torchscript": _write_torchscript, "keras": _write_keras,
            "tfjs": _write_tfjs}
 
 
@@ -496,17 +539,22 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
         raise ValueError(
             f"Format '{fmt}' does not apply to run '{run.name}': its model '{run.recipe.name}' is on the backbone "
             f"{run.recipe.backbone}; Keras exports cover Keras-style spec models (seed-cnn, seed-cnn-plus, your "
-            f".yaml/.json specs), TensorFlow.js those and the EfficientNet-Lite backbones. Formats for this run: "
+            f".yaml/.json specs), TensorFlow.js those, the EfficientNet-Lite backbones and the face network. "
+            f"Formats for this run: "
             f"{', '.join(allowed)}."
         )
-    if int8 and fmt not in ("onnx", "tm"):
-        raise ValueError(f"--int8 applies to ONNX exports only (onnx, tm), not '{fmt}'.")
-    if fmt == "tfjs":
+    model_file = _model_file(run, fmt)
+    if int8 and not model_file.endswith(".onnx"):
+        raise ValueError(f"--int8 applies to ONNX exports only ('onnx'; 'tm' only for runs TF.js cannot carry), "
+                         f"not '{fmt}' of this run ({model_file}). Export with --format onnx --int8.")
+    if model_file == "model.json":
         from .tfjs_format import find_tfjs, tfjs_missing_message
 
         if find_tfjs() is None:
             raise ValueError(tfjs_missing_message())
         check_limit = min(check_limit, TFJS_CHECK_LIMIT)
+    feed = ("teachable" if fmt == "tm" and model_file == "model.json" else "float32" if fmt in FLOAT_INPUT
+            else "uint8")
     out = Path(out) if out is not None else run.dir / f"export-{fmt}"
     _prepare_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -516,9 +564,9 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     want = _torch_probs(wrapper, images)
     info: dict[str, Any] = {
         "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "export_format": fmt,
-        "model_file": MODEL_FILES[fmt], "class_names": list(run.class_names),
+        "model_file": model_file, "class_names": list(run.class_names),
         "output": {"name": "probabilities", "dtype": "float32", "shape": [None, len(run.class_names)]},
-        "preprocessing": run.preprocessing.to_dict(), "steps": _steps(run.preprocessing, fmt), "tta": run.tta,
+        "preprocessing": run.preprocessing.to_dict(), "steps": _steps(run.preprocessing, feed), "tta": run.tta,
         "run": {"name": run.name, "dir": str(run.dir.resolve()), "recipe": run.recipe.name,
                 "backbone": run.recipe.backbone, "test_accuracy": run.metrics.get("test_accuracy")},
         "versions": versions(),
@@ -526,7 +574,7 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     }
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
-        job = _Job(fmt, run, wrapper, images, labels, want, source, tmp, tmp / MODEL_FILES[fmt], info, int8)
+        job = _Job(fmt, run, wrapper, images, labels, want, source, tmp, tmp / model_file, info, int8)
         WRITERS[fmt](job)  # writes the model files into tmp and fills info["check"] (and more) by running them
         info["check"]["labels_agree_with_run_predict"] = int((run.predict_arrays(images).argmax(1)
                                                               == want.argmax(1)).sum())

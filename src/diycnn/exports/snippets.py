@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-PYTHON_FORMATS = ("onnx", "tm", "torchscript", "keras")  # formats with a Python snippet
+PYTHON_FORMATS = ("onnx", "tm", "torchscript", "keras")  # formats with a Python snippet (tm: when it is ONNX)
+MODEL_FILES = ("model.onnx", "model.torchscript.pt", "model.keras", "model.json")
 RESAMPLE = {"nearest": "NEAREST", "bilinear": "BILINEAR", "bicubic": "BICUBIC", "lanczos": "LANCZOS"}
 
 
@@ -29,7 +30,10 @@ def _checked(info: dict[str, Any]) -> dict[str, Any]:
     if resize not in ("squash", "center-crop", "shorter"):
         raise ValueError(f"unknown resize {resize!r}")
     crop = p.get("crop")
-    return {"export_format": str(info["export_format"]), "class_names": names,
+    model_file = str(info.get("model_file", ""))
+    if model_file not in MODEL_FILES:
+        raise ValueError(f"unknown model file {model_file!r}")
+    return {"export_format": str(info["export_format"]), "model_file": model_file, "class_names": names,
             "preprocessing": {"size": (h, w), "input_scale": float(p["input_scale"]), "mean": mean, "std": std,
                               "interpolation": interpolation, "resize": resize, "faces": bool(p.get("faces")),
                               "crop": None if crop is None else tuple(int(v) for v in crop)}}
@@ -110,13 +114,30 @@ def _javascript(info: dict[str, Any]) -> str:
         "const model = await tf.loadLayersModel('model.json');\n"
         "const labels = (await (await fetch('metadata.json')).json()).labels;\n"
         "const photo = document.querySelector('img');   // an <img>, <canvas> or <video>\n"
-        "const x = tf.tidy(() => tf.image\n"
+        + ("// this run crops and aligns faces first (see README.txt): give it a face photo cropped as the steps say\n"
+           if p["faces"] else "")
+        + "const x = tf.tidy(() => tf.image\n"
         f"  .resizeBilinear(tf.browser.fromPixels(photo), [{h}, {w}])   // the run: {p['resize']}, "
         f"{p['interpolation']} (Pillow): close, not identical\n"
         f"  .toFloat().mul({p['input_scale']:.8g}).sub({list(p['mean'])}).div({list(p['std'])})\n"
         "  .expandDims(0));\n"
         "const probabilities = await model.predict(x).data();\n"
         "labels.forEach((label, i) => console.log(label, probabilities[i]));\n"
+    )
+
+
+def _teachable(info: dict[str, Any]) -> str:
+    return (
+        "// <script src=\"https://cdn.jsdelivr.net/npm/@tensorflow/tfjs@4\"></script>\n"
+        "// <script src=\"https://cdn.jsdelivr.net/npm/@teachablemachine/image@0.8/dist/teachablemachine-image.min.js"
+        "\"></script>\n"
+        "// Serve the unzipped folder over HTTP (a browser cannot load model.json from file://).\n"
+        "const model = await tmImage.load('model.json', 'metadata.json');\n"
+        "const photo = document.querySelector('img');   // an <img>, <canvas> or <video>\n"
+        + ("// this run crops and aligns faces first (see README.txt): give it a face photo cropped as the steps say\n"
+           if info["preprocessing"]["faces"] else "")
+        + "const predictions = await model.predict(photo);   // [{className, probability}]\n"
+        "predictions.forEach((p) => console.log(p.className, p.probability));\n"
     )
 
 
@@ -129,6 +150,8 @@ def snippets(info: dict[str, Any]) -> list[dict[str, str]]:
     info = _checked(info)
     fmt = info["export_format"]
     out = []
+    if fmt == "tm" and info["model_file"] == "model.json":  # Teachable Machine's own format (TF.js)
+        return [{"language": "JavaScript", "code": _teachable(info)}]
     if fmt in PYTHON_FORMATS:
         out.append({"language": "Python", "code": _python(fmt, info)})
     if fmt == "tfjs":

