@@ -1,4 +1,4 @@
-"""How fast the CLI answers before any work starts: help, wrong paths and names, cache listing.
+"""How fast the CLI answers before any work starts: help, wrong paths and names, cache listing, summaries.
 
 Usage (from the project root):
     .venv/bin/python bench/startup.py [--reps 3]
@@ -28,7 +28,9 @@ COMMANDS = [
     ["predict", "/nonexistent/run", "x.jpg"],
     ["cache"],
     ["backbones"],
+    ["summary", "seed-cnn"],
     ["summary", "tm"],
+    ["summary", "face-probe"],
 ]
 
 

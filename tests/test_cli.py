@@ -178,12 +178,16 @@ def test_the_help_shows_each_recipes_real_defaults(capsys):
     (["compare", "{data}", "--models", "tm,sed-cnn"], "Did you mean 'seed-cnn'"),
     (["cache"], None),
     (["backbones"], None),
+    (["summary", "seed-cnn"], None),
+    (["summary", "tm"], None),
+    (["summary", "face-finetune", "--classes", "3"], None),
+    (["summary", "{data}/nope.yaml"], "does not exist"),
     (["predict", "{missing}", "x.jpg"], "does not exist"),
     (["predict", "{data}", "x.jpg"], "not a diycnn run directory"),
 ])
 def test_help_and_wrong_names_or_paths_answer_without_loading_pytorch(argv, message, tmp_path):
-    """PyTorch takes seconds to import: help, the cache listing and the usual mistakes must not
-    wait for it (bench/startup.py measures the times)."""
+    """PyTorch takes seconds to import: help, the cache listing, summaries and the usual mistakes must
+    not wait for it (bench/startup.py measures the times)."""
     import subprocess
     import sys
 

@@ -1,5 +1,5 @@
-"""The public Python API: train, summary, face_weights (and load, from loading.py). The CLI and
-the web app call these; the training itself is pipeline.py (one run, top to bottom) and auto.py
+"""The public Python API: train, face_weights (and load, from loading.py; summary, from
+models/summary.py, which imports no PyTorch). The CLI and the web app call these; the training itself is pipeline.py (one run, top to bottom) and auto.py
 (--model auto: several runs through train)."""
 
 from __future__ import annotations
@@ -10,47 +10,13 @@ from typing import Any, Callable
 
 from . import pipeline
 from .auto import is_auto_run, resume_auto, train_auto
-from .models.recipes import get_recipe
-from .models.sequential import Sequential, format_summary
+from .models.summary import summary  # noqa: F401 (part of this API; lives below so it loads no PyTorch)
 from .run import Run
 from .settings import check_model_name, merge_settings, read_config_file
 from .training import distributed
 from .training.trainer import Callback
 
 log = logging.getLogger(__name__)
-
-
-def summary(model: str | Sequential = "seed-cnn", num_classes: int = 2,
-            print_fn: Callable[[str], None] | None = print) -> dict[str, Any]:
-    """Keras-style summary of a built-in model, a spec file, or a Sequential.
-
-    Returns the table as data (rows and parameter totals); prints it with `print_fn`
-    unless that is None. For backbone recipes the table is the head on the backbone's features,
-    and "backbone" gives the network below it (name, parameters, input, frozen or trained).
-
-    Example:
-        >>> diycnn.summary("seed-cnn")["total_params"]
-        35900130
-    """
-    if isinstance(model, Sequential):
-        return format_summary(model, print_fn=print_fn)
-    recipe = get_recipe(model, num_classes)
-    if recipe.kind != "backbone":
-        return format_summary(recipe.spec, print_fn=print_fn)
-    total = sum(p.numel() for p in recipe.build(seed=0).parameters())  # architecture only: no weights loaded
-    h, w = recipe.preprocessing.output_size
-    frozen = bool(recipe.defaults.get("frozen"))
-    backbone = {"name": recipe.backbone, "params": total - recipe.spec.count_params(), "input_shape": [None, h, w, 3],
-                "features": (recipe.spec.input_shape or [None])[-1], "frozen": frozen}
-    if print_fn is not None:
-        print_fn(f'Backbone: "{backbone["name"]}", {backbone["params"]:,} params, input (None, {h}, {w}, 3) -> '
-                 f'{backbone["features"]} features; ' + ("frozen (its features are computed once and cached)"
-                                                         if frozen else "trained with the head (fine-tuned)"))
-    result = format_summary(recipe.spec, print_fn=print_fn)
-    if print_fn is not None:
-        print_fn(f" Backbone and head: {total:,} params, "
-                 f"{recipe.spec.count_params() if frozen else total:,} trained")
-    return {**result, "backbone": backbone, "total_with_backbone": total}
 
 
 def face_weights(source: str | Path | None = None, fetch: bool = False) -> dict[str, Any]:
@@ -124,3 +90,6 @@ def _resume(run_dir: Path, callbacks, stage) -> Run | None:
     if is_auto_run(run_dir):
         return resume_auto(train, run_dir, callbacks, stage)
     return pipeline.resume_one(run_dir, callbacks, stage)
+
+
+__all__ = ["train", "summary", "face_weights"]

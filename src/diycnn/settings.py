@@ -27,12 +27,19 @@ RECIPE_NAMES = ("seed-cnn", "seed-cnn-plus", "tm", "linear-probe", "finetune", "
 PRETRAINED_RECIPES = tuple(name for name in RECIPE_NAMES if not name.startswith("seed-"))
 
 
+# What `augment: standard` means in a recipe (recorded in model.json; data/augment.py applies it).
+STANDARD_AUGMENT = {"random_resized_crop": {"scale": [0.25, 1.0], "ratio": [0.75, 1.3333]},
+                    "horizontal_flip": True, "color_jitter": 0.2}
+
+
 # The export formats, listed once. keras rebuilds Keras-style layers, so it applies only to runs of
 # Keras-style spec models (the blog's CNN, seed-cnn-plus, spec files); tfjs and tm (TF.js with
 # Teachable Machine's files and pixel scaling) also to runs on the EfficientNet-Lite backbones and
 # the face network (exports/tfjs_backbone.py); on other backbones tm is ONNX with TM's files.
 EXPORT_FORMATS = ("onnx", "torchscript", "keras", "tm", "tfjs")
 FACE_BACKBONE = "face_recognition_net"  # face-api.js's face-recognition ResNet (models/face_net.py)
+FACE_MEAN_RGB = (122.782, 117.001, 104.298)  # its input: RGB minus this mean, / 255,
+FACE_INPUT_SIZE = 150  # at 150x150
 TFJS_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2", "tf_efficientnet_lite3",
                   "tf_efficientnet_lite4", "efficientnet_lite0", FACE_BACKBONE)
 

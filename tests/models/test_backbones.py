@@ -4,8 +4,8 @@ from PIL import Image
 
 from diycnn.data.augment import image_input_fn
 from diycnn.models import backbones
-from diycnn.models.backbones import (WeightsNotFoundError, backbone_preprocessing, create_backbone, load_pretrained,
-                                     weights_available)
+from diycnn.models.backbones import WeightsNotFoundError, create_backbone, load_pretrained, weights_available
+from diycnn.models.catalog import BACKBONE_FACTS, backbone_preprocessing
 
 
 @pytest.fixture(autouse=True)
@@ -115,3 +115,20 @@ def test_wrong_weights_file_is_refused(tmp_path):
 def test_unknown_backbone_suggests():
     with pytest.raises(ValueError, match="Unknown backbone 'resnet1'.*Did you mean"):
         create_backbone("resnet1")
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONE_FACTS))
+def test_the_catalogs_backbone_facts_are_the_networks_and_timms(name):
+    """Recipes and summaries read these figures instead of building the network (PyTorch, timm):
+    they must be what the network and timm's pretrained config say."""
+    import timm
+
+    from diycnn.models.catalog import pretrained_cfg
+
+    facts = BACKBONE_FACTS[name]
+    net = create_backbone(name)
+    assert net.num_features == facts["features"]
+    assert sum(p.numel() for p in net.parameters()) == facts["params"]
+    if "data" in facts:
+        resolved = timm.data.resolve_data_config({}, pretrained_cfg=pretrained_cfg(name))
+        assert {k: resolved[k] for k in facts["data"]} == facts["data"]

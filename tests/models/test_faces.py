@@ -114,9 +114,9 @@ def test_alignment_levels_the_eyes_at_fixed_places(face_model_dir):
     from PIL import Image
 
     from diycnn.data.align import EYES, align_face, landmarks
-    from diycnn.models.backbones import backbone_preprocessing
+    from diycnn.models.recipes import get_recipe
 
-    backbone_preprocessing("face_recognition_net")  # the face recipes hand data/align.py its landmark network
+    get_recipe("face-probe", 2)  # the face recipes hand data/align.py its landmark network
     face = _kpop_faces(1)[0][0]
     tilted = face.rotate(15, resample=Image.BILINEAR, expand=True)
     for im in (face, tilted):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diycnn.models import fast_conv
-from diycnn.models.layers import KConv2d, KPool2d
+from diycnn.models.modules import KConv2d, KPool2d
 
 
 def reference_weight_grad(x, grad, weight):

@@ -9,10 +9,6 @@ import torch
 
 from .images import Preprocessing
 
-# What `augment: standard` means in a recipe (recorded in model.json).
-STANDARD_AUGMENT = {"random_resized_crop": {"scale": [0.25, 1.0], "ratio": [0.75, 1.3333]},
-                    "horizontal_flip": True, "color_jitter": 0.2}
-
 
 class Augmenter:
     """Per-photo random resized crop, horizontal flip, small rotation and colour jitter on uint8 batches.

@@ -23,16 +23,13 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data import align
-from ..data.images import Preprocessing
-from ..settings import suggest
-from .catalog import DEFAULT_BACKBONE, FACE_BACKBONE, OFFLINE_PACKAGE, offline_package_file, weights_offline  # noqa: F401 (re-exported)
+from .catalog import (DEFAULT_BACKBONE, FACE_BACKBONE, OFFLINE_PACKAGE, offline_package_file, pretrained_cfg,
+                      unknown_backbone, weights_offline)
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +53,7 @@ def create_backbone(name: str) -> nn.Module:
         return timm.create_model(name, pretrained=False, num_classes=0)
     except RuntimeError as exc:
         if "Unknown model" in str(exc) or "Invalid model" in str(exc):
-            names = timm.list_models()
-            raise ValueError(f"Unknown backbone '{name}'.{suggest(name, names)} "
-                             "Run 'diycnn backbones' for suggestions; any timm model name works.") from None
+            raise unknown_backbone(name, timm.list_models()) from None
         raise
 
 
@@ -92,7 +87,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _hf_cached(name: str) -> Path | None:
-    cfg = _pretrained_cfg(name)
+    cfg = pretrained_cfg(name)
     hub_id = cfg.get("hf_hub_id")
     if hub_id:
         try:
@@ -110,15 +105,6 @@ def _hf_cached(name: str) -> Path | None:
         if cached.is_file():
             return cached
     return None
-
-
-def _pretrained_cfg(name: str) -> dict[str, Any]:
-    import timm
-
-    cfg = timm.models.get_pretrained_cfg(name)
-    if cfg is None:
-        return {}
-    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg.__dict__)
 
 
 def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
@@ -208,42 +194,6 @@ def weights_available(name: str) -> str | None:
     return weights_offline(name, in_hub_cache=lambda n: _hf_cached(n) is not None)
 
 
-def backbone_preprocessing(name: str, mode: str = "timm", scale: float = 1.0) -> Preprocessing:
-    """The backbone's pretrained preprocessing, as timm's resolve_data_config gives it.
-
-    mode "timm": resize the shorter side to size / crop_pct, centre crop (timm's eval transform).
-    mode "square": centre crop to a square, resize to size (Teachable Machine's way).
-    scale: multiply the input size (e.g. 1.286 evaluates a 224 model at 288).
-    """
-    if name == FACE_BACKBONE:
-        from .face_net import INPUT_SIZE, MEAN_RGB
-
-        align.provide_default_runner(_face_landmark_runner)  # data/align.py aligns with this network
-
-        # face-api: RGB minus the mean, / 255, at 150x150. face-api pads a photo to a square; a
-        # centre crop keeps more of the face at this size (square face crops: the same either way).
-        # Faces are aligned first (eyes levelled and at fixed places, data/align.py): measured
-        # 0.843 -> 0.926-0.954 on kpop_idols' face crops.
-        return Preprocessing(size=(INPUT_SIZE, INPUT_SIZE), resize="center-crop", interpolation="bilinear",
-                             input_scale=1.0, mean=MEAN_RGB, std=(255.0, 255.0, 255.0), align=True)
-    import timm
-
-    # From the pretrained config alone: no need to build the network just to read it.
-    pretrained = _pretrained_cfg(name)
-    if not pretrained:
-        create_backbone(name)  # an unknown name gets the clear error
-    cfg = timm.data.resolve_data_config({}, pretrained_cfg=pretrained)
-    _, h, w = cfg["input_size"]
-    h, w = int(round(h * scale / 8)) * 8, int(round(w * scale / 8)) * 8
-    interp = cfg.get("interpolation", "bicubic")
-    interp = interp if interp in ("nearest", "bilinear", "bicubic", "lanczos") else "bicubic"
-    common = dict(interpolation=interp, input_scale=1.0 / 255.0, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
-    if mode == "square":
-        return Preprocessing(size=(h, w), resize="center-crop", **common)
-    scale = 1.0 / cfg.get("crop_pct", 0.875)
-    return Preprocessing(size=(int(h * scale), int(w * scale)), resize="shorter", crop=(h, w), **common)
-
-
 def weights_fingerprint(model: nn.Module) -> str:
     """Short hash of the weights, so cached features are tied to the exact backbone."""
     digest = hashlib.sha256()
@@ -276,7 +226,7 @@ def freeze_early_layers(backbone: nn.Module, fraction: float) -> list[str]:
     return frozen
 
 
-def _face_landmark_runner():
+def face_landmark_runner():
     """face-api's landmark network in PyTorch as data/align.py calls it: uint8 (1, 112, 112, 3) ->
     (68, 2) in [0, 1] of the padded square."""
     from . import face_weights
@@ -289,3 +239,33 @@ def _face_landmark_runner():
             return module(torch.from_numpy(x_u8)).numpy()[0]
 
     return run
+
+
+class BackboneClassifier(nn.Module):
+    """A timm backbone (pooled features out) with a Keras-style head: (B, 3, H, W) -> logits."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):  # head: the spec's modules.SpecModule
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.frozen: list[str] = []  # backbone modules kept in eval mode while training
+
+    def freeze(self, fraction: float) -> None:
+        """Freeze the earliest `fraction` of the backbone (everything else trainable)."""
+        for param in self.backbone.parameters():
+            param.requires_grad_(True)
+        self.frozen = freeze_early_layers(self.backbone, fraction)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for name in self.frozen:
+            self.backbone.get_submodule(name).eval()
+        # Small batches of a few hundred photos give poor batch statistics: every backbone
+        # BatchNorm keeps its pretrained running statistics (its scale and shift still learn).
+        for m in self.backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
+    def forward(self, x):
+        return self.head(self.backbone(x))

@@ -1,6 +1,8 @@
-"""The backbones diycnn offers by name and where their weights come from offline -- without
-importing PyTorch or timm, so `diycnn backbones` answers at once. models/backbones.py builds
-and loads them (and checks the weights exactly, through timm's pretrained configs)."""
+"""The backbones diycnn offers by name, where their weights come from offline, and what recipes and
+summaries need to know of them (features, parameters, preprocessing) -- without importing
+PyTorch or timm for the backbones in BACKBONE_FACTS, so `diycnn backbones` and `diycnn summary`
+answer at once. models/backbones.py builds and loads them (and checks the weights exactly,
+through timm's pretrained configs)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Callable
 
-from ..settings import FACE_BACKBONE  # noqa: F401 (named once, beside the export lists; re-exported)
+from ..data.images import Preprocessing
+from ..settings import FACE_BACKBONE, FACE_INPUT_SIZE, FACE_MEAN_RGB, suggest  # FACE_BACKBONE: re-exported
 from . import face_weights
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
@@ -27,6 +30,78 @@ KNOWN_BACKBONES = [
     ("resnet50", "ResNet-50 (download)"),
     ("convnext_tiny", "ConvNeXt-Tiny (download)"),
 ]
+
+
+# The backbones recipes name by default, as they are: pooled features and parameters of the
+# classifier-less network, and timm's pretrained data config (resolve_data_config's fields).
+# Other backbones are asked of timm. tests/models/test_backbones.py checks every figure here
+# against the built network and timm's own config.
+BACKBONE_FACTS: dict[str, dict[str, Any]] = {
+    "tf_efficientnet_lite0": {"features": 1280, "params": 3_371_008,
+                              "data": {"input_size": (3, 224, 224), "interpolation": "bicubic",
+                                       "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "crop_pct": 0.875}},
+    FACE_BACKBONE: {"features": 128, "params": 5_614_592},
+}
+
+
+def unknown_backbone(name: str, names: list[str]) -> ValueError:
+    return ValueError(f"Unknown backbone '{name}'.{suggest(name, names)} "
+                      "Run 'diycnn backbones' for suggestions; any timm model name works.")
+
+
+def pretrained_cfg(name: str) -> dict[str, Any]:
+    """timm's pretrained config of `name` as a dict ({} when it has none).
+
+    Raises:
+        ValueError: not a timm model name (with the closest one).
+    """
+    import timm  # PyTorch comes with it: only for backbones outside BACKBONE_FACTS, and the weight lookup
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        if name not in timm.list_models():
+            raise unknown_backbone(name, timm.list_models())
+        return {}
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg.__dict__)
+
+
+def _data_config(name: str) -> dict[str, Any]:
+    if "data" in BACKBONE_FACTS.get(name, {}):
+        return BACKBONE_FACTS[name]["data"]
+    import timm  # see pretrained_cfg
+
+    # From the pretrained config alone: no need to build the network just to read it.
+    return timm.data.resolve_data_config({}, pretrained_cfg=pretrained_cfg(name))
+
+
+def backbone_preprocessing(name: str, mode: str = "timm", scale: float = 1.0) -> Preprocessing:
+    """The backbone's pretrained preprocessing, as timm's resolve_data_config gives it.
+
+    mode "timm": resize the shorter side to size / crop_pct, centre crop (timm's eval transform).
+    mode "square": centre crop to a square, resize to size (Teachable Machine's way).
+    scale: multiply the input size (e.g. 1.286 evaluates a 224 model at 288).
+
+    Example:
+        >>> backbone_preprocessing("tf_efficientnet_lite0", mode="square").output_size
+        (224, 224)
+    """
+    if name == FACE_BACKBONE:
+        # face-api: RGB minus the mean, / 255, at 150x150. face-api pads a photo to a square; a
+        # centre crop keeps more of the face at this size (square face crops: the same either way).
+        # Faces are aligned first (eyes levelled and at fixed places, data/align.py): measured
+        # 0.843 -> 0.926-0.954 on kpop_idols' face crops.
+        return Preprocessing(size=(FACE_INPUT_SIZE, FACE_INPUT_SIZE), resize="center-crop", interpolation="bilinear",
+                             input_scale=1.0, mean=FACE_MEAN_RGB, std=(255.0, 255.0, 255.0), align=True)
+    cfg = _data_config(name)
+    _, h, w = cfg["input_size"]
+    h, w = int(round(h * scale / 8)) * 8, int(round(w * scale / 8)) * 8
+    interp = cfg.get("interpolation", "bicubic")
+    interp = interp if interp in ("nearest", "bilinear", "bicubic", "lanczos") else "bicubic"
+    common = dict(interpolation=interp, input_scale=1.0 / 255.0, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+    if mode == "square":
+        return Preprocessing(size=(h, w), resize="center-crop", **common)
+    scale = 1.0 / cfg.get("crop_pct", 0.875)
+    return Preprocessing(size=(int(h * scale), int(w * scale)), resize="shorter", crop=(h, w), **common)
 
 
 def offline_package_file(name: str) -> Path | None:

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MEAN_RGB = (122.782, 117.001, 104.298)
-INPUT_SIZE = 150
+from ..settings import FACE_MEAN_RGB as MEAN_RGB  # named once, with the face backbone's name
+
 DESCRIPTOR_SIZE = 128
 
 

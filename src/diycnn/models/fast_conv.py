@@ -104,7 +104,7 @@ _U8 = torch.uint8
 
 
 def pool_applies(conv: torch.nn.Conv2d, pool: torch.nn.Module, x: torch.Tensor) -> bool:
-    """Whether `pool(conv(x))` (a KConv2d then a KPool2d, told apart by their attributes: layers.py
+    """Whether `pool(conv(x))` (a KConv2d then a KPool2d, told apart by their attributes: modules.py
     imports this module, not the other way round) should run as one fused step."""
     if not (isinstance(conv, torch.nn.Conv2d) and all(hasattr(conv, a) for a in ("pad", "act"))
             and all(hasattr(pool, a) for a in ("kind", "pool", "strides", "pad", "post_act"))):

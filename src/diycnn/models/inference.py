@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import KConv2d, KLinear, KPool2d
+from .modules import KConv2d, KLinear, KPool2d
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def inference_forward(module: nn.Module, device: torch.device, precision: str,
     memory). keep=True stores it on the module for later calls, rebuilt whenever a parameter
     changes — for models that only predict; training code builds one per evaluation.
     """
-    from .sequential import SpecModule
+    from .modules import SpecModule
 
     dtype = _onednn_dtype(device, precision)
     if dtype is None or not isinstance(module, SpecModule):

@@ -1,4 +1,6 @@
-"""Keras-style layer specs (names, arguments, shapes, parameter counts) that build torch modules.
+"""Keras-style layer specs: names, arguments, shapes, parameter counts -- without PyTorch, so
+summaries, spec checks and the CLI's early answers load none of it. models/modules.py builds
+the torch modules from them.
 
 Shapes are Keras' channels-last shapes without the batch axis: (H, W, C) or (N,).
 The torch modules take (B, C, H, W) tensors (channels-last in memory) but keep Keras'
@@ -14,30 +16,14 @@ import math
 import re
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from ..settings import suggest
-from . import fast_conv
 
 REQUIRED = object()
 
-ACTIVATIONS = {
-    "linear": None,
-    "relu": lambda: nn.ReLU(inplace=True),
-    "relu6": lambda: nn.ReLU6(inplace=True),
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "softmax": lambda: nn.Softmax(dim=1),
-    "elu": nn.ELU,
-    "selu": nn.SELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "swish": nn.SiLU,
-    "softplus": nn.Softplus,
-    "leaky_relu": lambda: nn.LeakyReLU(0.2),  # Keras' default negative slope
-}
+# The activation names a layer accepts (modules.ACTIVATIONS builds them; a check keeps the two in step).
+ACTIVATION_NAMES = ("linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "elu", "selu", "gelu", "silu", "swish",
+                    "softplus", "leaky_relu")
+
 
 
 def _snake(name: str) -> str:
@@ -62,10 +48,10 @@ def _pair(value: Any, what: str, layer: str) -> tuple[int, int]:
 def _activation(value: Any, layer: str) -> str:
     if value is None:
         return "linear"
-    if not isinstance(value, str) or value not in ACTIVATIONS:
+    if not isinstance(value, str) or value not in ACTIVATION_NAMES:
         raise ValueError(
-            f"{layer}: unknown activation {value!r}.{suggest(value, ACTIVATIONS)} "
-            f"Known activations: {', '.join(ACTIVATIONS)}."
+            f"{layer}: unknown activation {value!r}.{suggest(value, ACTIVATION_NAMES)} "
+            f"Known activations: {', '.join(ACTIVATION_NAMES)}."
         )
     return value
 
@@ -145,10 +131,6 @@ class Layer:
         """(trainable, non-trainable) parameter counts for this input shape."""
         return 0, 0
 
-    def build(self, shape: tuple[int, ...], final: bool = False) -> nn.Module:
-        """Torch module for this input shape; `final` drops a softmax (the loss takes logits)."""
-        return nn.Identity()
-
     def _need_image(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 3:
             raise ValueError(
@@ -162,80 +144,6 @@ class Layer:
                 f"{self.label} expects a flat input (features,), received {shape}. "
                 "Add Flatten() or GlobalAveragePooling2D() before it."
             )
-
-
-def _act_module(name: str, final: bool) -> nn.Module | None:
-    if name == "linear" or (final and name == "softmax"):
-        return None
-    return ACTIVATIONS[name]()
-
-
-class KConv2d(nn.Conv2d):
-    """nn.Conv2d with TensorFlow 'same' padding and a fused activation."""
-
-    def __init__(self, *args, pad: tuple[int, int, int, int] | None = None, act: nn.Module | None = None, **kw):
-        super().__init__(*args, **kw)
-        self.pad = pad
-        self.act = act
-
-    def forward(self, x):
-        if self.pad is not None:
-            x = F.pad(x, self.pad)
-        x = fast_conv.conv2d(self, x) if fast_conv.applies(self, x) else super().forward(x)
-        return self.act(x) if self.act is not None else x
-
-
-class KLinear(nn.Linear):
-    def __init__(self, *args, act: nn.Module | None = None, **kw):
-        super().__init__(*args, **kw)
-        self.act = act
-
-    def forward(self, x):
-        x = super().forward(x)
-        return self.act(x) if self.act is not None else x
-
-
-class KPool2d(nn.Module):
-    """Max or average pooling with Keras 'valid'/'same' semantics (padding never counts)."""
-
-    def __init__(self, kind: str, pool: tuple[int, int], strides: tuple[int, int], pad):
-        super().__init__()
-        self.kind, self.pool, self.strides, self.pad = kind, pool, strides, pad
-        self.post_act: nn.Module | None = None  # the previous conv's ReLU, moved here (see sequential.py)
-
-    def forward(self, x):
-        if self.kind == "max":
-            if self.pad is not None:
-                x = F.pad(x, self.pad, value=float("-inf"))
-            x = F.max_pool2d(x, self.pool, self.strides)
-            return self.post_act(x) if self.post_act is not None else x
-        if self.pad is None:
-            return F.avg_pool2d(x, self.pool, self.strides)
-        ones = torch.ones((1, 1) + x.shape[2:], dtype=x.dtype, device=x.device)
-        total = F.avg_pool2d(F.pad(x, self.pad), self.pool, self.strides)
-        share = F.avg_pool2d(F.pad(ones, self.pad), self.pool, self.strides)
-        return total / share
-
-
-class KFlatten(nn.Module):
-    """Flatten in Keras' (H, W, C) order: (B, C, H, W) -> (B, H*W*C)."""
-
-    def forward(self, x):
-        return x.permute(0, 2, 3, 1).flatten(1) if x.dim() == 4 else x.flatten(1)
-
-
-class KGlobalAvgPool(nn.Module):
-    def forward(self, x):  # (B, C, H, W) -> (B, C)
-        return x.mean(dim=(2, 3))
-
-
-class KScale(nn.Module):
-    def __init__(self, scale: float, offset: float):
-        super().__init__()
-        self.scale, self.offset = scale, offset
-
-    def forward(self, x):
-        return x * self.scale + self.offset
 
 
 class Input(Layer):
@@ -269,9 +177,6 @@ class Rescaling(Layer):
                 raise TypeError(f"Rescaling: {k} must be a number, received {v[k]!r}.")
         return {"scale": float(v["scale"]), "offset": float(v["offset"])}
 
-    def build(self, shape, final=False):
-        return KScale(self.config["scale"], self.config["offset"])
-
 
 class Conv2D(Layer):
     ARGS = {"filters": REQUIRED, "kernel_size": REQUIRED, "strides": (1, 1), "padding": "valid",
@@ -298,23 +203,6 @@ class Conv2D(Layer):
         f = self.config["filters"]
         return kh * kw * shape[2] * f + (f if self.config["use_bias"] else 0), 0
 
-    def build(self, shape, final=False):
-        c = self.config
-        (kh, kw), (sh, sw) = c["kernel_size"], c["strides"]
-        padding, pad = 0, None
-        if c["padding"] == "same":
-            (top, bottom), (left, right) = _same_pad(shape[0], kh, sh), _same_pad(shape[1], kw, sw)
-            if top == bottom and left == right:
-                padding = (top, left)
-            else:
-                pad = (left, right, top, bottom)
-        m = KConv2d(shape[2], c["filters"], (kh, kw), stride=(sh, sw), padding=padding, bias=c["use_bias"],
-                    pad=pad, act=_act_module(c["activation"], final))
-        nn.init.xavier_uniform_(m.weight)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-        return m
-
 
 class _Pooling2D(Layer):
     ARGS = {"pool_size": (2, 2), "strides": None, "padding": "valid"}
@@ -331,16 +219,6 @@ class _Pooling2D(Layer):
         (kh, kw), (sh, sw), p = self.config["pool_size"], self.config["strides"], self.config["padding"]
         return (_window_out(shape[0], kh, sh, p), _window_out(shape[1], kw, sw, p), shape[2])
 
-    def build(self, shape, final=False):
-        c = self.config
-        pad = None
-        if c["padding"] == "same":
-            (top, bottom) = _same_pad(shape[0], c["pool_size"][0], c["strides"][0])
-            (left, right) = _same_pad(shape[1], c["pool_size"][1], c["strides"][1])
-            if top or bottom or left or right:
-                pad = (left, right, top, bottom)
-        return KPool2d(self.KIND, c["pool_size"], c["strides"], pad)
-
 
 class MaxPooling2D(_Pooling2D):
     KIND = "max"
@@ -355,16 +233,10 @@ class GlobalAveragePooling2D(Layer):
         self._need_image(shape)
         return (shape[2],)
 
-    def build(self, shape, final=False):
-        return KGlobalAvgPool()
-
 
 class Flatten(Layer):
     def output_shape(self, shape):
         return (math.prod(shape),)
-
-    def build(self, shape, final=False):
-        return KFlatten()
 
 
 class BatchNormalization(Layer):
@@ -380,11 +252,6 @@ class BatchNormalization(Layer):
     def count_params(self, shape):
         c = shape[-1]
         return 2 * c, 2 * c  # gamma/beta trainable; moving mean/variance not
-
-    def build(self, shape, final=False):
-        # Keras: moving = momentum * moving + (1 - momentum) * batch; torch's momentum is the batch weight.
-        cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
-        return cls(shape[-1], eps=self.config["epsilon"], momentum=1.0 - self.config["momentum"])
 
 
 class Dense(Layer):
@@ -407,14 +274,6 @@ class Dense(Layer):
         u = self.config["units"]
         return shape[0] * u + (u if self.config["use_bias"] else 0), 0
 
-    def build(self, shape, final=False):
-        c = self.config
-        m = KLinear(shape[0], c["units"], bias=c["use_bias"], act=_act_module(c["activation"], final))
-        nn.init.xavier_uniform_(m.weight)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-        return m
-
 
 class Dropout(Layer):
     ARGS = {"rate": REQUIRED}
@@ -427,9 +286,6 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: rate must be in [0, 1), received {v['rate']!r}.")
         return {"rate": float(v["rate"])}
 
-    def build(self, shape, final=False):
-        return nn.Dropout(self.config["rate"])
-
 
 class Activation(Layer):
     ARGS = {"activation": REQUIRED}
@@ -439,9 +295,6 @@ class Activation(Layer):
 
     def _check(self, v):
         return {"activation": _activation(v["activation"], "Activation")}
-
-    def build(self, shape, final=False):
-        return _act_module(self.config["activation"], final) or nn.Identity()
 
 
 LAYERS: dict[str, type[Layer]] = {

@@ -17,50 +17,17 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from ..data.augment import STANDARD_AUGMENT
+from ..data import align
 from ..data.images import Preprocessing
-from ..settings import is_spec_file, unknown_model
+from ..settings import STANDARD_AUGMENT, is_spec_file, unknown_model
+from .catalog import BACKBONE_FACTS, DEFAULT_BACKBONE, FACE_BACKBONE, backbone_preprocessing
 from .layers import (Activation, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, Input,
                      MaxPooling2D, Rescaling)
-from .sequential import Sequential, SpecModule, read_spec_file
+from .sequential import Sequential, read_spec_file
 
 # The blog trained with Keras' Adam defaults and no early stopping; batch 32 is Keras' default.
 SPEC_DEFAULTS: dict[str, Any] = {"epochs": 30, "batch_size": 32, "lr": 1e-3, "patience": None, "optimizer": "adam",
                                  "schedule": "constant", "augment": None, "shuffle": True, "frozen": False}
-
-
-class BackboneClassifier(nn.Module):
-    """A timm backbone (pooled features out) with a Keras-style head: (B, 3, H, W) -> logits."""
-
-    def __init__(self, backbone: nn.Module, head: SpecModule):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-        self.frozen: list[str] = []  # backbone modules kept in eval mode while training
-
-    def freeze(self, fraction: float) -> None:
-        """Freeze the earliest `fraction` of the backbone (everything else trainable)."""
-        from .backbones import freeze_early_layers
-
-        for param in self.backbone.parameters():
-            param.requires_grad_(True)
-        self.frozen = freeze_early_layers(self.backbone, fraction)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for name in self.frozen:
-            self.backbone.get_submodule(name).eval()
-        # Small batches of a few hundred photos give poor batch statistics: every backbone
-        # BatchNorm keeps its pretrained running statistics (its scale and shift still learn).
-        for m in self.backbone.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
-        return self
-
-    def forward(self, x):
-        return self.head(self.backbone(x))
 
 
 @dataclasses.dataclass
@@ -75,11 +42,12 @@ class Recipe:
     backbone: str | None = None
     source: str = "built-in"
 
-    def build(self, seed: int | None = None) -> nn.Module:
+    def build(self, seed: int | None = None):
         """The torch module with fresh weights (a backbone's pretrained weights are loaded separately)."""
         if self.kind == "spec":
             return self.spec.build(seed=seed)
-        from .backbones import create_backbone
+        # PyTorch (and timm) load here, when a model is built: naming a recipe or summarising it needs neither
+        from .backbones import BackboneClassifier, create_backbone
 
         backbone = create_backbone(self.backbone)
         return BackboneClassifier(backbone, self.spec.build(seed=seed))
@@ -153,10 +121,8 @@ def _head(name: str, features: int, num_classes: int, kind: str) -> Sequential:
 
 
 def _backbone_recipe(kind: str, num_classes: int, backbone: str | None = None, **_) -> Recipe:
-    from .backbones import DEFAULT_BACKBONE, backbone_preprocessing, create_backbone
-
     name = backbone or DEFAULT_BACKBONE
-    features = create_backbone(name).num_features
+    features = backbone_features(name)
     head = _head(kind, features, num_classes, kind)
     if kind == "tm":
         prep = backbone_preprocessing(name, mode="square")
@@ -181,15 +147,30 @@ def _backbone_recipe(kind: str, num_classes: int, backbone: str | None = None, *
     return Recipe(kind, head, prep, defaults, kind="backbone", backbone=name)
 
 
+def backbone_features(name: str) -> int:
+    """How many pooled features the classifier-less backbone gives (built to ask it, unless the
+    catalog knows: then neither PyTorch nor timm is imported)."""
+    if name in BACKBONE_FACTS:
+        return BACKBONE_FACTS[name]["features"]
+    from .backbones import create_backbone
+
+    return create_backbone(name).num_features
+
+
+def _face_landmark_runner():
+    """The PyTorch landmark runner, made when data/align.py aligns its first face (PyTorch loads then)."""
+    from .backbones import face_landmark_runner
+
+    return face_landmark_runner()
+
+
 def _face_recipe(kind: str, num_classes: int, **_) -> Recipe:
     """The face recipes: face-api's recognition network (backbones.FACE_BACKBONE) as a frozen
     descriptor (face-probe) or partly fine-tuned (face-finetune), with a linear softmax head.
     Descriptors are small numbers (norm ~1.3), so the head scales them by 10 first."""
-    from .backbones import FACE_BACKBONE, backbone_preprocessing
-    from .face_net import DESCRIPTOR_SIZE
-
-    head = Sequential([Input(shape=(DESCRIPTOR_SIZE,)), Rescaling(10.0), Dense(num_classes, activation="softmax")],
-                      name=f"{kind}-head")
+    align.provide_default_runner(_face_landmark_runner)  # data/align.py aligns this recipe's photos with it
+    head = Sequential([Input(shape=(backbone_features(FACE_BACKBONE),)), Rescaling(10.0),
+                       Dense(num_classes, activation="softmax")], name=f"{kind}-head")
     prep = backbone_preprocessing(FACE_BACKBONE)
     if kind == "face-probe":
         defaults = {**SPEC_DEFAULTS, "epochs": 200, "batch_size": 32, "lr": 3e-3, "optimizer": "adamw",

@@ -1,4 +1,5 @@
-"""`Sequential`: a Keras-style list of layers, checked as it grows, that builds a torch module."""
+"""`Sequential`: a Keras-style list of layers, checked as it grows, that builds a torch module
+(models/modules.py; PyTorch is imported only then)."""
 
 from __future__ import annotations
 
@@ -6,64 +7,11 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 import yaml
-from torch import nn
 
-from . import fast_conv
 from .layers import Activation, Conv2D, Dropout, Input, Layer, Rescaling, _Pooling2D, _snake, layer_from_config
 
 NUM_CLASSES = "num_classes"  # placeholder for Dense units in reusable spec files
-
-
-class SpecModule(nn.Module):
-    """The torch module of a Sequential spec: (B, 3, H, W) float -> (B, classes) logits.
-
-    Parameters are named after the Keras layers (`conv2d.weight`, `dense_1.bias`), so
-    the safetensors file reads like the Keras summary. A final softmax is left out of
-    `forward` (the loss takes logits) and applied by `predict_proba`.
-    """
-
-    def __init__(self, layers: dict[str, nn.Module], output_softmax: bool, crop: tuple[int, int] | None = None):
-        super().__init__()
-        self.body = nn.ModuleDict(layers)
-        self.output_softmax = output_softmax
-        # (h, w): the top-left part of the input that can reach the output (see used_input_size).
-        # Prediction (models/inference.py) reads only that. Training keeps the whole input: the
-        # result is the same in exact arithmetic, but in bf16 the first convolution's weight
-        # gradient then sums in another order (relative differences ~5e-4), and over a run
-        # that is a different training trajectory from the one the measured results came from.
-        self.crop = crop
-
-    def forward(self, x):
-        layers = list(self.body.values())
-        i = 0
-        while i < len(layers):
-            if i + 1 < len(layers) and fast_conv.pool_applies(layers[i], layers[i + 1], x):
-                x = fast_conv.conv_pool_relu(layers[i], x)  # the same result, a fraction of the memory
-                i += 2
-                continue
-            x = layers[i](x)
-            i += 1
-        return x
-
-    def predict_proba(self, x):
-        return torch.softmax(self.forward(x).float(), dim=1)
-
-
-def _relu_after_max_pool(modules: list[nn.Module]) -> None:
-    """Conv2D(activation='relu') followed by MaxPooling2D: apply the ReLU after the pooling.
-
-    max(relu(a), relu(b), ...) == relu(max(a, b, ...)) because ReLU never changes the order
-    of values, so the outputs are identical, but the ReLU then touches a quarter of the
-    elements (for 2x2 pooling) — on the blog's model that is its largest tensor, 98x98x512
-    per photo. Gradients are the same (up to ties between positive values)."""
-    from .layers import KConv2d, KPool2d
-
-    for conv, pool in zip(modules, modules[1:]):
-        if (isinstance(conv, KConv2d) and isinstance(conv.act, nn.ReLU) and isinstance(pool, KPool2d)
-                and pool.kind == "max" and pool.post_act is None):
-            pool.post_act, conv.act = conv.act, None
 
 
 def _rows_needed(layer: Layer, need: tuple[int, int] | None, shape_in, shape_out) -> tuple[int, int] | None:
@@ -208,17 +156,16 @@ class Sequential:
                 "'softmax' (or no activation, giving logits)."
             )
 
-    def build(self, seed: int | None = None) -> SpecModule:
-        """Make the torch module; weights initialised as Keras does (seeded when `seed` is given)."""
-        if seed is not None:
-            torch.manual_seed(seed)
-        modules, shape = {}, self.input_shape
-        last = len(self.layers) - 1
-        for i, (layer, out) in enumerate(zip(self.layers, self._shapes)):
-            modules[layer.name] = layer.build(shape, final=(i == last))
-            shape = out
-        _relu_after_max_pool(list(modules.values()))
-        return SpecModule(modules, output_softmax=self.output_activation == "softmax", crop=self.used_input_size())
+    def layer_output_shapes(self) -> list[tuple[int, ...]]:
+        """The output shape of each layer, in order."""
+        return list(self._shapes)
+
+    def build(self, seed: int | None = None):
+        """Make the torch module (modules.SpecModule); weights initialised as Keras does (seeded when
+        `seed` is given)."""
+        from .modules import build_spec  # PyTorch loads only when a model is built (a summary needs none)
+
+        return build_spec(self, seed)
 
     def get_config(self) -> dict[str, Any]:
         layers = [{"class_name": "Input", "config": {"shape": list(self.input_shape)}}] if self.input_shape else []
