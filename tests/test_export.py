@@ -348,6 +348,8 @@ def test_tm_format_is_tfjs_taking_teachable_machines_pixels(runs, tmp_path):
         line[4:] + "\n" for line in (out / "README.txt").read_text().splitlines())
     with pytest.raises(ValueError, match="--int8 applies to ONNX exports only .*--format onnx --int8"):
         diycnn.export(runs["bn-gap"], "tm", out=tmp_path / "tm8", int8=True)
+    with pytest.raises(ValueError, match="tm export; diycnn predicts with run directories and ONNX .*model.json"):
+        diycnn.load(out)
 
 
 @pytest.mark.slow

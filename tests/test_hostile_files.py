@@ -162,6 +162,15 @@ def test_export_json_model_file_must_stay_in_the_export_folder(run_dir, tmp_path
         (out / "export.json").write_text(json.dumps({**info, "model_file": bad}))
         with pytest.raises(ValueError, match="plain file name inside the export folder"):
             diycnn.load(out)
+    # every format's export.json goes through the same checked reader (the CLI and the web app read it)
+    from diycnn.exports.runtime import read_export_info
+
+    (out / "export.json").write_text(json.dumps({**info, "class_names": "<script>"}))
+    with pytest.raises(ValueError, match="class_names that are not a list of names"):
+        read_export_info(out)
+    (out / "export.json").write_text(json.dumps({**info, "format_version": 99}))
+    with pytest.raises(ValueError, match="newer|Upgrade diycnn"):
+        read_export_info(out)
 
 
 # --- layouts and class names (#3, #4) ---------------------------------------------------------------

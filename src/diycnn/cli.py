@@ -357,7 +357,9 @@ def cmd_export(args) -> int:
     from . import export
 
     out = export(args.run, args.format, out=args.out, int8=args.int8, force=args.force)
-    info = json.loads((out / "export.json").read_text(encoding="utf-8"))
+    from .exports.runtime import read_export_info
+
+    info = read_export_info(out)
     check = info["check"]
     print(f"Exported {args.format}: {out / info['model_file']}")
     print(f"Checked on {check['source']}: max probability difference from the run {check['max_abs_diff']:.2g} "

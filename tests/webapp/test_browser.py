@@ -14,13 +14,14 @@ import time
 import urllib.request
 import warnings
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from diycnn.exports.tfjs_format import find_tfjs, tfjs_predict
 from diycnn.webapp.server import create_app
-from tests.conftest import photo, serving
+from tests.conftest import SHARED, photo, serving
 from tests.test_reports_browser import CHROMIUM, FLAGS, pytestmark  # noqa: F401  (same skip rule)
 
 CAMERA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
@@ -253,6 +254,7 @@ HANGUL_DRAWS = """(() => {
 })()"""
 
 
+KPOP_TRAIN = SHARED / "kpop_idols" / "train"
 CJK_FONT = bool(shutil.which("fc-list")) and bool(subprocess.run(["fc-list", ":lang=ko"], capture_output=True,
                                                                   text=True).stdout.strip())
 
@@ -261,21 +263,26 @@ CJK_FONT = bool(shutil.which("fc-list")) and bool(subprocess.run(["fc-list", ":l
 @pytest.mark.parametrize("width, height", [(1280, 800), (800, 1000)])
 def test_first_look_at_1280_and_800_pixels_with_hangul_names(tmp_path, offline, page, width, height):
     """The hobbyist's first hour at a laptop's 1280x800 and a narrow 800x1000 window (fake camera on):
-    the two ready classes renamed in Hangul, 15 photos uploaded to each, files dropped into the
-    folder by hand listed before training, the default-looking recipe trained, cancelled and
-    resumed from the page, the cross-validated accuracy with its interval, TF.js exported from
-    the page and run in TF.js; nothing needs sideways scrolling, the columns stack when narrow,
-    and the export stays within the first screen of its column."""
+    the two ready classes renamed in Hangul, 15 real face photos of two singers uploaded to each,
+    files dropped into the folder by hand listed before training, the default-looking recipe
+    trained, cancelled and resumed from the page, the cross-validated accuracy with its interval,
+    TF.js (1280) and Teachable Machine's format (800) exported from the page and run in TF.js;
+    nothing needs sideways scrolling, the columns stack when narrow, and the export stays within
+    the first screen of its column."""
     root = tmp_path / "project"
-    rng = np.random.default_rng(3)
     uploads = {}
-    for cls, colour in (("아이유", "red"), ("수지", "blue")):
+    for cls, person in (("아이유", "Dahyun"), ("수지", "Chorong")):  # no duplicates among their first 15
+        if KPOP_TRAIN.is_dir():  # real photos (the shared datasets); generated ones elsewhere
+            uploads[cls] = [str(f) for f in sorted((KPOP_TRAIN / person).iterdir())[:15]]
+            continue
+        warnings.warn("../shared/datasets/kpop_idols is missing: the walkthrough uploads generated photos")
+        rng = np.random.default_rng(len(cls))
         (tmp_path / "up" / cls).mkdir(parents=True)
         uploads[cls] = []
         for i in range(15):
-            path = tmp_path / "up" / cls / f"{i:02d}.png"
-            photo(colour, rng, size=48).save(path)
-            uploads[cls].append(str(path))
+            photo("red" if cls == "아이유" else "blue", rng, size=48).save(tmp_path / "up" / cls / f"{i:02d}.png")
+            uploads[cls].append(str(tmp_path / "up" / cls / f"{i:02d}.png"))
+    first, query = (Path(uploads["수지"][i]).name for i in (0, 3))
     page.set_viewport_size({"width": width, "height": height})
     with serving(create_app(root)) as url:
         page.goto(url)
@@ -290,7 +297,7 @@ def test_first_look_at_1280_and_800_pixels_with_hangul_names(tmp_path, offline, 
             wait_js(page, f"document.querySelector('.class-card[data-name=\"{cls}\"] .count').textContent"
                           " === '15 photos'")
         assert card(page, "수지").locator(".class-name").input_value() == "수지"
-        shutil.copy(root / "수지" / "00.png", root / "수지" / "00 copy.png")  # dropped in by hand: a duplicate
+        shutil.copy(root / "수지" / first, root / "수지" / f"copy of {first}")  # dropped in by hand: a duplicate
         (root / "수지" / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")  # and an unreadable file
         page.reload()
         card(page, "수지").wait_for()
@@ -335,24 +342,30 @@ def test_first_look_at_1280_and_800_pixels_with_hangul_names(tmp_path, offline, 
         preview = box["preview"]
         assert export["y"] + export["height"] <= preview["y"] + height  # Export within one screen of its column
         assert page.locator("#export").is_visible()
-        if width == 1280 and find_tfjs() is not None:  # export TF.js from the page and run the zip in TF.js
-            page.select_option("#export-format", "tfjs")
+        if find_tfjs() is not None:  # export TF.js (or TM's format) from the page and run the zip in TF.js
+            fmt = "tfjs" if width == 1280 else "tm"
+            page.select_option("#export-format", fmt)
             with page.expect_download(timeout=300_000) as dl:
                 page.click("#export")
             page.locator('pre.snippet[data-language="JavaScript"]').wait_for()
-            assert "tf.loadLayersModel('model.json')" in page.text_content('pre.snippet[data-language="JavaScript"]')
-            unzipped = tmp_path / "tfjs"
+            loads = "tf.loadLayersModel('model.json')" if fmt == "tfjs" else "tmImage.load('model.json', 'metadata.json')"
+            assert loads in page.text_content('pre.snippet[data-language="JavaScript"]')
+            unzipped = tmp_path / fmt
             zipfile.ZipFile(dl.value.path()).extractall(unzipped)
             (folder,) = unzipped.iterdir()
-            query = root / "수지" / "03.png"
-            ask = urllib.request.Request(f"{url}/api/predict", data=query.read_bytes(), headers={"X-Diycnn": "1"})
+            ask = urllib.request.Request(f"{url}/api/predict", data=(root / "수지" / query).read_bytes(),
+                                         headers={"X-Diycnn": "1"})
             want = json.load(urllib.request.urlopen(ask, timeout=60))["probabilities"]
             from diycnn.data.loader import decode_all
             from diycnn.loading import load
 
             run = load(next((root / ".diycnn" / "runs").iterdir()))
-            images, _, _ = decode_all([query], run.preprocessing)
-            got, _ = tfjs_predict(folder, images.astype(np.float32) / 127.5 - 1)  # as Teachable Machine scales
+            assert json.loads((folder / "metadata.json").read_text(encoding="utf-8"))["labels"] == run.class_names
+            assert sorted(run.class_names) == ["수지", "아이유"]
+            images, _, _ = decode_all([root / "수지" / query], run.preprocessing)
+            # the tm recipe's own scaling is [-1, 1]; Teachable Machine's library feeds pixels / 127 - 1
+            x = images.astype(np.float32) / (127.5 if fmt == "tfjs" else 127) - 1
+            got, _ = tfjs_predict(folder, x)
             assert got[0] == pytest.approx([want[c] for c in run.class_names], abs=0.02)  # the app predicts in bf16 on bf16 CPUs
     # the unreadable file's thumbnail is refused (422), as it should be; nothing else failed
     assert [e for e in page.errors if "broken.jpg?thumb=1" not in e] == []

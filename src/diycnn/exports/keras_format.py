@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -48,28 +49,46 @@ def _activation(name: str) -> str:
     return KERAS_ACTIVATIONS.get(name, name)
 
 
+def keras_config(layer, activation: Callable[[str, Any], str] = lambda name, layer: _activation(name)
+                 ) -> dict[str, Any]:
+    """One diycnn layer as Keras serialises it, {"class_name", "config"}: what Keras builds the layer
+    from (`getattr(keras.layers, class_name)(**config)`) and what TF.js's model.json holds (with
+    TF.js's activation names: `activation(name, layer)` maps them). The one mapping of diycnn's
+    layers to Keras' for both exports.
+
+    Raises:
+        ValueError: a layer type neither export knows.
+    """
+    kind, c = type(layer).__name__, layer.config
+    conf: dict[str, Any] = {"name": layer.name}
+    if kind == "Rescaling":
+        conf.update(scale=c["scale"], offset=c["offset"])
+    elif kind == "Conv2D":
+        conf.update(filters=c["filters"], kernel_size=list(c["kernel_size"]), strides=list(c["strides"]),
+                    padding=c["padding"], data_format="channels_last", dilation_rate=[1, 1],
+                    activation=activation(c["activation"], layer), use_bias=c["use_bias"])
+    elif kind in ("MaxPooling2D", "AveragePooling2D"):
+        conf.update(pool_size=list(c["pool_size"]), strides=list(c["strides"]), padding=c["padding"],
+                    data_format="channels_last")
+    elif kind in ("GlobalAveragePooling2D", "Flatten"):
+        conf.update(data_format="channels_last")
+    elif kind == "BatchNormalization":
+        conf.update(axis=-1, momentum=c["momentum"], epsilon=c["epsilon"], center=True, scale=True)
+    elif kind == "Dense":
+        conf.update(units=c["units"], activation=activation(c["activation"], layer), use_bias=c["use_bias"])
+    elif kind == "Dropout":
+        conf.update(rate=c["rate"])
+    elif kind == "Activation":
+        conf.update(activation=activation(c["activation"], layer))
+    else:
+        raise ValueError(f"Layer {layer.label} has no Keras or TensorFlow.js export.")
+    return {"class_name": kind, "config": conf}
+
+
 def _layer(keras, layer):
     """The Keras layer for one diycnn layer (same class, arguments and name)."""
-    kind, c, name = type(layer).__name__, layer.config, layer.name
-    L = keras.layers
-    if kind == "Rescaling":
-        return L.Rescaling(c["scale"], c["offset"], name=name)
-    if kind == "Conv2D":
-        return L.Conv2D(c["filters"], c["kernel_size"], strides=c["strides"], padding=c["padding"],
-                        activation=_activation(c["activation"]), use_bias=c["use_bias"], name=name)
-    if kind in ("MaxPooling2D", "AveragePooling2D"):
-        return getattr(L, kind)(pool_size=c["pool_size"], strides=c["strides"], padding=c["padding"], name=name)
-    if kind in ("GlobalAveragePooling2D", "Flatten"):
-        return getattr(L, kind)(name=name)
-    if kind == "BatchNormalization":
-        return L.BatchNormalization(momentum=c["momentum"], epsilon=c["epsilon"], name=name)
-    if kind == "Dense":
-        return L.Dense(c["units"], activation=_activation(c["activation"]), use_bias=c["use_bias"], name=name)
-    if kind == "Dropout":
-        return L.Dropout(c["rate"], name=name)
-    if kind == "Activation":
-        return L.Activation(_activation(c["activation"]), name=name)
-    raise ValueError(f"Layer {layer.label} has no Keras export.")
+    config = keras_config(layer)
+    return getattr(keras.layers, config["class_name"])(**config["config"])
 
 
 def _weights(kind: str, module) -> list[np.ndarray]:
@@ -143,4 +162,4 @@ def export_keras(run, path: Path):
     return load_keras(path), keras.__version__
 
 
-__all__ = ["export_keras", "build_keras_model", "load_keras", "import_keras"]
+__all__ = ["export_keras", "build_keras_model", "load_keras", "import_keras", "keras_config"]

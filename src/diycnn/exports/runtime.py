@@ -20,12 +20,13 @@ EXPORT_VERSION = 1
 REQUIRED = ("export_format", "model_file", "class_names", "preprocessing")
 
 
-def read_export_json(export_dir: Path) -> dict[str, Any]:
-    """Read and check an export folder's export.json.
+def read_export_info(export_dir: Path) -> dict[str, Any]:
+    """Read and check any export folder's export.json (every format writes one): the format marker
+    and version, the fields every export has, and a model_file that names a file in the folder.
 
     Raises:
         FileNotFoundError: no export.json.
-        ValueError: malformed, written by a newer diycnn, or not an ONNX export.
+        ValueError: malformed or written by a newer diycnn.
     """
     path = export_dir / "export.json"
     info = read_json(path, f"'{export_dir}' is not a diycnn export folder (no export.json).", "export the run again.")
@@ -37,7 +38,20 @@ def read_export_json(export_dir: Path) -> dict[str, Any]:
     if not isinstance(name, str) or not name or name != Path(name).name or name in (".", ".."):
         raise ValueError(f"'{path}' names model_file {name!r}; it must be a plain file name inside the export "
                          "folder (a path elsewhere is never followed). Export the run again.")
-    if info["export_format"] not in ("onnx", "tm"):
+    if not isinstance(info["class_names"], list) or not all(isinstance(c, str) for c in info["class_names"]):
+        raise ValueError(f"'{path}' has class_names that are not a list of names; export the run again.")
+    return info
+
+
+def read_export_json(export_dir: Path) -> dict[str, Any]:
+    """Read and check an ONNX export's export.json (what diycnn predicts with).
+
+    Raises:
+        FileNotFoundError: no export.json.
+        ValueError: malformed, written by a newer diycnn, or not an ONNX export.
+    """
+    info = read_export_info(export_dir)
+    if not info["model_file"].endswith(".onnx"):
         raise ValueError(
             f"'{export_dir}' is a {info['export_format']} export; diycnn predicts with run directories and ONNX "
             f"exports. Its README.txt says how to load {info['model_file']} directly."

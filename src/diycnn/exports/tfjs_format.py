@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .keras_format import _weights
+from .keras_format import _weights, keras_config
 
 TFJS_PACKAGES = ("@tensorflow/tfjs-core@4.22.0", "@tensorflow/tfjs-layers@4.22.0", "@tensorflow/tfjs-backend-cpu@4.22.0")
 # Keras activation names that TensorFlow.js layers know (diycnn name -> TF.js name).
@@ -40,30 +40,11 @@ def _activation(name: str, layer) -> str:
 
 
 def _layer_config(layer) -> dict[str, Any]:
-    kind, c = type(layer).__name__, layer.config
-    conf: dict[str, Any] = {"name": layer.name, "trainable": True, "dtype": "float32"}
-    if kind == "Rescaling":
-        conf.update(scale=c["scale"], offset=c["offset"])
-    elif kind == "Conv2D":
-        conf.update(filters=c["filters"], kernel_size=list(c["kernel_size"]), strides=list(c["strides"]),
-                    padding=c["padding"], data_format="channels_last", dilation_rate=[1, 1],
-                    activation=_activation(c["activation"], layer), use_bias=c["use_bias"])
-    elif kind in ("MaxPooling2D", "AveragePooling2D"):
-        conf.update(pool_size=list(c["pool_size"]), strides=list(c["strides"]), padding=c["padding"],
-                    data_format="channels_last")
-    elif kind in ("GlobalAveragePooling2D", "Flatten"):
-        conf.update(data_format="channels_last")
-    elif kind == "BatchNormalization":
-        conf.update(axis=-1, momentum=c["momentum"], epsilon=c["epsilon"], center=True, scale=True)
-    elif kind == "Dense":
-        conf.update(units=c["units"], activation=_activation(c["activation"], layer), use_bias=c["use_bias"])
-    elif kind == "Dropout":
-        conf.update(rate=c["rate"])
-    elif kind == "Activation":
-        conf.update(activation=_activation(c["activation"], layer))
-    else:
-        raise ValueError(f"Layer {layer.label} has no TensorFlow.js export.")
-    return {"class_name": kind, "config": conf}
+    """The layer as model.json holds it: Keras' serialised config (keras_format.keras_config, with
+    TF.js's activation names), trainable and float32."""
+    config = keras_config(layer, _activation)
+    config["config"].update(trainable=True, dtype="float32")
+    return config
 
 
 TM_PIXELS = "teachable_machine_pixels"  # the name of the input adapter layer of `tm` exports

@@ -35,6 +35,7 @@ from fastapi import FastAPI, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from ..exports.runtime import read_export_info
 from ..exports.snippets import snippets
 from ..settings import EXPORT_FORMATS, RECIPE_GUIDE, export_formats_for
 from .jobs import RECIPES, TrainingJob
@@ -650,10 +651,9 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
     @api.post("/api/export/{fmt}")
     def export(fmt: str, run: str | None = None):
         path = state.export_zip(fmt, run)
-        info = read_document(path.parent / f"export-{fmt}" / "export.json")
         try:
-            code = snippets(info) if info is not None else []
-        except (KeyError, TypeError, ValueError):  # an export.json from elsewhere, not as diycnn writes it
+            code = snippets(read_export_info(path.parent / f"export-{fmt}"))
+        except (OSError, KeyError, TypeError, ValueError):  # an export.json from elsewhere, not as diycnn writes it
             code = []
         return {"file": path.name, "bytes": path.stat().st_size, "snippets": code,
                 "download": f"/api/export/{fmt}/download?run={path.parent.name}"}
