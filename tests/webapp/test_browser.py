@@ -367,5 +367,26 @@ def test_first_look_at_1280_and_800_pixels_with_hangul_names(tmp_path, offline, 
             x = images.astype(np.float32) / (127.5 if fmt == "tfjs" else 127) - 1
             got, _ = tfjs_predict(folder, x)
             assert got[0] == pytest.approx([want[c] for c in run.class_names], abs=0.02)  # the app predicts in bf16 on bf16 CPUs
+        # a third class from the webcam at this window size: its card and camera come into view by
+        # themselves, and the first hold of the record button records photos
+        page.fill("#new-class", "웹캠")
+        page.click("#add-class")
+        card(page, "웹캠").wait_for()
+        card(page, "웹캠").locator("button.webcam").click()
+        wait_js(page, "document.querySelector('.class-card[data-name=\"웹캠\"] video').videoWidth > 0")
+        hold = card(page, "웹캠").locator("button.hold")
+        in_view = ("(() => { const r = document.querySelector('.class-card[data-name=\"웹캠\"] button.hold')"
+                   ".getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight + 1; })()")  # + sub-pixel rounding
+        wait_js(page, in_view, timeout=5_000)  # scrolled into view by the page, not by the test
+        video = card(page, "웹캠").locator("video").bounding_box()
+        assert video["width"] > 0 and video["x"] + video["width"] <= width
+        box = hold.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.wait_for_timeout(1500)
+        page.mouse.up()
+        wait_js(page, "parseInt(document.querySelector('.class-card[data-name=\"웹캠\"] .count').textContent) >= 3",
+                timeout=30_000)
+        assert len(list((root / "웹캠").iterdir())) >= 3
     # the unreadable file's thumbnail is refused (422), as it should be; nothing else failed
     assert [e for e in page.errors if "broken.jpg?thumb=1" not in e] == []

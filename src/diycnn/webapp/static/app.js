@@ -160,12 +160,14 @@ async function toggleCam(card) {
   const video = $("video", cam), hold = $(".hold", cam);
   if (!cam.hidden) { cam.hidden = true; video.srcObject = null; return; }
   try {
-    // "Hold to record" waits for the first frame: a hold before it would capture nothing
+    // "Hold to record" waits for the first frame: a hold before it would capture nothing. The video
+    // only takes its height then, so the camera (and its record button) is scrolled into view again.
+    const ready = () => { hold.disabled = false; cam.scrollIntoView({ block: "nearest", behavior: "smooth" }); };
     hold.disabled = true;
-    video.addEventListener("loadeddata", () => { hold.disabled = false; }, { once: true });
+    video.addEventListener("loadeddata", ready, { once: true });
     video.srcObject = await getStream(); cam.hidden = false;
-    if (video.readyState >= 2) hold.disabled = false;
     cam.scrollIntoView({ block: "nearest", behavior: "smooth" });
+    if (video.readyState >= 2) ready();
   }
   catch (e) { show($(".msg", card), "Webcam unavailable: " + e.message, "error"); }
 }
