@@ -36,6 +36,7 @@ from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atom
 from .models.recipes import Recipe, get_recipe, recipe_from_saved
 from .loading import load
 from .run import NEAR_SIGNATURES, RUN_FORMAT, RUN_VERSION, Run, history_csv, new_run_dir, read_model_json, versions, write_manifest
+from .settings import TrainingPlan
 from .training import crossval, distributed
 from .training.device import autocast, resolve_device, resolve_precision
 from .training.trainer import BEST, CHECKPOINT, Callback, FitConfig, Trainer, predict_probs
@@ -53,10 +54,10 @@ class _Data:
     notes: list = dataclasses.field(default_factory=list)  # used photos with remarks (no face found)
 
 
-def _load_backbone_weights(module, recipe: Recipe, training: dict[str, Any]) -> str:
+def _load_backbone_weights(module, recipe: Recipe, training: TrainingPlan) -> str:
     from .models.backbones import load_pretrained
 
-    return load_pretrained(module.backbone, recipe.backbone, training.get("weights"))
+    return load_pretrained(module.backbone, recipe.backbone, training.weights)
 
 
 @torch.no_grad()
@@ -71,16 +72,16 @@ def _encode(backbone, x: np.ndarray, to_input, device, precision) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def _freeze(module, training: dict[str, Any]) -> None:
-    if training.get("freeze_fraction") and hasattr(module, "freeze"):
-        module.freeze(training["freeze_fraction"])
+def _freeze(module, training: TrainingPlan) -> None:
+    if training.freeze_fraction and hasattr(module, "freeze"):
+        module.freeze(training.freeze_fraction)
 
 
-def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: dict[str, Any], device, precision,
+def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: TrainingPlan, device, precision,
              stage) -> _Data:
     """Decode photos (or extract frozen-backbone features) once; drop and report those that fail."""
     prep = recipe.preprocessing
-    if training.get("frozen"):
+    if training.frozen:
         from .data.features import FeatureCache, extract_features
         from .models.backbones import weights_fingerprint
 
@@ -118,7 +119,7 @@ def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: dict[
     stage(f"Decoded {len(ok)} photos ({len(failed)} unreadable){where}")
     scan.records = [scan.records[i] for i in ok]
     scan.skipped.extend(failed)
-    return _Data(images, image_input_fn(prep, training.get("augment")), "images", notes=notes)
+    return _Data(images, image_input_fn(prep, training.augment), "images", notes=notes)
 
 
 def _arrays(split: Split, scan: ScanResult, x: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -146,8 +147,9 @@ class Prepared:
     data: _Data
 
     @property
-    def training(self) -> dict[str, Any]:
-        return self.info["training"]
+    def training(self) -> TrainingPlan:
+        """The run's plan, as model.json records it (after an adaptation, the adapted one)."""
+        return TrainingPlan.from_record(self.info["training"])
 
 
 @dataclasses.dataclass
@@ -183,25 +185,21 @@ def prepare(data, s, *, out=None, split=None, runs_root="runs", stage) -> Prepar
     recipe = get_recipe(s.model, len(scan.class_names), backbone=s.backbone)
     if s.crop == "faces":
         recipe.preprocessing = dataclasses.replace(recipe.preprocessing, faces=True, no_face=s.no_face)
-    training = {**recipe.defaults, **{k: v for k, v in s.to_dict().items() if v is not None and k != "model"}}
-    if training.get("suspects") and not training.get("frozen"):
+    training = TrainingPlan.merge(recipe.defaults, s)
+    if training.suspects and not training.frozen:
         raise ValueError(f"--suspects on needs a recipe on cached features (tm, linear-probe, face-probe); "
                          f"'{recipe.name}' trains the whole network, so each photo's out-of-fold prediction would "
                          "cost a training run. Use diycnn compare --folds K, which lists suspect labels from the "
                          "models' out-of-fold predictions.")
-    if training.get("cross_validate") and not training.get("frozen"):
+    if training.cross_validate and not training.frozen:
         raise ValueError(f"--cv on needs a recipe on cached features (tm, linear-probe, face-probe); '{recipe.name}' "
                          f"trains the whole network, so {crossval.CV_FOLDS}-fold cross-validation would cost "
                          f"{crossval.CV_FOLDS} more full trainings. Use diycnn compare --folds {crossval.CV_FOLDS} "
                          f"--models {recipe.name}, which reports the out-of-fold accuracy over all photos.")
-    if training.get("weights"):
-        training["weights"] = str(Path(training["weights"]).resolve())
-    if training.get("adapt"):  # what the user set explicitly is never replaced by the adaptive settings
-        training["adapt"] = {k: v for k, v in training["adapt"].items() if getattr(s, k, None) is None}
     run_dir = distributed.on_main(lambda: new_run_dir(out, f"{Path(scan.root).name}-{recipe.name}", runs_root))
-    device = distributed.device_for(resolve_device(training["device"]))
-    precision = resolve_precision(training["precision"], device, training.get("cpu_precision"))
-    module = recipe.build(seed=training["seed"])
+    device = distributed.device_for(resolve_device(training.device))
+    precision = resolve_precision(training.precision, device, training.cpu_precision)
+    module = recipe.build(seed=training.seed)
     weights_source = _load_backbone_weights(module, recipe, training) if recipe.kind == "backbone" else None
     _freeze(module, training)
     data_ = _decode_or_extract(recipe, scan, module, training, device, precision, stage)
@@ -221,8 +219,8 @@ def prepare(data, s, *, out=None, split=None, runs_root="runs", stage) -> Prepar
         "data": str(scan.root), "layout": scan.layout, "class_names": scan.class_names,
         "model": {**recipe.to_dict(), "params": sum(p.numel() for p in module.parameters()),
                   "weights_source": weights_source},
-        "training": training, "device": str(device), "precision": precision,
-        "inference": {"tta": bool(training.get("tta")) and data_.mode == "images"},
+        "training": training.record(), "device": str(device), "precision": precision,
+        "inference": {"tta": bool(training.tta) and data_.mode == "images"},
         "versions": versions(),
         "scan": {"skipped": [p.to_dict() for p in scan.skipped], "duplicates": [p.to_dict() for p in scan.duplicates],
                  "notes": scan.notes + the_split.notes, "near_left_out": left_out},
@@ -249,12 +247,12 @@ def prepare_resume(run_dir: Path, stage) -> Prepared:
             "Start it again with a new --out."
         )
     recipe = recipe_from_saved(info["model"], len(info["class_names"]))
-    training = info["training"]
-    distributed.setup(training["device"])
-    device = distributed.device_for(resolve_device(training["device"]))
+    training = TrainingPlan.from_record(info["training"])
+    distributed.setup(training.device)
+    device = distributed.device_for(resolve_device(training.device))
     stage(f"Resuming {run_dir} on {info['data']} ...")
-    scan = scan_folder(info["data"], near_duplicates=training.get("near_duplicates", True))
-    module = recipe.build(seed=training["seed"])
+    scan = scan_folder(info["data"], near_duplicates=training.near_duplicates)
+    module = recipe.build(seed=training.seed)
     if recipe.kind == "backbone":
         _load_backbone_weights(module, recipe, training)
     _freeze(module, training)
@@ -272,8 +270,8 @@ def _linear_probe_init(module, data_: _Data, x_train, y_train, x_val, y_val, tra
     backbone = module.backbone.to(device).to(memory_format=torch.channels_last)
     f_train = _encode(backbone, x_train, data_.to_input, device, precision)
     f_val = _encode(backbone, x_val, data_.to_input, device, precision)
-    config = FitConfig(epochs=100, lr=1e-3, patience=10, seed=training["seed"], optimizer="adamw", weight_decay=1e-4)
-    probe = Trainer(module.head, ArrayBatches(f_train, y_train, 32, shuffle=True, seed=training["seed"]),
+    config = FitConfig(epochs=100, lr=1e-3, patience=10, seed=training.seed, optimizer="adamw", weight_decay=1e-4)
+    probe = Trainer(module.head, ArrayBatches(f_train, y_train, 32, shuffle=True, seed=training.seed),
                     ArrayBatches(f_val, y_val, 32), feature_input_fn, config, device, precision)
     state, _ = probe.fit()
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
@@ -301,10 +299,10 @@ def _report_cams(module, recipe: Recipe, paths, y, probs, names, data_root: Path
         return []
 
 
-def _suspects(the_split: Split, scan: ScanResult, data_: _Data, training: dict[str, Any], stage) -> dict[str, Any]:
+def _suspects(the_split: Split, scan: ScanResult, data_: _Data, training: TrainingPlan, stage) -> dict[str, Any]:
     """Suspect labels among all the split's photos, from K-fold out-of-fold predictions on the
     cached features (evaluation/suspects.py); recipes that train the whole network are not covered."""
-    if training.get("suspects") is False:
+    if training.suspects is False:
         return {"checked": False, "why": "turned off (--suspects off)"}
     if data_.mode != "features":
         return {"checked": False, "why": "needs a recipe on cached features (tm, linear-probe, face-probe) or "
@@ -315,7 +313,7 @@ def _suspects(the_split: Split, scan: ScanResult, data_: _Data, training: dict[s
     paths = [path for p in parts for path in p[2]]
     stage(f"Looking for suspect labels: {SUSPECT_FOLDS}-fold out-of-fold predictions on the cached features of "
           f"{len(paths)} photos ...")
-    probs = out_of_fold_probs(x, y, len(the_split.class_names), near_group_ids(paths, scan), seed=training["seed"])
+    probs = out_of_fold_probs(x, y, len(the_split.class_names), near_group_ids(paths, scan), seed=training.seed)
     section = suspect_labels(probs, y, paths, the_split.class_names,
                              how=f"{SUSPECT_FOLDS}-fold logistic regression on the {data_.mode} of the run's backbone")
     if section["count"]:
@@ -323,17 +321,17 @@ def _suspects(the_split: Split, scan: ScanResult, data_: _Data, training: dict[s
     return {"checked": True, **section}
 
 
-def _cross_validation(scan: ScanResult, data_: _Data, untrained_head, training: dict[str, Any], test_photos: int,
+def _cross_validation(scan: ScanResult, data_: _Data, untrained_head, training: TrainingPlan, test_photos: int,
                       device, precision: str, stage) -> dict[str, Any]:
     """K-fold accuracy over all photos when the test split is small (training/crossval.py)."""
-    run_it, why = crossval.plan(training.get("cross_validate"), test_photos, data_.mode,
+    run_it, why = crossval.plan(training.cross_validate, test_photos, data_.mode,
                                 distributed.context().active)
     if not run_it:
         return {"checked": False, "why": why}
     section = crossval.cross_validate(
         scan, lambda split, name: _arrays(split, scan, data_.x, name), lambda: copy.deepcopy(untrained_head),
-        data_.to_input, FitConfig.from_training(training), training["batch_size"], device, precision,
-        training["seed"], why, stage)
+        data_.to_input, FitConfig.from_training(training.record()), training.batch_size, device, precision,
+        training.seed, why, stage)
     if section["checked"]:
         stage(f"Cross-validated accuracy: {crossval.describe(section)}")
     return section
@@ -360,7 +358,7 @@ def finish(p: Prepared, callbacks=None, stage=None, resume: bool = False) -> Run
 
 
 def _device_and_precision(p: Prepared):
-    return distributed.device_for(resolve_device(p.training["device"])), p.info["precision"]
+    return distributed.device_for(resolve_device(p.training.device)), p.info["precision"]
 
 
 def fit(p: Prepared, callbacks, stage, resume: bool) -> Fitted | None:
@@ -371,21 +369,21 @@ def fit(p: Prepared, callbacks, stage, resume: bool) -> Fitted | None:
     ctx = distributed.context()
     arrays = {name: _arrays(p.split, p.scan, data_.x, name) for name in ("train", "val", "test")}
     (x_train, y_train, _), (x_val, y_val, _), (_, y_test, _) = arrays["train"], arrays["val"], arrays["test"]
-    if training.get("lp_init") and not resume:
+    if training.lp_init and not resume:
         probe_acc = _linear_probe_init(module, data_, x_train, y_train, x_val, y_val, training, device, precision,
                                        stage)
-        if training.get("adapt") and probe_acc < training.get("adapt_below", 0):
+        if training.adapt and probe_acc < (training.adapt_below or 0):
             stage(f"Frozen features reach only {probe_acc:.3f} val accuracy: fine-tuning more of the network "
-                  f"({training['adapt']})")
-            training.update(training.pop("adapt"))
-            training["adapted"] = True
+                  f"({training.adapt})")
+            training = training.adapted_plan()
+            info["training"] = training.record()
             _freeze(module, training)
             if ctx.main:
                 _write_model_json(run_dir, info)  # a resumed run must use the adapted settings
-    bs = training["batch_size"]
-    config = FitConfig.from_training(training)
+    bs = training.batch_size
+    config = FitConfig.from_training(training.record())
     # Each process gets its part of every global batch (all of it outside torchrun: world 1).
-    train_batches = ShardedBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training["seed"],
+    train_batches = ShardedBatches(x_train, y_train, bs, shuffle=config.shuffle, seed=training.seed,
                                    rank=ctx.rank, world=ctx.world)
     val_batches = ArrayBatches(x_val, y_val, bs)
     fit_module = module.head if data_.mode == "features" else module
@@ -401,7 +399,7 @@ def fit(p: Prepared, callbacks, stage, resume: bool) -> Fitted | None:
         trainer.callbacks.append(_History())
     what = "head on cached features" if data_.mode == "features" else "photos"
     stage(f"Training {recipe.name} ({what}) on {len(y_train)} photos (val {len(y_val)}, test {len(y_test)}) "
-          f"for up to {training['epochs']} epochs on {device} ({precision}) ...")
+          f"for up to {training.epochs} epochs on {device} ({precision}) ...")
     state, interrupted = trainer.fit(resume=resume)
     if interrupted:
         if ctx.main:
@@ -424,7 +422,7 @@ def evaluate(p: Prepared, f: Fitted, stage) -> tuple[dict[str, Any], np.ndarray]
     x_test, y_test, test_paths = f.arrays["test"]
     stage("Evaluating on the held-out test split ...")
     tta = bool(info.get("inference", {}).get("tta")) and data_.mode == "images"
-    probs = predict_probs(f.fit_module, ArrayBatches(x_test, y_test, training["batch_size"]), data_.to_input, device,
+    probs = predict_probs(f.fit_module, ArrayBatches(x_test, y_test, training.batch_size), data_.to_input, device,
                           precision, tta=tta)
     names = scan.class_names
     m = classification_metrics(probs, y_test, names)
@@ -484,4 +482,4 @@ def write(p: Prepared, f: Fitted, metrics: dict[str, Any], probs: np.ndarray, st
     _write_model_json(run_dir, info)
     for leftover in (CHECKPOINT, BEST):
         (run_dir / leftover).unlink(missing_ok=True)
-    return load(run_dir, device=p.training["device"])
+    return load(run_dir, device=p.training.device)

@@ -121,11 +121,12 @@ def check_keys(given: dict, allowed, where: str) -> None:
             )
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    """Everything that decides how a model is trained (recorded in model.json).
+    """What the user decides about a run (flags, a config file, keyword arguments, the web app).
 
-    `None` means "the recipe's default" for epochs, batch_size, lr and patience.
+    `None` means "the recipe's default" for epochs, batch_size, lr, patience and the recipe knobs.
+    The run itself trains with a TrainingPlan: the recipe's defaults with these over them.
     """
 
     model: str = "seed-cnn"
@@ -216,6 +217,76 @@ class TrainSettings:
         names = [f.name for f in dataclasses.fields(cls)]
         check_keys(values, names, where)
         return cls(**values)
+
+
+# Every recipe sets these (models/recipes.py SPEC_DEFAULTS): a plan records them even when None.
+RECIPE_KNOBS = ("epochs", "batch_size", "lr", "patience", "optimizer", "schedule", "augment", "shuffle", "frozen")
+ADAPTABLE = ("freeze_fraction", "lr", "epochs", "patience")  # what a recipe's `adapt` may replace
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingPlan(TrainSettings):
+    """How one run trains: its recipe's defaults with the user's TrainSettings over them (None there
+    keeps the recipe's value). Made once when the run starts, recorded in model.json as "training"
+    (`record`), read back on resume (`from_record`); it never changes. When a recipe's LP-FT finds
+    the frozen features weak (`adapt_below`), `adapted()` is a new plan with its `adapt` settings.
+    """
+
+    augment: dict[str, Any] | None = None  # data/augment.py's settings; None: no augmentation
+    shuffle: bool | str = True  # True: every epoch; "once": one fixed order (Teachable Machine's)
+    frozen: bool = False  # the backbone is frozen: its features are computed once and cached
+    lp_init: bool = False  # fit the head on frozen features before fine-tuning (LP-FT)
+    adapt_below: float | None = None  # LP-FT val accuracy under which `adapt` replaces these settings
+    adapt: dict[str, Any] | None = None  # e.g. {"freeze_fraction": 0.3, "lr": 3e-4} (only ADAPTABLE keys)
+    adapted: bool = False  # `adapt` was applied
+    cpu_precision: str | None = None  # the recipe's precision on CPUs where "auto" would pick bf16
+
+    def validate(self) -> None:
+        super().validate()
+        for name in RECIPE_KNOBS[:3]:
+            if getattr(self, name) is None:
+                raise ValueError(f"A training plan needs {name} (the recipe sets it).")
+        if self.adapt is not None:
+            check_keys(self.adapt, ADAPTABLE, "the recipe's adapt settings")
+        if self.shuffle not in (True, False, "once"):
+            raise ValueError(f"shuffle must be true, false or 'once', received {self.shuffle!r}.")
+
+    @classmethod
+    def merge(cls, defaults: dict[str, Any], settings: TrainSettings) -> "TrainingPlan":
+        """The recipe's `defaults` with the user's settings over them. What the user set explicitly
+        is never replaced by the recipe's adaptive settings; a weights file is made absolute."""
+        check_keys(defaults, [f.name for f in dataclasses.fields(cls)], "the recipe's defaults")
+        values = {**defaults, **{k: v for k, v in settings.to_dict().items() if v is not None}}
+        if values.get("adapt"):
+            values["adapt"] = {k: v for k, v in values["adapt"].items() if getattr(settings, k, None) is None}
+        if values.get("weights"):
+            values["weights"] = str(Path(values["weights"]).resolve())
+        return cls(**values)
+
+    def adapted_plan(self) -> "TrainingPlan":
+        """This plan with its `adapt` settings applied (and `adapt` used up)."""
+        return dataclasses.replace(self, **(self.adapt or {}), adapt=None, adapted=True)
+
+    def record(self) -> dict[str, Any]:
+        """model.json's "training": every setting that has a value (the recipe's main knobs even when
+        None, e.g. patience None = no early stopping; the recipe's own knobs only when set)."""
+        own = {f.name: f.default for f in dataclasses.fields(self) if f.name not in _SETTINGS_FIELDS}
+        out = {}
+        for name, value in self.to_dict().items():
+            if name not in RECIPE_KNOBS and (value is None or (name in own and value == own[name])):
+                continue
+            out[name] = value
+        return out
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "TrainingPlan":
+        """The plan of a run from its model.json "training" (settings this diycnn does not know are
+        left out: a run from another version still resumes)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+
+_SETTINGS_FIELDS = {f.name for f in dataclasses.fields(TrainSettings)}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -266,3 +266,35 @@ def test_face_survey_tells_face_photos_from_others(tmp_path):
     if kpop.is_dir():
         people = face_survey(sorted(kpop.glob("*/*")), sample=20)
         assert people["fraction"] >= 0.4 and people["median_face_area"] > 0.2
+
+
+@pytest.mark.parametrize("name", sorted(__import__("diycnn.models.recipes", fromlist=["RECIPES"]).RECIPES))
+def test_every_recipe_fills_one_typed_plan_that_nothing_changes(name):
+    """A recipe's defaults and the user's settings make one TrainingPlan: checked, recorded in
+    model.json and read back unchanged; an adaptation is a new plan, the user's settings kept."""
+    import dataclasses
+
+    from diycnn.settings import TrainingPlan, TrainSettings
+
+    plan = TrainingPlan.merge(get_recipe(name, 3).defaults, TrainSettings(model=name, lr=0.02))
+    assert plan.lr == 0.02 and plan.epochs == get_recipe(name, 3).defaults["epochs"]
+    assert TrainingPlan.from_record(json.loads(json.dumps(plan.record()))) == plan
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.epochs = 1
+    if plan.adapt:
+        assert "lr" not in plan.adapt  # what the user set is never replaced by the adaptive settings
+        adapted = plan.adapted_plan()
+        assert adapted.adapted and adapted.adapt is None and adapted.lr == 0.02
+        assert adapted.freeze_fraction == plan.adapt["freeze_fraction"] and not plan.adapted
+
+
+def test_a_plan_refuses_what_no_recipe_sets():
+    from diycnn.settings import TrainingPlan, TrainSettings
+
+    defaults = get_recipe("seed-cnn", 2).defaults
+    with pytest.raises(ValueError, match="Unknown setting 'learning_rate' in the recipe's defaults.*Valid settings: .* lr,"):
+        TrainingPlan.merge({**defaults, "learning_rate": 0.1}, TrainSettings())
+    with pytest.raises(ValueError, match="Unknown setting 'warmup'.*adapt"):
+        TrainingPlan.merge({**defaults, "adapt": {"warmup": 1}}, TrainSettings())
+    with pytest.raises(ValueError, match="shuffle must be"):
+        TrainingPlan.merge({**defaults, "shuffle": "twice"}, TrainSettings())
