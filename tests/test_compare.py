@@ -82,6 +82,16 @@ def test_compare_trains_every_model_on_one_split(tmp_path, specs):
     html = (out / "comparison.html").read_text()
     assert "McNemar" in html and "td class='cell" in html and "Why tiny decided" in html
     assert "McNemar p =" in format_table(result)
+    # the page is a Jinja2 template with autoescaping: hostile model, class and file names stay text
+    from diycnn.report.compare_html import render_comparison
+
+    bad = "<script>window.pwned=1</script>'\"><img src=x onerror=alert(1)>"
+    hostile = json.loads(json.dumps(result).replace("tiny", bad.replace('"', '\\"')).replace('"red"', '"r<b>ed"').replace("red/", "r<b>ed/"))
+    page = render_comparison(hostile, b"png", b"png", {bad: []}, data)
+    markup, payload = page.split("<script type='application/json' id='cmp-data'>")
+    assert payload.count("</script>") == 2  # the data block's own end and the script's: no name closes it
+    assert "<script>window.pwned" not in markup and "<img src=x" not in markup and "r<b>ed" not in markup
+    assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in page and "r&lt;b&gt;ed" in page
     # already-trained runs on the same split compare without retraining
     again = diycnn.compare(runs=[out / "runs" / "tiny", out / "runs" / "wide"], out=tmp_path / "again")
     assert json.loads((again / "comparison.json").read_text())["mcnemar"][0]["p_value"] == pair["p_value"]
