@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -466,3 +467,54 @@ def test_every_export_format_has_one_writer():
     from diycnn.settings import EXPORT_FORMATS
 
     assert set(exports.WRITERS) == set(EXPORT_FORMATS) == set(exports.MODEL_FILES)
+
+
+@pytest.mark.slow
+def test_teachable_machines_own_library_loads_the_tm_export_and_predicts_the_runs_probabilities(runs, tmp_path):
+    """The tm format in Teachable Machine's own JavaScript library (@teachablemachine/image 0.8.5,
+    installed by make test), in Chromium: tmImage.load + model.predict(img), as TM's export dialog
+    tells its users. The photos are the run's own 224x224 squares, so TM's centre crop is exact."""
+    from PIL import Image
+    from starlette.staticfiles import StaticFiles
+
+    from tests.conftest import serving
+    from tests.test_reports_browser import CHROMIUM, FLAGS
+
+    modules = Path(os.environ.get("DIYCNN_TFJS_MODULES") or "tests/js/node_modules")
+    libraries = [modules / "@tensorflow" / "tfjs" / "dist" / "tf.min.js",
+                 modules / "@teachablemachine" / "image" / "dist" / "teachablemachine-image.min.js"]
+    if importlib.util.find_spec("playwright") is None or not os.path.exists(CHROMIUM):
+        pytest.skip("needs Playwright and Chromium")
+    if not all(f.is_file() for f in libraries):
+        pytest.skip("needs the TF.js and Teachable Machine packages (make test installs them into tests/js)")
+    out = diycnn.export(runs["tm"], "tm", out=tmp_path / "tm")
+    run = diycnn.load(runs["tm"])
+    files = held_out(runs["tm"])[:3]
+    images, _, _ = decode_all(files, run.preprocessing)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(out / f"photo{i}.png")
+    for library in libraries:
+        shutil.copy(library, out)
+    (out / "index.html").write_text("<!doctype html><meta charset='utf-8'>"
+                                    + "".join(f"<script src='{f.name}'></script>" for f in libraries)
+                                    + "".join(f"<img src='photo{i}.png'>" for i in range(len(images))))
+    from playwright.sync_api import sync_playwright
+
+    with serving(StaticFiles(directory=out, html=True)) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.goto(f"{url}/index.html")
+        got = page.evaluate("""async () => {
+            const model = await tmImage.load('model.json', 'metadata.json');
+            const out = [];
+            for (const img of document.images) {
+                await img.decode();
+                out.push((await model.predict(img)).map(p => [p.className, p.probability]));
+            }
+            return {labels: model.getClassLabels(), backend: tf.getBackend(), out};
+        }""")
+        browser.close()
+    assert got["labels"] == run.class_names
+    probs = np.array([[p for _, p in row] for row in got["out"]])
+    assert [c for c, _ in got["out"][0]] == run.class_names
+    np.testing.assert_allclose(probs, torch_fp32(runs["tm"], files), atol=2e-3)  # TF.js in a browser: float32
