@@ -175,6 +175,28 @@ def test_the_app_says_before_training_what_it_will_leave_out(client, tmp_path):
     assert client.get("/api/check").json()["classes"] == {}  # nothing to train yet: nothing to say
 
 
+def test_the_check_decodes_as_the_chosen_recipe_will(client, tmp_path, face_model_dir):
+    """Given the recipe, the check decodes the photos as training will: a file whose header is fine but
+    whose data is cut off is listed before training, and a face recipe says which photos show no face
+    (used whole); each photo is decoded once per preprocessing."""
+    fill(client, {"red": 3, "blue": 3})
+    root = tmp_path / "proj"
+    whole = (root / "red" / "red0.png").read_bytes()
+    (root / "red" / "cut.png").write_bytes(whole[: len(whole) // 2])  # a valid header, half the data
+    plain = client.get("/api/check").json()["classes"]["red"]
+    assert "cut.png" not in {p["photo"] for p in plain["left_out"]} and plain["usable"] == 4  # the scan reads headers
+    check = client.get("/api/check?recipe=tm").json()
+    red = {p["photo"]: p["reason"] for p in check["classes"]["red"]["left_out"]}
+    assert set(red) == {"cut.png"} and check["classes"]["red"]["usable"] == 3 and check["note"] is None
+    app = client.app.state.diycnn
+    decoded = len(app._verdicts)
+    assert client.get("/api/check?recipe=tm").json() == check and len(app._verdicts) == decoded  # remembered
+    faces = client.get("/api/check?recipe=face-probe").json()["classes"]["blue"]
+    assert len(faces["notes"]) == 3 and all("no face" in p["reason"] for p in faces["notes"])  # generated colours
+    assert faces["usable"] == 3  # kept whole, as the face recipes do by default
+    assert client.get("/api/check?recipe=nonsense").json()["classes"]["red"]["usable"] == 4  # unknown: scan only
+
+
 @pytest.mark.slow
 def test_train_preview_evaluate_export(client, tmp_path, offline):
     fill(client, {"red": 14, "blue": 14})

@@ -299,15 +299,18 @@ def test_first_look_at_1280_and_800_pixels_with_hangul_names(tmp_path, offline, 
         assert card(page, "수지").locator(".class-name").input_value() == "수지"
         shutil.copy(root / "수지" / first, root / "수지" / f"copy of {first}")  # dropped in by hand: a duplicate
         (root / "수지" / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")  # and an unreadable file
+        whole = (root / "수지" / first).read_bytes()
+        (root / "수지" / "cut.jpg").write_bytes(whole[: len(whole) // 2])  # and one cut off after a valid header
         page.reload()
         card(page, "수지").wait_for()
         # before training, the card says what training will leave out, and why
         left_out = card(page, "수지").locator(".left-out summary")
         left_out.wait_for()
-        assert left_out.is_visible() and "leave out 2 file(s); 15 photo(s) will be used" in left_out.text_content()
+        assert left_out.is_visible() and "leave out 3 file(s); 15 photo(s) will be used" in left_out.text_content()
         left_out.click()
         reasons = card(page, "수지").locator(".left-out li").all_text_contents()
         assert any("broken.jpg" in r for r in reasons) and any("duplicate" in r for r in reasons), reasons
+        assert any("cut.jpg" in r for r in reasons), reasons  # found by decoding as the chosen recipe will
         assert card(page, "아이유").locator(".left-out summary").count() == 0
         if CJK_FONT:
             assert page.evaluate(HANGUL_DRAWS), "Hangul class names draw as empty boxes"
@@ -388,5 +391,5 @@ def test_first_look_at_1280_and_800_pixels_with_hangul_names(tmp_path, offline, 
         wait_js(page, "parseInt(document.querySelector('.class-card[data-name=\"웹캠\"] .count').textContent) >= 3",
                 timeout=30_000)
         assert len(list((root / "웹캠").iterdir())) >= 3
-    # the unreadable file's thumbnail is refused (422), as it should be; nothing else failed
-    assert [e for e in page.errors if "broken.jpg?thumb=1" not in e] == []
+    # the unreadable files' thumbnails are refused (422), as they should be; nothing else failed
+    assert [e for e in page.errors if "broken.jpg?thumb=1" not in e and "cut.jpg?thumb=1" not in e] == []

@@ -37,7 +37,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..exports.runtime import read_export_info
 from ..exports.snippets import snippets
-from ..settings import EXPORT_FORMATS, RECIPE_GUIDE, export_formats_for
+from ..settings import EXPORT_FORMATS, RECIPE_GUIDE, RECIPE_NAMES, export_formats_for
 from .jobs import RECIPES, TrainingJob
 from .project import APP_DIR, MAX_UPLOAD_BYTES, Project, ProjectError, read_document
 
@@ -127,6 +127,7 @@ def allowed_hosts(host: str) -> set[str]:
     return names
 
 
+CHECK_DECODE = 400  # photos /api/check decodes at most per call (a hobbyist's project: all of them)
 PREDICT_WORKERS = 2  # predictions decoding and inferring at once, in worker threads
 UPLOAD_BATCH = 16  # photos per upload request: static/index.html sends them in batches of this many
 JSON_LIMIT = 1024 * 1024
@@ -214,14 +215,18 @@ class App:
         self._export_lock = threading.Lock()  # torch's exporter keeps global state: one export at a time
         self._loaded: tuple[Path, Any] | None = None
         self._thumbs: dict[tuple[str, int, float], bytes] = {}
+        # check(recipe): each photo's decode verdict per preprocessing, so a page refresh decodes only new photos
+        self._verdicts: dict[tuple[str, str], tuple[str, str] | None] = {}
         self.thumbs_dir = self.project.root / APP_DIR / "thumbs"
         self.predict_limiter: anyio.CapacityLimiter | None = None
 
-    def check(self) -> dict[str, Any]:
+    def check(self, recipe: str | None = None) -> dict[str, Any]:
         """What training would leave out, before it runs: per class, the usable photos and each file
         left out (unreadable, not an image, exact duplicate, the same photo in two classes). The scan
-        is the one training does (its cache makes a repeat cheap); photos without a face are found
-        only when a face recipe crops them."""
+        is the one training does (its cache makes a repeat cheap). Given the recipe about to train,
+        the photos are also decoded as it prepares them (face crop and alignment included, up to
+        CHECK_DECODE photos not seen before): files that fail to decode or show no face are listed
+        too, and photos used without a face crop are noted."""
         from ..data.scan import scan_folder
 
         try:
@@ -229,12 +234,46 @@ class App:
         except (ValueError, FileNotFoundError) as exc:
             return {"classes": {}, "note": str(exc)}
         usable = scan.count_by_class()
-        out = {c: {"usable": usable.get(c, 0), "left_out": []} for c in scan.class_names}
+        out = {c: {"usable": usable.get(c, 0), "left_out": [], "notes": []} for c in scan.class_names}
         for problem in [*scan.skipped, *scan.duplicates]:
             cls, _, photo = problem.path.partition("/")
             if cls in out and photo:
                 out[cls]["left_out"].append({"photo": photo, "reason": problem.reason})
-        return {"classes": out, "note": None}
+        note = self._decode_check(scan, recipe, out) if recipe in RECIPE_NAMES else None
+        return {"classes": out, "note": note}
+
+    def _decode_check(self, scan, recipe: str, out: dict[str, Any]) -> str | None:
+        """Decode the scan's photos as `recipe` prepares them (verdicts remembered per photo and
+        preprocessing); add failures to `out`'s left_out and face-crop remarks to its notes."""
+        from ..data.loader import decode_all
+        from ..models.recipes import get_recipe
+
+        prep = get_recipe(recipe, max(len(scan.class_names), 2)).preprocessing
+        key = json.dumps(prep.to_dict(), sort_keys=True)
+        unknown = [r for r in scan.records if (r.sha256, key) not in self._verdicts]
+        if len(unknown) > CHECK_DECODE:
+            what = "fail to decode or show no face" if prep.faces or prep.align else "fail to decode"
+            return (f"{len(unknown)} photos are new since the last check: photos that {what} are listed after "
+                    "training.")
+        if unknown:
+            notes: list = []
+            _, ok, failed = decode_all([r.path for r in unknown], prep, names=[r.rel for r in unknown], notes=notes)
+            by_rel = {r.rel: r for r in unknown}
+            for r in unknown:
+                self._verdicts[(r.sha256, key)] = None
+            for kind, problems in (("left_out", failed), ("notes", notes)):
+                for problem in problems:
+                    if problem.path in by_rel:
+                        self._verdicts[(by_rel[problem.path].sha256, key)] = (kind, problem.reason)
+        for r in scan.records:
+            verdict = self._verdicts.get((r.sha256, key))
+            cls, _, photo = r.rel.partition("/")
+            if verdict is None or cls not in out:
+                continue
+            out[cls][verdict[0]].append({"photo": photo, "reason": verdict[1]})
+            if verdict[0] == "left_out":
+                out[cls]["usable"] -= 1
+        return None
 
     def runs(self) -> list[dict[str, Any]]:
         """Finished runs; a run folder with damaged or foreign metadata is left out (and logged)."""
@@ -571,8 +610,8 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
                 "max_upload_mb": MAX_UPLOAD_BYTES // (1024 * 1024)}
 
     @api.get("/api/check")
-    def check():
-        return state.check()
+    def check(recipe: str | None = None):
+        return state.check(recipe)
 
     @api.post("/api/classes")
     async def add_class(request: Request):

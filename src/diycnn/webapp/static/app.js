@@ -37,13 +37,13 @@ async function refresh() {
   $("#project-name").textContent = project.name;
   $("#project-root").textContent = project.root;
   renderClasses();
-  loadCheck();
   renderRuns();
   renderTraining(project.training);
   if (!$("#recipe").options.length) {
     for (const r of project.recipes) $("#recipe").add(new Option(r, r));
     describeRecipe();
   }
+  loadCheck();  // after the recipe list: the check decodes photos as the chosen recipe will
 }
 
 // The chosen recipe in one line, and its real defaults as the Advanced fields' placeholders.
@@ -53,20 +53,25 @@ function describeRecipe() {
   for (const [id, key] of [["#epochs", "epochs"], ["#batch-size", "batch_size"], ["#lr", "lr"]])
     $(id).placeholder = guide[key] == null ? "recipe's choice" : String(guide[key]);
 }
-$("#recipe").addEventListener("change", describeRecipe);
+$("#recipe").addEventListener("change", () => { describeRecipe(); loadCheck(); });
 
 // What training would leave out, shown on each class before training (the same scan training does).
+// With the chosen recipe, the photos are also decoded as it prepares them (face crops included).
 async function loadCheck() {
   let check;
-  try { check = await api("GET", "/api/check"); } catch (e) { return; }
+  const recipe = $("#recipe").value;
+  try { check = await api("GET", "/api/check" + (recipe ? "?recipe=" + enc(recipe) : "")); } catch (e) { return; }
   for (const card of document.querySelectorAll(".class-card")) {
     const info = check.classes[card.dataset.name], box = $(".left-out", card);
     box.textContent = "";
-    if (!info || !info.left_out.length) continue;
-    const list = el("ul", {}, ...info.left_out.map(p => el("li", {}, el("b", {}, p.photo), " \u2014 " + p.reason)));
-    box.append(el("details", {}, el("summary", {}, `Training will leave out ${info.left_out.length} ` +
-      `file(s); ${info.usable} photo(s) will be used`), list));
+    if (!info || !(info.left_out.length || (info.notes || []).length)) continue;
+    const items = [...info.left_out.map(p => el("li", {}, el("b", {}, p.photo), " \u2014 " + p.reason)),
+                   ...(info.notes || []).map(p => el("li", {}, el("b", {}, p.photo), " \u2014 used: " + p.reason))];
+    const head = info.left_out.length ? `Training will leave out ${info.left_out.length} file(s); ` : "Nothing left out; ";
+    box.append(el("details", {}, el("summary", {}, head + `${info.usable} photo(s) will be used` +
+      ((info.notes || []).length ? `, ${info.notes.length} with a remark` : "")), el("ul", {}, ...items)));
   }
+  $("#check-note").textContent = check.note || "";
 }
 
 function renderClasses() {
