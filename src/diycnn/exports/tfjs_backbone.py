@@ -23,14 +23,13 @@ run's own normalisation.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Tuple, Union
 
 import numpy as np
 
 from ..settings import FACE_BACKBONE, TFJS_BACKBONES  # timm names this export handles (listed once, for the format lists too)
-from .tfjs_format import _layer_config, _weights, tm_pixels_layer
+from .tfjs_format import WeightFiles, _layer_config, _weights, tm_pixels_layer
 
 
 def supports(backbone: str | None) -> bool:
@@ -57,8 +56,7 @@ class _Graph:
             "class_name": "InputLayer", "name": "image", "inbound_nodes": [],
             "config": {"batch_input_shape": [None, *input_shape], "dtype": "float32", "sparse": False,
                        "name": "image"}}]
-        self.specs: list[dict[str, Any]] = []
-        self.blobs: list[bytes] = []
+        self.weights = WeightFiles()
         self.count = 0
 
     def add(self, kind: str, inputs: list[Ref], config: dict[str, Any] | None = None,
@@ -74,10 +72,7 @@ class _Graph:
         name = name or f"{kind.lower()}_{self.count}"
         conf = {"name": name, "trainable": False, "dtype": "float32", **(config or {})}
         self.layers.append({"class_name": kind, "name": name, "config": conf, "inbound_nodes": [nodes]})
-        for suffix, array in weights:
-            array = np.ascontiguousarray(array, dtype="<f4")
-            self.specs.append({"name": f"{name}/{suffix}", "shape": list(array.shape), "dtype": "float32"})
-            self.blobs.append(array.tobytes())
+        self.weights.add(name, weights)
         return name
 
 
@@ -272,14 +267,8 @@ def write_tfjs_backbone(recipe, module, input_shape: tuple[int, int, int], folde
         x = g.add("Activation", [x], {"activation": "softmax"}, name="probabilities")
     topology = {"class_name": "Model", "config": {"name": f"{recipe.name}-{recipe.backbone}", "layers": g.layers,
                                                   "input_layers": [["image", 0, 0]],
-                                                  "output_layers": [[*_ref(x), 0]]},
-                "keras_version": "tfjs-layers 4.22.0", "backend": "tensor_flow.js"}
-    weights = b"".join(g.blobs)
-    model = {"format": "layers-model", "generatedBy": generated_by, "convertedBy": None, "modelTopology": topology,
-             "weightsManifest": [{"paths": ["weights.bin"], "weights": g.specs}]}
-    (folder / "model.json").write_text(json.dumps(model), encoding="utf-8")
-    (folder / "weights.bin").write_bytes(weights)
-    return {"layers": len(g.layers), "weight_tensors": len(g.specs), "weight_bytes": len(weights)}
+                                                  "output_layers": [[*_ref(x), 0]]}}
+    return g.weights.write(folder, topology, generated_by, len(g.layers))
 
 
 __all__ = ["write_tfjs_backbone", "supports", "TFJS_BACKBONES"]

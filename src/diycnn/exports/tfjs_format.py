@@ -50,6 +50,32 @@ def _layer_config(layer) -> dict[str, Any]:
 TM_PIXELS = "teachable_machine_pixels"  # the name of the input adapter layer of `tm` exports
 
 
+class WeightFiles:
+    """A layers model's weights as TF.js stores them: the manifest's entries (`specs`) and the
+    little-endian float32 bytes of weights.bin, both in the order the layers are given."""
+
+    def __init__(self):
+        self.specs: list[dict[str, Any]] = []
+        self.blobs: list[bytes] = []
+
+    def add(self, layer: str, weights) -> None:
+        """`weights`: (name, array) pairs of one layer, e.g. [("kernel", k), ("bias", b)]."""
+        for name, array in weights:
+            array = np.ascontiguousarray(array, dtype="<f4")
+            self.specs.append({"name": f"{layer}/{name}", "shape": list(array.shape), "dtype": "float32"})
+            self.blobs.append(array.tobytes())
+
+    def write(self, folder: Path, topology: dict[str, Any], generated_by: str, layers: int) -> dict[str, Any]:
+        """model.json (this topology and manifest) and weights.bin; the summary export.json keeps."""
+        data = b"".join(self.blobs)
+        model = {"format": "layers-model", "generatedBy": generated_by, "convertedBy": None,
+                 "modelTopology": {**topology, "keras_version": "tfjs-layers 4.22.0", "backend": "tensor_flow.js"},
+                 "weightsManifest": [{"paths": ["weights.bin"], "weights": self.specs}]}
+        (folder / "model.json").write_text(json.dumps(model), encoding="utf-8")
+        (folder / "weights.bin").write_bytes(data)
+        return {"layers": layers, "weight_tensors": len(self.specs), "weight_bytes": len(data)}
+
+
 def tm_pixels_layer(prep) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
     """(config, weights) of a fixed 1x1 depthwise convolution that turns pixels as Teachable
     Machine's library feeds them (p / 127 - 1) into the run's own normalisation
@@ -70,31 +96,20 @@ def write_tfjs(spec, module, folder: Path, generated_by: str, prep=None) -> dict
     Given the run's preprocessing as `prep`, the model takes Teachable Machine's pixels instead
     (tm_pixels_layer first)."""
     layers = [_layer_config(layer) for layer in spec.layers]
-    specs, blobs = [], []
+    files = WeightFiles()
     if prep is not None:
         config, weights = tm_pixels_layer(prep)
         layers.insert(0, {"class_name": "DepthwiseConv2D", "config": config})
-        for name, array in weights:
-            specs.append({"name": f"{TM_PIXELS}/{name}", "shape": list(array.shape), "dtype": "float32"})
-            blobs.append(np.ascontiguousarray(array, dtype="<f4").tobytes())
+        files.add(TM_PIXELS, weights)
     layers[0]["config"]["batch_input_shape"] = [None, *spec.input_shape]
     if spec.output_activation == "linear":
         layers.append({"class_name": "Activation", "config": {"name": "probabilities", "trainable": True,
                                                               "dtype": "float32", "activation": "softmax"}})
     for layer in spec.layers:
         kind = type(layer).__name__
-        for name, array in zip(WEIGHT_NAMES.get(kind, []), _weights(kind, module.body[layer.name])):
-            array = np.ascontiguousarray(array, dtype="<f4")
-            specs.append({"name": f"{layer.name}/{name}", "shape": list(array.shape), "dtype": "float32"})
-            blobs.append(array.tobytes())
-    weights = b"".join(blobs)
-    model = {"format": "layers-model", "generatedBy": generated_by, "convertedBy": None,
-             "modelTopology": {"class_name": "Sequential", "config": {"name": spec.name, "layers": layers},
-                               "keras_version": "tfjs-layers 4.22.0", "backend": "tensor_flow.js"},
-             "weightsManifest": [{"paths": ["weights.bin"], "weights": specs}]}
-    (folder / "model.json").write_text(json.dumps(model), encoding="utf-8")
-    (folder / "weights.bin").write_bytes(weights)
-    return {"layers": len(layers), "weight_tensors": len(specs), "weight_bytes": len(weights)}
+        files.add(layer.name, zip(WEIGHT_NAMES.get(kind, []), _weights(kind, module.body[layer.name])))
+    topology = {"class_name": "Sequential", "config": {"name": spec.name, "layers": layers}}
+    return files.write(folder, topology, generated_by, len(layers))
 
 
 def find_tfjs() -> tuple[str, Path] | None:
@@ -139,4 +154,4 @@ def tfjs_predict(folder: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
     return np.asarray(result["probabilities"], dtype=np.float32).reshape(len(x), -1), result["version"]
 
 
-__all__ = ["write_tfjs", "tm_pixels_layer", "tfjs_predict", "find_tfjs", "TFJS_PACKAGES"]
+__all__ = ["write_tfjs", "WeightFiles", "tm_pixels_layer", "tfjs_predict", "find_tfjs", "TFJS_PACKAGES"]
