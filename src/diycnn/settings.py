@@ -229,7 +229,7 @@ class TrainingPlan(TrainSettings):
     """How one run trains: its recipe's defaults with the user's TrainSettings over them (None there
     keeps the recipe's value). Made once when the run starts, recorded in model.json as "training"
     (`record`), read back on resume (`from_record`); it never changes. When a recipe's LP-FT finds
-    the frozen features weak (`adapt_below`), `adapted()` is a new plan with its `adapt` settings.
+    the frozen features weak (`adapt_below`), `adapted_plan()` is a new plan with its `adapt` settings.
     """
 
     augment: dict[str, Any] | None = None  # data/augment.py's settings; None: no augmentation

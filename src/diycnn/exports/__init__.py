@@ -59,7 +59,7 @@ class ExportError(ValueError):
 
 
 def formats_for(run) -> list[str]:
-    """The export formats that apply to a run (keras and tfjs only for Keras-style spec models)."""
+    """The export formats that apply to a run (settings.export_formats_for)."""
     return export_formats_for(run.recipe.kind, run.recipe.backbone)
 
 
@@ -431,7 +431,7 @@ def _mirror_note(engine: str, how: str) -> str:
 
 def _write_tfjs(job: _Job, teachable: bool = False) -> None:
     """model.json + weights.bin (spec models, EfficientNet-Lite backbones, the face network), run in
-    TF.js under Node.js; `teachable`: taking Teachable Machine's pixels (the tm format), labels.txt."""
+    TF.js under Node.js; `teachable`: taking Teachable Machine's pixels (the tm format)."""
     from .. import __version__
     from .tfjs_format import tfjs_predict, write_tfjs
 
@@ -481,8 +481,9 @@ def _write_keras(job: _Job) -> None:
 
 
 def _write_tm(job: _Job) -> None:
-    """Teachable Machine's files: TF.js taking its pixels where TF.js carries the run, else ONNX."""
-    if tm_is_tfjs(job.run):
+    """Teachable Machine's files: TF.js taking its pixels where TF.js carries the run (export() chose
+    the model file with tm_is_tfjs), else ONNX."""
+    if job.model_path.name == "model.json":
         _write_tfjs(job, teachable=True)
     else:
         _write_onnx(job)
@@ -540,8 +541,7 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
             f"Format '{fmt}' does not apply to run '{run.name}': its model '{run.recipe.name}' is on the backbone "
             f"{run.recipe.backbone}; Keras exports cover Keras-style spec models (seed-cnn, seed-cnn-plus, your "
             f".yaml/.json specs), TensorFlow.js those, the EfficientNet-Lite backbones and the face network. "
-            f"Formats for this run: "
-            f"{', '.join(allowed)}."
+            f"Formats for this run: {', '.join(allowed)}."
         )
     model_file = _model_file(run, fmt)
     if int8 and not model_file.endswith(".onnx"):

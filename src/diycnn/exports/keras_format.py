@@ -115,7 +115,7 @@ def backend_problems(spec, backend: str) -> list[str]:
     from ..models.layers import _same_pad
 
     problems, shape = [], spec.input_shape
-    for layer, out in zip(spec.layers, spec._shapes):
+    for layer, out in zip(spec.layers, spec.layer_output_shapes()):
         c = layer.config
         if backend == "torch" and type(layer).__name__ == "AveragePooling2D" and c["padding"] == "same":
             pads = [_same_pad(shape[i], c["pool_size"][i], c["strides"][i]) for i in (0, 1)]

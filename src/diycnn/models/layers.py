@@ -1,13 +1,8 @@
 """Keras-style layer specs: names, arguments, shapes, parameter counts -- without PyTorch, so
 summaries, spec checks and the CLI's early answers load none of it. models/modules.py builds
-the torch modules from them.
+the torch modules from them (keeping Keras' semantics: see there).
 
 Shapes are Keras' channels-last shapes without the batch axis: (H, W, C) or (N,).
-The torch modules take (B, C, H, W) tensors (channels-last in memory) but keep Keras'
-semantics where they show: `Flatten` flattens in (H, W, C) order, 'same' padding pads
-the bottom/right more, initialisers are glorot-uniform kernels and zero biases, and
-BatchNormalization uses Keras' momentum and epsilon. So a spec's weights can be
-carried to Keras and predict the same.
 """
 
 from __future__ import annotations
@@ -23,7 +18,6 @@ REQUIRED = object()
 # The activation names a layer accepts (modules.ACTIVATIONS builds them; a check keeps the two in step).
 ACTIVATION_NAMES = ("linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "elu", "selu", "gelu", "silu", "swish",
                     "softplus", "leaky_relu")
-
 
 
 def _snake(name: str) -> str:

@@ -122,7 +122,7 @@ def _head(name: str, features: int, num_classes: int, kind: str) -> Sequential:
 
 def _backbone_recipe(kind: str, num_classes: int, backbone: str | None = None, **_) -> Recipe:
     name = backbone or DEFAULT_BACKBONE
-    features = backbone_features(name)
+    features = backbone_fact(name, "features")
     head = _head(kind, features, num_classes, kind)
     if kind == "tm":
         prep = backbone_preprocessing(name, mode="square")
@@ -147,14 +147,15 @@ def _backbone_recipe(kind: str, num_classes: int, backbone: str | None = None, *
     return Recipe(kind, head, prep, defaults, kind="backbone", backbone=name)
 
 
-def backbone_features(name: str) -> int:
-    """How many pooled features the classifier-less backbone gives (built to ask it, unless the
-    catalog knows: then neither PyTorch nor timm is imported)."""
+def backbone_fact(name: str, fact: str) -> int:
+    """The classifier-less backbone's pooled "features" or "params": from the catalog when it knows
+    (neither PyTorch nor timm is imported), else from the network, built to ask it (architecture only)."""
     if name in BACKBONE_FACTS:
-        return BACKBONE_FACTS[name]["features"]
+        return BACKBONE_FACTS[name][fact]
     from .backbones import create_backbone
 
-    return create_backbone(name).num_features
+    net = create_backbone(name)
+    return net.num_features if fact == "features" else sum(p.numel() for p in net.parameters())
 
 
 def _face_landmark_runner():
@@ -169,7 +170,7 @@ def _face_recipe(kind: str, num_classes: int, **_) -> Recipe:
     descriptor (face-probe) or partly fine-tuned (face-finetune), with a linear softmax head.
     Descriptors are small numbers (norm ~1.3), so the head scales them by 10 first."""
     align.provide_default_runner(_face_landmark_runner)  # data/align.py aligns this recipe's photos with it
-    head = Sequential([Input(shape=(backbone_features(FACE_BACKBONE),)), Rescaling(10.0),
+    head = Sequential([Input(shape=(backbone_fact(FACE_BACKBONE, "features"),)), Rescaling(10.0),
                        Dense(num_classes, activation="softmax")], name=f"{kind}-head")
     prep = backbone_preprocessing(FACE_BACKBONE)
     if kind == "face-probe":

@@ -6,17 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .catalog import BACKBONE_FACTS
-from .recipes import get_recipe
+from .recipes import backbone_fact, get_recipe
 from .sequential import Sequential, format_summary
-
-
-def _backbone_params(name: str) -> int:
-    if name in BACKBONE_FACTS:
-        return BACKBONE_FACTS[name]["params"]
-    from .backbones import create_backbone  # PyTorch and timm: a backbone outside the catalog is built to count
-
-    return sum(p.numel() for p in create_backbone(name).parameters())  # architecture only: no weights loaded
 
 
 def summary(model: str | Sequential = "seed-cnn", num_classes: int = 2,
@@ -36,10 +27,11 @@ def summary(model: str | Sequential = "seed-cnn", num_classes: int = 2,
     recipe = get_recipe(model, num_classes)
     if recipe.kind != "backbone":
         return format_summary(recipe.spec, print_fn=print_fn)
-    total = _backbone_params(recipe.backbone) + recipe.spec.count_params()
+    head = recipe.spec.count_params()
+    total = backbone_fact(recipe.backbone, "params") + head
     h, w = recipe.preprocessing.output_size
     frozen = bool(recipe.defaults.get("frozen"))
-    backbone = {"name": recipe.backbone, "params": total - recipe.spec.count_params(), "input_shape": [None, h, w, 3],
+    backbone = {"name": recipe.backbone, "params": total - head, "input_shape": [None, h, w, 3],
                 "features": (recipe.spec.input_shape or [None])[-1], "frozen": frozen}
     if print_fn is not None:
         print_fn(f'Backbone: "{backbone["name"]}", {backbone["params"]:,} params, input (None, {h}, {w}, 3) -> '
@@ -48,5 +40,5 @@ def summary(model: str | Sequential = "seed-cnn", num_classes: int = 2,
     result = format_summary(recipe.spec, print_fn=print_fn)
     if print_fn is not None:
         print_fn(f" Backbone and head: {total:,} params, "
-                 f"{recipe.spec.count_params() if frozen else total:,} trained")
+                 f"{head if frozen else total:,} trained")
     return {**result, "backbone": backbone, "total_with_backbone": total}
