@@ -38,7 +38,7 @@ import numpy as np
 from ..data.split import read_split
 from ..io import atomic_write_json, to_jsonable
 from ..settings import EXPORT_FORMATS as FORMATS, export_formats_for
-from .runtime import EXPORT_FORMAT, EXPORT_VERSION
+from .runtime import EXPORT_FORMAT, EXPORT_VERSION, MODEL_FILES
 from .snippets import snippets
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,6 @@ TOLERANCE = 1e-4  # max |p_export - p_torch| over every checked photo and class
 CHECK_LIMIT = 1000  # test photos run through both models at export time
 SYNTHETIC_PHOTOS = 16
 CALIBRATION_PHOTOS = 64  # training photos that calibrate int8 activation ranges
-MODEL_FILES = {"onnx": "model.onnx", "tm": "model.onnx", "torchscript": "model.torchscript.pt", "keras": "model.keras",
-               "tfjs": "model.json"}  # a tm export in TF.js (tm_is_tfjs) writes model.json
 
 
 class ExportError(ValueError):

@@ -18,6 +18,8 @@ from ..run import Classifier
 EXPORT_FORMAT = "diycnn-export"
 EXPORT_VERSION = 1
 REQUIRED = ("export_format", "model_file", "class_names", "preprocessing")
+MODEL_FILES = {"onnx": "model.onnx", "tm": "model.onnx", "torchscript": "model.torchscript.pt", "keras": "model.keras",
+               "tfjs": "model.json"}  # a tm export in TF.js (exports.tm_is_tfjs) writes model.json
 
 
 def read_export_info(export_dir: Path) -> dict[str, Any]:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .runtime import MODEL_FILES
+
 PYTHON_FORMATS = ("onnx", "tm", "torchscript", "keras")  # formats with a Python snippet (tm: when it is ONNX)
-MODEL_FILES = ("model.onnx", "model.torchscript.pt", "model.keras", "model.json")
+SERVE_NOTE = "// Serve the unzipped folder over HTTP (a browser cannot load model.json from file://).\n"
+FACES_NOTE = ("// this run crops and aligns faces first (see README.txt): give it a face photo cropped as the "
+              "steps say\n")
 RESAMPLE = {"nearest": "NEAREST", "bilinear": "BILINEAR", "bicubic": "BICUBIC", "lanczos": "LANCZOS"}
 
 
@@ -31,7 +35,7 @@ def _checked(info: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown resize {resize!r}")
     crop = p.get("crop")
     model_file = str(info.get("model_file", ""))
-    if model_file not in MODEL_FILES:
+    if model_file not in MODEL_FILES.values():
         raise ValueError(f"unknown model file {model_file!r}")
     return {"export_format": str(info["export_format"]), "model_file": model_file, "class_names": names,
             "preprocessing": {"size": (h, w), "input_scale": float(p["input_scale"]), "mean": mean, "std": std,
@@ -110,12 +114,11 @@ def _javascript(info: dict[str, Any]) -> str:
     h, w = p["crop"] or p["size"]
     return (
         "// <script src=\"https://cdn.jsdelivr.net/npm/@tensorflow/tfjs@4\"></script>\n"
-        "// Serve the unzipped folder over HTTP (a browser cannot load model.json from file://).\n"
-        "const model = await tf.loadLayersModel('model.json');\n"
+        + SERVE_NOTE
+        + "const model = await tf.loadLayersModel('model.json');\n"
         "const labels = (await (await fetch('metadata.json')).json()).labels;\n"
         "const photo = document.querySelector('img');   // an <img>, <canvas> or <video>\n"
-        + ("// this run crops and aligns faces first (see README.txt): give it a face photo cropped as the steps say\n"
-           if p["faces"] else "")
+        + (FACES_NOTE if p["faces"] else "")
         + "const x = tf.tidy(() => tf.image\n"
         f"  .resizeBilinear(tf.browser.fromPixels(photo), [{h}, {w}])   // the run: {p['resize']}, "
         f"{p['interpolation']} (Pillow): close, not identical\n"
@@ -131,11 +134,10 @@ def _teachable(info: dict[str, Any]) -> str:
         "// <script src=\"https://cdn.jsdelivr.net/npm/@tensorflow/tfjs@4\"></script>\n"
         "// <script src=\"https://cdn.jsdelivr.net/npm/@teachablemachine/image@0.8/dist/teachablemachine-image.min.js"
         "\"></script>\n"
-        "// Serve the unzipped folder over HTTP (a browser cannot load model.json from file://).\n"
-        "const model = await tmImage.load('model.json', 'metadata.json');\n"
+        + SERVE_NOTE
+        + "const model = await tmImage.load('model.json', 'metadata.json');\n"
         "const photo = document.querySelector('img');   // an <img>, <canvas> or <video>\n"
-        + ("// this run crops and aligns faces first (see README.txt): give it a face photo cropped as the steps say\n"
-           if info["preprocessing"]["faces"] else "")
+        + (FACES_NOTE if info["preprocessing"]["faces"] else "")
         + "const predictions = await model.predict(photo);   // [{className, probability}]\n"
         "predictions.forEach((p) => console.log(p.className, p.probability));\n"
     )
@@ -149,9 +151,9 @@ def snippets(info: dict[str, Any]) -> list[dict[str, str]]:
     """
     info = _checked(info)
     fmt = info["export_format"]
-    out = []
     if fmt == "tm" and info["model_file"] == "model.json":  # Teachable Machine's own format (TF.js)
         return [{"language": "JavaScript", "code": _teachable(info)}]
+    out = []
     if fmt in PYTHON_FORMATS:
         out.append({"language": "Python", "code": _python(fmt, info)})
     if fmt == "tfjs":
