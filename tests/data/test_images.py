@@ -102,3 +102,33 @@ def test_preprocessing_squash_and_normalise():
     assert x.shape == (1, 3, 8, 12)
     assert torch.allclose(x[0, 0], torch.ones(8, 12)) and float(x[0, 1].max()) == 0.0
     assert Preprocessing.from_dict(prep.to_dict()) == prep
+
+
+def test_the_landmark_network_travels_with_the_preprocessing_and_is_never_saved():
+    """Alignment is owned by whoever loaded the run (no process-wide runner): a preprocessing that aligns
+    carries its own network, which model.json never holds and which equality ignores."""
+    import dataclasses
+
+    from diycnn.data.images import Preprocessing
+
+    bare = Preprocessing(size=(20, 20), align=True)
+    mine = dataclasses.replace(bare, landmarks=lambda x: np.full((68, 2), 0.5, dtype=np.float32))
+    assert "landmarks" not in mine.to_dict() and Preprocessing.from_dict(mine.to_dict()) == mine
+    with pytest.raises(ValueError, match="Unknown preprocessing field"):
+        Preprocessing.from_dict({**bare.to_dict(), "landmarks": "x"})
+    with pytest.raises(RuntimeError, match="carries no landmark network"):
+        bare.load(encoded(Image.new("RGB", (30, 30), (90, 90, 90)), "PNG"))
+    # every eye at one point is not a face: the photo is kept as it is, with the runner's answer used
+    notes: list[str] = []
+    assert mine.load(encoded(Image.new("RGB", (30, 30), (90, 90, 90)), "PNG"), notes).shape == (20, 20, 3)
+    assert notes == ["no face landmarks found; the photo was used without alignment"]
+
+
+def test_two_face_runs_each_own_their_landmark_network():
+    from diycnn.models.recipes import get_recipe, recipe_from_saved
+
+    a, b = get_recipe("face-probe", 2), get_recipe("face-finetune", 3)
+    assert a.preprocessing.landmarks is not None and a.preprocessing.landmarks is not b.preprocessing.landmarks
+    saved = recipe_from_saved({"name": "face-probe", "spec": a.spec.get_config(),
+                               "preprocessing": a.preprocessing.to_dict(), "kind": a.kind, "backbone": a.backbone}, 2)
+    assert saved.preprocessing.landmarks is not None and saved.preprocessing.landmarks is not a.preprocessing.landmarks

@@ -23,6 +23,7 @@ from diycnn.models.tfjs_weights import TfjsWeightsError, read_tfjs_weights
 from tests.conftest import REPO, SHARED
 
 KPOP = SHARED / "kpop_idols" / "train"
+TEST_MODULES = REPO / "tests" / "js" / "node_modules"  # face-api.js runs on the full @tensorflow/tfjs
 
 
 # --- the TF.js weights reader ----------------------------------------------------------------------
@@ -64,10 +65,9 @@ def test_reader_refuses_foreign_manifests(tmp_path, paths, size, message):
 def test_face_net_matches_face_api_js_in_tensorflow_js(face_model_dir, tmp_path):
     from diycnn.exports.tfjs_format import find_tfjs
 
-    found = find_tfjs()
-    if found is None or not (found[1] / "@tensorflow" / "tfjs" / "package.json").is_file():
+    node, modules = (find_tfjs() or (None, None))[0], TEST_MODULES
+    if node is None or not (modules / "@tensorflow" / "tfjs" / "package.json").is_file():
         pytest.skip("needs Node.js and @tensorflow/tfjs (make test installs them into tests/js)")
-    node, modules = found
     with tarfile.open(face_model_dir / face_weights.TARBALL) as tar:  # face-api's own code, from the package
         js = tar.extractfile("package/dist/face-api.node.js").read()
     (tmp_path / "face-api.node.js").write_bytes(js)
@@ -90,10 +90,9 @@ def test_landmark_net_matches_face_api_js(face_model_dir, tmp_path):
     from diycnn.exports.tfjs_format import find_tfjs
     from diycnn.models.face_net import load_face_landmark_net
 
-    found = find_tfjs()
-    if found is None or not (found[1] / "@tensorflow" / "tfjs" / "package.json").is_file():
+    node, modules = (find_tfjs() or (None, None))[0], TEST_MODULES
+    if node is None or not (modules / "@tensorflow" / "tfjs" / "package.json").is_file():
         pytest.skip("needs Node.js and @tensorflow/tfjs (make test installs them into tests/js)")
-    node, modules = found
     with tarfile.open(face_model_dir / face_weights.TARBALL) as tar:
         (tmp_path / "face-api.node.js").write_bytes(tar.extractfile("package/dist/face-api.node.js").read())
     x = np.asarray(_kpop_faces(1)[0][0].resize((112, 112)), dtype=np.float32)[None]
@@ -114,15 +113,15 @@ def test_alignment_levels_the_eyes_at_fixed_places(face_model_dir):
     from PIL import Image
 
     from diycnn.data.align import EYES, align_face, landmarks
-    from diycnn.models.recipes import get_recipe
+    from diycnn.models.recipes import FaceLandmarks
 
-    get_recipe("face-probe", 2)  # the face recipes hand data/align.py its landmark network
+    net = FaceLandmarks()
     face = _kpop_faces(1)[0][0]
     tilted = face.rotate(15, resample=Image.BILINEAR, expand=True)
     for im in (face, tilted):
-        out = align_face(im, 150)
+        out = align_face(im, 150, net)
         assert out is not None and out.size == (150, 150)
-        p = landmarks(out)
+        p = landmarks(out, net)
         left, right = p[36:42].mean(axis=0) / 150, p[42:48].mean(axis=0) / 150
         assert abs(left[1] - right[1]) < 0.03  # level
         assert abs(left[0] - EYES[0]) < 0.05 and abs(right[0] - EYES[1]) < 0.05 and abs(left[1] - EYES[2]) < 0.05

@@ -18,59 +18,34 @@ photo as it was, with a note.
 from __future__ import annotations
 
 import math
-import threading
+from typing import Callable
 
 import numpy as np
 from PIL import Image
 
 EYES = (0.30, 0.70, 0.30)  # left eye x, right eye x, both eyes' y: fractions of the output side
 LANDMARK_INPUT = 112
-_lock = threading.Lock()
-_runner = None  # uint8 (1, 112, 112, 3) -> (68, 2) in [0, 1] of the padded square
-_default = None  # makes the PyTorch runner; models/backbones.py provides it (data/ never imports models/)
+# What computes the landmarks: uint8 (1, 112, 112, 3) -> (68, 2) in [0, 1] of the padded square.
+# Each run or export owns one (Preprocessing.landmarks): PyTorch's network for a run, the folder's
+# landmarks.onnx for an ONNX export. Nothing here is process-wide.
+LandmarkRunner = Callable[[np.ndarray], np.ndarray]
 
 
-def provide_default_runner(factory) -> None:
-    """Called by models/backbones.py when a face recipe is built: `factory()` makes the PyTorch
-    landmark runner, on first use."""
-    global _default
-    _default = factory
-
-
-def use_landmark_runner(run) -> None:
-    """Compute landmarks with `run` (e.g. an ONNX export's landmarks.onnx through onnxruntime,
-    so an export folder aligns faces without torch) instead of the PyTorch network."""
-    global _runner
-    with _lock:
-        _runner = run
-
-
-def _landmark_runner():
-    global _runner
-    with _lock:
-        if _runner is None:
-            if _default is None:  # nothing set a runner and the face network was never loaded
-                raise RuntimeError("Face alignment needs the landmark network: load a face recipe's run "
-                                   "(diycnn.load) or an ONNX export with landmarks.onnx first.")
-            _runner = _default()
-        return _runner
-
-
-def landmarks(im: Image.Image) -> np.ndarray:
+def landmarks(im: Image.Image, runner: LandmarkRunner) -> np.ndarray:
     """(68, 2) landmark (x, y) in the photo's pixels, as face-api.js computes them: the photo
-    padded to a centred black square, resized to 112x112 (bilinear)."""
+    padded to a centred black square, resized to 112x112 (bilinear), run through `runner`."""
     side = max(im.size)
     ox, oy = (side - im.width) // 2, (side - im.height) // 2
     square = Image.new("RGB", (side, side), (0, 0, 0))
     square.paste(im, (ox, oy))
     x = np.array(square.resize((LANDMARK_INPUT, LANDMARK_INPUT), Image.BILINEAR), dtype=np.uint8)[None]
-    return np.asarray(_landmark_runner()(x), dtype=np.float32) * side - np.array([ox, oy], dtype=np.float32)
+    return np.asarray(runner(x), dtype=np.float32) * side - np.array([ox, oy], dtype=np.float32)
 
 
-def align_face(im: Image.Image, size: int) -> Image.Image | None:
+def align_face(im: Image.Image, size: int, runner: LandmarkRunner) -> Image.Image | None:
     """The face turned and scaled so its eyes sit at EYES in a size x size image; None when the
-    landmarks do not look like a face's."""
-    points = landmarks(im)
+    landmarks (from `runner`) do not look like a face's."""
+    points = landmarks(im, runner)
     left, right = points[36:42].mean(axis=0), points[42:48].mean(axis=0)
     dx, dy = float(right[0] - left[0]), float(right[1] - left[1])
     dist, angle = math.hypot(dx, dy), math.atan2(dy, dx)

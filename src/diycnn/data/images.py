@@ -149,6 +149,7 @@ def load_rgb(source: str | Path | bytes, background: tuple[int, int, int] = (255
 
 
 MAX_INPUT_SIDE = 4096  # pixels per side of a model's input: bounds what a model.json can ask to allocate
+_RUNTIME_FIELDS = {"landmarks"}  # carried while loaded, never written to model.json or export.json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +177,10 @@ class Preprocessing:
     face_margin: float = 0.3
     no_face: str = "keep"  # when faces is on and none is found: "keep" the whole photo or "skip" it
     align: bool = False  # level the eyes and frame the face the same way (data/align.py; face recipes)
+    # The landmark network that aligns (align.LandmarkRunner): owned by the run or export that loaded this
+    # preprocessing (models/recipes.py attaches PyTorch's, exports/runtime.py the folder's ONNX one).
+    # Not a setting: never saved, compared or hashed.
+    landmarks: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("size", "crop"):
@@ -203,11 +208,12 @@ class Preprocessing:
         return tuple(self.crop) if self.crop is not None else tuple(self.size)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _RUNTIME_FIELDS}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Preprocessing":
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} - _RUNTIME_FIELDS
         unknown = set(values) - names
         if unknown:
             raise ValueError(f"Unknown preprocessing field(s) {sorted(unknown)}; valid fields: {sorted(names)}.")
@@ -259,7 +265,10 @@ class Preprocessing:
         if self.align:
             from .align import align_face
 
-            im = self._face_step(im, align_face(im, max(self.size)), source, notes, "no face landmarks found",
+            if self.landmarks is None:  # an internal mistake: whoever built this preprocessing owns a network
+                raise RuntimeError("This preprocessing aligns faces but carries no landmark network; build it "
+                                   "through the run (diycnn.load) or its recipe.")
+            im = self._face_step(im, align_face(im, max(self.size), self.landmarks), source, notes, "no face landmarks found",
                                  "use the photo as it is", "the photo was used without alignment")
         return np.array(self.resize_image(im), dtype=np.uint8)
 

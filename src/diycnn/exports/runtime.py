@@ -6,6 +6,7 @@ code that prepared the training photos, so the export sees exactly what the run 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,8 @@ class OnnxRun(Classifier):
             self._use_landmarks()
 
     def _use_landmarks(self) -> None:
-        """Faces are aligned with the folder's landmarks.onnx (no torch)."""
-        from ..data import align
+        """Faces are aligned with the folder's own landmarks.onnx (no torch), held by this export's
+        preprocessing: two exports loaded in one process each align with their own network."""
         from . import onnx_session
 
         name = (self.info.get("landmarks") or {}).get("file")
@@ -99,7 +100,8 @@ class OnnxRun(Classifier):
             raise ValueError(f"'{self.dir}' aligns faces but its landmark model is missing from export.json or the "
                              "folder; export the run again.")
         session = onnx_session(self.dir / name)
-        align.use_landmark_runner(lambda x: session.run(None, {"image": x})[0][0])
+        self.preprocessing = dataclasses.replace(self.preprocessing,
+                                                 landmarks=lambda x: session.run(None, {"image": x})[0][0])
 
     @property
     def name(self) -> str:

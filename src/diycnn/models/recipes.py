@@ -14,10 +14,10 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Any
 
-from ..data import align
 from ..data.images import Preprocessing
 from ..settings import STANDARD_AUGMENT, is_spec_file, unknown_model
 from .catalog import BACKBONE_FACTS, DEFAULT_BACKBONE, FACE_BACKBONE, backbone_preprocessing
@@ -158,21 +158,36 @@ def backbone_fact(name: str, fact: str) -> int:
     return net.num_features if fact == "features" else sum(p.numel() for p in net.parameters())
 
 
-def _face_landmark_runner():
-    """The PyTorch landmark runner, made when data/align.py aligns its first face (PyTorch loads then)."""
-    from .backbones import face_landmark_runner
+class FaceLandmarks:
+    """face-api's landmark network in PyTorch, loaded when the first face is aligned (PyTorch and the
+    weights load then, not when a recipe is named). Each face recipe, and so each run loaded from
+    one, owns its own: nothing about alignment is process-wide (data/align.LandmarkRunner)."""
 
-    return face_landmark_runner()
+    def __init__(self):
+        self._run = None
+        self._lock = threading.Lock()
+
+    def __call__(self, x_u8):  # uint8 (1, 112, 112, 3) -> (68, 2) in [0, 1]
+        with self._lock:
+            if self._run is None:
+                from .backbones import face_landmark_runner
+
+                self._run = face_landmark_runner()
+        return self._run(x_u8)
+
+
+def with_landmarks(prep: Preprocessing) -> Preprocessing:
+    """`prep`, carrying its own landmark network when it aligns faces."""
+    return dataclasses.replace(prep, landmarks=FaceLandmarks()) if prep.align and prep.landmarks is None else prep
 
 
 def _face_recipe(kind: str, num_classes: int, **_) -> Recipe:
     """The face recipes: face-api's recognition network (backbones.FACE_BACKBONE) as a frozen
     descriptor (face-probe) or partly fine-tuned (face-finetune), with a linear softmax head.
     Descriptors are small numbers (norm ~1.3), so the head scales them by 10 first."""
-    align.provide_default_runner(_face_landmark_runner)  # data/align.py aligns this recipe's photos with it
     head = Sequential([Input(shape=(backbone_fact(FACE_BACKBONE, "features"),)), Rescaling(10.0),
                        Dense(num_classes, activation="softmax")], name=f"{kind}-head")
-    prep = backbone_preprocessing(FACE_BACKBONE)
+    prep = with_landmarks(backbone_preprocessing(FACE_BACKBONE))
     if kind == "face-probe":
         defaults = {**SPEC_DEFAULTS, "epochs": 200, "batch_size": 32, "lr": 3e-3, "optimizer": "adamw",
                     "weight_decay": 1e-2, "patience": 20, "frozen": True}
@@ -228,7 +243,7 @@ def recipe_from_saved(model_info: dict[str, Any], num_classes: int) -> Recipe:
     """Rebuild a recipe from the `model` entry of a run's model.json."""
     spec = Sequential.from_config(model_info["spec"], num_classes=num_classes, where="model.json spec")
     spec.check_classifier(num_classes)
-    prep = Preprocessing.from_dict(model_info["preprocessing"])
+    prep = with_landmarks(Preprocessing.from_dict(model_info["preprocessing"]))
     return Recipe(model_info["name"], spec, prep, dict(model_info.get("defaults", SPEC_DEFAULTS)),
                   kind=model_info.get("kind", "spec"), backbone=model_info.get("backbone"),
                   source=model_info.get("source", "built-in"))
