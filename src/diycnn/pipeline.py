@@ -36,7 +36,7 @@ from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atom
 from .models.recipes import Recipe, get_recipe, recipe_from_saved
 from .loading import load
 from .run import NEAR_SIGNATURES, RUN_FORMAT, RUN_VERSION, Run, history_csv, new_run_dir, read_model_json, versions, write_manifest
-from .settings import TrainingPlan
+from .settings import INFERENCE_PRECISION, TrainingPlan
 from .training import crossval, distributed
 from .training.device import autocast, resolve_device, resolve_precision
 from .training.trainer import BEST, CHECKPOINT, Callback, FitConfig, Trainer, predict_probs
@@ -88,11 +88,14 @@ def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: Train
         backbone = module.backbone.to(device).to(memory_format=torch.channels_last).eval()
         to_image = image_input_fn(prep)
 
+        # Features in the precision a loaded run predicts in: the head then learns from, and is scored
+        # on, the numbers `diycnn predict` and the exports compute (bf16 features differ by up to 1e-2).
         def encode(images: np.ndarray) -> np.ndarray:
-            return _encode(backbone, images, to_image, device, precision)
+            return _encode(backbone, images, to_image, device, INFERENCE_PRECISION)
 
         cache = FeatureCache({"backbone": recipe.backbone, "weights": weights_fingerprint(backbone),
-                              "preprocessing": prep.to_dict(), "precision": precision, "device": device.type})
+                              "preprocessing": prep.to_dict(), "precision": INFERENCE_PRECISION,
+                              "device": device.type})
         cached = sum(cache.holds(r.sha256) for r in scan.records)
         stage(f"{recipe.backbone} features: all {cached} photos in the cache ({cache.dir})" if cached == len(scan.records)
               else f"Extracting {recipe.backbone} features for {len(scan.records) - cached} "
@@ -422,8 +425,9 @@ def evaluate(p: Prepared, f: Fitted, stage) -> tuple[dict[str, Any], np.ndarray]
     x_test, y_test, test_paths = f.arrays["test"]
     stage("Evaluating on the held-out test split ...")
     tta = bool(info.get("inference", {}).get("tta")) and data_.mode == "images"
+    # scored as `diycnn predict` and the exports predict: fp32, whatever the training precision
     probs = predict_probs(f.fit_module, ArrayBatches(x_test, y_test, training.batch_size), data_.to_input, device,
-                          precision, tta=tta)
+                          INFERENCE_PRECISION, tta=tta)
     names = scan.class_names
     m = classification_metrics(probs, y_test, names)
     counts = the_split.counts()
@@ -442,7 +446,8 @@ def evaluate(p: Prepared, f: Fitted, stage) -> tuple[dict[str, Any], np.ndarray]
         "stopped_early": state.stopped_early, "stopped_by_time": state.stopped_by_time,
         "train_seconds": state.train_seconds,
         "train_images_per_second": trained_images / step_seconds if step_seconds else 0.0,
-        "device": str(device), "precision": precision, "feature_cache": data_.cache, "tta": tta,
+        "device": str(device), "precision": precision, "inference_precision": INFERENCE_PRECISION,
+        "feature_cache": data_.cache, "tta": tta,
         "skipped": [x.to_dict() for x in scan.skipped], "duplicates": [x.to_dict() for x in scan.duplicates],
         "notes": scan.notes + the_split.notes, "misclassified": _misclassified(test_paths, y_test, probs, names),
         "test_probabilities": {path: [round(float(v), 6) for v in pr] for path, pr in zip(test_paths, probs)},

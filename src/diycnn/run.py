@@ -25,6 +25,7 @@ from .data.images import ImageError, Preprocessing
 from .data.scan import ImageRecord, Problem, find_images, scan_folder
 from .data.split import read_split
 from .io import check_format, file_sha256, load_tensors, read_json, tensor_shapes
+from .settings import INFERENCE_PRECISION
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +336,8 @@ class Run(Classifier):
         'iu'
     """
 
-    def __init__(self, run_dir: str | Path, device: str = "auto"):
+    def __init__(self, run_dir: str | Path, device: str = "auto", precision: str | None = None):
+        """precision: fp32 unless given ("bf16", "fp16" or "auto" trade exactness for speed)."""
         self.dir = Path(run_dir)
         self.info = read_model_json(self.dir)  # a wrong path is reported before PyTorch loads (~2 s)
         if self.info["status"] != "complete":
@@ -356,7 +358,7 @@ class Run(Classifier):
                              f"({type(exc).__name__}: {exc}); the run directory is damaged.") from None
         self.preprocessing: Preprocessing = self.recipe.preprocessing
         self.device = resolve_device(device)
-        self.precision = resolve_precision(self.info.get("inference_precision", "auto"), self.device)
+        self.precision = resolve_precision(precision or INFERENCE_PRECISION, self.device)
         verify_manifest(self.dir)
         check_weights_fit(self.recipe, self.dir / "model.safetensors")  # before anything is allocated
         tensors, _ = load_tensors(self.dir / "model.safetensors")

@@ -8,7 +8,7 @@ import shutil
 import sys
 from typing import Any
 
-from ..settings import DEVICES, check_model_name
+from ..settings import DEVICES, PRECISIONS, check_model_name
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -168,8 +168,12 @@ def check_before_torch(data, models: list[str]) -> None:
     check_data_folder(data)
 
 
-def device_args(p) -> None:
+def device_args(p, precision: bool = False) -> None:
     p.add_argument("--device", choices=DEVICES, default=None, help="default: auto (cuda if present)")
+    if precision:
+        p.add_argument("--precision", choices=PRECISIONS, default=None,
+                       help="default: fp32, which the run's exports give too; bf16 is faster where the CPU has "
+                            "it, but its probabilities differ by up to a few points")
 
 
 def near_args(p) -> None:

@@ -13,7 +13,7 @@ def add_parser(sub) -> Any:
     p.add_argument("run", help="run directory (or ONNX export folder)")
     p.add_argument("data", help="DATA/<class>/*")
     p.add_argument("--json", action="store_true")
-    device_args(p)
+    device_args(p, precision=True)
     near_args(p)
     return p
 
@@ -21,7 +21,7 @@ def add_parser(sub) -> Any:
 def run(args) -> int:
     from .. import load
 
-    run = load(args.run, device=args.device)
+    run = load(args.run, device=args.device, precision=args.precision)
     result = run.evaluate(args.data, near_duplicates=not args.no_near_duplicates)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))

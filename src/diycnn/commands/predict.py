@@ -18,14 +18,14 @@ def add_parser(sub) -> Any:
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
     p.add_argument("--top-k", type=int, default=None)
-    device_args(p)
+    device_args(p, precision=True)
     return p
 
 
 def run(args) -> int:
     from .. import load
 
-    run = load(args.run, device=args.device)
+    run = load(args.run, device=args.device, precision=args.precision)
     preds = run.predict(args.paths, top_k=args.top_k)
     for problem in preds.problems:
         err(f"skipped {problem.path}: {problem.reason}")
