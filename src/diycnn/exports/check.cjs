@@ -1,15 +1,18 @@
-// Runs a diycnn TensorFlow.js export in TensorFlow.js (Node.js, CPU backend) on float32 inputs.
+// Runs a diycnn TensorFlow.js export in TensorFlow.js (Node.js) on float32 inputs: the WebAssembly backend
+// where it is installed (about 10x the CPU backend's speed; its binary ships inside the npm package), else CPU.
 // node check.cjs EXPORT_DIR INPUT.bin '[N,H,W,3]' OUTPUT.json   (NODE_PATH: the TF.js node_modules)
-// Writes {"probabilities": [...flat N x classes...], "version": "<tfjs-layers version>"}.
+// Writes {"probabilities": [...flat N x classes...], "version": "<tfjs-layers version>", "backend": "wasm"|"cpu"}.
 const fs = require("fs");
 const path = require("path");
 const tf = require("@tensorflow/tfjs-core");
 require("@tensorflow/tfjs-backend-cpu");
+let wasm = true;
+try { require("@tensorflow/tfjs-backend-wasm"); } catch (err) { wasm = false; }
 const tfl = require("@tensorflow/tfjs-layers");
 
 async function main() {
   const [dir, input, shapeJson, output] = process.argv.slice(2);
-  await tf.setBackend("cpu");
+  if (!(wasm && await tf.setBackend("wasm"))) await tf.setBackend("cpu");
   const model = JSON.parse(fs.readFileSync(path.join(dir, "model.json"), "utf8"));
   const manifest = model.weightsManifest[0];
   const chunks = manifest.paths.map((p) => fs.readFileSync(path.join(dir, p)));
@@ -29,7 +32,7 @@ async function main() {
     out.push(...(await y.data()));
     tf.dispose([x, y]);
   }
-  fs.writeFileSync(output, JSON.stringify({ probabilities: out, version: tfl.version_layers }));
+  fs.writeFileSync(output, JSON.stringify({ probabilities: out, version: tfl.version_layers, backend: tf.getBackend() }));
 }
 
 main().catch((err) => { console.error(err && err.stack ? err.stack : String(err)); process.exit(1); });

@@ -23,7 +23,7 @@ import numpy as np
 
 from .keras_format import _weights, keras_config
 
-TFJS_PACKAGES = ("@tensorflow/tfjs-core@4.22.0", "@tensorflow/tfjs-layers@4.22.0", "@tensorflow/tfjs-backend-cpu@4.22.0")
+TFJS_VERSION = "4.22.0"  # pinned with its dependencies by tfjs/package-lock.json beside this module
 # Keras activation names that TensorFlow.js layers know (diycnn name -> TF.js name).
 TFJS_ACTIVATIONS = {"linear": "linear", "relu": "relu", "relu6": "relu6", "sigmoid": "sigmoid", "tanh": "tanh",
                     "softmax": "softmax", "elu": "elu", "selu": "selu", "softplus": "softplus", "swish": "swish",
@@ -112,27 +112,77 @@ def write_tfjs(spec, module, folder: Path, generated_by: str, prep=None) -> dict
     return files.write(folder, topology, generated_by, len(layers))
 
 
+def checker_dir() -> Path:
+    """Where `diycnn weights fetch` installs the TF.js packages that check exports: beside the face
+    weights, in a folder named by the pinned version (the lockfile beside this module pins the rest)."""
+    from ..models.face_weights import weights_root
+
+    return weights_root() / f"tfjs-{TFJS_VERSION}"
+
+
+NEEDED = ("tfjs-core", "tfjs-layers", "tfjs-backend-cpu")  # check.cjs runs on these
+CHECKER = (*NEEDED, "tfjs-backend-wasm")  # what diycnn installs: WebAssembly runs the check ~10x faster
+
+
+def _has_tfjs(modules: Path, names: tuple[str, ...] = NEEDED) -> bool:
+    return all((modules / "@tensorflow" / name / "package.json").is_file() for name in names)
+
+
 def find_tfjs() -> tuple[str, Path] | None:
     """(node executable, node_modules folder holding the TF.js packages), or None.
 
-    Looked for in DIYCNN_TFJS_MODULES (a node_modules folder), then ./node_modules."""
+    Looked for where `diycnn weights fetch` installs them (checker_dir), then in
+    DIYCNN_TFJS_MODULES (an optional node_modules folder of your own), then ./node_modules."""
     node = shutil.which("node")
     if node is None:
         return None
-    for candidate in (os.environ.get("DIYCNN_TFJS_MODULES"), "node_modules"):
-        if candidate and (Path(candidate) / "@tensorflow" / "tfjs-layers" / "package.json").is_file():
+    for candidate in (checker_dir() / "node_modules", os.environ.get("DIYCNN_TFJS_MODULES"), "node_modules"):
+        if candidate and _has_tfjs(Path(candidate)):
             return node, Path(candidate).resolve()
     return None
 
 
 def tfjs_missing_message() -> str:
-    where = os.environ.get("DIYCNN_TFJS_MODULES")
-    missing = ("Node.js (node) is not on the PATH" if shutil.which("node") is None else
-               f"the TensorFlow.js packages are not in {where!r} (DIYCNN_TFJS_MODULES) or ./node_modules" if where
-               else "the TensorFlow.js packages are not in ./node_modules and DIYCNN_TFJS_MODULES is not set")
-    return (f"TensorFlow.js export is checked by running it in TensorFlow.js under Node.js, but {missing}. "
-            "Install Node.js, then in a folder: npm install " + " ".join(TFJS_PACKAGES)
-            + " — and set DIYCNN_TFJS_MODULES to that folder's node_modules (or run diycnn from that folder).")
+    """Why a TF.js export cannot be checked here, and how to make it checkable."""
+    missing = ("Node.js (node) is not on the PATH" if shutil.which("node") is None
+               else f"TensorFlow.js {TFJS_VERSION} is not installed in {checker_dir()}")
+    return (f"{missing}, so the export could not be run in TensorFlow.js. To check it: install Node.js and npm, "
+            "run 'diycnn weights fetch', then export again.")
+
+
+def install_checker(timeout: float = 600) -> Path:
+    """Install the pinned TF.js packages (npm ci from the lockfile shipped with diycnn, no install
+    scripts) into checker_dir(); the folder appears whole or not at all.
+
+    Raises:
+        FileNotFoundError: npm is not installed.
+        RuntimeError: npm failed (offline, registry refused); the message has npm's last words.
+    """
+    import tempfile
+
+    npm = shutil.which("npm")
+    if npm is None:
+        raise FileNotFoundError("npm is not installed, so TensorFlow.js (for checking TF.js and Teachable Machine "
+                                "exports) cannot be fetched; those exports are written unchecked.")
+    dest = checker_dir()
+    if _has_tfjs(dest / "node_modules", CHECKER):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(Path(__file__).with_name("tfjs") / name, tmp / name)
+        done = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--silent"], cwd=tmp,
+                              capture_output=True, text=True, timeout=timeout)
+        if done.returncode or not _has_tfjs(tmp / "node_modules", CHECKER):
+            raise RuntimeError(f"npm ci of TensorFlow.js {TFJS_VERSION} failed: {done.stderr.strip()[-500:]}")
+        os.chmod(tmp, 0o755)
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.replace(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 def tfjs_predict(folder: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
@@ -154,4 +204,4 @@ def tfjs_predict(folder: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
     return np.asarray(result["probabilities"], dtype=np.float32).reshape(len(x), -1), result["version"]
 
 
-__all__ = ["write_tfjs", "WeightFiles", "tm_pixels_layer", "tfjs_predict", "find_tfjs", "TFJS_PACKAGES"]
+__all__ = ["write_tfjs", "WeightFiles", "tm_pixels_layer", "tfjs_predict", "find_tfjs", "install_checker", "checker_dir", "TFJS_VERSION"]

