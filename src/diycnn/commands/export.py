@@ -26,13 +26,12 @@ def run(args) -> int:
     from .. import export
 
     out = export(args.run, args.format, out=args.out, int8=args.int8, force=args.force)
+    from ..exports import check_line
     from ..exports.runtime import read_export_info
 
     info = read_export_info(out)
-    check = info["check"]
     print(f"Exported {args.format}: {out / info['model_file']}")
-    print(f"Checked on {check['source']}: max probability difference from the run {check['max_abs_diff']:.2g} "
-          f"(tolerance {check['tolerance']}), same label on {check['same_labels']}/{check['photos']}.")
+    print(check_line(info["check"]))
     if "int8" in info:
         q = info["int8"]
         line = f"int8: {out / q['file']} ({q['size_bytes'] / 1e6:.1f} MB vs {q['fp32_size_bytes'] / 1e6:.1f} MB)"

@@ -13,8 +13,10 @@ from .runtime import MODEL_FILES
 
 PYTHON_FORMATS = ("onnx", "tm", "torchscript", "keras")  # formats with a Python snippet (tm: when it is ONNX)
 SERVE_NOTE = "// Serve the unzipped folder over HTTP (a browser cannot load model.json from file://).\n"
-FACES_NOTE = ("// this run crops and aligns faces first (see README.txt): give it a face photo cropped as the "
+FACES_NOTE = ("// this run crops faces first (see README.txt): give it a face photo cropped as the "
               "steps say\n")
+ALIGN_NOTE = ("// this model takes an aligned face, {w}x{h} (eyes level at 30%/70% across, 30% down), not a whole "
+              "photo:\n// make it with 'python predict.py --save-inputs inputs/ photo.jpg' (README.txt)\n")
 RESAMPLE = {"nearest": "NEAREST", "bilinear": "BILINEAR", "bicubic": "BICUBIC", "lanczos": "LANCZOS"}
 
 
@@ -40,6 +42,7 @@ def _checked(info: dict[str, Any]) -> dict[str, Any]:
     return {"export_format": str(info["export_format"]), "model_file": model_file, "class_names": names,
             "preprocessing": {"size": (h, w), "input_scale": float(p["input_scale"]), "mean": mean, "std": std,
                               "interpolation": interpolation, "resize": resize, "faces": bool(p.get("faces")),
+                              "align": bool(p.get("align")),
                               "crop": None if crop is None else tuple(int(v) for v in crop)}}
 
 
@@ -49,8 +52,9 @@ def _pillow_steps(info: dict[str, Any]) -> str:
     h, w = p["size"]
     resample = f"Image.Resampling.{RESAMPLE[p['interpolation']]}"
     lines = ["photo = ImageOps.exif_transpose(Image.open('photo.jpg')).convert('RGB')"]
-    if p["faces"]:
-        lines.insert(0, "# this run crops faces first: predict.py in an ONNX export repeats that; this does not")
+    if p["faces"] or p["align"]:
+        lines.insert(0, f"# the model takes the {'aligned' if p['align'] else 'cropped'} face, not the photo: "
+                        "'python predict.py --save-inputs inputs/ photo.jpg' writes it (README.txt); open that")
     if p["resize"] == "squash":
         lines.append(f"photo = photo.resize(({w}, {h}), {resample})")
     elif p["resize"] == "center-crop":
@@ -109,6 +113,14 @@ def _numpy_scaling(info: dict[str, Any]) -> str:
             f"dtype=np.float32)) / np.array({list(p['std'])}, dtype=np.float32)")
 
 
+def _face_note(p: dict[str, Any]) -> str:
+    """The comment a JavaScript snippet needs when the model takes a face, not a photo."""
+    if p["align"]:
+        h, w = p["crop"] or p["size"]
+        return ALIGN_NOTE.format(w=w, h=h)
+    return FACES_NOTE if p["faces"] else ""
+
+
 def _javascript(info: dict[str, Any]) -> str:
     p = info["preprocessing"]
     h, w = p["crop"] or p["size"]
@@ -118,7 +130,7 @@ def _javascript(info: dict[str, Any]) -> str:
         + "const model = await tf.loadLayersModel('model.json');\n"
         "const labels = (await (await fetch('metadata.json')).json()).labels;\n"
         "const photo = document.querySelector('img');   // an <img>, <canvas> or <video>\n"
-        + (FACES_NOTE if p["faces"] else "")
+        + _face_note(p)
         + "const x = tf.tidy(() => tf.image\n"
         f"  .resizeBilinear(tf.browser.fromPixels(photo), [{h}, {w}])   // the run: {p['resize']}, "
         f"{p['interpolation']} (Pillow): close, not identical\n"
@@ -137,7 +149,7 @@ def _teachable(info: dict[str, Any]) -> str:
         + SERVE_NOTE
         + "const model = await tmImage.load('model.json', 'metadata.json');\n"
         "const photo = document.querySelector('img');   // an <img>, <canvas> or <video>\n"
-        + (FACES_NOTE if info["preprocessing"]["faces"] else "")
+        + _face_note(info["preprocessing"])
         + "const predictions = await model.predict(photo);   // [{className, probability}]\n"
         "predictions.forEach((p) => console.log(p.className, p.probability));\n"
     )

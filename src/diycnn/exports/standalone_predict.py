@@ -2,8 +2,11 @@
 (and opencv-python-headless if export.json says the model was trained on face crops).
 
     python predict.py photo.jpg more_photos/ [--model model.int8.onnx] [--top-k 3]
+    python predict.py --save-inputs DIR photo.jpg ...   # the model's input images as PNG, no prediction
 
-Prints a JSON list like `diycnn predict --json`. Copy this file and the folder's model.onnx
+Prints a JSON list like `diycnn predict --json`. `--save-inputs` writes each photo as the model
+takes it (face-cropped and aligned where the run did that), e.g. for a TensorFlow.js export of a
+face run, whose model.json takes the aligned face and which has no ONNX model to predict with here. Copy this file and the folder's model.onnx
 and export.json into your own app; `Classifier(folder).predict_image(pil_image)` gives the
 probabilities for one Pillow image. The preprocessing below follows export.json step by step.
 """
@@ -94,8 +97,9 @@ class Classifier:
         name = model_file or self.meta["model_file"]
         if not model_file and (not isinstance(name, str) or name != Path(name).name or name in ("", ".", "..")):
             raise SystemExit(f"export.json's model_file {name!r} must be a plain file name in {folder}")
-        self.session = onnxruntime.InferenceSession(str(folder / name),
-                                                    providers=["CPUExecutionProvider"])
+        self.session = None  # a TF.js export (model.json): this file only prepares its inputs (--save-inputs)
+        if name.endswith(".onnx"):
+            self.session = onnxruntime.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
         self.landmarks = None
         if self.prep.get("align"):
             lm = self.meta["landmarks"]["file"]
@@ -138,6 +142,9 @@ class Classifier:
         return np.array(im, dtype=np.uint8)
 
     def predict_image(self, im: Image.Image) -> dict[str, float]:
+        if self.session is None:
+            raise SystemExit(f"This folder's model ({self.meta['model_file']}) runs in TensorFlow.js, not here: "
+                             "use --save-inputs DIR to write the images it takes (see README.txt).")
         probs = self.session.run(None, {"image": self.prepare(im)[None]})[0][0]
         return {label: float(p) for label, p in zip(self.labels, probs)}
 
@@ -155,12 +162,20 @@ def main(argv=None) -> int:
     parser.add_argument("paths", nargs="+")
     parser.add_argument("--model", help="model file in this folder (default: export.json's model_file)")
     parser.add_argument("--top-k", type=int)
+    parser.add_argument("--save-inputs", metavar="DIR", help="write each photo as the model takes it (PNG), "
+                                                             "instead of predicting")
     args = parser.parse_args(argv)
     model = Classifier(Path(__file__).resolve().parent, args.model)
     out = []
-    for path in files(args.paths):
+    for n, path in enumerate(files(args.paths)):
         try:
             with Image.open(path) as im:
+                if args.save_inputs:
+                    target = Path(args.save_inputs) / f"{n:05d}-{path.stem}.png"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(model.prepare(im)).save(target)
+                    out.append({"path": str(path), "input": str(target)})
+                    continue
                 probs = model.predict_image(im)
         except Exception as exc:  # unreadable photo: report it and go on
             print(f"skipped {path}: {exc}", file=sys.stderr)
