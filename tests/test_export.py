@@ -17,7 +17,7 @@ import pytest
 import diycnn
 from diycnn import exports
 from diycnn.data.loader import decode_all
-from tests.conftest import make_dataset, offline_env
+from tests.conftest import REPO, make_dataset, offline_env
 
 BN_GAP_SPEC = """
 name: bn-gap
@@ -33,7 +33,6 @@ layers:
   - Dropout: {rate: 0.2}
   - Dense: {units: num_classes}
 """
-KINDS = ("seed-cnn", "bn-gap", "tm")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +69,9 @@ def test_photos_are_found(runs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", KINDS)
+# seed-cnn and tm go through every format as users run them in tests/test_contract.py; bn-gap (BatchNorm,
+# global pooling, mirror averaging in the graph) is a spec no recipe has
+@pytest.mark.parametrize("kind", ["bn-gap"])
 def test_onnx_round_trip_equals_the_run(runs, kind, tmp_path):
     out = diycnn.export(runs[kind], "onnx", out=tmp_path / "onnx")
     info = json.loads((out / "export.json").read_text())
@@ -92,7 +93,7 @@ def test_onnx_round_trip_equals_the_run(runs, kind, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ["bn-gap"])
 def test_torchscript_round_trip_equals_the_run(runs, kind, tmp_path):
     import torch
 
@@ -253,13 +254,16 @@ def test_tfjs_layer_vocabulary_matches_diycnn(tmp_path):
         write_tfjs(leaky, leaky.build(seed=0), tmp_path, "test")
 
 
-def test_tfjs_export_without_tensorflow_js_says_how_to_get_it(runs, tmp_path, monkeypatch):
-    from diycnn.exports import tfjs_format
+def test_tfjs_export_without_node_is_written_unchecked_and_says_how_to_check(runs, tmp_path, monkeypatch, capsys):
+    from diycnn.cli import main
 
-    monkeypatch.setattr(tfjs_format, "find_tfjs", lambda: None)
-    with pytest.raises(ValueError, match=r"Node.js.*npm install @tensorflow/tfjs-core@4.22.0.*DIYCNN_TFJS_MODULES"):
-        diycnn.export(runs["bn-gap"], "tfjs", out=tmp_path / "t")
-    assert not (tmp_path / "t").exists()
+    monkeypatch.setenv("PATH", str(tmp_path / "no-node-here"))  # as on a machine without Node.js
+    assert main(["export", str(runs["bn-gap"]), "--format", "tfjs", "--out", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert "Not checked: Node.js (node) is not on the PATH" in out and "diycnn weights fetch" in out
+    info = json.loads((tmp_path / "t" / "export.json").read_text())
+    assert info["check"]["status"] == "unchecked" and (tmp_path / "t" / "weights.bin").is_file()
+    assert "Not checked" in (tmp_path / "t" / "README.txt").read_text()
 
 
 def test_keras_torch_backend_quirk_is_named_before_export():
@@ -480,7 +484,7 @@ def test_teachable_machines_own_library_loads_the_tm_export_and_predicts_the_run
     from tests.conftest import serving
     from tests.test_reports_browser import CHROMIUM, FLAGS
 
-    modules = Path(os.environ.get("DIYCNN_TFJS_MODULES") or "tests/js/node_modules")
+    modules = REPO / "tests" / "js" / "node_modules"
     libraries = [modules / "@tensorflow" / "tfjs" / "dist" / "tf.min.js",
                  modules / "@teachablemachine" / "image" / "dist" / "teachablemachine-image.min.js"]
     if importlib.util.find_spec("playwright") is None or not os.path.exists(CHROMIUM):
@@ -518,3 +522,25 @@ def test_teachable_machines_own_library_loads_the_tm_export_and_predicts_the_run
     probs = np.array([[p for _, p in row] for row in got["out"]])
     assert [c for c, _ in got["out"][0]] == run.class_names
     np.testing.assert_allclose(probs, torch_fp32(runs["tm"], files), atol=2e-3)  # TF.js in a browser: float32
+
+
+def test_a_run_predicts_in_fp32_like_its_export_also_where_auto_would_pick_bf16(runs, tmp_path, monkeypatch):
+    """One prediction everywhere: `diycnn predict RUN` and `RUN/export-onnx` agree on a CPU with bf16 (emulated
+    here), because a loaded run predicts in fp32 unless asked; bf16, when asked, really runs and differs."""
+    from diycnn.training import device
+
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)  # as on an AVX512-BF16 or AMX CPU
+    files = held_out(runs["seed-cnn"])
+
+    def probs(model):
+        return np.array([[p["probabilities"][c] for c in model.class_names] for p in model.predict(files)])
+
+    run = diycnn.load(runs["seed-cnn"], device="cpu")
+    assert run.precision == "fp32"
+    exported = diycnn.load(diycnn.export(runs["seed-cnn"], "onnx", out=tmp_path / "onnx"))
+    np.testing.assert_allclose(probs(run), probs(exported), atol=1e-4)
+    fast = diycnn.load(runs["seed-cnn"], device="cpu", precision="auto")
+    assert fast.precision == "bf16"
+    assert np.abs(probs(fast) - probs(run)).max() > 1e-4  # why bf16 is not the default
+    with pytest.raises(ValueError, match="ONNX export, which predicts in fp32"):
+        diycnn.load(tmp_path / "onnx", precision="bf16")

@@ -163,3 +163,15 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def publish_dir(tmp: Path, dest: Path) -> None:
+    """Put a folder built in `tmp` (beside `dest`) in place: readable by all (mkdtemp's 0700 would hide a
+    shared cache from other users), replacing `dest`, so the folder appears whole or not at all."""
+    import shutil
+
+    os.chmod(tmp, 0o755)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.replace(dest)
+

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io import publish_dir
 from .keras_format import _weights, keras_config
 
 TFJS_VERSION = "4.22.0"  # pinned with its dependencies by tfjs/package-lock.json beside this module
@@ -176,10 +177,7 @@ def install_checker(timeout: float = 600) -> Path:
                               capture_output=True, text=True, timeout=timeout)
         if done.returncode or not _has_tfjs(tmp / "node_modules", CHECKER):
             raise RuntimeError(f"npm ci of TensorFlow.js {TFJS_VERSION} failed: {done.stderr.strip()[-500:]}")
-        os.chmod(tmp, 0o755)
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.replace(dest)
+        publish_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..io import file_sha256
+from ..io import file_sha256, publish_dir
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +86,9 @@ def _unpack(tarball: Path, dest: Path) -> None:
             raise FaceWeightsError(f"'{tarball}' holds no model/{RECOGNITION}: not the {PACKAGE} package.")
         shutil.copy2(tarball, tmp / TARBALL)
         os.chmod(tmp / TARBALL, 0o644)
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users
         (tmp / "SOURCE.json").write_text(json.dumps({"package": PACKAGE, "version": VERSION,
                                                      "tarball_sha256": TARBALL_SHA256}, indent=2) + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.replace(dest)  # the folder appears whole or not at all
+        publish_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -128,10 +125,7 @@ def install_from(path: str | Path) -> Path:
                 shutil.copy2(f, tmp / f.name)
         (tmp / "SOURCE.json").write_text(json.dumps({"package": PACKAGE, "version": VERSION,
                                                      "from_folder": str(folder)}, indent=2) + "\n")
-        os.chmod(tmp, 0o755)
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.replace(dest)
+        publish_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
