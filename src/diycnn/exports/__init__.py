@@ -406,7 +406,7 @@ def _readme(fmt: str, run, info: dict[str, Any]) -> str:
     else:
         lines += ["Load it with Keras 3 (any backend):", "    model = keras.saving.load_model('model.keras')",
                   "    probabilities = model.predict(float32_array_of_shape_N_H_W_3)"]
-    if not info["model_file"].endswith(".onnx") and (run.preprocessing.faces or run.preprocessing.align):
+    if _needs_face_inputs(run, info["model_file"]):
         lines += ["", _face_input_note(run.preprocessing)]
     for snippet in snippets(info):
         lines += ["", f"{snippet['language']}, to copy and paste:", ""]
@@ -415,9 +415,15 @@ def _readme(fmt: str, run, info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _needs_face_inputs(run, model_file: str) -> bool:
+    """Whether the exported model takes a face the run cropped or aligned but cannot do that itself (every
+    format but ONNX, whose folder crops and aligns): such folders ship predict.py --save-inputs."""
+    return not model_file.endswith(".onnx") and (run.preprocessing.faces or run.preprocessing.align)
+
+
 def _face_input_note(prep) -> str:
-    """README.txt's words for a TF.js export of a run that crops or aligns faces: what the model takes
-    and how to make it from a photo (the crop and alignment are not in the TF.js model)."""
+    """README.txt's words for an export whose model takes the cropped or aligned face (_needs_face_inputs):
+    what it takes and how to make that from a photo."""
     h, w = prep.output_size
     what = ("the face aligned as diycnn aligns it: eyes levelled at (30%, 30%) and (70%, 30%) of the image by "
             "face-api's 68-point landmark network (landmarks.onnx here)" if prep.align
@@ -517,7 +523,7 @@ def _write_tfjs(job: _Job, teachable: bool = False) -> None:
         if run.tta:
             got = (got[:len(scaled)] + got[len(scaled):]) / 2
         info["check"] = _compare("TensorFlow.js", got, job.want, job.source)
-        info["check"]["engine"] = f"TensorFlow.js {info['versions']['tfjs']} (Node.js, CPU backend)"
+        info["check"]["engine"] = f"TensorFlow.js {info['versions']['tfjs']} (Node.js)"
     atomic_write_json(job.tmp / "metadata.json", _tm_metadata(run, run.preprocessing.output_size,
                                                               tfjs=info["versions"]["tfjs"]))
 
@@ -633,10 +639,9 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     try:
         job = _Job(fmt, run, wrapper, images, labels, want, source, tmp, tmp / model_file, info, int8)
         WRITERS[fmt](job)  # writes the model files into tmp and fills info["check"] (and more) by running them
-        if not model_file.endswith(".onnx") and (run.preprocessing.faces or run.preprocessing.align):
-            # the model takes the face as the run prepared it, and only ONNX folders do that themselves:
-            # predict.py (with landmarks.onnx to align) writes those images from photos, without diycnn
-            # or torch (README.txt says how)
+        if _needs_face_inputs(run, model_file):
+            # predict.py (with landmarks.onnx to align) writes the faces the model takes from photos,
+            # without diycnn or torch (README.txt says how)
             shutil.copyfile(Path(__file__).with_name("standalone_predict.py"), tmp / "predict.py")
             if run.preprocessing.align:
                 info["landmarks"] = _landmarks_onnx(tmp / "landmarks.onnx")

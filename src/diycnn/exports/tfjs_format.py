@@ -184,7 +184,8 @@ def install_checker(timeout: float = 600) -> Path:
 
 
 def tfjs_predict(folder: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
-    """Probabilities from TensorFlow.js (Node.js, CPU backend) for float32 inputs (N, H, W, 3);
+    """Probabilities from TensorFlow.js (Node.js; check.cjs picks the WebAssembly backend where it is
+    installed, else the CPU one) for float32 inputs (N, H, W, 3);
     and the TF.js version. Raises ValueError when Node.js or TF.js is missing or fails."""
     found = find_tfjs()
     if found is None:
