@@ -18,6 +18,71 @@ def cache_root() -> Path:
     return Path(os.environ.get("DIYCNN_CACHE") or Path.home() / ".cache" / "diycnn")
 
 
+def shown(value: Any, limit: int = 80, quote: bool = True) -> str:
+    """`value` as quoted in an error or printed to a terminal: repr (or str) cut to `limit`
+    characters, so a hostile file cannot make a message huge. repr escapes control characters."""
+    try:
+        text = repr(value) if quote else str(value)
+    except (ValueError, RecursionError, MemoryError):
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def terminal_safe(text: Any) -> str:
+    """Text to print: control characters (ESC and OSC sequences from a hostile file or folder name)
+    replaced by '?', so a name cannot move the cursor, retitle the terminal or hide output."""
+    return "".join("?" if (ord(c) < 32 and c != "\t") or 127 <= ord(c) < 160 else c for c in str(text))
+
+
+def _key_path() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "diycnn" / "cache.key"
+
+
+_KEY: bytes | None = None
+
+
+def user_key() -> bytes:
+    """This user's secret for signing cache entries (32 random bytes, made once, mode 0600, kept in
+    ~/.config/diycnn, outside every cache and project). A cache folder someone else filled cannot
+    carry valid signatures. Where it cannot be stored, a key for this process only."""
+    global _KEY
+    if _KEY is None:
+        path = _key_path()
+        try:
+            key = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+            if len(key) != 32:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fresh = os.urandom(32)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(fresh)
+                key = fresh
+        except OSError:
+            key = os.urandom(32)
+        _KEY = key
+    return _KEY
+
+
+def sign(*parts: bytes | str) -> str:
+    """HMAC-SHA256 of `parts` under `user_key()`, as hex (parts are length-prefixed: unambiguous)."""
+    import hmac
+
+    mac = hmac.new(user_key(), digestmod="sha256")
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        mac.update(len(data).to_bytes(8, "big") + data)
+    return mac.hexdigest()
+
+
+def signed(signature: str | bytes, *parts: bytes | str) -> bool:
+    """Whether `signature` is `sign(*parts)` (constant-time comparison)."""
+    import hmac
+
+    if isinstance(signature, bytes):
+        signature = signature.decode("ascii", "replace")
+    return hmac.compare_digest(signature.strip(), sign(*parts))
+
+
 def _json_default(value: Any):
     if isinstance(value, (np.integer,)):
         return int(value)
@@ -84,8 +149,8 @@ def read_json(path: str | Path, missing: str, damaged: str) -> Any:
         raise FileNotFoundError(missing)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"'{path}' is not valid JSON ({exc}); {damaged}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of thousands of digits
+        raise ValueError(f"'{path}' is not valid JSON ({shown(str(exc), 200, quote=False)}); {damaged}") from None
     except RecursionError:  # e.g. [[[[...]]]] thousands deep: Python's parser recurses
         raise ValueError(f"'{path}' is nested too deeply to be a diycnn file; {damaged}") from None
 
