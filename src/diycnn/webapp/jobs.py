@@ -90,7 +90,7 @@ class TrainingJob:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = self.project.runs_dir / f"{model}-{stamp}"
             i = 2
-            while out.exists():
+            while out.exists() or out.is_symlink():
                 out, i = self.project.runs_dir / f"{model}-{stamp}-{i}", i + 1
             self._launch(model, settings, out, resume=False)
         return self.status()
@@ -101,6 +101,9 @@ class TrainingJob:
         if not isinstance(name, str) or not name or name != Path(name).name or name.startswith("."):
             raise ProjectError(f"Resume needs the name of one of this project's runs, received {name!r}.")
         out = self.project.runs_dir / name
+        if out.is_symlink():
+            raise ProjectError(f"Run {name!r} is a link to a folder elsewhere; diycnn resumes only runs inside the "
+                               "project.", 409)
         info = read_document(out / "model.json")
         if info is None:
             raise ProjectError(f"Run {name!r} does not exist in this project.", 404)
@@ -165,7 +168,7 @@ class TrainingJob:
             if job._cancel.is_set() and "candidate" in text:  # auto: stop between candidates too
                 raise KeyboardInterrupt
 
-        self.project.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.project.app_folder("runs", create=True)
         try:
             if resume:
                 run = train(resume=out, callbacks=[Hooks()], on_stage=stage)

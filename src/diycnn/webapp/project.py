@@ -88,7 +88,38 @@ class Project:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.runs_dir = self.root / APP_DIR / "runs"
+
+    def app_folder(self, *parts: str, create: bool = False) -> Path:
+        """A folder under `.diycnn/` (runs, trash...), checked step by step: each part must be a
+        real folder inside the project, never a link or a file (a project made by someone else could
+        link `.diycnn/trash` to ~/.config and turn a delete into a write there). With `create`,
+        missing parts are made; without, the path is returned even if it does not exist yet.
+
+        Raises:
+            ProjectError (409): a part is a link or not a folder.
+        """
+        path = self.root
+        for part in (APP_DIR, *parts):
+            path = path / part
+            if path.is_symlink():
+                raise ProjectError(f"'{path.relative_to(self.root)}' in this project is a link; diycnn writes only into "
+                                   "real folders inside the project. Remove the link and try again.", 409)
+            if path.exists():
+                if not path.is_dir():
+                    raise ProjectError(f"'{path.relative_to(self.root)}' in this project is not a folder; move it "
+                                       "away and try again.", 409)
+            elif create:
+                try:
+                    path.mkdir()
+                except OSError as exc:
+                    raise ProjectError(f"Cannot create '{path.relative_to(self.root)}': {exc.strerror or exc}.",
+                                       409) from None
+        return path
+
+    @property
+    def runs_dir(self) -> Path:
+        """`.diycnn/runs` (checked: a real folder inside the project, or not there yet)."""
+        return self.app_folder("runs")
 
     # --- classes ---------------------------------------------------------------------------
     def classes(self) -> list[str]:
@@ -130,7 +161,13 @@ class Project:
 
     def add_class(self, name: Any) -> str:
         path = self._new_class_dir(name)
-        path.mkdir()
+        if path.exists() or path.is_symlink():  # a file, or a link (dangling or not) that classes() does not list
+            raise ProjectError(f"{path.name!r} already exists in the project folder as a file or a link; pick "
+                               "another name or remove it first.", 409)
+        try:
+            path.mkdir()
+        except OSError as exc:
+            raise ProjectError(f"Cannot create class {path.name!r}: {exc.strerror or exc}.", 409) from None
         return path.name
 
     def rename_class(self, old: Any, new: Any) -> str:
@@ -211,8 +248,10 @@ class Project:
         raise ProjectError(f"No free name for {name!r} in {folder.name!r}.", 409)
 
     def _move(self, path: Path, folder: Path) -> Path:
-        """Move a photo into `folder` under a free name (a rename: the file is never copied or lost)."""
-        folder.mkdir(parents=True, exist_ok=True)
+        """Move a photo into `folder` (an existing real folder inside the project) under a free name
+        (a rename: the file is never copied or lost)."""
+        if self._inside(folder) != folder.absolute() or folder.is_symlink():
+            raise ProjectError(f"'{folder.name}' is not a real folder inside the project; nothing was moved.", 409)
         target = self._free_name(folder, path.stem, path.suffix)
         try:
             path.rename(target)
@@ -224,7 +263,7 @@ class Project:
         """Move a photo to the project's trash (`.diycnn/trash/<class>/`): deleted from the class,
         never destroyed. Returns where it went, relative to the project."""
         path = self.photo_path(name, photo)
-        target = self._move(path, self.root / APP_DIR / "trash" / path.parent.name)
+        target = self._move(path, self.app_folder("trash", path.parent.name, create=True))
         return target.relative_to(self.root).as_posix()
 
     def move_photo(self, name: Any, photo: Any, to: Any) -> str:

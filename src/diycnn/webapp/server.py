@@ -36,10 +36,11 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..exports.runtime import read_export_info
+from ..io import atomic_write_bytes, atomic_write_text, sign, signed
 from ..exports.snippets import snippets
 from ..settings import EXPORT_FORMATS, RECIPE_GUIDE, RECIPE_NAMES, export_formats_for
 from .jobs import RECIPES, TrainingJob
-from .project import APP_DIR, MAX_UPLOAD_BYTES, Project, ProjectError, read_document
+from .project import MAX_UPLOAD_BYTES, Project, ProjectError, read_document
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "BM
 THUMB_DECODES = threading.BoundedSemaphore(2)  # big photos cost hundreds of MB each while decoded
 MAX_THUMB_SOURCE = 64 * 1024 * 1024  # a file placed by hand may be larger than an upload
 THUMB = 160
+MAX_THUMB_BYTES = 1 << 20  # a 160-pixel JPEG is a few KB
 FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
            b'fill="#1967d2"/><path d="M4 4h3v3H4zM9 4h3v3H9zM4 9h3v3H4zM9 9h3v3H9z" fill="#fff"/></svg>')
 
@@ -127,6 +129,7 @@ def allowed_hosts(host: str) -> set[str]:
     return names
 
 
+CHECK_WORKERS = 2  # decode threads of one check (one check at a time)
 CHECK_DECODE = 400  # photos /api/check decodes at most per call (a hobbyist's project: all of them)
 PREDICT_WORKERS = 2  # predictions decoding and inferring at once, in worker threads
 UPLOAD_BATCH = 16  # photos per upload request: static/index.html sends them in batches of this many
@@ -217,7 +220,7 @@ class App:
         self._thumbs: dict[tuple[str, int, float], bytes] = {}
         # check(recipe): each photo's decode verdict per preprocessing, so a page refresh decodes only new photos
         self._verdicts: dict[tuple[str, str], tuple[str, str] | None] = {}
-        self.thumbs_dir = self.project.root / APP_DIR / "thumbs"
+        self._check_lock = threading.Lock()
         self.predict_limiter: anyio.CapacityLimiter | None = None
 
     def check(self, recipe: str | None = None) -> dict[str, Any]:
@@ -245,10 +248,21 @@ class App:
     def _decode_check(self, scan, recipe: str, out: dict[str, Any]) -> str | None:
         """Decode the scan's photos as `recipe` prepares them (verdicts remembered per photo and
         preprocessing); add failures to `out`'s left_out and face-crop remarks to its notes."""
-        from ..data.loader import decode_all
         from ..models.recipes import get_recipe
 
         prep = get_recipe(recipe, max(len(scan.class_names), 2)).preprocessing
+        if prep.align:
+            from ..models import face_weights
+
+            if face_weights.installed() is None:  # a GET never fetches: training will, or says how
+                return ("Photos were not checked for faces: the face weights are not installed. "
+                        + face_weights.how_to_get())
+        with self._check_lock:  # one check decodes at a time (and two workers): big photos cost 100s of MB each
+            return self._decode_unknown(scan, prep, out)
+
+    def _decode_unknown(self, scan, prep, out: dict[str, Any]) -> str | None:
+        from ..data.loader import decode_all
+
         key = json.dumps(prep.to_dict(), sort_keys=True)
         unknown = [r for r in scan.records if (r.sha256, key) not in self._verdicts]
         if len(unknown) > CHECK_DECODE:
@@ -257,7 +271,8 @@ class App:
                     "training.")
         if unknown:
             notes: list = []
-            _, ok, failed = decode_all([r.path for r in unknown], prep, names=[r.rel for r in unknown], notes=notes)
+            _, ok, failed = decode_all([r.path for r in unknown], prep, names=[r.rel for r in unknown], notes=notes,
+                                       workers=CHECK_WORKERS)
             by_rel = {r.rel: r for r in unknown}
             for r in unknown:
                 self._verdicts[(r.sha256, key)] = None
@@ -408,23 +423,35 @@ class App:
         if key in self._thumbs:
             return self._thumbs[key]
         data = _read_bounded(path, photo)
-        cached = self.thumbs_dir / f"{hashlib.sha256(data).hexdigest()}-{THUMB}.jpg"
-        if cached.is_file() and not cached.is_symlink():
-            out = cached.read_bytes()
-        else:
+        digest = hashlib.sha256(data).hexdigest()
+        out = self._disk_thumbnail(digest)
+        if out is None:
             with THUMB_DECODES:
                 out = _make_thumbnail(data, photo)
             try:
-                from ..io import atomic_write_bytes
-
-                self.thumbs_dir.mkdir(parents=True, exist_ok=True)
+                folder = self.project.app_folder("thumbs", create=True)
+                cached = folder / f"{digest}-{THUMB}.jpg"
                 atomic_write_bytes(cached, out)
-            except OSError:  # a read-only project still shows its photos
+                atomic_write_text(cached.with_suffix(".sig"), sign("thumbnail", digest, str(THUMB), out))
+            except (OSError, ProjectError):  # a read-only project, or a linked .diycnn: shown, not cached
                 pass
         if len(self._thumbs) > 5000:
             self._thumbs.clear()
         self._thumbs[key] = out
         return out
+
+    def _disk_thumbnail(self, digest: str) -> bytes | None:
+        """The thumbnail cached in `.diycnn/thumbs` for a photo of this content, if this user's key
+        signed it: a thumbnail planted in a project someone else made is regenerated, never shown."""
+        try:
+            cached = self.project.app_folder("thumbs") / f"{digest}-{THUMB}.jpg"
+            if cached.is_symlink() or not cached.is_file() or cached.stat().st_size > MAX_THUMB_BYTES:
+                return None
+            out = cached.read_bytes()
+            signature = cached.with_suffix(".sig").read_text(encoding="ascii")[:128]
+        except (OSError, ValueError, ProjectError):
+            return None
+        return out if signed(signature, "thumbnail", digest, str(THUMB), out) else None
 
     def export_zip(self, fmt: str, run: str | None = None) -> Path:
         from ..exports import export
@@ -436,22 +463,28 @@ class App:
             folder = path / f"export-{fmt}"
             if folder.is_symlink():
                 raise ProjectError(f"{folder.name} in run {path.name!r} is a link; refused.", 422)
-            if not (folder / "export.json").is_file():  # every format writes it last: the export is whole
-                try:
-                    folder = export(path, fmt, force=folder.exists())
-                except (ValueError, ImportError) as exc:
-                    raise ProjectError(f"Export as {fmt} failed: {exc}", 422) from None
+            # always a fresh export: a folder the run came with (e.g. a planted predict.py) is replaced, never zipped
+            try:
+                folder = export(path, fmt, force=True)
+            except (ValueError, ImportError, OSError) as exc:
+                raise ProjectError(f"Export as {fmt} failed: {exc}", 422) from None
             target = path / f"{path.name}-{fmt}.zip"
-            if target.is_symlink():
-                target.unlink()  # never follow a link a run folder came with
-            if not target.is_file():
-                fd, tmp = tempfile.mkstemp(dir=path, suffix=".zip.tmp")
+            fd, tmp = tempfile.mkstemp(dir=path, suffix=".zip.tmp")
+            try:
                 with open(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
                     for f in sorted(folder.rglob("*")):
-                        if f.is_file() and not f.is_symlink():  # a link could point anywhere on the disk
+                        if f.is_file() and not f.is_symlink():
                             zf.write(f, f"{path.name}-{fmt}/{f.relative_to(folder)}")
-                Path(tmp).replace(target)
+                Path(tmp).replace(target)  # replaces a link of that name; never writes through it
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
             return target
+
+
+def _add_photo(project: Project, name: str, filename: str | None, data: bytes) -> str:
+    with THUMB_DECODES:
+        return project.add_photo(name, filename, data)
 
 
 def _model_name(info: dict[str, Any] | None) -> str | None:
@@ -632,8 +665,8 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
         added, rejected = [], []
         for f in files:
             data = await f.read(MAX_UPLOAD_BYTES + 1)
-            try:
-                added.append(state.project.add_photo(name, f.filename, data))
+            try:  # decoded in a worker thread, two at a time with the thumbnails: the server keeps answering
+                added.append(await anyio.to_thread.run_sync(_add_photo, state.project, name, f.filename, data))
             except ProjectError as exc:
                 if exc.status == 404:
                     raise
@@ -705,7 +738,7 @@ def create_app(project_dir: str | Path, host: str = "127.0.0.1") -> FastAPI:
             raise ProjectError(f"No {fmt} export of {path.name} yet; export it first.", 404)
         return FileResponse(target, media_type="application/zip", filename=target.name)
 
-    state.project.runs_dir.mkdir(parents=True, exist_ok=True)
+    state.project.app_folder("runs", create=True)
     api.mount("/runs", StaticFiles(directory=state.project.runs_dir), name="runs")
     api.add_middleware(BodyLimit)  # outermost: runs before anything reads the body
     return api
@@ -716,6 +749,8 @@ async def _json(request: Request) -> dict[str, Any]:
         body = json.loads(await request.body() or b"{}")
     except ValueError:
         raise ProjectError("The request body must be JSON.") from None
+    except RecursionError:  # e.g. 100,000 '[': Python's parser recurses
+        raise ProjectError("The request body is JSON nested too deeply.") from None
     if not isinstance(body, dict):
         raise ProjectError("The request body must be a JSON object.")
     return body
