@@ -49,7 +49,7 @@ def test_lists_what_the_cache_holds(filled_cache):
     entries = {e.kind: e for e in cache_entries(root)}
     assert set(entries) == {"features", "decoded", "scan", "unfinished"}
     assert entries["scan"].about == f"scan of {root.parent / 'photos'}: 6 file(s)"
-    assert entries["features"].path == feats.dir and entries["features"].files == 4  # 3 photos + key.json
+    assert entries["features"].path == feats.dir and entries["features"].files == 7  # 3 photos (features + signature each) + key.json
     assert "tiny-net features of 3 photo(s) at 8x8" in entries["features"].about
     assert entries["decoded"].about.startswith("6 decoded photo(s) at 8x8") and entries["decoded"].files == 2
     assert all(e.bytes > 0 for e in entries.values())

@@ -17,11 +17,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..io import atomic_write_bytes, atomic_write_text, cache_root
+from ..io import atomic_write_bytes, atomic_write_text, cache_root, sign, signed
 from .loader import decode_all
 from .scan import ImageRecord, Problem
 
 log = logging.getLogger(__name__)
+
+MAX_ENTRY_BYTES = 1 << 20  # one photo's features (a few KB) or remarks; a bigger entry is not diycnn's
 
 
 class FeatureCache:
@@ -33,21 +35,40 @@ class FeatureCache:
         self.dir = (root or cache_root()) / "features" / hashlib.sha256(blob).hexdigest()[:24]
         self.hits = 0
         self.misses = 0
+        self._remarks: dict[str, list[str]] = {}
 
     def _path(self, sha256: str) -> Path:
         return self.dir / sha256[:2] / f"{sha256}.npy"
 
     def holds(self, sha256: str) -> bool:
-        """Whether features for this photo are cached (a file check; `get` may still find it damaged)."""
+        """Whether features for this photo are cached (a file check; `get` may still refuse them)."""
         return self._path(sha256).is_file()
 
+    def _signature(self, sha256: str, npy: bytes, notes: bytes) -> str:
+        return sign("features", self.dir.name, sha256, npy, notes)
+
     def get(self, sha256: str) -> np.ndarray | None:
+        """The cached features, or None: missing, damaged, too large, or not signed with this user's
+        key (an entry someone else wrote, or one changed since, is recomputed, never used)."""
         path = self._path(sha256)
         try:
-            arr = np.load(path, allow_pickle=False)
+            if path.is_symlink() or path.stat().st_size > MAX_ENTRY_BYTES:
+                return None
+            npy = path.read_bytes()
+            notes_path = path.with_suffix(".notes.json")
+            notes = notes_path.read_bytes() if notes_path.is_file() and not notes_path.is_symlink() else b""
+            signature = path.with_suffix(".sig").read_text(encoding="ascii")[:128]
+            if len(notes) > MAX_ENTRY_BYTES or not signed(signature, "features", self.dir.name, sha256, npy, notes):
+                log.debug("feature cache entry %s is not signed by this user; recomputing", path)
+                return None
+            arr = np.load(io.BytesIO(npy), allow_pickle=False)
+            saved = json.loads(notes) if notes else []
         except (OSError, ValueError):
             return None  # missing or damaged: recompute
-        return arr if arr.ndim == 1 else None
+        if arr.ndim != 1 or arr.dtype != np.float32:
+            return None
+        self._remarks[sha256] = [str(r) for r in saved] if isinstance(saved, list) else []
+        return arr
 
     def touch(self) -> None:
         """Mark this cache folder as used now (`diycnn cache` lists and clears by last use)."""
@@ -57,12 +78,9 @@ class FeatureCache:
             pass  # not written yet, or a read-only cache
 
     def remarks(self, sha256: str) -> list[str]:
-        """What decoding this photo remarked (e.g. no face found), stored beside its features."""
-        try:
-            saved = json.loads(self._path(sha256).with_suffix(".notes.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return []
-        return [str(r) for r in saved] if isinstance(saved, list) else []
+        """What decoding this photo remarked (e.g. no face found), stored (and signed) with its
+        features; read by `get`."""
+        return list(self._remarks.get(sha256, []))
 
     def put(self, sha256: str, features: np.ndarray, remarks: list[str] | None = None) -> None:
         path = self._path(sha256)
@@ -70,11 +88,16 @@ class FeatureCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             if not (self.dir / "key.json").exists():
                 atomic_write_text(self.dir / "key.json", json.dumps(self.key, indent=2))
-            if remarks:  # before the features: a cached photo always has its remarks
-                atomic_write_text(path.with_suffix(".notes.json"), json.dumps(remarks))
+            notes = json.dumps(remarks).encode() if remarks else b""
+            if notes:  # before the features: a cached photo always has its remarks
+                atomic_write_bytes(path.with_suffix(".notes.json"), notes)
+            else:
+                path.with_suffix(".notes.json").unlink(missing_ok=True)
             buf = io.BytesIO()
             np.save(buf, np.asarray(features, dtype=np.float32), allow_pickle=False)
-            atomic_write_bytes(path, buf.getvalue())
+            npy = buf.getvalue()
+            atomic_write_bytes(path, npy)
+            atomic_write_text(path.with_suffix(".sig"), self._signature(sha256, npy, notes))  # last: the entry is whole
         except OSError as exc:  # a full or read-only cache must not stop training
             log.warning("Could not write the feature cache in %s (%s); continuing without it", self.dir, exc)
 
