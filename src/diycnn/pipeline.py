@@ -32,10 +32,11 @@ from .data.split import (Split, check_split, make_split, near_group_ids, near_se
                          separate_near_duplicates)
 from .evaluation.overfit import overfitting
 from .evaluation.suspects import SUSPECT_FOLDS, out_of_fold_probs, suspect_labels
-from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
+from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, shown, to_jsonable
 from .models.recipes import Recipe, get_recipe, recipe_from_saved
 from .loading import load
-from .run import NEAR_SIGNATURES, RUN_FORMAT, RUN_VERSION, Run, history_csv, new_run_dir, read_model_json, versions, write_manifest
+from .run import (NEAR_SIGNATURES, RUN_FORMAT, RUN_VERSION, Run, check_model_size, history_csv, new_run_dir,
+                  read_model_json, versions, write_manifest)
 from .settings import INFERENCE_PRECISION, TrainingPlan
 from .training import crossval, distributed
 from .training.device import autocast, resolve_device, resolve_precision
@@ -249,19 +250,29 @@ def prepare_resume(run_dir: Path, stage) -> Prepared:
             f"Run '{run_dir}' has no {CHECKPOINT} to resume from (it stopped before its first checkpoint). "
             "Start it again with a new --out."
         )
-    recipe = recipe_from_saved(info["model"], len(info["class_names"]))
-    training = TrainingPlan.from_record(info["training"])
+    where = run_dir / "model.json"
+    try:
+        recipe = recipe_from_saved(info["model"], len(info["class_names"]))
+        training = TrainingPlan.from_record(info["training"])
+        data_dir, precision = Path(info["data"]), str(info["precision"])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        raise ValueError(f"'{where}' does not describe a run diycnn can resume ({type(exc).__name__}: "
+                         f"{shown(str(exc), 200, quote=False)}); the run directory is damaged. Start it again with a "
+                         "new --out.") from None
+    check_model_size(recipe, where)  # before anything is allocated
     distributed.setup(training.device)
     device = distributed.device_for(resolve_device(training.device))
-    stage(f"Resuming {run_dir} on {info['data']} ...")
-    scan = scan_folder(info["data"], near_duplicates=training.near_duplicates)
+    stage(f"Resuming {run_dir} on {data_dir} ...")
+    scan = scan_folder(data_dir, near_duplicates=training.near_duplicates)
+    # the split is checked against the folder first: model.json naming another folder is refused
+    # before any photo is decoded or any feature extracted
+    the_split = read_split(run_dir / "split.json")
+    check_split(the_split, scan, where=f"run's split.json ({run_dir})")
     module = recipe.build(seed=training.seed)
     if recipe.kind == "backbone":
         _load_backbone_weights(module, recipe, training)
     _freeze(module, training)
-    data_ = _decode_or_extract(recipe, scan, module, training, device, info["precision"], stage)
-    the_split = read_split(run_dir / "split.json")
-    check_split(the_split, scan, where=f"run's split.json ({run_dir})")
+    data_ = _decode_or_extract(recipe, scan, module, training, device, precision, stage)
     return Prepared(run_dir, info, recipe, module, scan, the_split, data_)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import platform
 import re
 from pathlib import Path
@@ -171,28 +172,97 @@ def read_model_json(run_dir: Path) -> dict[str, Any]:
 MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32: far beyond any model diycnn trains
 
 
-def check_weights_fit(recipe, weights: Path) -> None:
-    """Compare the model that model.json describes with the tensors the weights file holds, before
-    building it for real: the model is built on PyTorch's 'meta' device (shapes only, no memory)
-    and the weights' shapes come from the safetensors header. A model.json someone else wrote
-    cannot make diycnn allocate gigabytes before refusing it.
+MAX_ACTIVATION = 64 * 1024 * 1024  # elements in one layer's output for one photo (256 MB in fp32)
+
+
+def _largest_activation(recipe) -> tuple[int, str] | None:
+    """The most elements one layer outputs for one photo, from shapes alone where that is exact: a
+    Keras-style spec (its layers' output shapes), a catalog backbone (its largest map per input
+    pixel, BACKBONE_FACTS) with its head. None for other backbones (they are run on 'meta').
 
     Raises:
-        ValueError: the two disagree, or the model is implausibly large; naming the file.
+        ValueError: a spec whose input differs from the photo size its preprocessing makes.
+    """
+    from .models.catalog import BACKBONE_FACTS
+
+    h, w = recipe.preprocessing.output_size
+    spec = recipe.spec
+    shapes = [tuple(spec.input_shape)] + [tuple(s) for s in spec.layer_output_shapes()]
+    largest = max((math.prod(s), f"a layer output of shape {s}") for s in shapes)
+    if recipe.kind == "spec":
+        if tuple(spec.input_shape[:2]) != (h, w):
+            raise ValueError(f"its input is {tuple(spec.input_shape)} but its preprocessing makes {h}x{w} photos")
+        return largest
+    per_pixel = BACKBONE_FACTS.get(recipe.backbone, {}).get("activation_per_pixel")
+    if per_pixel is None:
+        return None
+    return max(largest, (h * w * per_pixel, f"the {recipe.backbone} backbone on {h}x{w} photos"))
+
+
+def _meta_activation(skeleton, recipe) -> tuple[int, str]:
+    """The largest layer output of `skeleton` (on 'meta') for one photo, by running it (~1.5 s the first time)."""
+    import torch
+
+    largest: list[tuple[int, str]] = [(0, "")]
+
+    def record(module, _inputs, output) -> None:
+        for t in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(t, torch.Tensor) and t.numel() > largest[0][0]:
+                largest[0] = (t.numel(), f"{type(module).__name__} output {tuple(t.shape[1:])}")
+
+    hooks = [m.register_forward_hook(record) for m in skeleton.modules()]
+    h, w = recipe.preprocessing.output_size
+    try:
+        with torch.no_grad():
+            skeleton(torch.empty(1, 3, h, w, device="meta"))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return largest[0]
+
+
+def check_model_size(recipe, where: str | Path):
+    """Build the model `where` describes on PyTorch's 'meta' device (shapes only, no memory) and
+    bound its parameters and the largest layer output for one photo before anything real is
+    built: a model.json someone else wrote (a 4096x4096 input into Conv2D(512), say: 17 GB per
+    photo) is refused instead of exhausting memory.
+
+    Returns the meta skeleton. Raises ValueError naming `where`.
     """
     import torch
 
-    shapes = tensor_shapes(weights)
     try:
         with torch.device("meta"):
             skeleton = recipe.build()
     except (ValueError, TypeError, RuntimeError, OverflowError) as exc:
-        raise ValueError(f"The model in '{weights.parent / 'model.json'}' cannot be built: {exc}") from None
-    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        raise ValueError(f"The model in '{where}' cannot be built: {exc}") from None
     total = sum(p.numel() for p in skeleton.parameters())
     if total > MAX_PARAMETERS:
-        raise ValueError(f"The model in '{weights.parent / 'model.json'}' would have {total:,} parameters (at most "
+        raise ValueError(f"The model in '{where}' would have {total:,} parameters (at most "
                          f"{MAX_PARAMETERS:,}); the file is damaged or not from diycnn.")
+    try:
+        largest = _largest_activation(recipe) or _meta_activation(skeleton, recipe)
+    except (ValueError, TypeError, RuntimeError, NotImplementedError, IndexError) as exc:
+        raise ValueError(f"The model in '{where}' cannot take its own photos: {str(exc)[:300]}") from None
+    if largest[0] > MAX_ACTIVATION:
+        raise ValueError(f"The model in '{where}' would need {largest[0] * 4 / 1e9:.1f} GB for one layer's output on "
+                         f"one photo ({largest[1]}; at most {MAX_ACTIVATION * 4 / 1e9:.2f} GB); the file is damaged "
+                         "or not from diycnn.")
+    return skeleton
+
+
+def check_weights_fit(recipe, weights: Path) -> None:
+    """Compare the model that model.json describes with the tensors the weights file holds, before
+    building it for real (`check_model_size`: shapes only, no memory; the weights' shapes come
+    from the safetensors header). A model.json someone else wrote cannot make diycnn allocate
+    gigabytes before refusing it.
+
+    Raises:
+        ValueError: the two disagree, or the model is implausibly large; naming the file.
+    """
+    shapes = tensor_shapes(weights)
+    skeleton = check_model_size(recipe, weights.parent / "model.json")
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     missing = sorted(set(expected) - set(shapes))
     extra = sorted(set(shapes) - set(expected))
     wrong = [f"{k}: model.json needs {expected[k]}, the weights hold {shapes[k]}"
@@ -295,7 +365,7 @@ class Classifier:
         if near_duplicates and (self.dir / NEAR_SIGNATURES).is_file():
             try:
                 near = [n for n in self._near_training(records, scan.root) if n["path"] not in seen]
-            except ValueError as exc:  # a damaged signature file costs only this list
+            except (ValueError, OSError) as exc:  # a damaged signature file costs only this list
                 log.warning("Near-duplicates of training photos not checked: %s", exc)
             else:
                 result["near_duplicates_of_training"] = near
@@ -312,7 +382,9 @@ class Classifier:
         """The photos that are near-identical (not byte-identical) copies of training/val photos."""
         from .data import neardup
 
-        trained, names = neardup.Signatures.from_npz(self.dir / NEAR_SIGNATURES)
+        split = read_split(self.dir / "split.json").to_dict()  # manifest-checked: how many photos it trained on
+        rows = sum(len(paths) for s in ("train", "val") for paths in split["splits"][s].values())
+        trained, names = neardup.Signatures.from_npz(self.dir / NEAR_SIGNATURES, max_rows=rows)
         store = neardup.SignatureCache(root)
         mine = neardup.compute_signatures([r.path for r in records], [r.sha256 for r in records], store)
         store.save({r.sha256 for r in records})
@@ -353,7 +425,7 @@ class Run(Classifier):
         self.class_names: list[str] = list(self.info["class_names"])
         try:
             self.recipe = recipe_from_saved(self.info["model"], len(self.class_names))
-        except (KeyError, TypeError, AttributeError, RecursionError) as exc:
+        except (KeyError, TypeError, AttributeError, RecursionError, ValueError) as exc:
             raise ValueError(f"'{self.dir / 'model.json'}' does not describe a model diycnn can build "
                              f"({type(exc).__name__}: {exc}); the run directory is damaged.") from None
         self.preprocessing: Preprocessing = self.recipe.preprocessing

@@ -132,3 +132,15 @@ def test_the_catalogs_backbone_facts_are_the_networks_and_timms(name):
     if "data" in facts:
         resolved = timm.data.resolve_data_config({}, pretrained_cfg=pretrained_cfg(name))
         assert {k: resolved[k] for k in facts["data"]} == facts["data"]
+    # the bound run.check_model_size puts on a run's activations: the largest map, per input pixel,
+    # at the sizes recipes use and above (the networks are fully convolutional up to their pooling)
+    from diycnn.run import _meta_activation
+    from diycnn.models.recipes import Recipe
+    from diycnn.data.images import Preprocessing
+
+    for side in (150, 224, 288):
+        recipe = Recipe("x", None, Preprocessing(size=(side, side)), {}, kind="backbone", backbone=name)
+        with torch.device("meta"):
+            skeleton = create_backbone(name)
+        largest, _ = _meta_activation(skeleton, recipe)
+        assert largest <= side * side * facts["activation_per_pixel"] < largest * 1.1

@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import io
 import logging
+import math
 import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -158,12 +159,15 @@ class Signatures:
         return buf.getvalue()
 
     @classmethod
-    def from_npz(cls, path: str | Path) -> tuple["Signatures", list[str]]:
-        """Read `to_npz`'s file (no pickles).
+    def from_npz(cls, path: str | Path, max_rows: int) -> tuple["Signatures", list[str]]:
+        """Read `to_npz`'s file (no pickles) of at most `max_rows` photos (what the run says it
+        trained on). Each member's array header (dtype and shape) is checked before it is read, so
+        a small file that would inflate to gigabytes is refused.
 
         Raises:
-            ValueError: not such a file, or written by another signature version.
+            ValueError: not such a file, more rows than `max_rows`, or another signature version.
         """
+        _check_members(Path(path), max_rows)
         try:
             with np.load(path, allow_pickle=False) as saved:
                 version = int(saved["version"])
@@ -177,6 +181,36 @@ class Signatures:
         if not (len(names) == len(sig.phash) == len(sig.ok) == len(sig.thumbs)):
             raise ValueError(f"'{path}' is damaged (its arrays differ in length).")
         return sig, names
+
+
+MAX_NAME_CHARS = 4096  # a relative path in the names array
+
+
+def _check_members(path: Path, max_rows: int) -> None:
+    """Each .npy member of a signature file: the expected dtype, at most `max_rows` rows (a zip
+    bomb's header claims a huge shape, or its entry a huge size; both are refused unread)."""
+    expected = {"names": ("U", (None,)), "phash": ("u", (None,)), "thumbs": ("u", (None, THUMB, THUMB)),
+                "ok": ("b", (None,)), "version": ("iu", ())}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {i.filename: i for i in zf.infolist()}
+            if set(members) != {f"{k}.npy" for k in expected}:
+                raise ValueError(f"members {sorted(members)[:8]}")
+            for key, (kinds, shape) in expected.items():
+                info = members[f"{key}.npy"]
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    got, _, dtype = read_header(fh, max_header_size=10_000)
+                rows_ok = len(got) == len(shape) and all(w is None or g == w for g, w in zip(got, shape)) \
+                    and (not got or got[0] <= max_rows)
+                size_ok = dtype.kind in kinds and dtype.itemsize <= 4 * MAX_NAME_CHARS
+                if not rows_ok or not size_ok or info.file_size > 1024 + math.prod(got) * dtype.itemsize:
+                    raise ValueError(f"{key} holds {dtype} {got} (a run of at most {max_rows} training photos "
+                                     "writes far less)")
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"'{path}' is not a readable signature file ({exc}).") from None
 
 
 def compute_signatures(paths: list[Path], shas: list[str], cache: SignatureCache | None = None,

@@ -37,10 +37,10 @@ KNOWN_BACKBONES = [
 # Other backbones are asked of timm. tests/models/test_backbones.py checks every figure here
 # against the built network and timm's own config.
 BACKBONE_FACTS: dict[str, dict[str, Any]] = {
-    "tf_efficientnet_lite0": {"features": 1280, "params": 3_371_008,
+    "tf_efficientnet_lite0": {"features": 1280, "params": 3_371_008, "activation_per_pixel": 24,
                               "data": {"input_size": (3, 224, 224), "interpolation": "bicubic",
                                        "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "crop_pct": 0.875}},
-    FACE_BACKBONE: {"features": 128, "params": 5_614_592},
+    FACE_BACKBONE: {"features": 128, "params": 5_614_592, "activation_per_pixel": 8},
 }
 
 

@@ -239,11 +239,35 @@ def get_recipe(model: str, num_classes: int = 2, backbone: str | None = None) ->
     raise unknown_model(model)
 
 
+def saved_backbone(name: Any) -> str | None:
+    """A backbone name read from a run folder (someone else's, perhaps): the face network or a
+    name timm registers, as diycnn trains them. A hub or folder name ("hf-hub:org/model",
+    "local-dir:/path") would make loading the run reach the network or read files elsewhere, and
+    no diycnn run names one (`--backbone` takes names timm registers), so it is refused.
+
+    Raises:
+        ValueError: any other name, quoted (shortened).
+    """
+    from ..io import shown
+
+    if name is None or name == FACE_BACKBONE or name in BACKBONE_FACTS:
+        return name
+    if isinstance(name, str) and ":" not in name and "/" not in name and len(name) <= 200:
+        import timm
+
+        if timm.is_model(name):
+            return name
+    raise ValueError(f"the backbone {shown(name)} is not one diycnn builds from a run folder (only the face network "
+                     "and names timm registers, as diycnn trains them; a 'hf-hub:' or 'local-dir:' name would fetch or "
+                     "read files from elsewhere when the run is loaded). The run was not made by diycnn.")
+
+
 def recipe_from_saved(model_info: dict[str, Any], num_classes: int) -> Recipe:
-    """Rebuild a recipe from the `model` entry of a run's model.json."""
+    """Rebuild a recipe from the `model` entry of a run's model.json (its backbone, if any, checked
+    by `saved_backbone`)."""
     spec = Sequential.from_config(model_info["spec"], num_classes=num_classes, where="model.json spec")
     spec.check_classifier(num_classes)
     prep = with_landmarks(Preprocessing.from_dict(model_info["preprocessing"]))
     return Recipe(model_info["name"], spec, prep, dict(model_info.get("defaults", SPEC_DEFAULTS)),
-                  kind=model_info.get("kind", "spec"), backbone=model_info.get("backbone"),
+                  kind=model_info.get("kind", "spec"), backbone=saved_backbone(model_info.get("backbone")),
                   source=model_info.get("source", "built-in"))

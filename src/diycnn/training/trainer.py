@@ -226,7 +226,21 @@ class Trainer:
         atomic_save_tensors(self.run_dir / CHECKPOINT, tensors, meta)
 
     def load_checkpoint(self) -> None:
-        """Restore weights, Adam state, RNG and loop position from the run directory."""
+        """Restore weights, Adam state, RNG and loop position from the run directory.
+
+        Raises:
+            ValueError: the checkpoint is damaged, or from another model (one line naming it).
+        """
+        from ..io import shown
+
+        try:
+            self._restore()
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise ValueError(f"'{self.run_dir / CHECKPOINT}' cannot be resumed from ({type(exc).__name__}: "
+                             f"{shown(str(exc), 200, quote=False)}): it is damaged or was written for another model. "
+                             "Start the run again with a new --out.") from None
+
+    def _restore(self) -> None:
         tensors, meta = load_tensors(self.run_dir / CHECKPOINT)
         self.module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         opt = self.optimizer.state_dict()
