@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from .io import shown
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # A loaded run predicts in fp32 unless asked otherwise, so a run and its exports (fp32 everywhere) give
 # the same probabilities on every CPU; bf16 is faster where the CPU has it, and differs by up to a few points.
@@ -119,7 +121,7 @@ def check_keys(given: dict, allowed, where: str) -> None:
     for key in given:
         if key not in allowed:
             raise ValueError(
-                f"Unknown setting '{key}' in {where}.{suggest(key, allowed)} "
+                f"Unknown setting {shown(key)} in {where}.{suggest(key, allowed) if len(str(key)) <= 100 else ''} "
                 f"Valid settings: {', '.join(sorted(allowed))}."
             )
 
@@ -167,49 +169,49 @@ class TrainSettings:
 
     def validate(self) -> None:
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
-            raise ValueError(f"epochs must be a whole number >= 1, received {self.epochs!r}.")
+            raise ValueError(f"epochs must be a whole number >= 1, received {shown(self.epochs)}.")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
-            raise ValueError(f"batch_size must be a whole number >= 1, received {self.batch_size!r}.")
+            raise ValueError(f"batch_size must be a whole number >= 1, received {shown(self.batch_size)}.")
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, received {self.lr!r}.")
+            raise ValueError(f"lr must be a positive number, received {shown(self.lr)}.")
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
-            raise ValueError(f"patience must be a whole number >= 1 (or unset), received {self.patience!r}.")
+            raise ValueError(f"patience must be a whole number >= 1 (or unset), received {shown(self.patience)}.")
         for name in ("val_split", "test_split"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 < value < 1):
-                raise ValueError(f"{name} must be a fraction between 0 and 1 (exclusive), received {value!r}.")
+                raise ValueError(f"{name} must be a fraction between 0 and 1 (exclusive), received {shown(value)}.")
         if self.val_split + self.test_split >= 0.9:
             raise ValueError(
                 f"val_split + test_split = {self.val_split + self.test_split:.2f} leaves too little to train on; "
                 "keep their sum below 0.9."
             )
         if self.max_minutes is not None and not (isinstance(self.max_minutes, (int, float)) and self.max_minutes > 0):
-            raise ValueError(f"max_minutes must be a positive number, received {self.max_minutes!r}.")
+            raise ValueError(f"max_minutes must be a positive number, received {shown(self.max_minutes)}.")
         if self.budget is not None and not (isinstance(self.budget, (int, float)) and self.budget > 0):
-            raise ValueError(f"budget must be a positive number of minutes, received {self.budget!r}.")
+            raise ValueError(f"budget must be a positive number of minutes, received {shown(self.budget)}.")
         if self.crop not in (None, "faces"):
-            raise ValueError(f"crop must be 'faces' or unset, received {self.crop!r}.")
+            raise ValueError(f"crop must be 'faces' or unset, received {shown(self.crop)}.")
         for name in ("near_duplicates", "val_as_test"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, received {getattr(self, name)!r}.")
+                raise ValueError(f"{name} must be true or false, received {shown(getattr(self, name))}.")
         for name in ("suspects", "cross_validate"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true, false or unset, received {getattr(self, name)!r}.")
+                raise ValueError(f"{name} must be true, false or unset, received {shown(getattr(self, name))}.")
         if self.no_face not in ("keep", "skip"):
-            raise ValueError(f"no_face must be 'keep' or 'skip', received {self.no_face!r}.")
+            raise ValueError(f"no_face must be 'keep' or 'skip', received {shown(self.no_face)}.")
         if self.optimizer not in (None, "adam", "adamw"):
-            raise ValueError(f"optimizer must be 'adam' or 'adamw', received {self.optimizer!r}.")
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', received {shown(self.optimizer)}.")
         if self.schedule not in (None, "constant", "cosine"):
-            raise ValueError(f"schedule must be 'constant' or 'cosine', received {self.schedule!r}.")
+            raise ValueError(f"schedule must be 'constant' or 'cosine', received {shown(self.schedule)}.")
         for name in ("label_smoothing", "freeze_fraction"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 <= value < 1):
-                raise ValueError(f"{name} must be in [0, 1), received {value!r}.")
+                raise ValueError(f"{name} must be in [0, 1), received {shown(value)}.")
         if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, received {self.device!r}.{suggest(self.device, DEVICES)}")
+            raise ValueError(f"device must be one of {DEVICES}, received {shown(self.device)}.{suggest(self.device, DEVICES)}")
         if self.precision not in PRECISIONS:
             raise ValueError(
-                f"precision must be one of {PRECISIONS}, received {self.precision!r}.{suggest(self.precision, PRECISIONS)}"
+                f"precision must be one of {PRECISIONS}, received {shown(self.precision)}.{suggest(self.precision, PRECISIONS)}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -252,7 +254,7 @@ class TrainingPlan(TrainSettings):
         if self.adapt is not None:
             check_keys(self.adapt, ADAPTABLE, "the recipe's adapt settings")
         if self.shuffle not in (True, False, "once"):
-            raise ValueError(f"shuffle must be true, false or 'once', received {self.shuffle!r}.")
+            raise ValueError(f"shuffle must be true, false or 'once', received {shown(self.shuffle)}.")
 
     @classmethod
     def merge(cls, defaults: dict[str, Any], settings: TrainSettings) -> "TrainingPlan":
@@ -292,6 +294,37 @@ class TrainingPlan(TrainSettings):
 _SETTINGS_FIELDS = {f.name for f in dataclasses.fields(TrainSettings)}
 
 
+MAX_DOCUMENT_BYTES = 1 << 20  # a settings or spec file is a few hundred bytes
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases: `*name` repeats a node, and a few hundred bytes of
+    nested aliases expand to gigabytes (a 'billion laughs'). diycnn's files never need them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in diycnn files", mark)
+        return super().compose_node(parent, index)
+
+
+def read_document_file(path: Path) -> Any:
+    """A JSON or YAML file (by suffix) as data: at most MAX_DOCUMENT_BYTES, YAML read safely (no
+    tags that run code) and without aliases, so its size bounds what parsing it can allocate.
+
+    Raises:
+        ValueError, yaml.YAMLError, RecursionError: the file is too big or not valid (callers name it).
+    """
+    size = path.stat().st_size
+    if size > MAX_DOCUMENT_BYTES:
+        raise ValueError(f"the file is {size:,} bytes, more than a settings or spec file needs "
+                         f"(at most {MAX_DOCUMENT_BYTES:,})")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        return json.loads(text)
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON settings file into a dict.
 
@@ -303,11 +336,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"Config file '{path}' does not exist. Pass a YAML or JSON file of settings.")
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = read_document_file(path)
     except (ValueError, yaml.YAMLError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         # yaml.safe_load refuses '!!python/...' tags (ConstructorError): nothing is ever executed
-        reason = " ".join(str(exc).split()) if not isinstance(exc, RecursionError) else "nested too deeply"
+        reason = shown(" ".join(str(exc).split()), 300, quote=False) if not isinstance(exc, RecursionError) \
+            else "nested too deeply"
         raise ValueError(f"Config file '{path}' cannot be read as {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
                          f"{reason}. Fix the file (plain settings like 'epochs: 30'; tags such as !!python are "
                          "not allowed).") from None

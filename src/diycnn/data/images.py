@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..io import shown
+
 # Formats we accept, by the name Pillow detects from the bytes. MPO is a JPEG variant
 # written by many cameras.
 SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF"}
@@ -190,12 +192,12 @@ class Preprocessing:
             if (not isinstance(value, tuple) or len(value) != 2
                     or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 1 <= v <= MAX_INPUT_SIDE for v in value)):
                 raise ValueError(f"preprocessing {name} must be two whole numbers from 1 to {MAX_INPUT_SIDE} "
-                                 f"(height, width), received {value!r}.")
+                                 f"(height, width), received {shown(value)}.")
         if self.resize not in ("squash", "center-crop", "shorter"):
-            raise ValueError(f"resize must be 'squash', 'center-crop' or 'shorter', received {self.resize!r}.")
+            raise ValueError(f"resize must be 'squash', 'center-crop' or 'shorter', received {shown(self.resize)}.")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(
-                f"interpolation must be one of {sorted(INTERPOLATIONS)}, received {self.interpolation!r}."
+                f"interpolation must be one of {sorted(INTERPOLATIONS)}, received {shown(self.interpolation)}."
             )
         if self.resize == "shorter" and self.crop is None:
             raise ValueError("resize 'shorter' needs a crop size, so every photo gets the same shape.")

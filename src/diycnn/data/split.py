@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io import shown
 from .neardup import groups, thresholds
 from .scan import SPLIT_ORDER, ImageRecord, ScanResult
 
@@ -57,14 +58,41 @@ class Split:
     def from_dict(cls, data: dict[str, Any], where: str = "split file") -> "Split":
         if not isinstance(data, dict) or data.get("format") != SPLIT_FORMAT:
             raise ValueError(f"'{where}' is not a diycnn split.json (its 'format' is not '{SPLIT_FORMAT}').")
-        if data.get("version", 0) > SPLIT_VERSION:
-            raise ValueError(f"'{where}' was written by a newer diycnn (split version {data['version']}); upgrade diycnn.")
+        version = data.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ValueError(f"'{where}' has version {shown(version)}, not a whole number; pass a split.json written "
+                             "by diycnn.")
+        if version > SPLIT_VERSION:
+            raise ValueError(f"'{where}' was written by a newer diycnn (split version {version}); upgrade diycnn.")
         try:
-            assignment = {s: {c: list(v) for c, v in data["splits"][s].items()} for s in SPLIT_ORDER}
-            return cls(data["class_names"], assignment, dict(data.get("sha256", {})), int(data["seed"]),
-                       float(data["val_split"]), float(data["test_split"]), data.get("notes", []))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"'{where}' is missing or has a malformed field: {exc}.") from None
+            names = data["class_names"]
+            if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+                raise TypeError(f"class_names is {shown(names)}, not a list of names")
+            assignment = {s: {c: _names(v, f"splits.{s}.{c}") for c, v in _mapping(data["splits"][s], s).items()}
+                          for s in SPLIT_ORDER}
+            hashes = _mapping(data.get("sha256", {}), "sha256")
+            if not all(isinstance(v, str) for v in hashes.values()):
+                raise TypeError("sha256 values must be text")
+            notes = data.get("notes", [])
+            if not isinstance(notes, list):
+                raise TypeError(f"notes is {shown(notes)}, not a list")
+            return cls(list(names), assignment, dict(hashes), int(data["seed"]), float(data["val_split"]),
+                       float(data["test_split"]), [str(n) for n in notes])
+        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"'{where}' is missing or has a malformed field: {shown(str(exc), 200, quote=False)}. "
+                             "Pass a split.json written by diycnn.") from None
+
+
+def _mapping(value: Any, what: str) -> dict:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise TypeError(f"{what} is {shown(value)}, not a mapping of names")
+    return value
+
+
+def _names(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{what} is {shown(value)}, not a list of photo paths")
+    return list(value)
 
 
 def make_split(scan: ScanResult, val_split: float = 0.15, test_split: float = 0.15, seed: int = 0,

@@ -11,6 +11,7 @@ import math
 import re
 from typing import Any
 
+from ..io import shown
 from ..settings import suggest
 
 REQUIRED = object()
@@ -28,7 +29,7 @@ def _snake(name: str) -> str:
 
 def _pair(value: Any, what: str, layer: str) -> tuple[int, int]:
     if isinstance(value, bool):
-        raise TypeError(f"{layer}: {what} must be an int or a pair of ints, received {value!r}.")
+        raise TypeError(f"{layer}: {what} must be an int or a pair of ints, received {shown(value)}.")
     if isinstance(value, int):
         value = (value, value)
     if (isinstance(value, (list, tuple)) and len(value) == 2
@@ -36,7 +37,7 @@ def _pair(value: Any, what: str, layer: str) -> tuple[int, int]:
         if min(value) < 1:
             raise ValueError(f"{layer}: {what} must be >= 1, received {tuple(value)}.")
         return int(value[0]), int(value[1])
-    raise TypeError(f"{layer}: {what} must be an int or a pair of ints like (3, 3), received {value!r}.")
+    raise TypeError(f"{layer}: {what} must be an int or a pair of ints like (3, 3), received {shown(value)}.")
 
 
 def _activation(value: Any, layer: str) -> str:
@@ -63,7 +64,7 @@ def _window_out(size: int, k: int, s: int, padding: str) -> int:
 
 def _check_padding(value: Any, layer: str) -> str:
     if value not in ("valid", "same"):
-        raise ValueError(f"{layer}: padding must be 'valid' or 'same', received {value!r}.")
+        raise ValueError(f"{layer}: padding must be 'valid' or 'same', received {shown(value)}.")
     return value
 
 
@@ -153,7 +154,7 @@ class Input(Layer):
         if (not isinstance(shape, (list, tuple)) or len(shape) not in (1, 3)
                 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)):
             raise ValueError(f"Input: shape must be (height, width, channels) of positive ints, or (features,) "
-                             f"for a head on backbone features; received {shape!r}.")
+                             f"for a head on backbone features; received {shown(shape)}.")
         if len(shape) == 3 and shape[2] != 3:
             raise ValueError(f"Input: diycnn feeds RGB photos, so channels must be 3, received {shape[2]}.")
         return {"shape": tuple(shape)}
@@ -168,7 +169,7 @@ class Rescaling(Layer):
     def _check(self, v):
         for k in ("scale", "offset"):
             if not isinstance(v[k], (int, float)) or isinstance(v[k], bool):
-                raise TypeError(f"Rescaling: {k} must be a number, received {v[k]!r}.")
+                raise TypeError(f"Rescaling: {k} must be a number, received {shown(v[k])}.")
         return {"scale": float(v["scale"]), "offset": float(v["offset"])}
 
 
@@ -181,7 +182,7 @@ class Conv2D(Layer):
 
     def _check(self, v):
         if not isinstance(v["filters"], int) or isinstance(v["filters"], bool) or v["filters"] < 1:
-            raise ValueError(f"Conv2D: filters must be a positive int, received {v['filters']!r}.")
+            raise ValueError(f"Conv2D: filters must be a positive int, received {shown(v['filters'])}.")
         return {"filters": v["filters"], "kernel_size": _pair(v["kernel_size"], "kernel_size", "Conv2D"),
                 "strides": _pair(v["strides"], "strides", "Conv2D"),
                 "padding": _check_padding(v["padding"], "Conv2D"),
@@ -238,9 +239,9 @@ class BatchNormalization(Layer):
 
     def _check(self, v):
         if not (isinstance(v["momentum"], (int, float)) and 0 <= v["momentum"] < 1):
-            raise ValueError(f"BatchNormalization: momentum must be in [0, 1), received {v['momentum']!r}.")
+            raise ValueError(f"BatchNormalization: momentum must be in [0, 1), received {shown(v['momentum'])}.")
         if not (isinstance(v["epsilon"], (int, float)) and v["epsilon"] > 0):
-            raise ValueError(f"BatchNormalization: epsilon must be > 0, received {v['epsilon']!r}.")
+            raise ValueError(f"BatchNormalization: epsilon must be > 0, received {shown(v['epsilon'])}.")
         return {"momentum": float(v["momentum"]), "epsilon": float(v["epsilon"])}
 
     def count_params(self, shape):
@@ -256,7 +257,7 @@ class Dense(Layer):
 
     def _check(self, v):
         if not isinstance(v["units"], int) or isinstance(v["units"], bool) or v["units"] < 1:
-            raise ValueError(f"Dense: units must be a positive int, received {v['units']!r}.")
+            raise ValueError(f"Dense: units must be a positive int, received {shown(v['units'])}.")
         return {"units": v["units"], "activation": _activation(v["activation"], "Dense"),
                 "use_bias": bool(v["use_bias"])}
 
@@ -277,7 +278,7 @@ class Dropout(Layer):
 
     def _check(self, v):
         if not (isinstance(v["rate"], (int, float)) and 0 <= v["rate"] < 1):
-            raise ValueError(f"Dropout: rate must be in [0, 1), received {v['rate']!r}.")
+            raise ValueError(f"Dropout: rate must be in [0, 1), received {shown(v['rate'])}.")
         return {"rate": float(v["rate"])}
 
 

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
+from ..io import shown
+from ..settings import read_document_file
 from .layers import Activation, Conv2D, Dropout, Input, Layer, Rescaling, _Pooling2D, _snake, layer_from_config
 
 NUM_CLASSES = "num_classes"  # placeholder for Dense units in reusable spec files
@@ -65,7 +66,7 @@ class Sequential:
             ValueError: the layer cannot take the current shape, or would shrink it below 1x1.
         """
         if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential.add() takes a layer such as Dense(10), received {layer!r}.")
+            raise TypeError(f"Sequential.add() takes a layer such as Dense(10), received {shown(layer)}.")
         if isinstance(layer, Input):
             if self.input_shape is not None:
                 raise ValueError(f"Model '{self.name}' already has an input shape {self.input_shape}; Input must come first, once.")
@@ -224,7 +225,7 @@ def _parse_item(item: Any, i: int, where: str) -> tuple[str, list, dict]:
         if isinstance(value, list):
             return class_name, list(value), {}
         return class_name, [value], {}
-    raise ValueError(f"{where}: layer {i} must look like {{Dense: {{units: 2}}}} or 'Flatten', received {item!r}.")
+    raise ValueError(f"{where}: layer {i} must look like {{Dense: {{units: 2}}}} or 'Flatten', received {shown(item)}.")
 
 
 def read_spec_file(path: str | Path, num_classes: int | None = None) -> Sequential:
@@ -237,11 +238,11 @@ def read_spec_file(path: str | Path, num_classes: int | None = None) -> Sequenti
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Model spec file '{path}' does not exist.")
-    text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"Model spec file '{path}' cannot be parsed: {exc}") from None
+        data = read_document_file(path)
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else " ".join(str(exc).split())
+        raise ValueError(f"Model spec file '{path}' cannot be parsed: {shown(reason, 300, quote=False)}") from None
     if isinstance(data, dict) and "name" not in data and "class_name" not in data:
         data = {**data, "name": path.stem}
     return Sequential.from_config(data, num_classes=num_classes, where=f"model spec '{path}'")
