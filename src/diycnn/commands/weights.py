@@ -1,6 +1,7 @@
 """`diycnn weights`: what diycnn fetches once (the face-recognition weights, and TensorFlow.js for
 checking TF.js exports): present or missing, and fetching them. Listing reads no weights and
-imports no PyTorch: the hashes are checked when the files are fetched."""
+imports no PyTorch: the package's hash is checked when it is fetched, each file's hash (recorded then)
+whenever it is listed or loaded."""
 
 from __future__ import annotations
 
@@ -53,12 +54,15 @@ def run(args) -> int:
         print(json.dumps({**info, "tfjs_checker": checker}, indent=2))
         return 0
     print(f"{info['name']}: {'present' if info['present'] else 'missing'} ({info['folder']})")
-    if info["present"] and info["source"].get("tarball_sha256"):
-        print(f"  checked at fetch: package tarball SHA-256 {info['source']['tarball_sha256']}")
+    if info["problem"]:
+        print(f"  changed since installed: {info['problem']}")
+    elif info["present"] and info["source"].get("tarball_sha256"):
+        print(f"  checked: package tarball SHA-256 {info['source']['tarball_sha256']} at fetch; "
+              "the files' own SHA-256 now")
     if not info["present"]:
         print(f"  {info['how_to_get']}")
     print("  used by the face-probe and face-finetune recipes; the timm backbones' weights: diycnn backbones")
     print(f"{checker['name']}: {'present' if checker['present'] else 'missing'} ({checker['folder']})")
     if not checker["present"]:
         print(f"  {checker['how_to_get']}")
-    return 0 if info["present"] else 1
+    return 0 if info["present"] and not info["problem"] else 1

