@@ -11,7 +11,7 @@ import os
 import sys
 
 from .commands import COMMANDS
-from .commands.common import EXIT_ERROR, EXIT_INTERRUPTED, epoch_line, err
+from .commands.common import EXIT_ERROR, EXIT_INTERRUPTED, epoch_line, err, terminal_safe_output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    with terminal_safe_output():  # names from someone else's folders never reach the terminal raw
+        return _run(args)
+
+
+def _run(args) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "device", None) is None and "device" in args:

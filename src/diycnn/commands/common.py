@@ -3,7 +3,10 @@ of a run, --set values, the early checks that answer before PyTorch loads, and c
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import shutil
 import sys
 from typing import Any
@@ -16,6 +19,51 @@ EXIT_INTERRUPTED = 130
 
 def err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+# Control characters other than newline, carriage return (progress bars) and tab: ESC starts the
+# sequences that move the cursor, recolour, retitle the terminal or write to the clipboard (OSC 52).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+class TerminalSafe(io.TextIOBase):
+    """A text stream that replaces control characters with '?' before they reach the terminal: class
+    and file names come from folders someone else made, and a name holding ESC ] ... BEL would
+    otherwise act on the user's terminal when printed. diycnn's own output needs none of them."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(_CONTROL.sub("?", text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self):
+        return getattr(self._stream, "encoding", "utf-8")
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def terminal_safe_output():
+    """sys.stdout and sys.stderr as TerminalSafe streams for the duration of a command."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = TerminalSafe(saved[0]), TerminalSafe(saved[1])
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 def epoch_line(epoch: int, epochs: int | None, logs: dict, left_seconds: float | None = None,
