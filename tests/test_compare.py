@@ -92,6 +92,10 @@ def test_compare_trains_every_model_on_one_split(tmp_path, specs):
     assert payload.count("</script>") == 2  # the data block's own end and the script's: no name closes it
     assert "<script>window.pwned" not in markup and "<img src=x" not in markup and "r<b>ed" not in markup
     assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in page and "r&lt;b&gt;ed" in page
+    # '<!--' in a script block swallows the rest of the page's scripts (HTML spec): the JSON holds no '<' at all
+    commented = json.loads(json.dumps(result).replace('"red"', '"<!--<script>x"'))
+    block = render_comparison(commented, b"png", b"png", {}, data).split("id='cmp-data'>")[1].split("</script>")[0]
+    assert "<" not in block and "<!--<script>x" in json.loads(block)["classes"]
     # already-trained runs on the same split compare without retraining
     again = diycnn.compare(runs=[out / "runs" / "tiny", out / "runs" / "wide"], out=tmp_path / "again")
     assert json.loads((again / "comparison.json").read_text())["mcnemar"][0]["p_value"] == pair["p_value"]

@@ -91,7 +91,10 @@ def render_comparison(result: dict[str, Any], curves: bytes, confusions: bytes, 
             extra["oof_best"] = max(o["models"], key=lambda m: o["models"][m]["accuracy"])
     data = {"classes": result["class_names"], "thumbs": _thumbs(rows, data_root),
             "models": [{"name": r["model"], "predictions": r["predictions"]} for r in rows]}
-    payload = Markup(json.dumps(data, ensure_ascii=False).replace("</", "<\\/"))  # JSON, never closes the script
+    # JSON inside <script>: '<' as \u003c (with '>' and '&'), so no name can close the script or open an HTML
+    # comment ('<!--' in a script block swallows the page's code, by the HTML spec)
+    payload = Markup(json.dumps(data, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
+                     .replace("&", "\\u0026"))
     return render("comparison.html", data_root, css=Markup(CSS + EXTRA_CSS), script=Markup(SCRIPT), result=result,
                   side_by_side=side_by_side, curves=data_uri(curves), confusions=data_uri(confusions), cams=cams,
                   payload=payload, **extra)
