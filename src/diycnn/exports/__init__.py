@@ -38,6 +38,7 @@ import numpy as np
 from ..data.split import read_split
 from ..io import atomic_write_bytes, atomic_write_json, to_jsonable
 from ..settings import EXPORT_FORMATS as FORMATS, export_formats_for
+from .onnx_sizes import freeze_sizes
 from .runtime import EXPORT_FORMAT, EXPORT_VERSION, MODEL_FILES
 from .snippets import snippets
 
@@ -194,14 +195,16 @@ def _to_onnx(module, example, path: Path, output: str) -> str:
         try:
             torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=OPSET,
                               input_names=["image"], output_names=[output], dynamic_axes={"image": {0: "batch"}})
-            return "torchscript"
+            exporter = "torchscript"
         except Exception as exc:  # noqa: BLE001 (any failure of the old exporter: the new one decides)
             log.info("TorchScript-based ONNX export failed (%s: %s); using the dynamo exporter", type(exc).__name__, exc)
             Path(path).unlink(missing_ok=True)
-        torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=OPSET, input_names=["image"],
-                          output_names=[output], dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
-                          external_data=False, verbose=False)
-        return "dynamo"
+            torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=OPSET, input_names=["image"],
+                              output_names=[output], dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
+                              external_data=False, verbose=False)
+            exporter = "dynamo"
+    freeze_sizes(path, (1, *example.shape[1:]))  # every shape knowable: what loading an export checks
+    return exporter
 
 
 def _landmarks_onnx(path: Path) -> dict[str, Any]:

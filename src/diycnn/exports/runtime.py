@@ -7,7 +7,6 @@ code that prepared the training photos, so the export sees exactly what the run 
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
@@ -16,76 +15,11 @@ import numpy as np
 from ..data.images import Preprocessing
 from ..io import check_format, read_json
 from ..run import Classifier
+from .onnx_sizes import check_onnx_graph
 
 EXPORT_FORMAT = "diycnn-export"
 EXPORT_VERSION = 1
 REQUIRED = ("export_format", "model_file", "class_names", "preprocessing")
-MAX_ONNX_ELEMENTS = 64 * 1024 * 1024  # per tensor for one photo (256 MB in fp32), as for a run (run.MAX_ACTIVATION)
-# ops that make a tensor whose size comes from another tensor's values: their output shape must be known
-SIZE_FROM_VALUES = {"ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample", "OneHot", "EyeLike"}
-SUBGRAPH_OPS = {"Loop", "Scan", "If", "SequenceMap"}  # diycnn's exports have none; their size cannot be bounded
-
-
-def check_onnx_graph(path: Path, input_shape: tuple[int, ...]) -> None:
-    """Bound what an ONNX file someone else made can allocate, before onnxruntime sees it: every
-    stored tensor, and every tensor whose shape ONNX's shape inference (values propagated) can
-    work out for one photo of `input_shape`, has at most MAX_ONNX_ELEMENTS; ops that size their
-    output from values (ConstantOfShape...) must have a shape inference can work out; no loops.
-
-    Raises:
-        ValueError: naming the file and the tensor or op.
-    """
-    import onnx
-    from onnx import shape_inference
-
-    def refuse(why: str) -> ValueError:
-        return ValueError(f"'{path}' is refused: {why}. A diycnn export never does this; export the run again.")
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf's DecodeError and others
-        raise ValueError(f"'{path}' is not a loadable ONNX model ({type(exc).__name__}: {str(exc)[:200]}); "
-                         "export the run again.") from None
-    graph = model.graph
-    stored = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute
-                                        if a.type == onnx.AttributeProto.TENSOR]
-    for t in stored:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            raise refuse(f"tensor {t.name!r} keeps its data in another file")
-        if math.prod(t.dims) > MAX_ONNX_ELEMENTS:
-            raise refuse(f"tensor {t.name!r} has shape {list(t.dims)}")
-    for node in graph.node:
-        if node.op_type in SUBGRAPH_OPS or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                                              for a in node.attribute):
-            raise refuse(f"op {node.op_type} ({node.name!r}) runs a sub-graph")
-    inits = {t.name for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in inits]
-    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != len(input_shape):
-        raise refuse(f"it takes {len(inputs)} input(s), not one {len(input_shape)}-dimensional photo batch")
-    for dim, value in zip(inputs[0].type.tensor_type.shape.dim, input_shape):
-        if dim.HasField("dim_value") and dim.dim_value != value:
-            raise refuse(f"its input is {[d.dim_value or d.dim_param for d in inputs[0].type.tensor_type.shape.dim]}, "
-                         f"but its export.json prepares photos as {list(input_shape)}")
-        dim.Clear()
-        dim.dim_value = value
-    try:
-        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception as exc:
-        raise refuse(f"ONNX shape inference fails on it ({type(exc).__name__}: {str(exc)[:200]})") from None
-    known: dict[str, int] = {}
-    for info in list(inferred.graph.value_info) + list(inferred.graph.output):
-        tensor = info.type.tensor_type
-        if tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
-            known[info.name] = math.prod(max(d.dim_value, 0) for d in tensor.shape.dim)
-    for node in inferred.graph.node:
-        for out in node.output:
-            if known.get(out, 0) > MAX_ONNX_ELEMENTS:
-                raise refuse(f"op {node.op_type} ({node.name!r}) would make a tensor of {known[out]:,} elements for "
-                             f"one photo (at most {MAX_ONNX_ELEMENTS:,})")
-            if node.op_type in SIZE_FROM_VALUES and out and out not in known:
-                raise refuse(f"op {node.op_type} ({node.name!r}) makes a tensor whose size cannot be checked")
-
-
 MODEL_FILES = {"onnx": "model.onnx", "tm": "model.onnx", "torchscript": "model.torchscript.pt", "keras": "model.keras",
                "tfjs": "model.json"}  # a tm export in TF.js (exports.tm_is_tfjs) writes model.json
 
