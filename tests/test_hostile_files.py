@@ -102,7 +102,7 @@ def test_a_huge_layer_in_model_json_is_refused_before_any_weight_is_read(run_dir
             conv = next(layer for layer in layers if layer["class_name"] == "Conv2D")
             conv["config"]["filters"] = units
         _edit_model_json(run_dir, edit)
-        with pytest.raises(ValueError, match=r"model.safetensors.*do not fit the model in model.json|model.json. would have [0-9,]+ parameters"):
+        with pytest.raises(ValueError, match=r"model.safetensors.*do not fit the model in model.json|model.json. would (have [0-9,]+ parameters|need [0-9.]+ GB)"):
             diycnn.load(run_dir)
 
 
@@ -209,3 +209,87 @@ def test_hostile_class_and_file_names_are_escaped_in_the_run_report(tmp_path, ti
     html = (run.dir / "report.html").read_text(encoding="utf-8")
     assert "&lt;img src=x onerror=" in html
     assert "<img src=x" not in html and "<script>alert" not in html
+
+
+# --- caches, weights and resumes someone else made --------------------------------------------------------
+def test_feature_cache_uses_only_entries_this_user_signed(tmp_path, monkeypatch):
+    import io
+
+    import numpy as np
+
+    import diycnn.io as dio
+    from diycnn.data.features import FeatureCache
+
+    sha = "cd" * 32
+    cache = FeatureCache({"k": 1}, root=tmp_path)
+    cache.put(sha, np.ones(4, dtype=np.float32), remarks=["no face found"])
+    fresh = FeatureCache({"k": 1}, root=tmp_path)
+    assert fresh.get(sha).tolist() == [1, 1, 1, 1] and fresh.remarks(sha) == ["no face found"]
+    entry = cache.dir / sha[:2] / f"{sha}.npy"
+    buf = io.BytesIO()
+    np.save(buf, np.full(4, 9, dtype=np.float32))
+    entry.write_bytes(buf.getvalue())  # forged features, a valid .npy file
+    assert FeatureCache({"k": 1}, root=tmp_path).get(sha) is None
+    cache.put(sha, np.ones(4, dtype=np.float32), remarks=["no face found"])
+    entry.with_suffix(".notes.json").write_text('["forged remark"]')  # forged remarks
+    assert FeatureCache({"k": 1}, root=tmp_path).get(sha) is None
+    cache.put(sha, np.ones(4, dtype=np.float32))
+    monkeypatch.setattr(dio, "_KEY", b"k" * 32)  # a cache filled by someone else: signed with another key
+    assert FeatureCache({"k": 1}, root=tmp_path).get(sha) is None
+
+
+def test_the_user_key_lives_outside_caches_and_projects(tmp_path, monkeypatch):
+    import stat
+
+    import diycnn.io as dio
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setattr(dio, "_KEY", None)
+    key = dio.user_key()
+    path = tmp_path / "config" / "diycnn" / "cache.key"
+    assert len(key) == 32 and path.read_bytes() == key and stat.S_IMODE(path.stat().st_mode) == 0o600
+    monkeypatch.setattr(dio, "_KEY", None)
+    assert dio.user_key() == key  # the same key in the next process
+
+
+def test_altered_face_weights_are_refused_when_loaded(face_model_dir, tmp_path, monkeypatch):
+    from diycnn.models import face_weights
+
+    copy = tmp_path / "weights" / face_model_dir.name
+    shutil.copytree(face_model_dir, copy, ignore=shutil.ignore_patterns("*.tgz", "*.onnx"))
+    monkeypatch.setenv("DIYCNN_WEIGHTS", str(copy.parent))
+    assert face_weights.recognition_manifest(allow_fetch=False) == copy / face_weights.RECOGNITION
+    assert face_weights.status()["problem"] is None
+    shard = copy / "face_landmark_68_model.bin"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1
+    shard.write_bytes(bytes(data))
+    with pytest.raises(FileNotFoundError, match="face_landmark_68_model.bin' is not the file diycnn installed"):
+        face_weights.landmark_manifest()
+    assert "face_landmark_68_model.bin" in face_weights.status()["problem"]
+
+
+def test_resume_on_another_data_folder_is_refused_before_any_photo_is_decoded(run_dir, tmp_path, monkeypatch):
+    import diycnn.pipeline as pipeline
+    from diycnn.training.trainer import CHECKPOINT
+
+    other = make_dataset(tmp_path / "other", {"red": 12, "blue": 12}, seed=5)
+    _edit_model_json(run_dir, lambda info: info.update(status="interrupted", data=str(other)))
+    shutil.copy(run_dir / "model.safetensors", run_dir / CHECKPOINT)
+
+    def no_extract(*a, **k):
+        raise AssertionError("photos were decoded before the split was checked")
+
+    monkeypatch.setattr(pipeline, "_decode_or_extract", no_extract)
+    with pytest.raises(ValueError, match="split.json"):
+        diycnn.train(resume=run_dir)
+
+
+def test_a_run_folder_may_name_only_backbones_timm_registers():
+    from diycnn.models.recipes import saved_backbone
+
+    assert saved_backbone("tf_efficientnet_lite0") == "tf_efficientnet_lite0"
+    assert saved_backbone("resnet18") == "resnet18"  # any name timm registers
+    for name in ("hf-hub:attacker/beacon-model", "local-dir:/etc", "timm/resnet18.a1_in1k", 3):
+        with pytest.raises(ValueError, match="not one diycnn builds from a run folder"):
+            saved_backbone(name)
