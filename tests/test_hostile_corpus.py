@@ -5,7 +5,7 @@ traceback, never unbounded memory (peak RSS is measured per process), never a re
 never a write outside the project, never a raw control character on the terminal.
 
 A case is a function below named `case_*`: it builds its hostile folder and returns what to run and
-what must be said. A new case is covered by adding the function.
+what must be said (a Case, or one per command). A new case is covered by adding the function.
 """
 
 from __future__ import annotations
@@ -87,7 +87,14 @@ def case_activation_bomb(b: Base) -> Case:
         info["model"]["spec"] = spec.get_config()
         info["model"]["preprocessing"]["size"] = [4096, 4096]
     _edit_json(run / "model.json", edit)
-    return Case(["predict", str(run), str(b.data / "red")], ["model.json", "GB for one layer's output"])
+    return _every_command(b, run, ["model.json", "GB for one layer's output"])
+
+
+def _every_command(b: Base, run: Path, says: list[str]) -> list[Case]:
+    """The commands that load a run: predict, evaluate, explain, export."""
+    photo = str(b.data / "red" / "red_000.png")
+    return [Case(args, says) for args in (["predict", str(run), photo], ["evaluate", str(run), str(b.data)],
+                                          ["explain", str(run), photo], ["export", str(run), "--format", "onnx"])]
 
 
 def case_hub_backbone(b: Base) -> Case:
@@ -95,7 +102,7 @@ def case_hub_backbone(b: Base) -> Case:
     run = b.copy_run("hub-backbone")
     _edit_json(run / "model.json", lambda info: info["model"].update(kind="backbone",
                                                                       backbone="hf-hub:attacker/beacon-model"))
-    return Case(["predict", str(run), str(b.data / "red")], ["model.json", "hf-hub:attacker/beacon-model"])
+    return _every_command(b, run, ["model.json", "hf-hub:attacker/beacon-model"])
 
 
 def case_huge_integer_in_model_json(b: Base) -> Case:
@@ -275,6 +282,29 @@ def case_altered_face_weights(b: Base) -> Case | None:
                 env={"DIYCNN_WEIGHTS": str(weights)})
 
 
+def case_hostile_cache(b: Base) -> list[Case]:
+    """A cache folder someone else filled (DIYCNN_CACHE): a feature folder linked out of the cache,
+    a link loop, a damaged key.json, a decoded-photo file whose header claims 10^12 photos. Listing
+    and clearing it says what it can; nothing outside the cache is touched."""
+    victim = b.root / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "keep.txt").write_text("keep")
+    cases = []
+    for i, args in enumerate((["cache"], ["cache", "clear"])):  # each on its own copy: they run side by side
+        cache = b.root / "cases" / f"cache-{i}"
+        (cache / "features" / "abc").mkdir(parents=True)
+        (cache / "features" / "abc" / "key.json").write_text('{"backbone": ' * 50)
+        (cache / "features" / "abc" / "loop").symlink_to(cache / "features")
+        (cache / "features" / "linked").symlink_to(victim)
+        (cache / "decoded").mkdir()
+        with open(cache / "decoded" / "bomb.npy", "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False,
+                                                      "shape": (10 ** 12, 224, 224, 3)})
+        cases.append(Case(args, ["features" if len(args) == 1 else "Removed"], code=0,
+                          env={"DIYCNN_CACHE": str(cache)}))
+    return cases
+
+
 CASES = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")}
 
 
@@ -317,7 +347,8 @@ class _Beacon:
 def _run(case: Case, base: Base, beacon: _Beacon) -> str | None:
     """Run one case in a fresh process; None when it behaved, else what went wrong."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DIYCNN_", "HF_"))}
-    env.update(DIYCNN_CACHE=str(base.root / "user-cache"), HF_ENDPOINT=beacon.url, COLUMNS="120", **case.env)
+    env.update({"DIYCNN_CACHE": str(base.root / "user-cache"), "HF_ENDPOINT": beacon.url, "COLUMNS": "120",
+                **case.env})
     proc = subprocess.Popen([sys.executable, "-c", WRAPPER, DIYCNN, *case.args], cwd=base.root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
@@ -348,8 +379,11 @@ def _run(case: Case, base: Base, beacon: _Beacon) -> str | None:
 
 
 def test_every_hostile_folder_gets_one_line_in_a_fresh_process(base):
-    built = {name: fn(base) for name, fn in CASES.items()}
-    cases = {name: c for name, c in built.items() if c is not None}
+    cases: dict[str, Case] = {}
+    for name, fn in CASES.items():
+        made = fn(base)
+        for i, case in enumerate(made if isinstance(made, list) else [made] if made is not None else []):
+            cases[f"{name}:{i}:{case.args[0]}" if isinstance(made, list) else name] = case
     beacon = _Beacon()
     with ThreadPoolExecutor(2) as pool:  # two cores: two processes at a time
         results = dict(zip(cases, pool.map(lambda c: _run(c, base, beacon), cases.values())))
@@ -357,6 +391,7 @@ def test_every_hostile_folder_gets_one_line_in_a_fresh_process(base):
     assert not failed, "\n\n".join(f"[{name}] {why}" for name, why in failed.items())
     assert beacon.hits == 0, "a command asked the hub for a backbone named in a run folder"
     assert list((base.root / "outside-runs").iterdir()) == []  # the app wrote nothing through the link
+    assert sorted(p.name for p in (base.root / "victim").iterdir()) == ["keep.txt", "sub"]  # nor the cache
 
 
 def test_the_corpus_covers_runs_exports_settings_projects_and_weights():

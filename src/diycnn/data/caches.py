@@ -169,8 +169,10 @@ def clear_cache(kinds: tuple[str, ...] = KINDS, older_than_days: float | None = 
             continue
         if not dry_run:
             try:
-                if e.path.is_dir():
+                if e.path.is_dir() and not e.path.is_symlink():
                     shutil.rmtree(e.path)
+                elif e.path.is_symlink():  # a link in the cache goes; what it points to is never touched
+                    e.path.unlink()
                 else:
                     e.path.unlink(missing_ok=True)
                     if e.kind == "decoded" and e.path.suffix == ".npy":
