@@ -101,6 +101,23 @@ def test_compare_trains_every_model_on_one_split(tmp_path, specs):
     assert json.loads((again / "comparison.json").read_text())["mcnemar"][0]["p_value"] == pair["p_value"]
 
 
+def test_compare_scans_once_and_trains_every_model_and_fold_on_it(tmp_path, specs, monkeypatch):
+    import diycnn.pipeline as pipeline
+
+    scans, scanned_with = [], []
+    real_scan, real_train = pipeline.scan_folder, pipeline.train_one
+    monkeypatch.setattr(pipeline, "scan_folder", lambda *a, **k: scans.append(a) or real_scan(*a, **k))
+
+    def train_one(data, s, **kw):
+        scanned_with.append(kw["scan"])
+        return real_train(data, s, **kw)
+
+    monkeypatch.setattr(pipeline, "train_one", train_one)
+    data = make_dataset(tmp_path / "photos", {"red": 6, "blue": 6})
+    diycnn.compare(data, specs, out=tmp_path / "cmp", folds=2, epochs=1, seed=0)
+    assert len(scans) == 1 and len(scanned_with) == 4 and all(s is scanned_with[0] for s in scanned_with)
+
+
 def test_runs_on_different_splits_are_refused(tmp_path, specs):
     data = make_dataset(tmp_path / "photos", {"red": 10, "blue": 10})
     a = diycnn.train(data, model=specs[0], out=tmp_path / "a", epochs=1, seed=0)

@@ -1,6 +1,6 @@
 """The public Python API: train, face_weights (and load, from loading.py; summary, from
-models/summary.py, which imports no PyTorch). The CLI and the web app call these; the training itself is pipeline.py (one run, top to bottom) and auto.py
-(--model auto: several runs through train)."""
+models/summary.py, which imports no PyTorch). The CLI and the web app call these; the training itself is
+pipeline.py (one run, top to bottom) and auto.py (--model auto: several pipeline runs on one scan and split)."""
 
 from __future__ import annotations
 
@@ -60,13 +60,13 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
     if ctx.active and s.model == "auto":
         raise ValueError("--model auto is not supported under torchrun yet: pick one recipe (e.g. --model finetune).")
     if s.model == "auto":
-        return train_auto(train, data, s, out=out, split=split, runs_root=runs_root, callbacks=callbacks, stage=stage)
+        return train_auto(data, s, out=out, split=split, runs_root=runs_root, callbacks=callbacks, stage=stage)
     return pipeline.train_one(data, s, out=out, split=split, runs_root=runs_root, callbacks=callbacks, stage=stage)
 
 
 def _resume(run_dir: Path, callbacks, stage) -> Run | None:
     if is_auto_run(run_dir):
-        return resume_auto(train, run_dir, callbacks, stage)
+        return resume_auto(run_dir, callbacks, stage)
     return pipeline.resume_one(run_dir, callbacks, stage)
 
 

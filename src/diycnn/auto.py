@@ -16,6 +16,7 @@ first, holds what is needed for that."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -23,8 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .data.scan import scan_folder
-from .data.split import make_split, read_split
+from . import pipeline
+from .data.scan import ScanResult
+from .data.split import Split, make_split, read_split
 from .io import atomic_write_json, read_json, to_jsonable
 from .loading import load
 from .run import Run, new_run_dir, read_metrics_json, write_manifest
@@ -56,20 +58,20 @@ AUTO_FILE = "auto.json"
 AUTO_FORMAT = "diycnn-auto"
 
 
-def train_auto(train, data, settings: TrainSettings, out=None, split=None, runs_root="runs", callbacks=None,
-               stage=None) -> Run:
-    """Train CANDIDATES within `settings.budget` minutes, each with `train` (api.train, passed in:
-    auto sits beside the API, not above it); the winner's files fill the run directory and
+def train_auto(data, settings: TrainSettings, out=None, split=None, runs_root="runs", callbacks=None,
+               stage=None, scan: ScanResult | None = None) -> Run:
+    """Train CANDIDATES within `settings.budget` minutes on one scan of the folder and one split
+    (each through pipeline.train_one); the winner's files fill the run directory and
     `metrics.json["auto"]` lists every candidate's validation and test figures."""
-    scan = scan_folder(data, near_duplicates=settings.near_duplicates)
+    stage = stage or (lambda text: log.info("%s", text))
+    scan = scan if scan is not None else pipeline.scan_for_training(data, settings, stage)
     run_dir = new_run_dir(out, f"{Path(scan.root).name}-auto", runs_root)
     if split is not None:
-        shutil.copyfile(split, run_dir / "split.json")
+        the_split = split if isinstance(split, Split) else read_split(split)
     else:
         the_split = make_split(scan, settings.val_split, settings.test_split, settings.seed,
                                val_as_test=settings.val_as_test)
-        atomic_write_json(run_dir / "split.json", the_split.to_dict())
-    stage = stage or (lambda text: log.info("%s", text))
+    atomic_write_json(run_dir / "split.json", the_split.to_dict())
     stage("auto: looking for faces in a sample of the photos ...")
     from .data.survey import face_survey
 
@@ -77,7 +79,7 @@ def train_auto(train, data, settings: TrainSettings, out=None, split=None, runs_
     plan = make_plan(survey, settings)
     atomic_write_json(run_dir / AUTO_FILE, to_jsonable({"format": AUTO_FORMAT, "data": str(scan.root),
                                                         "settings": settings.to_dict(), "plan": plan}))
-    return _run_candidates(train, run_dir, str(scan.root), settings, callbacks, stage)
+    return _run_candidates(run_dir, str(scan.root), settings, callbacks, stage, scan=scan, split=the_split)
 
 
 def make_plan(survey: dict[str, Any], settings: TrainSettings) -> dict[str, Any]:
@@ -104,8 +106,8 @@ def is_auto_run(run_dir: Path) -> bool:
     return (run_dir / AUTO_FILE).is_file()
 
 
-def resume_auto(train, run_dir: Path, callbacks=None, stage=None) -> Run:
-    """Finish an interrupted auto run (see the module docstring), training with `train` (api.train)."""
+def resume_auto(run_dir: Path, callbacks=None, stage=None) -> Run:
+    """Finish an interrupted auto run (see the module docstring)."""
     saved = read_json(run_dir / AUTO_FILE, missing=f"'{run_dir}' is not an auto run (no {AUTO_FILE}).",
                       damaged="Start the auto run again with a new --out.")
     if not isinstance(saved, dict):
@@ -115,7 +117,7 @@ def resume_auto(train, run_dir: Path, callbacks=None, stage=None) -> Run:
     if _candidate_state(run_dir) == "complete":
         raise ValueError(f"Run '{run_dir}' is already complete; nothing to resume. Start a new run with another --out.")
     settings = merge_settings(None, {k: v for k, v in saved["settings"].items() if v is not None}, where=AUTO_FILE)
-    return _run_candidates(train, run_dir, saved["data"], settings, callbacks, stage, resume=True)
+    return _run_candidates(run_dir, saved["data"], settings, callbacks, stage, resume=True)
 
 
 def _candidate_state(cdir: Path) -> str:
@@ -198,18 +200,28 @@ class _Projection:
         self.callback = Hooks()
 
 
-def _run_candidates(train, run_dir: Path, data, settings: TrainSettings, callbacks, stage,
-                    resume: bool = False) -> Run:
+def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, stage, resume: bool = False,
+                    scan: ScanResult | None = None, split: Split | None = None) -> Run:
+    """Train (or, on resume, reuse or continue) each candidate of the plan in auto.json, all on the
+    one scan and split (scanned and read here, once, when not given), then pick and write the winner."""
     stage = stage or (lambda text: log.info("%s", text))
     budget = (settings.budget or DEFAULT_BUDGET_MINUTES) * 60
-    shared = {k: v for k, v in settings.to_dict().items()
-              if v is not None and k not in ("model", "budget", "val_split", "test_split", "val_as_test")}
     saved = read_json(run_dir / AUTO_FILE, missing="", damaged="Start the auto run again with a new --out.")
     plan = saved.get("plan") or {"candidates": [{"model": m} for m in CANDIDATES], "why": "default order"}
-    if plan.get("crop") and "crop" not in shared:
-        shared["crop"] = plan["crop"]
+    crop = settings.crop or plan.get("crop")
     stage(f"auto: plan ({plan['why']}), budget {budget / 60:.0f} min: " + ", ".join(
         c["model"] + (" (skipped: " + c["skip"] + ")" if c.get("skip") else "") for c in plan["candidates"]))
+    shared: dict[str, Any] = {}  # the scan and split, made at the first candidate that needs them
+
+    def candidate(name: str, left: float) -> TrainSettings:
+        return dataclasses.replace(settings, model=name, budget=None, crop=crop, max_minutes=left / 60)
+
+    def scan_and_split() -> tuple[ScanResult, Split]:
+        if not shared:
+            shared["scan"] = scan if scan is not None else pipeline.scan_for_training(data, settings, stage)
+            shared["split"] = split if split is not None else read_split(run_dir / "split.json")
+        return shared["scan"], shared["split"]
+
     t0 = time.perf_counter()
     spent_before = 0.0  # training time of candidates finished before a resume counts against the budget
     results: list[dict[str, Any]] = []
@@ -240,14 +252,14 @@ def _run_candidates(train, run_dir: Path, data, settings: TrainSettings, callbac
                 spent_before += run.metrics["train_seconds"]
             elif state == "checkpoint":
                 stage(f"auto: resuming candidate {name} ({left / 60:.1f} min of budget left) ...")
-                run = train(resume=cdir, callbacks=callbacks, on_stage=stage)
+                run = pipeline.resume_one(cdir, callbacks, stage)
             else:
                 if cdir.exists():  # started but stopped before its first checkpoint: nothing to keep
                     shutil.rmtree(cdir)
                 stage(f"auto: training candidate {name} ({left / 60:.1f} min of budget left) ...")
-                run = train(data, model=name, out=cdir, split=run_dir / "split.json",
-                            callbacks=[*(callbacks or []), projection.callback], on_stage=stage,
-                            **{**shared, "max_minutes": left / 60})
+                the_scan, the_split = scan_and_split()
+                run = pipeline.train_one(data, candidate(name, left), out=cdir, split=the_split, scan=the_scan,
+                                         callbacks=[*(callbacks or []), projection.callback], stage=stage)
         except _OverBudget as exc:
             results.append({"model": name, "status": f"skipped: {exc}"})
             stage(f"auto: {name} stopped after its first epoch: {exc}")

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import logging
@@ -20,9 +21,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .data.split import read_split
-from .io import atomic_write_json, atomic_write_text, to_jsonable
+from . import pipeline
+from .auto import train_auto
+from .data.split import Split, kfold_splits, make_split, read_split
+from .io import atomic_write_json, atomic_write_text, shown, to_jsonable
 from .run import new_run_dir, read_metrics_json, read_model_json
+from .settings import check_model_name, merge_settings
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +165,6 @@ def compare(data: str | Path | None = None, models: list[str] | str | None = Non
     Raises:
         ValueError: runs trained on different splits, no models, or bad settings.
     """
-    from .api import train
-    from .data.scan import scan_folder
-    from .data.split import kfold_splits, make_split
-
     stage = on_stage or (lambda text: log.info("%s", text))
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",") if m.strip()]
@@ -180,45 +180,45 @@ def compare(data: str | Path | None = None, models: list[str] | str | None = Non
     if data is None:
         raise ValueError("compare needs a DATA folder (or --runs).")
     if len(models) < 2:
-        raise ValueError(f"compare needs at least two models, received {models}.")
+        raise ValueError(f"compare needs at least two models, received {shown(models)}.")
     if len(set(models)) != len(models):
-        raise ValueError(f"compare received a model twice: {models}.")
+        raise ValueError(f"compare received a model twice: {shown(models)}.")
     data = Path(data)
-    scan = scan_folder(data, near_duplicates=settings.get("near_duplicates", True) is not False)
+    base = merge_settings(None, {**settings, "model": models[0]}, where="compare settings")
+    for model in models:
+        check_model_name(model)  # a typo is reported before the photos are scanned
+    scan = pipeline.scan_for_training(data, base, stage)  # once, for every model (and fold)
     out_dir = new_run_dir(out, f"{data.name}-compare", runs_root)
-    seed = int(settings.get("seed") or 0)
     labels = _labels(models)
-    train_settings = {k: v for k, v in settings.items() if k != "val_as_test"}  # the split file decides
+
+    def train(model: str, run_dir: Path, split: Split):
+        s = dataclasses.replace(base, model=model)
+        if model == "auto":
+            return train_auto(data, s, out=run_dir, split=split, callbacks=callbacks, stage=stage, scan=scan)
+        return pipeline.train_one(data, s, out=run_dir, split=split, scan=scan, callbacks=callbacks, stage=stage)
+
     if folds:
-        splits = kfold_splits(scan, folds, settings.get("val_split") or 0.15, seed)
         fold_results = []
-        for f, fold_split in enumerate(splits):
+        for f, fold_split in enumerate(kfold_splits(scan, folds, base.val_split, base.seed)):
             fold_dir = out_dir / "folds" / str(f + 1)
             fold_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(fold_dir / "split.json", fold_split.to_dict())
             pairs = []
             for label, model in zip(labels, models):
                 stage(f"compare: fold {f + 1}/{folds}, training {model} ...")
-                train(data, model=model, out=fold_dir / label, split=fold_dir / "split.json", callbacks=callbacks,
-                      on_stage=stage, **train_settings)
+                train(model, fold_dir / label, fold_split)
                 pairs.append((label, fold_dir / label))
             fold_results.append(pairs)
         return _finish_folds(out_dir, data, labels, fold_results, stage, explain_samples)
-    split_path = out_dir / "split.json"
-    if split is not None:
-        split_path.write_bytes(Path(split).read_bytes())
-    else:
-        the_split = make_split(scan, settings.get("val_split") or 0.15, settings.get("test_split") or 0.15, seed,
-                               val_as_test=bool(settings.get("val_as_test")))
-        atomic_write_json(split_path, the_split.to_dict())
+    the_split = (read_split(split) if split is not None else
+                 make_split(scan, base.val_split, base.test_split, base.seed, val_as_test=base.val_as_test))
+    atomic_write_json(out_dir / "split.json", the_split.to_dict())
     trained = []
     for label, model in zip(labels, models):
         stage(f"compare: training {model} ({len(trained) + 1}/{len(models)}) ...")
-        run = train(data, model=model, out=out_dir / "runs" / label, split=split_path, callbacks=callbacks,
-                    on_stage=stage, **train_settings)
+        run = train(model, out_dir / "runs" / label, the_split)
         trained.append((label, run.dir))
-    shared = read_split(split_path).to_dict()
-    return _finish(out_dir, data, trained, shared, stage, explain_samples, None)
+    return _finish(out_dir, data, trained, the_split.to_dict(), stage, explain_samples, None)
 
 
 def _labels(models: list[str]) -> list[str]:

@@ -37,7 +37,7 @@ from .models.recipes import Recipe, get_recipe, recipe_from_saved
 from .loading import load
 from .run import (NEAR_SIGNATURES, RUN_FORMAT, RUN_VERSION, Run, check_model_size, history_csv, new_run_dir,
                   read_model_json, versions, write_manifest)
-from .settings import INFERENCE_PRECISION, TrainingPlan
+from .settings import INFERENCE_PRECISION, TrainingPlan, TrainSettings
 from .training import crossval, distributed
 from .training.device import autocast, resolve_device, resolve_precision
 from .training.trainer import BEST, CHECKPOINT, Callback, FitConfig, Trainer, predict_probs
@@ -79,8 +79,10 @@ def _freeze(module, training: TrainingPlan) -> None:
 
 
 def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: TrainingPlan, device, precision,
-             stage) -> _Data:
-    """Decode photos (or extract frozen-backbone features) once; drop and report those that fail."""
+             stage) -> tuple[_Data, ScanResult]:
+    """Decode photos (or extract frozen-backbone features) once. Returns them with the scan of the
+    photos that worked: a new ScanResult, those that failed moved to its `skipped` (the scan given
+    is left as it was, so several runs can start from one)."""
     prep = recipe.preprocessing
     if training.frozen:
         from .data.features import FeatureCache, extract_features
@@ -112,18 +114,20 @@ def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: Train
             cache = FeatureCache(cache.key)
         feats, ok, failed = extract_features(scan.records, prep, encode, cache, notes=notes)
         stage(f"Feature cache: {cache.hits} hit(s), {cache.misses} extracted")
-        scan.records = [scan.records[i] for i in ok]
-        scan.skipped.extend(failed)
-        return _Data(feats, feature_input_fn, "features", {"hits": cache.hits, "misses": cache.misses}, notes)
+        return (_Data(feats, feature_input_fn, "features", {"hits": cache.hits, "misses": cache.misses}, notes),
+                _kept(scan, ok, failed))
     cache_prep = prep.for_cache()
     stage(f"Decoding {len(scan.records)} photos at {cache_prep.output_size[0]}x{cache_prep.output_size[1]} ...")
     notes: list = []
     images, ok, failed = decode_cached(scan.records, cache_prep, notes=notes)
     where = f", memory-mapped from {images.base.filename}" if isinstance(images, Rows) else ""
     stage(f"Decoded {len(ok)} photos ({len(failed)} unreadable){where}")
-    scan.records = [scan.records[i] for i in ok]
-    scan.skipped.extend(failed)
-    return _Data(images, image_input_fn(prep, training.augment), "images", notes=notes)
+    return _Data(images, image_input_fn(prep, training.augment), "images", notes=notes), _kept(scan, ok, failed)
+
+
+def _kept(scan: ScanResult, ok: list[int], failed: list) -> ScanResult:
+    """`scan` with only the records at `ok`, and `failed` added to what it skipped."""
+    return dataclasses.replace(scan, records=[scan.records[i] for i in ok], skipped=[*scan.skipped, *failed])
 
 
 def _arrays(split: Split, scan: ScanResult, x: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -166,15 +170,20 @@ class Fitted:
     arrays: dict[str, tuple]
 
 
-def train_one(data, s, *, out=None, split=None, runs_root="runs", callbacks=None, stage=None) -> Run | None:
-    """A new run of one recipe with settings `s` (a TrainSettings): prepare, then fit, evaluate, write."""
+def train_one(data: str | Path, s: TrainSettings, *, out: str | Path | None = None,
+              split: str | Path | Split | None = None, scan: ScanResult | None = None, runs_root: str | Path = "runs",
+              callbacks: list[Callback] | None = None, stage: Callable[[str], None] | None = None) -> Run | None:
+    """A new run of one recipe with settings `s`: prepare, then fit, evaluate, write.
+
+    `split` is a split.json or a Split; `scan`, the folder's ScanResult when the caller has it
+    (auto and compare scan once for all their runs)."""
     stage = stage or (lambda text: log.info("%s", text))
-    return finish(prepare(data, s, out=out, split=split, runs_root=runs_root, stage=stage), callbacks, stage)
+    return finish(prepare(data, s, out=out, split=split, scan=scan, runs_root=runs_root, stage=stage), callbacks,
+                  stage)
 
 
-def prepare(data, s, *, out=None, split=None, runs_root="runs", stage) -> Prepared:
-    """Scan, build, decode or extract features, split; model.json written with status 'training'."""
-    ctx = distributed.context()
+def scan_for_training(data: str | Path, s: TrainSettings, stage: Callable[[str], None]) -> ScanResult:
+    """Scan the photo folder as a run does, saying what was found."""
     stage(f"Scanning {data} ...")
     scan = scan_folder(data, near_duplicates=s.near_duplicates)
     layout = "given train/val/test folders" if scan.layout == "split-folders" else "one folder per class"
@@ -186,9 +195,19 @@ def prepare(data, s, *, out=None, split=None, runs_root="runs", stage) -> Prepar
               + (f", {conflicts} across classes (likely label conflicts, see the report)" if conflicts else ""))
     for note in scan.notes:
         stage(f"Note: {note}")
+    return scan
+
+
+def prepare(data, s: TrainSettings, *, out=None, split: str | Path | Split | None = None,
+            scan: ScanResult | None = None, runs_root="runs", stage) -> Prepared:
+    """Scan (unless given), build, decode or extract features, split; model.json written with
+    status 'training'."""
+    ctx = distributed.context()
+    scan = scan if scan is not None else scan_for_training(data, s, stage)
     recipe = get_recipe(s.model, len(scan.class_names), backbone=s.backbone)
     if s.crop == "faces":
-        recipe.preprocessing = dataclasses.replace(recipe.preprocessing, faces=True, no_face=s.no_face)
+        recipe = dataclasses.replace(recipe, preprocessing=dataclasses.replace(recipe.preprocessing, faces=True,
+                                                                               no_face=s.no_face))
     training = TrainingPlan.merge(recipe.defaults, s)
     if training.suspects and not training.frozen:
         raise ValueError(f"--suspects on needs a recipe on cached features (tm, linear-probe, face-probe); "
@@ -206,8 +225,11 @@ def prepare(data, s, *, out=None, split=None, runs_root="runs", stage) -> Prepar
     module = recipe.build(seed=training.seed)
     weights_source = _load_backbone_weights(module, recipe, training) if recipe.kind == "backbone" else None
     _freeze(module, training)
-    data_ = _decode_or_extract(recipe, scan, module, training, device, precision, stage)
-    if split is not None:
+    data_, scan = _decode_or_extract(recipe, scan, module, training, device, precision, stage)
+    if isinstance(split, Split):
+        the_split = copy.deepcopy(split)  # near-duplicate separation below edits it: the caller's stays as given
+        check_split(the_split, scan, where="the split given")
+    elif split is not None:
         the_split = read_split(split)
         check_split(the_split, scan, where=f"split file '{split}'")
     else:
@@ -272,7 +294,8 @@ def prepare_resume(run_dir: Path, stage) -> Prepared:
     if recipe.kind == "backbone":
         _load_backbone_weights(module, recipe, training)
     _freeze(module, training)
-    data_ = _decode_or_extract(recipe, scan, module, training, device, precision, stage)
+    data_, scan = _decode_or_extract(recipe, scan, module, training, device, precision, stage)
+    check_split(the_split, scan, where=f"run's split.json ({run_dir})")  # a photo that no longer decodes
     return Prepared(run_dir, info, recipe, module, scan, the_split, data_)
 
 

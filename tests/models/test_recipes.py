@@ -103,8 +103,14 @@ def test_head_replacement_for_other_class_counts():
 
 
 @pytest.mark.slow
-def test_auto_picks_by_validation_loss_and_reports_all(small_data, tmp_path):
+def test_auto_picks_by_validation_loss_and_reports_all(small_data, tmp_path, monkeypatch):
+    import diycnn.pipeline as pipeline
+
+    scans = []
+    real_scan = pipeline.scan_folder
+    monkeypatch.setattr(pipeline, "scan_folder", lambda *a, **k: scans.append(a) or real_scan(*a, **k))
     run = diycnn.train(small_data, model="auto", out=tmp_path / "auto", epochs=2, batch_size=8, budget=10)
+    assert len(scans) == 1  # one scan of the folder for every candidate
     auto = run.metrics["auto"]
     trained = [c for c in auto["candidates"] if c["status"] == "trained"]
     status = {c["model"]: c["status"] for c in auto["candidates"]}
