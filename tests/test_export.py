@@ -158,7 +158,9 @@ def test_tfjs_export_predicts_the_same_in_tensorflow_js(runs, kind, tmp_path):
     # independently of the export's own check: the held-out photos through TF.js against the run
     files = held_out(runs[kind])
     images, _, _ = decode_all(files, run.preprocessing)
-    x = exports._normalised(run.preprocessing, images)
+    from diycnn.exports.job import normalised
+
+    x = normalised(run.preprocessing, images)
     got, _ = tfjs_predict(out, x)
     if run.tta:
         assert "mirror" in info["tta_note"]
@@ -369,7 +371,7 @@ def test_int8_report(runs, tmp_path):
 
 
 def test_failed_check_leaves_nothing_behind(runs, tmp_path, monkeypatch):
-    monkeypatch.setattr(exports, "TOLERANCE", -1.0)
+    monkeypatch.setattr(exports.job, "TOLERANCE", -1.0)
     with pytest.raises(exports.ExportError, match="does not predict the same"):
         diycnn.export(runs["bn-gap"], "onnx", out=tmp_path / "bad")
     assert list(tmp_path.iterdir()) == []

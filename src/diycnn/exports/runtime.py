@@ -84,7 +84,7 @@ class OnnxRun(Classifier):
 
     def _session(self, path: Path, input_shape: tuple[int, ...]):
         """An onnxruntime session for a file of this folder (never through a link), checked first."""
-        from . import onnx_session
+        from .onnx_format import onnx_session
 
         if path.is_symlink():
             raise ValueError(f"'{path}' is a link; diycnn loads only the export folder's own files. Export the run "
@@ -125,7 +125,7 @@ class OnnxRun(Classifier):
         return self.info.get("run", {}).get("name", self.dir.name)
 
     def predict_arrays(self, images_u8: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        from . import onnx_probs
+        from .onnx_format import onnx_probs
 
         if len(images_u8) == 0:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
