@@ -25,12 +25,12 @@ _LAZY = {
     "load": ".loading", "Run": ".run",
     "export": ".exports", "OnnxRun": ".exports.runtime",
     "compare": ".comparison", "explain": ".explanations",
-    "ImageError": ".data.images",
+    "ImageError": ".data.images", "Callback": ".training.trainer",
     "Sequential": ".models.sequential",
 }
 
 __all__ = ["train", "load", "export", "compare", "explain", "summary", "backbones", "face_weights", "Run", "OnnxRun", "Sequential", "layers",
-           "ImageError", "__version__"]
+           "ImageError", "Callback", "__version__"]
 
 
 def __getattr__(name: str):

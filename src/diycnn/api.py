@@ -70,4 +70,4 @@ def _resume(run_dir: Path, callbacks, stage) -> Run | None:
     return pipeline.resume_one(run_dir, callbacks, stage)
 
 
-__all__ = ["train", "summary", "face_weights"]
+__all__ = ["train", "summary", "face_weights", "Callback"]

@@ -40,7 +40,7 @@ class ImageError(ValueError):
         super().__init__(f"{self.path}: {reason}" if self.path else reason)
 
 
-def _open(source: str | Path | bytes) -> Image.Image:
+def open_image(source: str | Path | bytes) -> Image.Image:
     """Open an image lazily (header only) and check its format and size."""
     path = None if isinstance(source, (bytes, bytearray)) else source
     data = source if path is None else None
@@ -86,7 +86,7 @@ def probe(source: str | Path | bytes) -> tuple[str, tuple[int, int]]:
     Raises:
         ImageError: not a supported, sane image.
     """
-    im = _open(source)
+    im = open_image(source)
     try:
         return im.format, im.size
     finally:
@@ -130,7 +130,7 @@ def load_rgb(source: str | Path | bytes, background: tuple[int, int, int] = (255
         >>> load_rgb("photos/iu/001.jpg").size
     """
     path = None if isinstance(source, (bytes, bytearray)) else source
-    im = _open(source)
+    im = open_image(source)
     try:
         if getattr(im, "n_frames", 1) > 1:
             im.seek(0)

@@ -140,7 +140,7 @@ class TrainingJob:
 
     def _work(self, model: str, settings: dict[str, Any], out: Path, resume: bool = False) -> None:
         from .. import train
-        from ..training.trainer import Callback
+        from .. import Callback  # the public API's (train's callbacks=)
 
         job = self
 

@@ -560,10 +560,10 @@ def _read_bounded(path: Path, shown: str) -> bytes:
 def _make_thumbnail(data: bytes, shown: str) -> bytes:
     from PIL import ImageOps
 
-    from ..data.images import ImageError, _open, to_rgb
+    from ..data.images import ImageError, open_image, to_rgb
 
     try:
-        im = _open(data)  # format and pixel-count checks (decompression bombs) from the header
+        im = open_image(data)  # format and pixel-count checks (decompression bombs) from the header
     except ImageError as exc:
         raise ProjectError(f"Cannot show {shown!r}: {exc.reason}.", 422) from None
     try:
