@@ -17,7 +17,7 @@ from diycnn.data.split import check_split, make_split
 from tests.conftest import make_dataset
 
 
-# --- split.json (#12) --------------------------------------------------------------------------
+# --- split.json ------------------------------------------------------------------------------
 @pytest.fixture
 def data_and_split(tmp_path):
     data = make_dataset(tmp_path / "photos", {"red": 12, "blue": 12})
@@ -76,7 +76,7 @@ def test_a_tampered_split_is_refused_by_train_from_the_cli(data_and_split, tmp_p
     assert "split.json" in err and "in both the train and the test split" in err and "Traceback" not in err
 
 
-# --- run directories: model.json (#13) ------------------------------------------------------------
+# --- run directories: model.json ----------------------------------------------------------------
 @pytest.fixture
 def run_dir(two_class_data, tiny_spec, tmp_path):
     return diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "run", epochs=1).dir
@@ -134,7 +134,7 @@ def test_a_deeply_nested_model_json_gives_one_line(run_dir, capsys):
     assert "model.json" in err and "Traceback" not in err and "RecursionError" not in err
 
 
-# --- config files (#14) ---------------------------------------------------------------------------
+# --- config files -------------------------------------------------------------------------------
 @pytest.mark.parametrize("text, message", [
     ("epochs: [30\n", "cannot be read as YAML"),
     ("epochs: !!python/object/apply:os.system ['touch pwned']\n", "cannot be read as YAML.*!!python"),
@@ -152,7 +152,7 @@ def test_bad_yaml_config_gives_one_line_naming_the_file(two_class_data, tiny_spe
     assert not (tmp_path / "pwned").exists()
 
 
-# --- export folders (#14) ------------------------------------------------------------------------
+# --- export folders ----------------------------------------------------------------------------
 def test_export_json_model_file_must_stay_in_the_export_folder(run_dir, tmp_path):
     out = diycnn.export(run_dir, "onnx", out=tmp_path / "onnx")
     elsewhere = tmp_path / "elsewhere.onnx"
@@ -173,7 +173,7 @@ def test_export_json_model_file_must_stay_in_the_export_folder(run_dir, tmp_path
         read_export_info(out)
 
 
-# --- layouts and class names (#3, #4) ---------------------------------------------------------------
+# --- layouts and class names -------------------------------------------------------------------
 def test_a_class_named_train_beside_other_classes_is_a_class(tmp_path):
     data = make_dataset(tmp_path / "photos", {"red": 6, "blue": 6})
     (data / "red").rename(data / "train")
