@@ -29,7 +29,10 @@ def test_an_honest_split_is_accepted(data_and_split):
     from diycnn.data.split import Split
 
     _, scan, split = data_and_split
-    check_split(Split.from_dict(split), scan)
+    honest = Split.from_dict(split)
+    assert check_split(honest, scan) is None  # no error: every photo once, in its own class, no leak
+    assert honest.to_dict() == split  # and the check changes nothing
+    assert sum(len(v) for s in honest.assignment.values() for v in s.values()) == len(scan.records)
 
 
 @pytest.mark.parametrize("tamper, message", [
