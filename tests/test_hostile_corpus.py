@@ -44,6 +44,7 @@ class Case:
     args: list[str]
     says: list[str]  # each must appear in the output (stderr + stdout)
     code: int = 2
+    never: list[str] = field(default_factory=list)  # each must not appear (work done before the refusal)
     env: dict[str, str] = field(default_factory=dict)
     timeout: float = 300
 
@@ -178,7 +179,7 @@ def _split_case(b: Base, name: str, edit) -> Case:
     edit(split)
     path.write_text(json.dumps(split))
     return Case(["train", str(b.data), "--model", str(b.spec), "--split", str(path), "--epochs", "1",
-                 "--out", str(b.root / "cases" / f"{name}-run")], [path.name])
+                 "--out", str(b.root / "cases" / f"{name}-run")], [path.name], never=["Decoding"])
 
 
 def case_split_version_as_text(b: Base) -> Case:
@@ -369,6 +370,7 @@ def _run(case: Case, base: Base, beacon: _Beacon) -> str | None:
     if case.code == 2 and len([line for line in err.splitlines() if line.startswith("error: ")]) != 1:
         problems.append("not one 'error: ' line")
     problems += [f"does not say {s!r}" for s in case.says if s not in text]
+    problems += [f"says {s!r}: it worked before refusing" for s in case.never if s in text]
     if "\x1b" in out or "\x1b" in err or "\x07" in out:
         problems.append("a control character reached the terminal")
     if rss_mb > MAX_RSS_MB:

@@ -219,6 +219,9 @@ def prepare(data, s: TrainSettings, *, out=None, split: str | Path | Split | Non
                          f"trains the whole network, so {crossval.CV_FOLDS}-fold cross-validation would cost "
                          f"{crossval.CV_FOLDS} more full trainings. Use diycnn compare --folds {crossval.CV_FOLDS} "
                          f"--models {recipe.name}, which reports the out-of-fold accuracy over all photos.")
+    # a given split is read first: a malformed file is refused before a run folder is made or a photo decoded
+    # (near-duplicate separation edits the split: a Split given is copied, the caller's stays as it was)
+    given = copy.deepcopy(split) if isinstance(split, Split) else read_split(split) if split is not None else None
     run_dir = distributed.on_main(lambda: new_run_dir(out, f"{Path(scan.root).name}-{recipe.name}", runs_root))
     device = distributed.device_for(resolve_device(training.device))
     precision = resolve_precision(training.precision, device, training.cpu_precision)
@@ -226,12 +229,9 @@ def prepare(data, s: TrainSettings, *, out=None, split: str | Path | Split | Non
     weights_source = _load_backbone_weights(module, recipe, training) if recipe.kind == "backbone" else None
     _freeze(module, training)
     data_, scan = _decode_or_extract(recipe, scan, module, training, device, precision, stage)
-    if isinstance(split, Split):
-        the_split = copy.deepcopy(split)  # near-duplicate separation below edits it: the caller's stays as given
-        check_split(the_split, scan, where="the split given")
-    elif split is not None:
-        the_split = read_split(split)
-        check_split(the_split, scan, where=f"split file '{split}'")
+    if given is not None:
+        the_split = given
+        check_split(the_split, scan, where="the split given" if isinstance(split, Split) else f"split file '{split}'")
     else:
         the_split = make_split(scan, s.val_split, s.test_split, s.seed, val_as_test=s.val_as_test)
     left_out = separate_near_duplicates(the_split, scan) if scan.near_checked else []
