@@ -28,12 +28,6 @@ def shown(value: Any, limit: int = 80, quote: bool = True) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
-def terminal_safe(text: Any) -> str:
-    """Text to print: control characters (ESC and OSC sequences from a hostile file or folder name)
-    replaced by '?', so a name cannot move the cursor, retitle the terminal or hide output."""
-    return "".join("?" if (ord(c) < 32 and c != "\t") or 127 <= ord(c) < 160 else c for c in str(text))
-
-
 def _key_path() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "diycnn" / "cache.key"
 

@@ -44,8 +44,9 @@ class FeatureCache:
         """Whether features for this photo are cached (a file check; `get` may still refuse them)."""
         return self._path(sha256).is_file()
 
-    def _signature(self, sha256: str, npy: bytes, notes: bytes) -> str:
-        return sign("features", self.dir.name, sha256, npy, notes)
+    def _signed_parts(self, sha256: str, npy: bytes, notes: bytes) -> tuple:
+        """What an entry's signature covers: this cache's key, the photo, its features and remarks."""
+        return ("features", self.dir.name, sha256, npy, notes)
 
     def get(self, sha256: str) -> np.ndarray | None:
         """The cached features, or None: missing, damaged, too large, or not signed with this user's
@@ -58,7 +59,7 @@ class FeatureCache:
             notes_path = path.with_suffix(".notes.json")
             notes = notes_path.read_bytes() if notes_path.is_file() and not notes_path.is_symlink() else b""
             signature = path.with_suffix(".sig").read_text(encoding="ascii")[:128]
-            if len(notes) > MAX_ENTRY_BYTES or not signed(signature, "features", self.dir.name, sha256, npy, notes):
+            if len(notes) > MAX_ENTRY_BYTES or not signed(signature, *self._signed_parts(sha256, npy, notes)):
                 log.debug("feature cache entry %s is not signed by this user; recomputing", path)
                 return None
             arr = np.load(io.BytesIO(npy), allow_pickle=False)
@@ -97,7 +98,7 @@ class FeatureCache:
             np.save(buf, np.asarray(features, dtype=np.float32), allow_pickle=False)
             npy = buf.getvalue()
             atomic_write_bytes(path, npy)
-            atomic_write_text(path.with_suffix(".sig"), self._signature(sha256, npy, notes))  # last: the entry is whole
+            atomic_write_text(path.with_suffix(".sig"), sign(*self._signed_parts(sha256, npy, notes)))  # last: whole
         except OSError as exc:  # a full or read-only cache must not stop training
             log.warning("Could not write the feature cache in %s (%s); continuing without it", self.dir, exc)
 

@@ -266,7 +266,7 @@ def landmark_manifest() -> Path:
     Raises:
         FaceWeightsError: it is not there; the message says how to get it.
     """
-    folder = recognition_manifest().parent
+    folder = installed() or recognition_manifest().parent  # installed: its own files are checked below, once
     if not (folder / LANDMARKS).is_file():
         raise FaceWeightsError(f"The landmark weights are not in {folder}. " + how_to_get())
     return check_files(folder / LANDMARKS) if folder == installed() else folder / LANDMARKS
