@@ -168,6 +168,26 @@ def test_the_help_shows_each_recipes_real_defaults(capsys):
     assert "seed-cnn 30" in out and "tm 50" in out and "examples:" in out and "face-probe" in out
 
 
+def test_every_help_fits_80_columns(capsys, monkeypatch):
+    """`diycnn --help` and every command's, at COLUMNS=80: no line wider, and the recipe list keeps
+    its names in a column (continuation lines indented under the text, not under the names)."""
+    from diycnn.commands import COMMANDS
+
+    monkeypatch.setenv("COLUMNS", "80")
+    for argv in ([], *([name] for name in COMMANDS)):
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+        out = capsys.readouterr().out
+        assert out.strip(), argv
+        assert [line for line in out.splitlines() if len(line) > 80] == [], argv
+    main_help = capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    guide = capsys.readouterr().out.split("recipes:\n")[1].split("\n\n")[0].splitlines()
+    assert all(line.startswith(("  ", " " * 17)) and len(line) <= 78 for line in guide), guide
+    assert main_help.err == ""
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--help"], None),
     (["train", "--help"], None),

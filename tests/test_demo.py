@@ -27,7 +27,7 @@ def test_demo_trains_the_blogs_model_end_to_end(tmp_path, capsys):
     assert m["counts"] == {"train": 140, "val": 30, "test": 30} and m["epochs_run"] == 1
     lo, hi = m["test_accuracy_ci95"]
     # what it prints is what metrics.json holds (the figure and its interval), not a stock sentence
-    assert f"Test accuracy: {m['test_accuracy']:.1%}  (95% CI {lo:.1%}-{hi:.1%}" in capsys.readouterr().out
+    assert f"{m['test_accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}" in capsys.readouterr().out
 
 
 @pytest.mark.slow

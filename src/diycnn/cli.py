@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diycnn", description="Photo folders in, a classifier you can trust out.")
     parser.add_argument("--version", action="version", version=f"diycnn {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         command = importlib.import_module(f".commands.{name}", __package__)
         command.add_parser(sub).set_defaults(func=command.run)
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 HUGE_PAGE_COMMANDS = ("train", "compare", "predict", "evaluate", "demo")
+PEOPLE_STDOUT = ("train", "compare", "demo")  # commands whose stdout is only ever read by people
 
 
 def _ask_for_huge_pages() -> None:
@@ -42,15 +43,18 @@ def _ask_for_huge_pages() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `diycnn` and `python -m diycnn`; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    with terminal_safe_output(wrap_stdout=True):  # --help and usage errors are for people
+        args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    with terminal_safe_output():  # names from someone else's folders never reach the terminal raw
+    # names from someone else's folders never reach the terminal raw; lines fit the terminal, on
+    # stdout too where it is meant for people (not predict's --json or --csv)
+    with terminal_safe_output(wrap_stdout=args.command in PEOPLE_STDOUT):
         return _run(args)
 
 
 def _run(args) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(levelname)s: %(message)s")
     if getattr(args, "device", None) is None and "device" in args:
         args.device = "auto" if args.command in ("predict", "evaluate", "demo") else None
     if args.command in HUGE_PAGE_COMMANDS:

@@ -28,6 +28,20 @@ def shown(value: Any, limit: int = 80, quote: bool = True) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
+def plain(value: Any) -> str:
+    """A value as a person reads it, never a Python repr: numbers to 4 significant figures
+    (19.999999780683357 -> '20'), mappings as 'key value, key value', sequences comma-separated."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {plain(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(plain(v) for v in value) or "none"
+    return str(value)
+
+
 def _key_path() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "diycnn" / "cache.key"
 

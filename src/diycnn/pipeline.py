@@ -32,7 +32,7 @@ from .data.split import (Split, check_split, make_split, near_group_ids, near_se
                          separate_near_duplicates)
 from .evaluation.overfit import overfitting
 from .evaluation.suspects import SUSPECT_FOLDS, out_of_fold_probs, suspect_labels
-from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, shown, to_jsonable
+from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, plain, shown, to_jsonable
 from .models.recipes import Recipe, get_recipe, recipe_from_saved
 from .loading import load
 from .run import (NEAR_SIGNATURES, RUN_FORMAT, RUN_VERSION, Run, check_model_size, history_csv, new_run_dir,
@@ -100,10 +100,10 @@ def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: Train
                               "preprocessing": prep.to_dict(), "precision": INFERENCE_PRECISION,
                               "device": device.type})
         cached = sum(cache.holds(r.sha256) for r in scan.records)
-        stage(f"{recipe.backbone} features: all {cached} photos in the cache ({cache.dir})" if cached == len(scan.records)
+        log.info("feature cache: %s", cache.dir)
+        stage(f"{recipe.backbone} features: all {cached} photos in the cache" if cached == len(scan.records)
               else f"Extracting {recipe.backbone} features for {len(scan.records) - cached} "
-                   f"photo{'' if len(scan.records) - cached == 1 else 's'} ({cached} already "
-                   f"in the cache, {cache.dir}) ...")
+                   f"photo{'' if len(scan.records) - cached == 1 else 's'} ({cached} already in the cache) ...")
         notes: list = []
         ctx = distributed.context()
         if ctx.active:  # each process extracts its share into the one cache, then all read it all
@@ -113,7 +113,8 @@ def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: Train
             distributed.barrier()
             cache = FeatureCache(cache.key)
         feats, ok, failed = extract_features(scan.records, prep, encode, cache, notes=notes)
-        stage(f"Feature cache: {cache.hits} hit(s), {cache.misses} extracted")
+        if cache.misses or ctx.active:
+            stage(f"Feature cache: {cache.hits} hit(s), {cache.misses} extracted")
         return (_Data(feats, feature_input_fn, "features", {"hits": cache.hits, "misses": cache.misses}, notes),
                 _kept(scan, ok, failed))
     cache_prep = prep.for_cache()
@@ -121,7 +122,8 @@ def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: Train
     notes: list = []
     images, ok, failed = decode_cached(scan.records, cache_prep, notes=notes)
     where = f", memory-mapped from {images.base.filename}" if isinstance(images, Rows) else ""
-    stage(f"Decoded {len(ok)} photos ({len(failed)} unreadable){where}")
+    if failed or where:
+        stage(f"Decoded {len(ok)} photos ({len(failed)} unreadable){where}")
     return _Data(images, image_input_fn(prep, training.augment), "images", notes=notes), _kept(scan, ok, failed)
 
 
@@ -303,7 +305,6 @@ def _linear_probe_init(module, data_: _Data, x_train, y_train, x_val, y_val, tra
                        stage) -> float:
     """LP-FT (Kumar et al., 2022): fit the new head on frozen features first, so fine-tuning
     starts from a good classifier instead of a random one that would disturb the backbone."""
-    stage("Fitting the head on frozen features before fine-tuning (LP-FT) ...")
     backbone = module.backbone.to(device).to(memory_format=torch.channels_last)
     f_train = _encode(backbone, x_train, data_.to_input, device, precision)
     f_val = _encode(backbone, x_val, data_.to_input, device, precision)
@@ -312,8 +313,8 @@ def _linear_probe_init(module, data_: _Data, x_train, y_train, x_val, y_val, tra
                     ArrayBatches(f_val, y_val, 32), feature_input_fn, config, device, precision)
     state, _ = probe.fit()
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
-    stage(f"Head fitted: val loss {state.best_val_loss:.4f}, val accuracy {best['val_accuracy']:.3f} "
-          f"(epoch {state.best_epoch})")
+    stage(f"LP-FT: head fitted on frozen features, val_loss {state.best_val_loss:.4f} "
+          f"val_acc {best['val_accuracy']:.3f}")
     return best["val_accuracy"]
 
 
@@ -348,14 +349,12 @@ def _suspects(the_split: Split, scan: ScanResult, data_: _Data, training: Traini
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     paths = [path for p in parts for path in p[2]]
-    stage(f"Looking for suspect labels: {SUSPECT_FOLDS}-fold out-of-fold predictions on the cached features of "
-          f"{len(paths)} photos ...")
+    log.info("Looking for suspect labels: %d-fold out-of-fold predictions on the cached features of %d photos",
+             SUSPECT_FOLDS, len(paths))
     probs = out_of_fold_probs(x, y, len(the_split.class_names), near_group_ids(paths, scan), seed=training.seed)
     section = suspect_labels(probs, y, paths, the_split.class_names,
                              how=f"{SUSPECT_FOLDS}-fold logistic regression on the {data_.mode} of the run's backbone")
-    if section["count"]:
-        stage(f"{section['count']} photo(s) look mislabelled (suspect labels in the report and metrics.json)")
-    return {"checked": True, **section}
+    return section
 
 
 def _cross_validation(scan: ScanResult, data_: _Data, untrained_head, training: TrainingPlan, test_photos: int,
@@ -370,7 +369,7 @@ def _cross_validation(scan: ScanResult, data_: _Data, untrained_head, training: 
         data_.to_input, FitConfig.from_training(training.record()), training.batch_size, device, precision,
         training.seed, why, stage)
     if section["checked"]:
-        stage(f"Cross-validated accuracy: {crossval.describe(section)}")
+        stage(f"Cross-validated ({section['folds']} folds): {crossval.describe(section)}")
     return section
 
 
@@ -411,7 +410,7 @@ def fit(p: Prepared, callbacks, stage, resume: bool) -> Fitted | None:
                                        stage)
         if training.adapt and probe_acc < (training.adapt_below or 0):
             stage(f"Frozen features reach only {probe_acc:.3f} val accuracy: fine-tuning more of the network "
-                  f"({training.adapt})")
+                  f"({plain(training.adapt)})")
             training = training.adapted_plan()
             info["training"] = training.record()
             _freeze(module, training)
@@ -426,7 +425,7 @@ def fit(p: Prepared, callbacks, stage, resume: bool) -> Fitted | None:
     fit_module = module.head if data_.mode == "features" else module
     untrained_head = copy.deepcopy(fit_module) if data_.mode == "features" else None  # for cross-validation
     trainer = Trainer(fit_module, train_batches, val_batches, data_.to_input, config, device, precision,
-                      run_dir=run_dir, callbacks=list(callbacks or []))
+                      run_dir=run_dir, callbacks=list(callbacks or []), brief=data_.mode == "features")
 
     class _History(Callback):  # history.csv after every epoch, so an interrupted run shows its progress
         def on_epoch_end(self, epoch, logs):
@@ -434,9 +433,8 @@ def fit(p: Prepared, callbacks, stage, resume: bool) -> Fitted | None:
 
     if ctx.main:
         trainer.callbacks.append(_History())
-    what = "head on cached features" if data_.mode == "features" else "photos"
-    stage(f"Training {recipe.name} ({what}) on {len(y_train)} photos (val {len(y_val)}, test {len(y_test)}) "
-          f"for up to {training.epochs} epochs on {device} ({precision}) ...")
+    stage(f"Training {recipe.name} on {len(y_train)} photos (val {len(y_val)}, test {len(y_test)}): "
+          f"up to {training.epochs} epochs, {device} {precision}")
     state, interrupted = trainer.fit(resume=resume)
     if interrupted:
         if ctx.main:
@@ -457,7 +455,7 @@ def evaluate(p: Prepared, f: Fitted, stage) -> tuple[dict[str, Any], np.ndarray]
     device, precision = _device_and_precision(p)
     state = f.state
     x_test, y_test, test_paths = f.arrays["test"]
-    stage("Evaluating on the held-out test split ...")
+    log.info("Evaluating on the held-out test split")
     tta = bool(info.get("inference", {}).get("tta")) and data_.mode == "images"
     # scored as `diycnn predict` and the exports predict: fp32, whatever the training precision
     probs = predict_probs(f.fit_module, ArrayBatches(x_test, y_test, training.batch_size), data_.to_input, device,
@@ -507,7 +505,7 @@ def write(p: Prepared, f: Fitted, metrics: dict[str, Any], probs: np.ndarray, st
     atomic_write_text(run_dir / "history.csv", history_csv(f.state.history))
     _write_signatures(run_dir, p.scan, p.split)
     atomic_write_json(run_dir / "metrics.json", to_jsonable(metrics))
-    stage(f"Writing the report (curves, confusion matrix, Grad-CAM of a few test photos) in {run_dir} ...")
+    log.info("Writing the report in %s", run_dir)
     names = metrics["class_names"]
     curves = curves_png(f.state.history, title=f"{recipe.name} on {Path(info['data']).name}")
     confusion = confusion_png(metrics["confusion_matrix"], names)

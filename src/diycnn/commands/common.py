@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import sys
+import textwrap
 from typing import Any
 
 from ..settings import DEVICES, PRECISIONS, check_model_name
@@ -26,19 +27,44 @@ def err(text: str) -> None:
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
+ONE_LINE = ("error:",)  # lines never folded
+
+
 class TerminalSafe(io.TextIOBase):
     """A text stream that replaces control characters with '?' before they reach the terminal: class
     and file names come from folders someone else made, and a name holding ESC ] ... BEL would
-    otherwise act on the user's terminal when printed. diycnn's own output needs none of them."""
+    otherwise act on the user's terminal when printed. diycnn's own output needs none of them.
 
-    def __init__(self, stream):
+    With `wrap`, whole lines longer than the terminal (COLUMNS, else 80 where it cannot be asked)
+    are folded at spaces, continuation lines indented two more: a person reads every line without
+    scrolling sideways. Lines ended by a carriage return (progress bars, which size themselves)
+    are passed as they are, and so are error lines: an error is one line, whole, to read, search
+    for and copy (it names the file and the fix, however long the path)."""
+
+    def __init__(self, stream, wrap: bool = False):
         self._stream = stream
+        self._wrap = wrap
+        self._line = ""  # the unfinished line, when wrapping
 
     def write(self, text: str) -> int:
-        self._stream.write(_CONTROL.sub("?", text))
+        clean = _CONTROL.sub("?", text)
+        if not self._wrap:
+            self._stream.write(clean)
+            return len(text)
+        self._line += clean
+        while True:
+            cut = min((i for i in (self._line.find("\n"), self._line.find("\r")) if i >= 0), default=-1)
+            if cut < 0:
+                break
+            line, end, self._line = self._line[:cut], self._line[cut], self._line[cut + 1:]
+            whole = end != "\n" or line.startswith(ONE_LINE)
+            self._stream.write((line if whole else fold(line, output_width())) + end)
         return len(text)
 
     def flush(self) -> None:
+        if self._line:  # an unfinished line (a prompt, a bar) goes out as it is
+            self._stream.write(self._line)
+            self._line = ""
         self._stream.flush()
 
     def isatty(self) -> bool:
@@ -55,14 +81,38 @@ class TerminalSafe(io.TextIOBase):
         return getattr(self._stream, name)
 
 
+def output_width() -> int:
+    """Columns a line may take: the terminal's (COLUMNS first), 80 when there is no terminal."""
+    return max(40, shutil.get_terminal_size((80, 24)).columns)
+
+
+def fold(line: str, width: int) -> str:
+    """`line` folded to `width` columns at spaces, keeping its indentation; continuation lines are
+    indented two more. A word longer than a line (a long path) stays whole, to be copied."""
+    if len(line) <= width:
+        return line
+    if not line.strip():
+        return line[:width]
+    indent = line[:len(line) - len(line.lstrip(" "))]
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent=indent + "  ", break_on_hyphens=False,
+                                    break_long_words=False))
+
+
 @contextlib.contextmanager
-def terminal_safe_output():
-    """sys.stdout and sys.stderr as TerminalSafe streams for the duration of a command."""
+def terminal_safe_output(wrap_stdout: bool = False):
+    """sys.stdout and sys.stderr as TerminalSafe streams for the duration of a command; messages
+    (stderr) are always folded to the terminal's width, stdout only where it is meant for people
+    (never --json or --csv output)."""
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = TerminalSafe(saved[0]), TerminalSafe(saved[1])
+    sys.stdout, sys.stderr = TerminalSafe(saved[0], wrap=wrap_stdout), TerminalSafe(saved[1], wrap=True)
     try:
         yield
     finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (BrokenPipeError, ValueError):  # the reader went away (| head), or the stream is closed
+                pass
         sys.stdout, sys.stderr = saved
 
 
@@ -82,8 +132,11 @@ def epoch_line(epoch: int, epochs: int | None, logs: dict, left_seconds: float |
 
 
 class Progress:
-    """Training progress on stderr: in a terminal, a batch bar during each epoch that gives way to
-    one compact line per epoch; piped or redirected, only the epoch lines (no carriage returns)."""
+    """Training progress on stderr. In a terminal, a batch bar during each epoch gives way to one
+    compact line per epoch. Piped or redirected, three epoch lines per training (the first, the
+    middle one and the last). A brief training (a head on cached
+    features: hundreds of epochs in seconds) prints no epoch lines at all. Every training ends
+    with one line: epochs run, the best epoch and the time."""
 
     def __init__(self, epochs: int | None = None, stream=None):
         from ..training.trainer import Callback
@@ -91,16 +144,18 @@ class Progress:
         self.epochs = epochs
         self.bar = None
         self.seconds: list[float] = []
+        self.best: tuple[float, int, dict] | None = None  # (val_loss, epoch, logs)
+        self.brief = False
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         outer = self
 
         class Hooks(Callback):
             def on_train_begin(self, epochs, start_epoch):
-                outer.epochs = epochs
+                outer.epochs, outer.seconds, outer.best, outer.brief = epochs, [], None, self.brief
 
             def on_epoch_begin(self, epoch, num_batches, start_batch):
-                if not outer.tty:
+                if not outer.tty or outer.brief:
                     return
                 from tqdm import tqdm
 
@@ -115,56 +170,111 @@ class Progress:
 
             def on_epoch_end(self, epoch, logs):
                 outer.seconds.append(logs["seconds"])
+                if outer.best is None or logs["val_loss"] < outer.best[0]:
+                    outer.best = (logs["val_loss"], epoch, dict(logs))
                 if outer.bar is not None:
                     outer.bar.close()
                     outer.bar = None
+                if not outer.shows(epoch):
+                    return
                 left = None
                 if outer.epochs and epoch + 1 < outer.epochs:
                     left = (outer.epochs - epoch - 1) * sum(outer.seconds) / len(outer.seconds)
-                width = shutil.get_terminal_size((80, 24)).columns if outer.tty else 80
-                print(epoch_line(epoch, outer.epochs, logs, left, width), file=outer.stream, flush=True)
+                print(epoch_line(epoch, outer.epochs, logs, left, output_width()), file=outer.stream, flush=True)
 
             def on_train_end(self, interrupted):
                 if outer.bar is not None:
                     outer.bar.close()
                     outer.bar = None
+                if outer.best is not None and not interrupted:
+                    print(outer.summary(), file=outer.stream, flush=True)
 
         self.callback = Hooks()
 
+    def shows(self, epoch: int) -> bool:
+        if self.brief:
+            return False
+        if self.tty or not self.epochs:
+            return True
+        step = max(1, -(-self.epochs // 2))
+        return epoch == 0 or (epoch + 1) % step == 0 or epoch + 1 == self.epochs
+
+    def summary(self) -> str:
+        """'Trained 200 epochs in 3 s; best epoch 187: val_loss 0.2768 val_acc 0.944'."""
+        val_loss, epoch, logs = self.best
+        total = sum(self.seconds)
+        took = f"{total:.0f} s" if total >= 1 else f"{total:.1f} s"
+        return (f"Trained {count(len(self.seconds), 'epoch')} in {took}; best epoch {epoch + 1}: "
+                f"val_loss {val_loss:.4f} val_acc {logs['val_accuracy']:.3f}")
+
+
+TABLE_CLASSES = 6  # up to this many classes, the terminal gets the per-class table and confusion matrix
+
 
 def print_result(run) -> None:
+    """What a run scored, leading with the figure to trust (cross-validated where the test split is
+    too small), then the auto contest in one line, time, the per-class figures (the weakest
+    classes only when there are many: the report has them all) and data problems."""
+    from ..training.crossval import CV_BELOW, describe  # torch is loaded by now: training ran
+
     m = run.metrics
     lo, hi = m["test_accuracy_ci95"]
-    print(f"\nTest accuracy: {m['test_accuracy']:.1%}  (95% CI {lo:.1%}-{hi:.1%}, "
-          f"{m['test_correct']}/{m['counts']['test']} photos)   test loss: {m['test_loss']:.4f}")
+    test = (f"{m['test_accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}, {m['test_correct']}/{m['counts']['test']} "
+            f"photos)")
+    test_loss = f", loss {m['test_loss']:.3f}"
     cv = m.get("cross_validation") or {}
-    if cv.get("checked"):
-        from ..training.crossval import CV_BELOW, describe  # torch is loaded by now: training ran
-
-        print(f"Cross-validated accuracy: {describe(cv)}")
-        if m["counts"]["test"] < CV_BELOW:
-            print(f"  (the figure to trust: {m['counts']['test']} test photos are too few for the one above)")
+    auto = m.get("auto") or {}
+    print()
+    if auto:
+        trained = [c for c in auto.get("candidates", []) if c.get("status") == "trained"]
+        sel = auto.get("selection") or {}
+        verdict = ""
+        if "p_value" in sel:
+            verdict = (f" (clearly ahead of {sel['runner_up']})" if sel["clear"]
+                       else f" (within noise of {sel['runner_up']})")
+        print(f"Model: {auto['winner']}, best of {count(len(trained), 'candidate')}{verdict}")
+    else:
+        print(f"Model: {run.info.get('model', {}).get('name', 'model')}")
+    if cv.get("checked") and m["counts"]["test"] < CV_BELOW:
+        print(f"Accuracy to trust: {describe(cv)} ({cv['folds']}-fold cross-validation)")
+        print(f"Held-out test: {test}; too few to trust alone")
+    else:
+        print(f"Test accuracy: {test}{test_loss}")
+        if cv.get("checked"):
+            print(f"Cross-validated ({cv['folds']} folds): {describe(cv)}")
     if m.get("overfitting"):
         print(f"\n{m['overfitting']['message']}\n")
-    print(f"Trained {m['epochs_run']} epochs in {m['train_seconds']:.0f} s "
-          f"({m['train_images_per_second']:.1f} images/s, {m['device']}, {m['precision']})")
-    width = max(len(c) for c in m["class_names"]) + 2
+    took = auto.get("seconds", m["train_seconds"])
+    print(f"Trained in {minutes(took)} ({m['device']}, {m['precision']})")
+    names = m["class_names"]
+    width = min(max(len(c) for c in names), 24) + 2
+    rows = list(m["per_class"].items())
+    if len(names) > TABLE_CLASSES:
+        rows = sorted(rows, key=lambda kv: (kv[1]["recall"], kv[1]["f1"]))[:3]
+        print(f"\nWeakest of {len(names)} classes (all of them, and the confusion matrix, in the report):")
     print(f"\n{'class':<{width}} precision  recall      f1  support")
-    for c, v in m["per_class"].items():
-        print(f"{c:<{width}} {v['precision']:9.3f} {v['recall']:7.3f} {v['f1']:7.3f} {v['support']:8d}")
-    print("\nConfusion matrix (rows: true, columns: predicted)")
-    print(" " * width + " ".join(f"{c[:8]:>8}" for c in m["class_names"]))
-    for c, row in zip(m["class_names"], m["confusion_matrix"]):
-        print(f"{c:<{width}}" + " ".join(f"{v:8d}" for v in row))
+    for c, v in rows:
+        print(f"{c[:width - 2]:<{width}} {v['precision']:9.3f} {v['recall']:7.3f} {v['f1']:7.3f} {v['support']:8d}")
+    if len(names) <= TABLE_CLASSES:
+        print("\nConfusion matrix (rows: true, columns: predicted)")
+        print(" " * width + " ".join(f"{c[:8]:>8}" for c in names))
+        for c, row in zip(names, m["confusion_matrix"]):
+            print(f"{c[:width - 2]:<{width}}" + " ".join(f"{v:8d}" for v in row))
     if m["skipped"] or m["duplicates"]:
-        print(f"\nLeft out: {count(len(m['skipped']), 'unusable file')}, {count(len(m['duplicates']), 'duplicate')}:")
-        for p in (m["skipped"] + m["duplicates"])[:10]:
+        print(f"\nLeft out: {count(len(m['skipped']), 'unusable file')}, {count(len(m['duplicates']), 'duplicate')} "
+              "(all listed in the report)" + (":" if m["skipped"] else ""))
+        for p in m["skipped"][:3]:
             print(f"  {p['path']}: {p['reason']}")
-        extra = len(m["skipped"]) + len(m["duplicates"]) - 10
-        if extra > 0:
-            print(f"  ... and {extra} more (see metrics.json)")
+        if len(m["skipped"]) > 3:
+            print(f"  ... and {len(m['skipped']) - 3} more")
     print_data_checks(m)
     print(f"\nRun directory: {run.dir}\nReport: {run.dir / 'report.html'}")
+
+
+def minutes(seconds: float) -> str:
+    """'42 s', '3 min 5 s'."""
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60} s"
 
 
 def count(n: int, noun: str) -> str:
@@ -179,16 +289,18 @@ def print_data_checks(m: dict) -> None:
     if left:
         print(f"\nLeft out of evaluation: {len(left)} near-identical cop{'y' if len(left) == 1 else 'ies'} "
               "of photos in an earlier split:")
-        for item in left[:5]:
+        for item in left[:3]:
             print(f"  {item['path']} ~ {item['copy_of']}")
     if conflicts:
         print(f"\nLikely label conflicts (the same shot in two classes): {len(conflicts)}")
-        for item in conflicts[:5]:
+        for item in conflicts[:3]:
             print(f"  {item['a']} ~ {item['b']}")
     suspects = m.get("suspect_labels") or {}
+    if suspects.get("too_weak"):
+        print(f"\nSuspect labels: none listed; {suspects['why']}.")
     if suspects.get("items"):
         print(f"\nSuspect labels: {suspects['count']} photo(s) look like another class (out-of-fold predictions):")
-        for item in suspects["items"][:5]:
+        for item in suspects["items"][:3]:
             print(f"  {item['path']}: filed as {item['label']} ({item['p_label']:.0%}), "
                   f"looks like {item['suggested']} ({item['p_suggested']:.0%})")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from typing import Any
 
 from ..settings import PRECISIONS, RECIPE_GUIDE, RECIPE_NAMES, recipe_defaults_help
@@ -15,7 +16,8 @@ def add_parser(sub) -> Any:
     p = sub.add_parser("train", help="train a model on a photo folder", formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train a model on a photo folder (one sub-folder per class) and write a run\n"
                                    "directory with the model, its metrics and an HTML report.",
-                       epilog="recipes:\n" + "\n".join(f"  {n:<14} {g['about']}" for n, g in RECIPE_GUIDE.items())
+                       epilog="recipes:\n" + "\n".join(textwrap.fill(f"  {n:<14} {g['about']}", 78, subsequent_indent=" " * 17)
+                                                   for n, g in RECIPE_GUIDE.items())
                               + "\n\nexamples:\n"
                                 "  diycnn train photos                          # auto: picks a recipe for you\n"
                                 "  diycnn train photos --model face-probe       # telling people apart\n"

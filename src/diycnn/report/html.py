@@ -14,6 +14,7 @@ from typing import Any, Callable
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup, escape
 
+from ..io import plain
 from ..data.images import ImageError, load_rgb
 
 CSS = """
@@ -90,11 +91,7 @@ def setting_used(key: str, value: Any, info: dict[str, Any]) -> str:
         return f"{info.get(key, 'auto')} (auto)"
     if value is None:
         return {"patience": "off (no early stopping)", "augment": "none"}.get(key, "off")
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
-    return str(value)
+    return plain(value)
 
 
 def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, confusion: bytes,

@@ -13,6 +13,8 @@ whole network would cost K full trainings, so they are pointed to `diycnn compar
 
 from __future__ import annotations
 
+import logging
+
 from typing import Any, Callable
 
 import numpy as np
@@ -23,6 +25,7 @@ from ..data.split import kfold_splits
 from ..evaluation.metrics import classification_metrics
 from .trainer import FitConfig, Trainer, predict_probs
 
+log = logging.getLogger(__name__)
 CV_BELOW = 30  # test photos: below this, the test split alone is too small to trust
 CV_FOLDS = 5
 
@@ -63,7 +66,7 @@ def cross_validate(scan, arrays: Callable, make_head: Callable[[], torch.nn.Modu
         return {"checked": False, "why": "a class has fewer than 4 photos: too few to hold any out"}
     splits = kfold_splits(scan, folds, seed=seed)
     n = len(scan.records)
-    stage(f"Cross-validating, as {why}: {folds} folds over all {n} photos, the head trained {folds} times ...")
+    log.info("Cross-validating, as %s: %d folds over all %d photos, the head trained %d times", why, folds, n, folds)
     probs_all, y_all, paths_all, per_fold = [], [], [], []
     for k, split in enumerate(splits):
         x_train, y_train, _ = arrays(split, "train")
@@ -78,7 +81,7 @@ def cross_validate(scan, arrays: Callable, make_head: Callable[[], torch.nn.Modu
         probs_all.append(probs)
         y_all.append(y_test)
         paths_all += paths
-        stage(f"  fold {k + 1}/{folds}: {per_fold[-1]:.1%} of {len(y_test)} held-out photos")
+        log.info("fold %d/%d: %.1f%% of %d held-out photos", k + 1, folds, 100 * per_fold[-1], len(y_test))
     m = classification_metrics(np.concatenate(probs_all), np.concatenate(y_all), list(scan.class_names))
     return {"checked": True, "why": why, "folds": folds, "photos": int(sum(len(y) for y in y_all)),
             "accuracy": m["accuracy"], "accuracy_ci95": m["accuracy_ci95"], "loss": m["loss"],
@@ -87,7 +90,7 @@ def cross_validate(scan, arrays: Callable, make_head: Callable[[], torch.nn.Modu
 
 
 def describe(section: dict[str, Any]) -> str:
-    """'87.0% (95% CI 70.3%-94.8%), 5-fold cross-validation on all 30 photos, loss 0.3120'."""
+    """'87.0% (95% CI 70.3-94.8%) over 30 photos, loss 0.312' (the number of folds is said by the caller)."""
     lo, hi = section["accuracy_ci95"]
-    return (f"{section['accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}), {section['folds']}-fold cross-validation "
-            f"on all {section['photos']} photos, loss {section['loss']:.4f}")
+    return (f"{section['accuracy']:.1%} (95% CI {100 * lo:.1f}-{hi:.1%}) over {section['photos']} photos, "
+            f"loss {section['loss']:.3f}")

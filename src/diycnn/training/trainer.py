@@ -35,7 +35,11 @@ BEST = "best.safetensors"
 
 
 class Callback:
-    """Hooks the CLI and UI use for progress; all optional."""
+    """Hooks the CLI and UI use for progress; all optional. `brief` is set by the trainer before
+    on_train_begin: True when epochs are trivially quick (a head on cached features), so that a
+    progress display shows a summary rather than hundreds of epoch lines."""
+
+    brief: bool = False
 
     def on_train_begin(self, epochs: int, start_epoch: int) -> None: ...
     def on_epoch_begin(self, epoch: int, num_batches: int, start_batch: int) -> None: ...
@@ -197,8 +201,9 @@ class Trainer:
 
     def __init__(self, module, train: ArrayBatches, val: ArrayBatches, to_input: Callable,
                  config: FitConfig, device: torch.device, precision: str, run_dir: Path | None = None,
-                 callbacks: list[Callback] | None = None):
+                 callbacks: list[Callback] | None = None, brief: bool = False):
         self.device = device
+        self.brief = brief
         self.precision = precision
         self.module = module.to(device).to(memory_format=torch.channels_last)
         self.forward_module = distributed.wrap(self.module, device)  # DDP under torchrun
@@ -327,6 +332,7 @@ class Trainer:
         s, cfg = self.state, self.config
         interrupted = False
         for cb in self.callbacks:
+            cb.brief = self.brief
             cb.on_train_begin(cfg.epochs, s.epoch)
         with _StopFlag() as stop_flag:
             try:
