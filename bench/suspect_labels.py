@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-DEFAULT = [f"{SHARED / 'kpop_idols'}=face-probe", f"{SHARED / 'cats_and_dogs'}=linear-probe",
-           f"{SHARED / 'hymenoptera'}=linear-probe"]
+DEFAULT = [f"{SHARED / 'kpop_idols'}=face-probe", f"{SHARED / 'kpop_idols'}=linear-probe",
+           f"{SHARED / 'hymenoptera'}=linear-probe", f"{SHARED / 'cats_and_dogs'}=linear-probe"]
 
 
 def noisy_tree(data: Path, out: Path, noise: float, seed: int) -> dict[str, str]:
@@ -58,16 +58,18 @@ def features_of(tree: Path, recipe_name: str):
     from diycnn import pipeline
     from diycnn.data.scan import scan_folder
     from diycnn.models.recipes import get_recipe
+    from diycnn.settings import TrainSettings, TrainingPlan
     from diycnn.training.device import resolve_device, resolve_precision
 
     scan = scan_folder(tree, near_duplicates=False)
     recipe = get_recipe(recipe_name, len(scan.class_names))
-    training = dict(recipe.defaults, seed=0, device="cpu", precision="auto")
+    training = TrainingPlan.merge(recipe.defaults, TrainSettings(model=recipe_name, seed=0, device="cpu"))
     device = resolve_device("cpu")
-    precision = resolve_precision("auto", device, training.get("cpu_precision"))
+    precision = resolve_precision("auto", device, training.cpu_precision)
     module = recipe.build(seed=0)
     pipeline._load_backbone_weights(module, recipe, training)
-    data = pipeline._decode_or_extract(recipe, scan, module, training, device, precision, lambda text: print("  " + text))
+    data, scan = pipeline._decode_or_extract(recipe, scan, module, training, device, precision,
+                                             lambda text: print("  " + text))
     labels = np.array([scan.class_names.index(r.label) for r in scan.records])
     return data.x, labels, [r.rel for r in scan.records], scan.class_names
 
@@ -75,12 +77,13 @@ def features_of(tree: Path, recipe_name: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", nargs="+", default=DEFAULT, metavar="DATA=RECIPE")
-    parser.add_argument("--noise", type=float, default=0.05)
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.05, 0.0],
+                        help="fractions of photos moved; 0 measures the list on clean data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--l2", type=float, nargs="+", default=None)
     args = parser.parse_args()
 
-    from diycnn.evaluation.suspects import L2, confident_learning, out_of_fold_probs
+    from diycnn.evaluation.suspects import L2, SUSPECT_MIN_SKILL, confident_learning, out_of_fold_probs, skill
 
     try:
         from cleanlab.filter import find_label_issues
@@ -88,29 +91,33 @@ def main() -> None:
         find_label_issues = None
     for item in args.data:
         data, recipe = item.rsplit("=", 1)
-        with tempfile.TemporaryDirectory() as tmp:
-            tree = Path(tmp) / "noisy"
-            moved = noisy_tree(Path(data), tree, args.noise, args.seed)
-            x, y, paths, names = features_of(tree, recipe)
-        truth = {i for i, p in enumerate(paths) if p in moved}
-        print(f"\n{Path(data).name} ({recipe}): {len(paths)} photos, {len(names)} classes, {len(truth)} moved "
-              f"({args.noise:.0%}), features {x.shape[1]}-d")
-        for l2 in args.l2 or [L2]:
-            start = time.perf_counter()
-            probs = out_of_fold_probs(x, y, len(names), l2=l2)
-            seconds = time.perf_counter() - start
-            issues, _ = confident_learning(probs, y)
-            top = set(issues[:len(truth)].tolist())
-            found = set(issues.tolist())
-            print(f"  l2 {l2:g}: out-of-fold accuracy vs the noisy labels {np.mean(probs.argmax(1) == y):.3f}; "
-                  f"top-{len(truth)} of the list catches {len(top & truth)}/{len(truth)} "
-                  f"({len(top & truth) / max(1, len(truth)):.0%}); the whole list ({len(found)} photos) catches "
-                  f"{len(found & truth)}/{len(truth)}; {seconds:.1f} s")
-            if find_label_issues is not None:
-                theirs = find_label_issues(y, probs, filter_by="confident_learning",
-                                           return_indices_ranked_by="self_confidence")
-                print(f"    cleanlab confident_learning: {len(theirs)} issues, same list and order as diycnn: "
-                      f"{list(theirs) == issues.tolist()}")
+        for noise in args.noise:
+            with tempfile.TemporaryDirectory() as tmp:
+                tree = Path(tmp) / "noisy"
+                moved = noisy_tree(Path(data), tree, noise, args.seed)
+                x, y, paths, names = features_of(tree, recipe)
+            truth = {i for i, p in enumerate(paths) if p in moved}
+            print(f"\n{Path(data).name} ({recipe}): {len(paths)} photos, {len(names)} classes, {len(truth)} moved "
+                  f"({noise:.0%}), features {x.shape[1]}-d")
+            for l2 in args.l2 or [L2]:
+                start = time.perf_counter()
+                probs = out_of_fold_probs(x, y, len(names), l2=l2)
+                seconds = time.perf_counter() - start
+                issues, _ = confident_learning(probs, y)
+                top = set(issues[:len(truth)].tolist())
+                found = set(issues.tolist())
+                oof, score = skill(probs, y)
+                listed = score >= SUSPECT_MIN_SKILL
+                print(f"  l2 {l2:g}: out-of-fold accuracy vs the given labels {oof:.3f}, skill {score:.2f} "
+                      f"({'listed' if listed else 'too weak: nothing listed'} at the {SUSPECT_MIN_SKILL} gate)")
+                print(f"    the whole list: {len(found)} photos, {len(found & truth)} of them moved (precision "
+                      f"{len(found & truth) / max(1, len(found)):.0%}); top-{len(truth)} catches {len(top & truth)}/"
+                      f"{len(truth)}; {seconds:.1f} s")
+                if find_label_issues is not None:
+                    theirs = find_label_issues(y, probs, filter_by="confident_learning",
+                                               return_indices_ranked_by="self_confidence")
+                    print(f"    cleanlab confident_learning: {len(theirs)} issues, same list and order as diycnn: "
+                          f"{list(theirs) == issues.tolist()}")
         if find_label_issues is None:
             print("  (cleanlab not installed: its list was not compared)")
 

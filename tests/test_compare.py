@@ -150,18 +150,22 @@ def test_compare_folds_reports_mean_std_and_paired_test(tmp_path, specs):
     (pair,) = oof["mcnemar"]
     right = {m: oof["models"][m]["correct"] for m in ("tiny", "wide")}
     assert pair["only_a_correct"] - pair["only_b_correct"] == right["tiny"] - right["wide"]
-    from diycnn.evaluation.suspects import confident_learning
+    from diycnn.evaluation.suspects import SUSPECT_MIN_SKILL, confident_learning, skill
 
     for m in ("tiny", "wide"):  # suspect labels: confident learning on the pooled out-of-fold probabilities
         section = oof["suspect_labels"][m]
-        assert section["checked"] is True and section["photos"] == 16
+        assert section["photos"] == 16
         probs = {}
         for k in (1, 2, 3):
             probs.update(json.loads((out / "folds" / str(k) / m / "metrics.json").read_text())["test_probabilities"])
         photos = sorted(probs)
         y = np.array([["blue", "red"].index(p.split("/")[0]) for p in photos])
-        issues, _ = confident_learning(np.array([probs[p] for p in photos]), y)
-        assert [i["path"] for i in section["items"]] == [photos[i] for i in issues]
+        pooled = np.array([probs[p] for p in photos])
+        if skill(pooled, y)[1] < SUSPECT_MIN_SKILL:  # tiny models may be too weak to judge labels: then it says so
+            assert section["too_weak"] and not section["checked"] and section["items"] == []
+            continue
+        issues, _ = confident_learning(pooled, y)
+        assert section["checked"] is True and [i["path"] for i in section["items"]] == [photos[i] for i in issues]
     html = (out / "comparison.html").read_text()
     assert "Out of fold: all 16 photos" in html
     assert "Suspect labels by" in html

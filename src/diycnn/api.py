@@ -20,7 +20,7 @@ from .training.trainer import Callback
 log = logging.getLogger(__name__)
 
 
-def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str | Path | None = None,
+def train(data: str | Path | None = None, model: str = "auto", *, out: str | Path | None = None,
           split: str | Path | None = None, resume: str | Path | None = None, config: str | Path | None = None,
           runs_root: str | Path = "runs", callbacks: list[Callback] | None = None,
           on_stage: Callable[[str], None] | None = None, **settings: Any) -> Run | None:
@@ -28,8 +28,10 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
 
     Args:
         data: `DATA/<class>/*` or `DATA/{train,val,test}/<class>/*`.
-        model: a recipe (`seed-cnn`, `seed-cnn-plus`, `tm`, `linear-probe`, `finetune`, `auto`)
-            or a Keras-style spec file (.yaml/.json).
+        model: `auto` (the default, as in the CLI and the web app: looks for faces, then trains
+            the recipes that fit `budget` minutes, keeping the best so far as the run), a recipe
+            (`seed-cnn`, `seed-cnn-plus`, `tm`, `linear-probe`, `finetune`, `face-probe`,
+            `face-finetune`) or a Keras-style spec file (.yaml/.json).
         out: run directory (must be new or empty); default `runs/<data>-<model>`, auto-numbered.
         split: reuse a split.json so models are compared on the same photos.
         resume: continue an interrupted run directory (other arguments are ignored).
@@ -45,6 +47,7 @@ def train(data: str | Path | None = None, model: str = "seed-cnn", *, out: str |
         FileNotFoundError, ValueError: bad data folder, model, split or settings (message says how to fix).
 
     Example:
+        >>> run = diycnn.train("photos")                     # auto
         >>> run = diycnn.train("photos", model="seed-cnn", epochs=30)
         >>> run.metrics["test_accuracy"]
     """

@@ -314,7 +314,7 @@ def _fold_suspects(labels: list[str], photos: list[str], given: dict[str, str], 
             out[label] = {"checked": False, "why": "the fold runs did not record their test probabilities"}
             continue
         matrix = np.array([probs[label][p] for p in photos], dtype=np.float64)
-        out[label] = {"checked": True, **suspect_labels(matrix, y, photos, class_names,
+        out[label] = {**suspect_labels(matrix, y, photos, class_names,
                                                        how=f"{k}-fold out-of-fold predictions of {label}")}
     return out
 

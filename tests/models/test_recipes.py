@@ -74,10 +74,9 @@ def test_feature_cache_hit_miss_and_invalidation(small_data, tmp_path, capsys):
                for s in stages)
     stages.clear()
     run = diycnn.train(small_data, model="tm", out=tmp_path / "b", epochs=2, on_stage=stages.append)
-    assert "Feature cache: 20 hit(s), 0 extracted" in stages
-    assert not any(s.startswith("Extracting") for s in stages)  # nothing to extract: not said
+    assert not any(s.startswith(("Extracting", "Feature cache")) for s in stages)  # nothing to extract: not said
     assert any(s.startswith("tf_efficientnet_lite0 features: all 20 photos in the cache") for s in stages)
-    assert any(s.startswith("Writing the report") for s in stages)
+    assert (run.dir / "report.html").is_file()
     assert run.metrics["feature_cache"] == {"hits": 20, "misses": 0}
     # change one photo: only it is re-extracted
     Image.new("RGB", (24, 24), (250, 0, 0)).save(small_data / "red" / "red_000.png")
@@ -124,13 +123,24 @@ def test_auto_picks_by_validation_loss_and_reports_all(small_data, tmp_path, mon
     assert status["face-probe"].startswith("skipped: not photos of people") and "face-finetune" in status
     assert [c["model"] for c in auto["candidates"]][:4] == ["tm", "linear-probe", "finetune", "seed-cnn-plus"]
     assert all(c["projected_seconds"] is not None for c in trained)
-    best = min(trained, key=lambda c: c["val_loss"])
-    assert auto["winner"] == best["model"] and run.info["model"]["name"] == best["model"]
+    from diycnn.auto import VAL_SMALL, pick
+
+    best, how = pick(trained, auto["val_photos"])
+    assert auto["winner"] == best["model"] and run.info["model"]["name"] == best["model"] and auto["chosen_by"] == how
+    assert auto["val_photos"] < VAL_SMALL and "cross-validated" in how  # 20 photos: the probes compared by CV
+    cached = [c for c in trained if c["cached_features"]]
+    assert {c["model"] for c in cached} == {"tm", "linear-probe"} and all(c["cv_loss"] is not None for c in cached)
+    assert best["model"] not in {c["model"] for c in cached} or best["cv_loss"] == min(c["cv_loss"] for c in cached)
+    assert auto["finished"] is True
+    # the run's report is the contest: every candidate, the verdict, links to each candidate's report
+    report = (run.dir / "report.html").read_text()
+    assert f"<title>diycnn auto run: {run.dir.name} (kept {best['model']})</title>" in report
+    assert "id='selection'" in report and all(f"candidates/{c['model']}/report.html" in report for c in trained)
     assert all("test_accuracy" in c for c in trained)
     assert (run.dir / "candidates" / best["model"] / "model.safetensors").is_file()
     assert len(run.predict([small_data / "blue"])) == 10
     sel = auto["selection"]
-    runner_up = sorted(trained, key=lambda c: c["val_loss"])[1]["model"]
+    runner_up = min((c for c in trained if c["model"] != best["model"]), key=lambda c: c["val_loss"])["model"]
     assert (sel["winner"], sel["runner_up"]) == (auto["winner"], runner_up)
     n_val = sum(len(v) for v in json.loads((run.dir / "split.json").read_text())["splits"]["val"].values())
     assert sel["val_photos"] == n_val and sel["photos_runner_up_worse"] + sel["photos_runner_up_better"] <= n_val
@@ -207,9 +217,17 @@ def test_interrupted_auto_run_resumes_reusing_finished_candidates(small_data, tm
                 raise KeyboardInterrupt
 
     run_dir = tmp_path / "cut"
-    with pytest.raises(KeyboardInterrupt, match=f"--resume {run_dir}"):
-        diycnn.train(small_data, model="auto", out=run_dir, callbacks=[CtrlC()], on_stage=stages.append, **settings)
-    assert not (run_dir / "model.json").exists() and (run_dir / "candidates/finetune/checkpoint.safetensors").is_file()
+    kept = diycnn.train(small_data, model="auto", out=run_dir, callbacks=[CtrlC()], on_stage=stages.append,
+                        **settings)
+    # Ctrl-C keeps the best model so far as a finished, usable run; the rest of the plan can still be trained
+    assert kept.info["status"] == "complete" and kept.metrics["auto"]["finished"] is False
+    assert kept.metrics["auto"]["winner"] in ("tm", "linear-probe")
+    status = {c["model"]: c["status"] for c in kept.metrics["auto"]["candidates"]}
+    assert status["finetune"].startswith("stopped by the user") and status["seed-cnn-plus"].startswith("not trained")
+    assert len(kept.predict([small_data / "blue"])) == 10
+    assert (run_dir / "candidates/finetune/checkpoint.safetensors").is_file()
+    first = next(i for i, s in enumerate(stages) if s.startswith("auto: first usable model after"))
+    assert first < next(i for i, s in enumerate(stages) if "training candidate linear-probe" in s)
     finished = run_dir / "candidates/tm/model.safetensors"
     stamp = finished.stat().st_mtime_ns
     resumed_stages: list[str] = []
@@ -256,7 +274,7 @@ def test_auto_stops_a_candidate_whose_first_epoch_projects_past_the_budget():
     slow.on_train_begin(60, 0)
     with pytest.raises(_OverBudget, match="projected 3.0 min .* more than the 1.0 min left"):
         slow.on_epoch_end(0, {"seconds": 3.0})
-    assert "first epoch 3.0 s" in said[0]
+    assert "60 epochs ~3.0 min" in said[0]
     alone = _Projection("finetune", left=60, others_trained=False, stage=said.append).callback
     alone.on_train_begin(60, 0)
     alone.on_epoch_end(0, {"seconds": 3.0})  # nothing trained yet: it runs, capped by the budget

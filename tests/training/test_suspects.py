@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import diycnn
-from diycnn.evaluation.suspects import confident_learning, fold_assignment, out_of_fold_probs, suspect_labels
+from diycnn.evaluation.suspects import (SUSPECT_MIN_SKILL, confident_learning, fold_assignment, out_of_fold_probs, skill,
+                                        suspect_labels)
 from tests.conftest import make_dataset
 
 
@@ -44,8 +45,17 @@ def test_confident_learning_by_hand():
     probs[2] = [0.05, 0.95]
     issues, confident = confident_learning(probs, labels)
     assert issues.tolist() == [2] and confident[2] == 1
-    section = suspect_labels(probs, labels, [f"p{i}" for i in range(6)], ["a", "b"], how="test")
+    section = suspect_labels(probs, labels, [f"p{i}" for i in range(6)], ["a", "b"], how="test", min_skill=0)
     assert section["items"] == [{"path": "p2", "label": "a", "suggested": "b", "p_label": 0.05, "p_suggested": 0.95}]
+    # 4 of 6 right, as many as always answering "a": no skill, so nothing is listed, and it says why
+    gated = suspect_labels(probs, labels, [f"p{i}" for i in range(6)], ["a", "b"], how="test")
+    assert gated["too_weak"] and gated["items"] == [] and gated["skill"] == 0 and "too weak" in gated["why"]
+    assert skill(probs, labels) == (pytest.approx(4 / 6), pytest.approx(0.0))
+    right = np.eye(2)[labels] * 0.9 + 0.05  # every photo right: skill 1, the same photo listed
+    right[2] = [0.05, 0.95]
+    strong = suspect_labels(np.concatenate([right, np.eye(2)[[0, 1] * 10] * 0.9 + 0.05]),
+                            np.concatenate([labels, [0, 1] * 10]), [f"p{i}" for i in range(26)], ["a", "b"], how="t")
+    assert strong["checked"] and strong["skill"] >= SUSPECT_MIN_SKILL and [i["path"] for i in strong["items"]] == ["p2"]
 
 
 def test_folds_keep_groups_and_classes_balanced():

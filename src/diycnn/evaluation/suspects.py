@@ -24,6 +24,20 @@ import torch
 SUSPECT_FOLDS = 5
 L2 = 1e-2  # penalty on the standardised features' weights (bench/suspect_labels.py)
 MAX_LISTED = 100
+# How much better than always answering the largest class the out-of-fold predictions must be,
+# (accuracy - majority share) / (1 - majority share), for a disagreement with a label to say
+# something about the label rather than about a weak classifier; below it nothing is listed
+# (bench/suspect_labels.py measures the lists on both sides of it, with and without injected noise).
+SUSPECT_MIN_SKILL = 0.75
+
+
+def skill(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(accuracy, skill): skill is 0 for always answering the largest class, 1 for always right."""
+    if not len(labels):
+        return 0.0, 0.0
+    accuracy = float(np.mean(probs.argmax(axis=1) == labels))
+    majority = float(np.bincount(labels).max() / len(labels))
+    return accuracy, (accuracy - majority) / (1 - majority) if majority < 1 else 0.0
 
 
 def fold_assignment(labels: np.ndarray, groups: list[int] | None, folds: int, seed: int = 0) -> np.ndarray:
@@ -92,13 +106,23 @@ def confident_learning(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarra
 
 
 def suspect_labels(probs: np.ndarray, labels: np.ndarray, paths: list[str], class_names: list[str],
-                   how: str, limit: int = MAX_LISTED) -> dict[str, Any]:
-    """The `suspect_labels` section of metrics.json: the suspects (at most `limit`), least likely first."""
+                   how: str, limit: int = MAX_LISTED, min_skill: float = SUSPECT_MIN_SKILL) -> dict[str, Any]:
+    """The `suspect_labels` section of metrics.json: the suspects (at most `limit`), least likely
+    first; none, with the reason, when the out-of-fold predictions are too weak to judge labels."""
+    accuracy, score = skill(probs, labels)
+    if score < min_skill:
+        return {"checked": False, "too_weak": True, "out_of_fold_accuracy": round(accuracy, 4),
+                "skill": round(score, 4), "photos": int(len(labels)), "count": 0, "items": [],
+                "why": f"the model is too weak to judge labels (out-of-fold accuracy {accuracy:.0%}, "
+                       f"{score:.2f} of the way from always answering the largest class to always right; "
+                       f"{min_skill} is needed)"}
     order, confident = confident_learning(probs, labels)
     items = []
     for i in order[:limit]:
         j = int(confident[i])
         items.append({"path": paths[i], "label": class_names[labels[i]], "suggested": class_names[j],
                       "p_label": round(float(probs[i, labels[i]]), 4), "p_suggested": round(float(probs[i, j]), 4)})
-    return {"method": "confident learning on out-of-fold predictions", "how": how, "photos": int(len(labels)),
-            "count": int(len(order)), "items": items}
+    return {"checked": True, "method": "confident learning on out-of-fold predictions", "how": how,
+            "out_of_fold_accuracy": round(accuracy, 4), "skill": round(score, 4), "photos": int(len(labels)),
+            "count": int(len(order)),
+            "items": items}
