@@ -47,10 +47,11 @@ def _user_env() -> dict[str, str]:
     return env
 
 
-def diycnn(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def diycnn(*args: str, cwd: Path, timeout: float = 600, columns: int = 100) -> subprocess.CompletedProcess:
     """`diycnn ARGS` in a new process; fails the test with its output unless it exits 0."""
     start = time.perf_counter()
-    proc = subprocess.run([DIYCNN, *args], cwd=cwd, env=_user_env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([DIYCNN, *args], cwd=cwd, env={**_user_env(), "COLUMNS": str(columns)},
+                          capture_output=True, text=True, timeout=timeout)
     print(f"{time.perf_counter() - start:6.1f} s  diycnn {' '.join(args[:4])}")  # shown with -s or on failure
     assert proc.returncode == 0, f"diycnn {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
@@ -96,14 +97,29 @@ def _trained(work, case: str) -> Path:
     data = work["projects"][project]
     name = case.replace(":", "-")
     out = data / ".diycnn" / "runs" / name
-    model = "auto" if case.startswith("auto") else case
-    args = ["train", str(data), "--model", model, "--out", str(out), "--epochs", "1", "--seed", "0"]
-    if model == "auto":
-        args += ["--budget", "1"]
-    diycnn(*args, cwd=work["root"])
+    args = ["train", str(data), "--out", str(out), "--epochs", "1", "--seed", "0"]
+    if case.startswith("auto"):  # the default: no --model
+        proc = diycnn(*args, "--budget", "1", cwd=work["root"], columns=80)
+        _check_terminal_output(proc.stdout + proc.stderr)
+    else:
+        diycnn(*args, "--model", case, cwd=work["root"])
     assert json.loads((out / "model.json").read_text())["status"] == "complete"
     work["runs"][case] = out
     return out
+
+
+def _check_terminal_output(text: str) -> None:
+    """What a person reads of a default run piped to a file: at most 60 lines, each within 80
+    columns (COLUMNS=80), no Python reprs; the first usable model is announced, and the result
+    leads with the figure to trust."""
+    lines = text.splitlines()
+    assert len(lines) <= 60, f"{len(lines)} lines:\n{text}"
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    for sign in ("{'", "['", "Traceback", "0000001", "9999999"):  # reprs, unrounded floats
+        assert sign not in text, f"{sign!r} in the output:\n{text}"
+    assert any(line.startswith("auto: first usable model after") for line in lines), text
+    model = next(i for i, line in enumerate(lines) if line.startswith("Model: "))
+    assert lines[model + 1].startswith(("Accuracy to trust: ", "Test accuracy: ")), text
 
 
 def _formats(run: Path) -> list[str]:
@@ -208,6 +224,19 @@ def test_every_recipe_works_where_users_run_it(work, case):
     _both(*[lambda fmt=fmt: _check_export(folders[fmt], fmt, photos, want, names, cwd) for fmt in formats])
 
 
+def _test_pattern() -> bytes:
+    """Colour bars, as a webcam test card shows: no face anywhere."""
+    import io
+
+    from PIL import Image
+
+    bars = np.repeat(np.array([[255, 255, 255], [255, 255, 0], [0, 255, 255], [0, 255, 0], [255, 0, 255],
+                               [255, 0, 0], [0, 0, 255], [0, 0, 0]], dtype=np.uint8), 40, axis=0)
+    out = io.BytesIO()
+    Image.fromarray(np.tile(bars[None], (240, 1, 1))).save(out, format="PNG")
+    return out.getvalue()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -247,6 +276,10 @@ def test_the_app_started_fresh_previews_and_exports_every_run(work, project):
                     want = _probs(diycnn("predict", str(run), str(photo), "--json", cwd=work["root"]), names)[0]
                 answer = client.post(f"/api/predict?run={run.name}", content=photo.read_bytes())
                 assert answer.status_code == 200, f"{case}: {answer.text}"
+                prep = json.loads((run / "model.json").read_text())["model"].get("preprocessing") or {}
+                if prep.get("faces") or prep.get("align"):  # a test pattern: no face, and the page says so
+                    blank = client.post(f"/api/predict?run={run.name}", content=_test_pattern())
+                    assert blank.status_code == 200 and blank.json()["no_face"] is True, f"{case}: {blank.text}"
                 got = np.array([answer.json()["probabilities"][c] for c in names])
                 np.testing.assert_allclose(got, want, atol=ATOL, err_msg=f"the app's preview of {case}")
             made = client.post("/api/export/tm")  # the newest run, as the page's button does

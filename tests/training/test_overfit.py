@@ -17,6 +17,9 @@ def test_rising_validation_loss_while_training_loss_falls_is_named():
     tm = overfitting(h, kept_best=False, model="tm")["message"]
     assert "pretrained recipe" not in tm and "--model face-probe" in tm
     assert "face-probe" not in overfitting(h, kept_best=False, model="face-probe")["message"]
+    # the web app's words name its own controls, never a command-line flag
+    app = found["app_message"]
+    assert "Epochs 3 (under Advanced)" in app and "memorising" in app and "--" not in app
 
 
 def test_no_false_alarms():

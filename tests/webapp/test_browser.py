@@ -95,10 +95,15 @@ def test_create_upload_webcam_train_predict_export(server, page, tmp_path):
         card(page, old).locator(".class-name").press("Enter")
         card(page, new).wait_for()
     assert card(page, "red").is_visible() and card(page, "blue").is_visible()
+    order = "[...document.querySelectorAll('.class-card')].map(c => c.dataset.name)"
+    assert page.evaluate(order) == ["red", "blue"]  # creation order, as Teachable Machine keeps it: a rename stays put
     for cls in ("webcam",):
         page.fill("#new-class", cls)
         page.click("#add-class")
         card(page, cls).wait_for()
+    page.reload()
+    card(page, "webcam").wait_for()
+    assert page.evaluate(order) == ["red", "blue", "webcam"]  # and after a reload
     page.fill("#new-class", "../escape")
     page.click("#add-class")
     page.wait_for_selector("#class-msg.error")
@@ -146,6 +151,7 @@ def test_create_upload_webcam_train_predict_export(server, page, tmp_path):
     shot(page, tmp_path, "ui-classes")
 
     # train a tiny model in the background; the page stays responsive and shows live curves
+    assert page.input_value("#recipe") == "auto"  # the default, as in the CLI and the API
     page.select_option("#recipe", "seed-cnn")
     page.click("#training-col details > summary")
     assert page.get_attribute("#epochs", "placeholder") == "30"  # the recipe's real defaults, not "default"
@@ -156,9 +162,16 @@ def test_create_upload_webcam_train_predict_export(server, page, tmp_path):
     page.click("#train")
     page.wait_for_selector("#cancel:not([disabled])")
     assert page.evaluate("fetch('/api/project').then(r => r.ok)")  # responsive while training
+    page.reload()  # during training: the job, its status and the chosen recipe are still there
+    wait_js(page, "document.querySelector('#train-stage').textContent.startsWith('tm: ')")
+    assert page.input_value("#recipe") == "tm"
     page.wait_for_selector("#train-msg.ok", timeout=180_000)
     assert "Done" in page.text_content("#train-msg")
     assert page.locator("#acc-chart circle").count() >= 12  # train + val points for 6 epochs
+    page.reload()  # after training: the curves, the status and the recipe survive a reload
+    page.wait_for_selector("#train-msg.ok")
+    assert "Done" in page.text_content("#train-msg") and page.input_value("#recipe") == "tm"
+    assert page.locator("#acc-chart circle").count() >= 12
     # the charts have axes: epoch ticks 1..6 and a title; hovering an epoch reads its values out
     labels = page.locator("#loss-chart text").all_text_contents()
     assert "epoch" in labels and {"1", "6"} <= set(labels)

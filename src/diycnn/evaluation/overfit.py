@@ -15,14 +15,17 @@ RISING_EPOCHS = 3  # epochs after the best validation loss before it counts
 RISE = 1.10  # the final validation loss at least 10% above the best
 
 
-def what_to_try(model: str | None) -> str:
-    """More photos always; a pretrained recipe when this was not one; face features for faces."""
+def what_to_try(model: str | None, app: bool = False) -> str:
+    """More photos always; a pretrained recipe when this was not one; face features for faces.
+    app: in the web app's words (its Recipe list and Advanced fields), not command-line flags."""
     tips = ["more photos per class"]
     if model not in PRETRAINED_RECIPES:
-        tips.append("a pretrained recipe (tm, linear-probe)")
+        tips.append("a pretrained recipe (auto, tm or linear-probe in Recipe)" if app
+                    else "a pretrained recipe (tm, linear-probe)")
     if not (model or "").startswith("face-"):
-        tips.append("--model face-probe if the classes are people")
-    tips.append("fewer epochs")
+        tips.append("the face-probe recipe if the classes are people" if app
+                    else "--model face-probe if the classes are people")
+    tips.append("fewer Epochs (under Advanced)" if app else "fewer epochs")
     return ", ".join(tips[:-1]) + " or " + tips[-1]
 
 
@@ -40,11 +43,16 @@ def overfitting(history: list[dict[str, Any]], kept_best: bool, model: str | Non
     after = len(val) - 1 - best
     if after < RISING_EPOCHS or val[-1] < val[best] * RISE or train[-1] >= train[best]:
         return None
-    kept = (f"diycnn kept the weights of epoch {best + 1}, the best by validation loss." if kept_best else
-            f"The final weights were kept; --patience {RISING_EPOCHS} would stop early and keep epoch {best + 1}'s.")
-    message = (f"Over-fitting: validation loss was lowest at epoch {best + 1} ({val[best]:.4f}) and rose over the "
-               f"{after} epochs after it (to {val[-1]:.4f}) while training loss kept falling ({train[best]:.4f} -> "
-               f"{train[-1]:.4f}): the model is memorising its training photos. {kept} To try: "
-               f"{what_to_try(model)}.")
+    what = (f"Over-fitting: validation loss was lowest at epoch {best + 1} ({val[best]:.4f}) and rose over the "
+            f"{after} epochs after it (to {val[-1]:.4f}) while training loss kept falling ({train[best]:.4f} -> "
+            f"{train[-1]:.4f}): the model is memorising its training photos.")
+    if kept_best:
+        cli_kept = app_kept = f"diycnn kept the weights of epoch {best + 1}, the best by validation loss."
+    else:
+        cli_kept = (f"The final weights were kept; --patience {RISING_EPOCHS} would stop early and keep epoch "
+                    f"{best + 1}'s.")
+        app_kept = f"The final weights were kept; Epochs {best + 1} (under Advanced) would stop there."
+    message = f"{what} {cli_kept} To try: {what_to_try(model)}."
+    app_message = f"{what} {app_kept} To try: {what_to_try(model, app=True)}."
     return {"best_epoch": best + 1, "best_val_loss": val[best], "final_val_loss": val[-1], "epochs_rising": after,
-            "kept_best": kept_best, "message": message}
+            "kept_best": kept_best, "message": message, "app_message": app_message}

@@ -16,15 +16,17 @@ from .project import Project, ProjectError, read_document
 
 log = logging.getLogger(__name__)
 
-# The recipes the page offers: the built-in ones (listed once, in settings.py), pretrained first -- they
-# suit a handful of photos -- then the from-scratch CNNs, then auto.
-RECIPES = (*PRETRAINED_RECIPES, *(name for name in RECIPE_NAMES if name not in PRETRAINED_RECIPES), "auto")
+# The recipes the page offers: auto first, the default everywhere (API, CLI and app), then the built-in
+# ones (listed once, in settings.py), pretrained first -- they suit a handful of photos -- then the
+# from-scratch CNNs.
+RECIPES = ("auto", *PRETRAINED_RECIPES, *(name for name in RECIPE_NAMES if name not in PRETRAINED_RECIPES))
+DEFAULT_RECIPE = RECIPES[0]
 LIMITS = {"epochs": (1, 1000), "batch_size": (1, 1024), "lr": (1e-7, 1.0)}
 
 
 def training_settings(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Validate what the page sends: a known recipe and in-range numbers (None = the recipe's default)."""
-    model = body.get("model", "tm")
+    model = body.get("model") or DEFAULT_RECIPE
     if model not in RECIPES:
         raise ProjectError(f"Unknown recipe {model!r}; choose one of {', '.join(RECIPES)}.")
     settings: dict[str, Any] = {}
@@ -66,7 +68,10 @@ class TrainingJob:
 
     def status(self) -> dict[str, Any]:
         with self._lock:
-            return {**self.state, "history": list(self.state.get("history", []))}
+            state = {**self.state, "history": list(self.state.get("history", []))}
+        if state.get("run") and state.get("model") == "auto":
+            state["auto"] = auto_progress(self.project.runs_dir / state["run"])
+        return state
 
     def _update(self, **values: Any) -> None:
         with self._lock:
@@ -147,6 +152,8 @@ class TrainingJob:
         class Hooks(Callback):
             def on_train_begin(self, epochs, start_epoch):
                 job._update(epochs=epochs, epoch=start_epoch)
+                if start_epoch == 0:  # auto's next candidate: its own curves
+                    job._update(history=[])
 
             def on_epoch_begin(self, epoch, num_batches, start_batch):
                 job._update(epoch=epoch, batch=start_batch, batches=num_batches, stage=f"training epoch {epoch + 1}")
@@ -165,7 +172,8 @@ class TrainingJob:
 
         def stage(text: str) -> None:
             job._update(stage=text)
-            if job._cancel.is_set() and "candidate" in text:  # auto: stop between candidates too
+            # auto: stop between candidates too (auto then keeps the best model so far as the run)
+            if job._cancel.is_set() and text.startswith(("auto: training candidate", "auto: resuming candidate")):
                 raise KeyboardInterrupt
 
         self.project.app_folder("runs", create=True)
@@ -182,8 +190,61 @@ class TrainingJob:
             self._update(status="failed", stage="failed", message=str(exc))
         else:
             m = run.metrics
+            history = self.state.get("history", [])
+            if m.get("auto"):  # the curves of the model kept, not of the last candidate tried
+                history = history_rows(run.dir / "history.csv") or history
             self._update(status="done", stage="done", test_accuracy=m["test_accuracy"], test_loss=m["test_loss"],
-                         message=done_message(m))
+                         message=done_message(m), history=history)
+
+
+def history_rows(path: Path) -> list[dict[str, Any]]:
+    """A run's history.csv as the page's curve rows ([] when it cannot be read)."""
+    import csv
+
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for i, h in enumerate(csv.DictReader(f)):
+                rows.append({"epoch": i + 1, **{k: float(h[k]) for k in ("loss", "accuracy", "val_loss",
+                                                                         "val_accuracy") if h.get(k)}})
+    except (OSError, ValueError, TypeError, csv.Error):
+        return []
+    return rows
+
+
+def auto_progress(run_dir: Path) -> dict[str, Any] | None:
+    """An auto run's plan and each candidate's result so far, for the page: from auto.json and
+    each finished candidate's metrics.json (read as any project file is: checked, never trusted)."""
+    plan = read_document(run_dir / "auto.json")
+    steps = ((plan or {}).get("plan") or {}).get("candidates")
+    if not isinstance(steps, list):
+        return None
+    final = (read_document(run_dir / "metrics.json") or {}).get("auto")
+    kept = final.get("winner") if isinstance(final, dict) else None
+    out = []
+    for step in steps:
+        name = step.get("model") if isinstance(step, dict) else None
+        if not isinstance(name, str) or name != Path(name).name:
+            continue
+        row: dict[str, Any] = {"model": name, "status": "skipped" if step.get("skip") else "waiting"}
+        cdir = run_dir / "candidates" / name
+        info = read_document(cdir / "model.json")
+        if info is not None:
+            row["status"] = "trained" if info.get("status") == "complete" else "training"
+        if row["status"] == "trained":
+            m = read_document(cdir / "metrics.json") or {}
+            cv = m.get("cross_validation") if isinstance(m.get("cross_validation"), dict) else {}
+            for key, value in (("val_accuracy", m.get("final_val_accuracy")), ("test_accuracy", m.get("test_accuracy")),
+                               ("cv_accuracy", cv.get("accuracy") if cv.get("checked") else None)):
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    row[key] = float(value)
+        out.append(row)
+    if isinstance(final, dict) and isinstance(final.get("candidates"), list):  # the final word on each
+        said = {c.get("model"): c.get("status") for c in final["candidates"] if isinstance(c, dict)}
+        for row in out:
+            if isinstance(said.get(row["model"]), str) and row["status"] != "trained":
+                row["status"] = said[row["model"]][:120]
+    return {"candidates": out, "kept": kept if isinstance(kept, str) else None}
 
 
 def done_message(m: dict[str, Any]) -> str:
@@ -196,5 +257,9 @@ def done_message(m: dict[str, Any]) -> str:
     cv = m.get("cross_validation") or {}
     if cv.get("checked"):
         text += f"; cross-validated {describe(cv)}"  # the CLI's words for it
+    auto = m.get("auto") or {}
+    if auto and not auto.get("finished", True):
+        text = (f"Stopped: kept {auto.get('winner')}, the best model so far (the rest of auto's plan can still be "
+                f"trained with diycnn train --resume). {text}")
     return text + "."
 

@@ -7,6 +7,7 @@ separators, no `..`, no hidden or control characters; nothing is overwritten sil
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -21,6 +22,7 @@ from ..io import atomic_write_bytes, read_json
 log = logging.getLogger(__name__)
 
 APP_DIR = ".diycnn"
+CLASS_ORDER = "classes.json"  # the order classes were made in (.diycnn/classes.json)
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_NAME = 64
 RESERVED = {"train", "val", "validation", "test"}  # split-folder names (see data/scan.py)
@@ -123,8 +125,28 @@ class Project:
 
     # --- classes ---------------------------------------------------------------------------
     def classes(self) -> list[str]:
-        """Every class folder on disk, as named there (odd names included: they can be fixed here)."""
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not is_junk(p.name))
+        """Every class folder on disk, as named there (odd names included: they can be fixed here),
+        in the order they were made here, as Teachable Machine keeps them (a rename keeps the
+        place); folders made outside the app follow, by name."""
+        on_disk = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not is_junk(p.name))
+        kept = [c for c in dict.fromkeys(self._class_order()) if c in on_disk]
+        return kept + [c for c in on_disk if c not in kept]
+
+    def _class_order(self) -> list[str]:
+        try:
+            doc = read_document(self.app_folder() / CLASS_ORDER)
+        except ProjectError:  # .diycnn is a link or a file: by name, then
+            return []
+        order = doc.get("order") if isinstance(doc, dict) else None
+        return [c for c in order if isinstance(c, str)] if isinstance(order, list) else []
+
+    def _save_class_order(self, order: list[str]) -> None:
+        """.diycnn/classes.json; the order is a convenience: failing to keep it never fails the edit."""
+        try:
+            folder = self.app_folder(create=True)
+            atomic_write_bytes(folder / CLASS_ORDER, json.dumps({"order": order}, ensure_ascii=False).encode())
+        except (ProjectError, OSError) as exc:
+            log.warning("could not keep the class order: %s", exc)
 
     def _class_dir(self, name: Any) -> Path:
         """An existing class folder, found by its name as listed, or the same name in another
@@ -164,10 +186,12 @@ class Project:
         if path.exists() or path.is_symlink():  # a file, or a link (dangling or not) that classes() does not list
             raise ProjectError(f"{path.name!r} already exists in the project folder as a file or a link; pick "
                                "another name or remove it first.", 409)
+        order = self.classes()
         try:
             path.mkdir()
         except OSError as exc:
             raise ProjectError(f"Cannot create class {path.name!r}: {exc.strerror or exc}.", 409) from None
+        self._save_class_order([*order, path.name])
         return path.name
 
     def rename_class(self, old: Any, new: Any) -> str:
@@ -175,10 +199,12 @@ class Project:
         dst = self._new_class_dir(new, replacing=src)
         if src.is_symlink():
             raise ProjectError(f"Class {src.name!r} is a link to another folder; rename the link outside the app.", 409)
+        order = self.classes()
         try:
             src.rename(dst)
         except OSError as exc:
             raise ProjectError(f"Cannot rename {src.name!r} to {dst.name!r}: {exc.strerror or exc}.", 409) from None
+        self._save_class_order([dst.name if c == src.name else c for c in order])
         return dst.name
 
     def delete_class(self, name: Any) -> int:
@@ -187,10 +213,12 @@ class Project:
             raise ProjectError(f"Class {path.name!r} is a link to a folder elsewhere; diycnn does not delete through "
                                "links. Remove the link itself in your file manager.", 409)
         count = len(self.photos(path.name))
+        order = self.classes()
         try:
             shutil.rmtree(path)
         except OSError as exc:
             raise ProjectError(f"Cannot delete class {path.name!r}: {exc.strerror or exc}.", 409) from None
+        self._save_class_order([c for c in order if c != path.name])
         return count
 
     # --- photos ----------------------------------------------------------------------------

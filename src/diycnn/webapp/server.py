@@ -242,6 +242,8 @@ class App:
             cls, _, photo = problem.path.partition("/")
             if cls in out and photo:
                 out[cls]["left_out"].append({"photo": photo, "reason": problem.reason})
+        if recipe == "auto":  # every plan of auto's trains tm: decode as it does (faces are surveyed at training)
+            recipe = "tm"
         note = self._decode_check(scan, recipe, out) if recipe in RECIPE_NAMES else None
         return {"classes": out, "note": note}
 
@@ -340,13 +342,21 @@ class App:
             raise ProjectError(f"Photo too large ({len(data) / 1e6:.1f} MB; at most "
                                f"{MAX_UPLOAD_BYTES // (1024 * 1024)} MB).", 413)
         model = self.model(run)
+        notes: list[str] = []
         try:
-            arr = model.preprocessing.load(data)
+            arr = model.preprocessing.load(data, notes=notes)
         except ImageError as exc:
+            if "no face" in exc.reason:  # a face run that skips photos without a face
+                return {"run": model.dir.name, "label": None, "no_face": True, "probabilities": {}}
             raise ProjectError(f"Cannot read this photo: {exc.reason}.") from None
+        prep = model.preprocessing
         with self._model_lock:
             probs = model.predict_arrays(arr[None])[0]
-        return {"run": model.dir.name, "label": model.class_names[int(probs.argmax())],
+        # A face run tells people apart by their faces: with none found, the page says so rather than
+        # name a person (the probabilities, of the whole photo as `diycnn predict` gives them, stay in
+        # the answer for whoever calls the API).
+        no_face = bool(prep.faces or prep.align) and any(n.startswith("no face") for n in notes)
+        return {"run": model.dir.name, "label": model.class_names[int(probs.argmax())], "no_face": no_face,
                 "probabilities": {c: float(p) for c, p in zip(model.class_names, probs)}}
 
     def evaluation(self, run: str | None = None) -> dict[str, Any]:
@@ -367,7 +377,8 @@ class App:
                     "test_accuracy_ci95": _interval(m.get("test_accuracy_ci95")),
                     "cross_validation": _cross_validation(m.get("cross_validation")),
                     "left_out": _left_out(m),
-                    "overfitting": _text((m.get("overfitting") or {}).get("message")
+                    "overfitting": _text(((m.get("overfitting") or {}).get("app_message")
+                                          or (m.get("overfitting") or {}).get("message"))
                                          if isinstance(m.get("overfitting"), dict) else None),
                     "test_loss": _number(m["test_loss"]), "counts": counts, "per_class": per_class,
                     "confusion_matrix": matrix, "report": f"runs/{path.name}/report.html",

@@ -41,6 +41,9 @@ async function refresh() {
   renderTraining(project.training);
   if (!$("#recipe").options.length) {
     for (const r of project.recipes) $("#recipe").add(new Option(r, r));
+    // the recipe chosen before a reload (else the one last trained, else auto, the first)
+    const chosen = localStorage.getItem(recipeKey()) || (project.training || {}).model;
+    if (chosen && project.recipes.includes(chosen)) $("#recipe").value = chosen;
     describeRecipe();
   }
   loadCheck();  // after the recipe list: the check decodes photos as the chosen recipe will
@@ -53,7 +56,11 @@ function describeRecipe() {
   for (const [id, key] of [["#epochs", "epochs"], ["#batch-size", "batch_size"], ["#lr", "lr"]])
     $(id).placeholder = guide[key] == null ? "recipe's choice" : String(guide[key]);
 }
-$("#recipe").addEventListener("change", () => { describeRecipe(); loadCheck(); });
+function recipeKey() { return "diycnn.recipe:" + ((project && project.root) || ""); }
+$("#recipe").addEventListener("change", () => {
+  try { localStorage.setItem(recipeKey(), $("#recipe").value); } catch (e) { /* private mode: not kept */ }
+  describeRecipe(); loadCheck();
+});
 
 // What training would leave out, shown on each class before training (the same scan training does).
 // With the chosen recipe, the photos are also decoded as it prepares them (face crops included).
@@ -260,6 +267,7 @@ function renderTraining(s) {
   if (s.epochs) { p.max = s.epochs; p.value = s.status === "done" ? s.epochs : s.epoch + (s.batches ? s.batch / s.batches : 0); }
   else { p.max = 1; p.value = s.status === "done" ? 1 : 0; }
   show($("#train-msg"), s.message || "", s.status === "failed" || s.status === "cancelled" ? "error" : s.status === "done" ? "ok" : "");
+  renderAutoPlan(s.auto);
   const h = s.history || [];
   chart($("#acc-chart"), h.map(r => r.accuracy), h.map(r => r.val_accuracy), 0, 1, "accuracy");
   const losses = h.flatMap(r => [r.loss, r.val_loss]).filter(v => v !== undefined && isFinite(v));
@@ -267,6 +275,23 @@ function renderTraining(s) {
   if (running && lastStatus !== "running") poll();
   if (lastStatus === "running" && s.status !== "running") refresh().then(() => loadEvaluation());
   lastStatus = s.status;
+}
+
+// auto's plan and each candidate's result as it finishes; the kept model is marked.
+function renderAutoPlan(auto) {
+  const table = $("#auto-plan"); table.textContent = "";
+  table.hidden = !(auto && auto.candidates && auto.candidates.length);
+  if (table.hidden) return;
+  const pct = v => (typeof v === "number" ? (100 * v).toFixed(1) + "%" : "");
+  table.append(el("tr", {}, el("th", {}, "auto: candidate"), el("th", {}, "status"), el("th", {}, "val acc"),
+    el("th", {}, "cross-val"), el("th", {}, "test acc")));
+  for (const c of auto.candidates) {
+    const row = el("tr", { className: c.model === auto.kept ? "kept" : "" },
+      el("td", {}, c.model + (c.model === auto.kept ? " (kept)" : "")), el("td", {}, c.status),
+      el("td", {}, pct(c.val_accuracy)), el("td", {}, pct(c.cv_accuracy)), el("td", {}, pct(c.test_accuracy)));
+    row.dataset.model = c.model;
+    table.append(row);
+  }
 }
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -445,6 +470,7 @@ function dataChecks(ev) {
 
 function renderBars(r) {
   const box = $("#bars"); box.textContent = "";
+  if (r.no_face) { box.append(el("p", { className: "no-face" }, "No face found: this model tells people apart by their faces.")); return; }
   const top = r.label;
   for (const [c, p] of Object.entries(r.probabilities)) {
     const row = document.createElement("div");
