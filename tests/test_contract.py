@@ -119,7 +119,7 @@ def _check_terminal_output(text: str) -> None:
         assert sign not in text, f"{sign!r} in the output:\n{text}"
     assert any(line.startswith("auto: first usable model after") for line in lines), text
     model = next(i for i, line in enumerate(lines) if line.startswith("Model: "))
-    assert lines[model + 1].startswith(("Accuracy to trust: ", "Test accuracy: ")), text
+    assert lines[model + 1].startswith(("Accuracy to trust, cross-validated: ", "Test accuracy: ")), text
 
 
 def _formats(run: Path) -> list[str]:

@@ -102,8 +102,8 @@ def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: Train
         cached = sum(cache.holds(r.sha256) for r in scan.records)
         log.info("feature cache: %s", cache.dir)
         stage(f"{recipe.backbone} features: all {cached} photos in the cache" if cached == len(scan.records)
-              else f"Extracting {recipe.backbone} features for {len(scan.records) - cached} "
-                   f"photo{'' if len(scan.records) - cached == 1 else 's'} ({cached} already in the cache) ...")
+              else f"Extracting {recipe.backbone} features of {len(scan.records) - cached} "
+                   f"photo{'' if len(scan.records) - cached == 1 else 's'} ({cached} in the cache) ...")
         notes: list = []
         ctx = distributed.context()
         if ctx.active:  # each process extracts its share into the one cache, then all read it all
@@ -113,7 +113,7 @@ def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: Train
             distributed.barrier()
             cache = FeatureCache(cache.key)
         feats, ok, failed = extract_features(scan.records, prep, encode, cache, notes=notes)
-        if cache.misses or ctx.active:
+        if ctx.active:  # each process said what it extracted; here what process 0 then read
             stage(f"Feature cache: {cache.hits} hit(s), {cache.misses} extracted")
         return (_Data(feats, feature_input_fn, "features", {"hits": cache.hits, "misses": cache.misses}, notes),
                 _kept(scan, ok, failed))
@@ -369,7 +369,7 @@ def _cross_validation(scan: ScanResult, data_: _Data, untrained_head, training: 
         data_.to_input, FitConfig.from_training(training.record()), training.batch_size, device, precision,
         training.seed, why, stage)
     if section["checked"]:
-        stage(f"Cross-validated ({section['folds']} folds): {crossval.describe(section)}")
+        stage(f"Cross-validated: {crossval.describe(section)}")
     return section
 
 

@@ -68,9 +68,9 @@ def test_tm_recipe_is_teachable_machines(small_data):
 
 def test_feature_cache_hit_miss_and_invalidation(small_data, tmp_path, capsys):
     stages = []
-    diycnn.train(small_data, model="tm", out=tmp_path / "a", epochs=2, on_stage=stages.append)
-    assert "Feature cache: 0 hit(s), 20 extracted" in stages
-    assert any(s.startswith("Extracting tf_efficientnet_lite0 features for 20 photos (0 already in the cache")
+    first = diycnn.train(small_data, model="tm", out=tmp_path / "a", epochs=2, on_stage=stages.append)
+    assert first.metrics["feature_cache"] == {"hits": 0, "misses": 20}
+    assert any(s.startswith("Extracting tf_efficientnet_lite0 features of 20 photos (0 in the cache")
                for s in stages)
     stages.clear()
     run = diycnn.train(small_data, model="tm", out=tmp_path / "b", epochs=2, on_stage=stages.append)
@@ -81,9 +81,9 @@ def test_feature_cache_hit_miss_and_invalidation(small_data, tmp_path, capsys):
     # change one photo: only it is re-extracted
     Image.new("RGB", (24, 24), (250, 0, 0)).save(small_data / "red" / "red_000.png")
     stages.clear()
-    diycnn.train(small_data, model="tm", out=tmp_path / "c", epochs=2, on_stage=stages.append)
-    assert "Feature cache: 19 hit(s), 1 extracted" in stages
-    assert any(s.startswith("Extracting tf_efficientnet_lite0 features for 1 photo (19 already") for s in stages)
+    third = diycnn.train(small_data, model="tm", out=tmp_path / "c", epochs=2, on_stage=stages.append)
+    assert third.metrics["feature_cache"] == {"hits": 19, "misses": 1}
+    assert any(s.startswith("Extracting tf_efficientnet_lite0 features of 1 photo (19 in the cache") for s in stages)
 
 
 def test_feature_cache_ignores_damaged_entries(tmp_path):
@@ -136,6 +136,18 @@ def test_auto_picks_by_validation_loss_and_reports_all(small_data, tmp_path, mon
     report = (run.dir / "report.html").read_text()
     assert f"<title>diycnn auto run: {run.dir.name} (kept {best['model']})</title>" in report
     assert "id='selection'" in report and all(f"candidates/{c['model']}/report.html" in report for c in trained)
+    # what the web app shows of it: the plan, each candidate's result, the model kept
+    from diycnn.webapp.jobs import auto_progress
+
+    shown = auto_progress(run.dir)
+    assert shown["kept"] == best["model"] and [c["model"] for c in shown["candidates"]] == \
+        [c["model"] for c in auto["candidates"]]
+    for row in shown["candidates"]:
+        if status[row["model"]] == "trained":
+            want = next(c for c in trained if c["model"] == row["model"])
+            assert row["status"] == "trained" and row["val_accuracy"] == pytest.approx(want["val_accuracy"])
+        else:
+            assert row["status"] == status[row["model"]][:120]
     assert all("test_accuracy" in c for c in trained)
     assert (run.dir / "candidates" / best["model"] / "model.safetensors").is_file()
     assert len(run.predict([small_data / "blue"])) == 10

@@ -38,8 +38,9 @@ def test_small_test_split_reports_the_cross_validated_accuracy(tmp_path, capsys)
     assert len(cv["fold_accuracies"]) == 5
     assert cv["accuracy_ci95"][0] - 1e-9 <= cv["accuracy"] <= cv["accuracy_ci95"][1] + 1e-9
     assert cv["accuracy"] >= 0.8  # the colours separate: the estimate is not noise
-    assert "Accuracy to trust: " in out and "over 30 photos" in out  # leads the result
-    assert out.strip().splitlines()[1].startswith("Accuracy to trust: ")
+    flat = " ".join(line.strip() for line in out.splitlines())  # lines are folded to the terminal's width
+    assert "Accuracy to trust, cross-validated: " in flat and "30 photos, 5 folds" in flat
+    assert out.strip().splitlines()[1].startswith("Accuracy to trust, cross-validated: ")  # leads the result
     report = (tmp_path / "run" / "report.html").read_text()
     assert "id='cross-validation'" in report and f"{cv['correct']}/30 photos" in report
 

@@ -236,12 +236,12 @@ def print_result(run) -> None:
     else:
         print(f"Model: {run.info.get('model', {}).get('name', 'model')}")
     if cv.get("checked") and m["counts"]["test"] < CV_BELOW:
-        print(f"Accuracy to trust: {describe(cv)} ({cv['folds']}-fold cross-validation)")
+        print(f"Accuracy to trust, cross-validated: {describe(cv)}")
         print(f"Held-out test: {test}; too few to trust alone")
     else:
         print(f"Test accuracy: {test}{test_loss}")
         if cv.get("checked"):
-            print(f"Cross-validated ({cv['folds']} folds): {describe(cv)}")
+            print(f"Cross-validated: {describe(cv)}")
     if m.get("overfitting"):
         print(f"\n{m['overfitting']['message']}\n")
     took = auto.get("seconds", m["train_seconds"])

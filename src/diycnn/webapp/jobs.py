@@ -70,7 +70,10 @@ class TrainingJob:
         with self._lock:
             state = {**self.state, "history": list(self.state.get("history", []))}
         if state.get("run") and state.get("model") == "auto":
-            state["auto"] = auto_progress(self.project.runs_dir / state["run"])
+            try:
+                state["auto"] = auto_progress(self.project.runs_dir / state["run"])
+            except ProjectError:  # .diycnn/runs became a link: the job itself says what went wrong
+                state["auto"] = None
         return state
 
     def _update(self, **values: Any) -> None:
