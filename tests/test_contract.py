@@ -110,11 +110,12 @@ def _trained(work, case: str) -> Path:
 
 def _check_terminal_output(text: str) -> None:
     """What a person reads of a default run piped to a file: at most 60 lines, each within 80
-    columns (COLUMNS=80), no Python reprs; the first usable model is announced, and the result
+    columns (COLUMNS=80) unless it is one unbreakable path, no Python reprs; the first usable model is announced, and the result
     leads with the figure to trust."""
     lines = text.splitlines()
     assert len(lines) <= 60, f"{len(lines)} lines:\n{text}"
-    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    # wider only where one word (a long path, here the test's temporary folder) cannot be folded
+    assert all(len(line) <= 80 or " " not in line.strip() for line in lines), [l for l in lines if len(l) > 80]
     for sign in ("{'", "['", "Traceback", "0000001", "9999999"):  # reprs, unrounded floats
         assert sign not in text, f"{sign!r} in the output:\n{text}"
     assert any(line.startswith("auto: first usable model after") for line in lines), text
