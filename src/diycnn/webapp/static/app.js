@@ -482,8 +482,10 @@ function renderBars(r) {
   }
 }
 
-async function predictBlob(blob) {
+// live: a webcam frame, whose answer is dropped if the webcam was turned off while it was on its way
+async function predictBlob(blob, live = false) {
   const r = await api("POST", "/api/predict?run=" + enc($("#run-select").value), blob, true);
+  if (live && !previewLoop) return r;
   renderBars(r); show($("#preview-msg"), "");
   return r;
 }
@@ -508,7 +510,7 @@ $("#preview-cam-btn").addEventListener("click", async () => {
   v.hidden = false; $("#preview-img").style.display = "none"; previewLoop = true; $("#preview-cam-btn").classList.add("active");
   const step = async () => {
     if (!previewLoop) return;
-    try { const b = await grab(v, 480); if (b) await predictBlob(b); }
+    try { const b = await grab(v, 480); if (b) await predictBlob(b, true); }
     catch (e) { show($("#preview-msg"), e.message, "error"); }
     if (previewLoop) setTimeout(step, 150);
   };
