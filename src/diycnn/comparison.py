@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import itertools
 import json
@@ -25,7 +24,7 @@ from . import pipeline
 from .auto import train_auto
 from .data.split import Split, kfold_splits, make_split, read_split
 from .io import atomic_write_json, atomic_write_text, shown, to_jsonable
-from .run import new_run_dir, read_metrics_json, read_model_json
+from .run import new_run_dir, read_history, read_metrics_json, read_model_json
 from .settings import check_model_name, merge_settings
 
 log = logging.getLogger(__name__)
@@ -65,11 +64,6 @@ def paired_folds_test(acc_a: list[float], acc_b: list[float]) -> dict[str, Any]:
     p = float(stats.ttest_rel(acc_a, acc_b).pvalue)
     return {"mean_difference": float(diff.mean()), "p_value": p, "method": "paired t-test over folds",
             "significant": p < ALPHA}
-
-
-def _read_history(run_dir: Path) -> list[dict[str, float]]:
-    with open(run_dir / "history.csv", encoding="utf-8") as fh:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def _test_items(split: dict[str, Any]) -> list[tuple[str, str]]:
@@ -253,7 +247,7 @@ def _finish(out_dir: Path, data: Path, labelled: list[tuple[str, Path]], split: 
             except Exception as exc:  # an explanation must never cost the comparison
                 log.warning("Grad-CAM for %s failed: %s", label, exc)
     pairs = _pairwise(rows)
-    histories = {row["model"]: _read_history(Path(row["run_dir"])) for row in rows}
+    histories = {row["model"]: read_history(Path(row["run_dir"])) for row in rows}
     result = {"format": "diycnn-comparison", "data": str(data), "class_names": split["class_names"],
               "test_photos": len(_test_items(split)), "models": rows, "mcnemar": pairs, "alpha": ALPHA}
     if folds:

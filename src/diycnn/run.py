@@ -91,6 +91,16 @@ def history_csv(history: list[dict[str, float]]) -> str:
     return buf.getvalue()
 
 
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    """history.csv back as per-epoch dicts of numbers (what history_csv wrote; empty cells left out).
+
+    Raises:
+        OSError, ValueError, csv.Error: no such file, or not numbers.
+    """
+    with open(run_dir / "history.csv", newline="", encoding="utf-8") as fh:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+
+
 def write_manifest(run_dir: Path) -> None:
     """manifest.json: size and SHA-256 of the run's results, written just before the run is
     marked complete, so a reader can tell a whole run from a mix of versions or a damaged file."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import PRETRAINED_RECIPES, RECIPE_NAMES, TrainSettings
-from .project import Project, ProjectError, read_document
+from .project import Project, ProjectError, number, read_document
 
 log = logging.getLogger(__name__)
 
@@ -195,24 +195,23 @@ class TrainingJob:
             m = run.metrics
             history = self.state.get("history", [])
             if m.get("auto"):  # the curves of the model kept, not of the last candidate tried
-                history = history_rows(run.dir / "history.csv") or history
+                history = history_rows(run.dir) or history
             self._update(status="done", stage="done", test_accuracy=m["test_accuracy"], test_loss=m["test_loss"],
                          message=done_message(m), history=history)
 
 
-def history_rows(path: Path) -> list[dict[str, Any]]:
+def history_rows(run_dir: Path) -> list[dict[str, Any]]:
     """A run's history.csv as the page's curve rows ([] when it cannot be read)."""
     import csv
 
-    rows = []
+    from ..run import read_history
+
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            for i, h in enumerate(csv.DictReader(f)):
-                rows.append({"epoch": i + 1, **{k: float(h[k]) for k in ("loss", "accuracy", "val_loss",
-                                                                         "val_accuracy") if h.get(k)}})
+        history = read_history(run_dir)
     except (OSError, ValueError, TypeError, csv.Error):
         return []
-    return rows
+    return [{"epoch": i + 1, **{k: h[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in h}}
+            for i, h in enumerate(history)]
 
 
 def auto_progress(run_dir: Path) -> dict[str, Any] | None:
@@ -222,8 +221,8 @@ def auto_progress(run_dir: Path) -> dict[str, Any] | None:
     steps = ((plan or {}).get("plan") or {}).get("candidates")
     if not isinstance(steps, list):
         return None
-    final = (read_document(run_dir / "metrics.json") or {}).get("auto")
-    kept = final.get("winner") if isinstance(final, dict) else None
+    contest = (read_document(run_dir / "metrics.json") or {}).get("auto")  # as of the last model published
+    kept = contest.get("winner") if isinstance(contest, dict) else None
     out = []
     for step in steps:
         name = step.get("model") if isinstance(step, dict) else None
@@ -239,11 +238,11 @@ def auto_progress(run_dir: Path) -> dict[str, Any] | None:
             cv = m.get("cross_validation") if isinstance(m.get("cross_validation"), dict) else {}
             for key, value in (("val_accuracy", m.get("final_val_accuracy")), ("test_accuracy", m.get("test_accuracy")),
                                ("cv_accuracy", cv.get("accuracy") if cv.get("checked") else None)):
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                    row[key] = float(value)
+                if (checked := number(value)) is not None:
+                    row[key] = checked
         out.append(row)
-    if isinstance(final, dict) and isinstance(final.get("candidates"), list):  # the final word on each
-        said = {c.get("model"): c.get("status") for c in final["candidates"] if isinstance(c, dict)}
+    if isinstance(contest, dict) and isinstance(contest.get("candidates"), list):  # why one was not trained
+        said = {c.get("model"): c.get("status") for c in contest["candidates"] if isinstance(c, dict)}
         for row in out:
             if isinstance(said.get(row["model"]), str) and row["status"] != "trained":
                 row["status"] = said[row["model"]][:120]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shutil
 import unicodedata
@@ -48,6 +49,12 @@ def read_document(path: Path) -> dict[str, Any] | None:
         log.warning("%s is not a JSON object; the run is left out", path)
         return None
     return doc
+
+
+def number(value: Any) -> float | None:
+    """A finite number read from a project's JSON file, else None (booleans are not numbers)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def class_name(raw: Any) -> str:

@@ -21,7 +21,6 @@ import io
 import ipaddress
 import json
 import logging
-import math
 import socket
 import tempfile
 import threading
@@ -40,7 +39,7 @@ from ..io import atomic_write_bytes, atomic_write_text, sign, signed
 from ..exports.snippets import snippets
 from ..settings import EXPORT_FORMATS, RECIPE_GUIDE, RECIPE_NAMES, export_formats_for
 from .jobs import RECIPES, TrainingJob
-from .project import MAX_UPLOAD_BYTES, Project, ProjectError, read_document
+from .project import MAX_UPLOAD_BYTES, Project, ProjectError, number, read_document
 
 log = logging.getLogger(__name__)
 
@@ -311,8 +310,8 @@ class App:
             model = info.get("model") if isinstance(info.get("model"), dict) else {}
             out.append({"name": d.name, "model": _model_name(info),
                         "export_formats": export_formats_for(_text(model.get("kind")), _text(model.get("backbone"))),
-                        "created": _text(info.get("created")), "test_accuracy": _number(m.get("test_accuracy")),
-                        "test_loss": _number(m.get("test_loss")), "class_names": names})
+                        "created": _text(info.get("created")), "test_accuracy": number(m.get("test_accuracy")),
+                        "test_loss": number(m.get("test_loss")), "class_names": names})
         return sorted(out, key=lambda r: (r["created"] or "", r["name"]))
 
     def run_dir(self, name: str | None = None) -> Path:
@@ -365,7 +364,7 @@ class App:
         m, info = read_document(path / "metrics.json"), read_document(path / "model.json")
         try:
             names = _texts(m["class_names"])
-            per_class = {c: {"accuracy": _number(m["per_class"][c]["recall"]),
+            per_class = {c: {"accuracy": number(m["per_class"][c]["recall"]),
                              "support": int(m["per_class"][c]["support"]), **_split_counts(m, c)} for c in names}
             matrix = [[int(v) for v in row] for row in m["confusion_matrix"]]
             if len(matrix) != len(names) or any(len(row) != len(names) for row in matrix):
@@ -373,14 +372,14 @@ class App:
             counts = {k: int(v) for k, v in m["counts"].items() if k in ("train", "val", "test")}
             auto = m.get("auto")
             return {**self._data_checks(m), "run": path.name, "model": _model_name(info),
-                    "class_names": names, "test_accuracy": _number(m["test_accuracy"]),
+                    "class_names": names, "test_accuracy": number(m["test_accuracy"]),
                     "test_accuracy_ci95": _interval(m.get("test_accuracy_ci95")),
                     "cross_validation": _cross_validation(m.get("cross_validation")),
                     "left_out": _left_out(m),
                     "overfitting": _text(((m.get("overfitting") or {}).get("app_message")
                                           or (m.get("overfitting") or {}).get("message"))
                                          if isinstance(m.get("overfitting"), dict) else None),
-                    "test_loss": _number(m["test_loss"]), "counts": counts, "per_class": per_class,
+                    "test_loss": number(m["test_loss"]), "counts": counts, "per_class": per_class,
                     "confusion_matrix": matrix, "report": f"runs/{path.name}/report.html",
                     "auto": _text(auto.get("winner")) if isinstance(auto, dict) else None}
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
@@ -404,8 +403,8 @@ class App:
                 except ProjectError:
                     continue  # moved or deleted since training
                 out["suspects"].append({"class": parts[0], "photo": parts[1], "suggested": _text(item["suggested"]),
-                                        "p_label": _number(item["p_label"]),
-                                        "p_suggested": _number(item["p_suggested"])})
+                                        "p_label": number(item["p_label"]),
+                                        "p_suggested": number(item["p_suggested"])})
             near = m.get("near_duplicates") or {}
             out["near_left_out"] = len(near.get("left_out") or [])
             out["label_conflicts"] = len(near.get("label_conflicts") or [])
@@ -514,10 +513,6 @@ def _texts(value: Any) -> list[str]:
     return value
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
-
-
 # One line per recipe and its defaults, for the training card (the same text as `train --help`).
 RECIPE_HELP = {**RECIPE_GUIDE, "auto": {
     "about": "looks for faces, then trains the recipes that fit the time budget and keeps the best by validation "
@@ -547,7 +542,7 @@ def _interval(value: Any) -> list[float] | None:
     """A [low, high] pair of numbers, or None."""
     if not isinstance(value, list) or len(value) != 2:
         return None
-    low, high = _number(value[0]), _number(value[1])
+    low, high = number(value[0]), number(value[1])
     return None if low is None or high is None else [low, high]
 
 
@@ -555,8 +550,8 @@ def _cross_validation(section: Any) -> dict[str, Any] | None:
     """The K-fold estimate, typed (None when not run or damaged)."""
     if not isinstance(section, dict) or section.get("checked") is not True:
         return None
-    out = {"accuracy": _number(section.get("accuracy")), "accuracy_ci95": _interval(section.get("accuracy_ci95")),
-           "loss": _number(section.get("loss")), "folds": section.get("folds"), "photos": section.get("photos")}
+    out = {"accuracy": number(section.get("accuracy")), "accuracy_ci95": _interval(section.get("accuracy_ci95")),
+           "loss": number(section.get("loss")), "folds": section.get("folds"), "photos": section.get("photos")}
     if None in out.values() or not all(isinstance(out[k], int) and not isinstance(out[k], bool) for k in ("folds", "photos")):
         return None
     return out
