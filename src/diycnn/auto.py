@@ -256,7 +256,7 @@ def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, sta
     planned = [c["model"] for c in plan["candidates"] if not c.get("skip")]
     stage(f"auto: {plan['why']}. Plan within {budget / 60:.0f} min: {', '.join(planned)}")
     shared: dict[str, Any] = {}  # the scan and split, made at the first candidate that needs them
-    val_photos = sum(len(v) for v in read_split(run_dir / "split.json").to_dict()["splits"]["val"].values())
+    val_photos = sum(read_split(run_dir / "split.json").counts()["val"].values())
 
     def candidate(name: str, left: float) -> TrainSettings:
         return dataclasses.replace(settings, model=name, budget=None, crop=crop, max_minutes=round(left / 60, 2))
@@ -350,7 +350,7 @@ def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, sta
         selection = {"error": str(exc)}
     section = _auto_section(winner, results, plan, budget, spent_before + time.perf_counter() - t0, resume,
                             val_photos, finished=not interrupted, how=how, selection=selection)
-    _publish(run_dir, winner["model"], section, final=True)
+    _publish(run_dir, winner["model"], section)
     return load(run_dir, device=settings.device)
 
 
@@ -373,7 +373,7 @@ def _auto_section(winner: dict[str, Any], results: list[dict[str, Any]], plan: d
             "candidates": list(results), "selection": selection}
 
 
-def _publish(run_dir: Path, name: str, section: dict[str, Any], final: bool = False) -> None:
+def _publish(run_dir: Path, name: str, section: dict[str, Any]) -> None:
     """Make candidate `name` the run: its model and results copied in (each file atomically),
     metrics.json with the contest, the contest's report.html, manifest.json, and model.json last,
     which makes the run usable ("complete"). Called for the first usable model, for each better
@@ -391,7 +391,7 @@ def _publish(run_dir: Path, name: str, section: dict[str, Any], final: bool = Fa
     atomic_write_json(run_dir / "metrics.json", to_jsonable(metrics))
     info = json.loads((src / "model.json").read_text(encoding="utf-8"))
     info["name"] = run_dir.name
-    info["auto"] = {"winner": name, "candidates_dir": "candidates", "final": final}
+    info["auto"] = {"winner": name, "candidates_dir": "candidates"}
     atomic_write_text(run_dir / "report.html", render_auto_report(run_dir, info, metrics))
     write_manifest(run_dir)
     atomic_write_json(run_dir / "model.json", info)
