@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast check docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,15 @@ $(TFJS): tests/js/package.json tests/js/package-lock.json
 	  || echo "warning: npm ci failed: the TensorFlow.js export tests will be skipped" >&2; \
 	else echo "warning: npm not found: the TensorFlow.js export tests will be skipped" >&2; fi
 
-test: $(STAMP) $(TFJS)
+test: $(STAMP) $(TFJS) check
 	$(PY) -m pytest -q
+
+# Static checks, part of `make test` (and so of CI): the docs site builds with no warning (broken
+# links fail).
+check: docs
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 # The fast lane for development: everything but the tests marked slow (real data, browsers,
 # TF.js, multi-process training); CI runs `make test`, the whole suite.
@@ -38,4 +45,4 @@ test-fast: $(STAMP) $(TFJS)
 	$(PY) -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache tests/js/node_modules
+	rm -rf $(VENV) runs site .pytest_cache tests/js/node_modules

@@ -4,7 +4,7 @@ Usage (from the project root):
     .venv/bin/python bench/keras_export_tf.py [--epochs 3] [--keras-python PATH]
 
 Trains seed-cnn (the blog's model) and seed-cnn-plus (BatchNormalization + global pooling)
-briefly on ../shared/datasets/hymenoptera (so the weights are not the initial ones), exports
+briefly on $DIYCNN_DATASETS/hymenoptera (so the weights are not the initial ones), exports
 each with `diycnn.export(run, "keras")`, then loads `model.keras` in a separate Python that has
 TensorFlow and Keras 3 (the speed benchmark's virtualenv, ~/.cache/diycnn/bench-keras, set up
 on first use; --keras-python to use another), with KERAS_BACKEND=tensorflow, predicts the

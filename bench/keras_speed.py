@@ -3,7 +3,7 @@
 Usage (from the project root):
     .venv/bin/python bench/keras_speed.py [--reps 5] [--batch 16] [--precision bf16,fp32] [--device cpu]
 
-Data: the first training photos of ../shared/datasets/hymenoptera decoded once to 100x100 uint8
+Data: the first training photos of $DIYCNN_DATASETS/hymenoptera decoded once to 100x100 uint8
 (identical arrays for both engines). Each repetition runs, in fresh processes and alternating,
 diycnn (its own training step and prediction loop on `seed-cnn`, at each precision) and
 Keras (the same layers, Adam, sparse categorical cross-entropy; mixed_bfloat16 or float32),
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parents[1] / "shared" / "datasets"
+from shared_data import SHARED  # noqa: E402 (bench/shared_data.py, beside this file)
 KERAS_VENV = Path.home() / ".cache" / "diycnn" / "bench-keras"
 KERAS_PINS = ["tensorflow==2.21.0", "keras==3.15.1"]
 # Forward FLOPs of the blog's model per 100x100 photo (multiply-adds x 2): the convolutions

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+from shared_data import SHARED  # noqa: E402 (bench/shared_data.py, beside this file)
 
 
 def web_copy(src: Path, rng: np.random.Generator) -> bytes:

@@ -3,7 +3,7 @@
 Usage (from the project root):
     .venv/bin/python bench/pipeline.py [DATASET] [--size 100] [--reps 3]
 
-Both paths read every photo of ../shared/datasets/DATASET (default cats_and_dogs), decode it
+Both paths read every photo of $DIYCNN_DATASETS/DATASET (default cats_and_dogs), decode it
 to RGB and resize it to SIZE x SIZE (bilinear, as seed-cnn's preprocessing does), into one
 uint8 array. The plain loop is what a hand-written Keras/Pillow pipeline does; diycnn's
 `decode_all` adds EXIF orientation, every-mode RGB conversion and a thread pool. Alternating
@@ -31,7 +31,7 @@ from diycnn.data.images import Preprocessing
 from diycnn.data.loader import ArrayBatches, decode_all
 from diycnn.data.scan import scan_folder
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+from shared_data import SHARED  # noqa: E402 (bench/shared_data.py, beside this file)
 
 
 def plain_pillow(paths: list[Path], size: int) -> np.ndarray:

@@ -25,12 +25,12 @@ import diycnn
 from diycnn.data.scan import scan_folder
 from diycnn.data.split import make_split
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+from shared_data import SHARED  # noqa: E402 (bench/shared_data.py, beside this file)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("dataset", help="folder name under ../shared/datasets")
+    parser.add_argument("dataset", help="folder name under $DIYCNN_DATASETS")
     parser.add_argument("--models", default="tm,finetune")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)

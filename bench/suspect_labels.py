@@ -1,7 +1,7 @@
 """Suspect labels with injected label noise: how many moved photos does the list catch?
 
 Usage (from the project root):
-    .venv/bin/python bench/suspect_labels.py [--data ../shared/datasets/kpop_idols=face-probe ...]
+    .venv/bin/python bench/suspect_labels.py [--data $DIYCNN_DATASETS/kpop_idols=face-probe ...]
         [--noise 0.05] [--seed 0] [--l2 1e-3 1e-2 ...]
 
 For each DATA=RECIPE: a copy of the folder layout made of symbolic links (in a temporary folder,
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+from shared_data import SHARED  # noqa: E402 (bench/shared_data.py, beside this file)
 DEFAULT = [f"{SHARED / 'kpop_idols'}=face-probe", f"{SHARED / 'kpop_idols'}=linear-probe",
            f"{SHARED / 'hymenoptera'}=linear-probe", f"{SHARED / 'cats_and_dogs'}=linear-probe"]
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+from shared_data import SHARED  # noqa: E402 (bench/shared_data.py, beside this file)
 
 
 def main() -> None:

@@ -1,14 +1,15 @@
 """Retake the README's web-app screenshots (docs/ui.png at 1280x800, docs/ui-800.png at 800x1000).
 
-A hobbyist's first hour: two people, 15 photos each (kpop_idols from ../shared/datasets, copied
+A hobbyist's first hour: two people, 15 photos each (kpop_idols from $DIYCNN_DATASETS, copied
 into a temporary project; the data folder is never written to), class names in Hangul, the
 face-probe recipe, then a photo previewed. Needs Debian's chromium and the face weights.
 
-    .venv/bin/python docs/screenshots.py [--data ../shared/datasets/kpop_idols/train]
+    .venv/bin/python docs/screenshots.py [--data $DIYCNN_DATASETS/kpop_idols/train]
 """
 
 from __future__ import annotations
 
+import os
 import argparse
 import shutil
 import sys
@@ -27,7 +28,7 @@ PEOPLE = {"Irene": "아이린", "Seulgi": "슬기"}
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "datasets" / "kpop_idols" / "train"))
+    parser.add_argument("--data", default=str(Path(os.environ.get("DIYCNN_DATASETS") or HERE.parent.parent / "shared" / "datasets") / "kpop_idols" / "train"))
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 

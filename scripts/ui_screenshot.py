@@ -1,4 +1,4 @@
-"""Make docs/ui.png: the web app on 20 ants and 20 bees from ../shared/datasets/hymenoptera,
+"""Make docs/ui.png: the web app on 20 ants and 20 bees from $DIYCNN_DATASETS/hymenoptera,
 after training `tm` from the page and previewing one validation photo.
 
     DIYCNN_OFFLINE=1 .venv/bin/python scripts/ui_screenshot.py [docs/ui.png]
@@ -7,6 +7,7 @@ The project is a temporary folder (the shared data is only read)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -20,7 +21,7 @@ from playwright.sync_api import sync_playwright
 
 from diycnn.webapp.server import create_app
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
+DATA = Path(os.environ.get("DIYCNN_DATASETS") or Path(__file__).resolve().parents[2] / "shared" / "datasets") / "hymenoptera"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream",
          "--use-fake-device-for-media-stream"]
 

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "datasets"
+# The photo datasets: $DIYCNN_DATASETS, else a shared/datasets folder beside the checkout (bench/shared_data.py)
+SHARED = Path(os.environ.get("DIYCNN_DATASETS") or REPO.parent / "shared" / "datasets")
 
 # The face weights live where `make install` put them (diycnn weights fetch), even though each
 # test gets its own DIYCNN_CACHE below.
@@ -88,6 +89,13 @@ def offline_env(cache_dir: Path):
 def offline(tmp_path):
     with offline_env(tmp_path / "cache"):
         yield
+
+
+def pytest_sessionstart(session):
+    """Under CI (`CI` set; .ci/run sets it) the real-data tests must run, not skip: a missing
+    datasets folder stops the suite with the reason instead of skipping them silently."""
+    if os.environ.get("CI") and not SHARED.is_dir():
+        pytest.exit(f"CI: the photo datasets are missing ({SHARED}); set DIYCNN_DATASETS to their folder", returncode=1)
 
 
 @pytest.fixture(scope="session")

@@ -93,7 +93,7 @@ def _trained(work, case: str) -> Path:
         return work["runs"][case]
     project = _project_of(case)
     if project == "people" and "people" not in work["unseen"]:
-        pytest.skip("needs ../shared/datasets/kpop_idols (photos of people)")
+        pytest.skip("needs $DIYCNN_DATASETS/kpop_idols (photos of people)")
     data = work["projects"][project]
     name = case.replace(":", "-")
     out = data / ".diycnn" / "runs" / name

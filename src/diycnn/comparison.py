@@ -138,10 +138,10 @@ def _pairwise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return pairs
 
 
-def compare(data: str | Path | None = None, models: list[str] | str | None = None, *, runs=None,
-            split: str | Path | None = None, folds: int | None = None, out: str | Path | None = None,
-            runs_root: str | Path = "runs", callbacks=None, on_stage: Callable[[str], None] | None = None,
-            explain_samples: int = 3, **settings) -> Path:
+def compare(data: str | Path | None = None, models: list[str] | str | None = None, *,
+            runs: list[str | Path] | None = None, split: str | Path | None = None, folds: int | None = None,
+            out: str | Path | None = None, runs_root: str | Path = "runs", callbacks: list[Any] | None = None,
+            on_stage: Callable[[str], None] | None = None, explain_samples: int = 3, **settings: Any) -> Path:
     """Train `models` on one split of `data` (or compare already-trained `runs`), and write
     comparison.json and comparison.html.
 

@@ -414,7 +414,8 @@ class Run(Classifier):
 
     Example:
         >>> run = diycnn.load("runs/iu-vs-suzy")
-        >>> run.predict(["new.jpg"])[0]["label"]
+        >>> first = run.predict(["new.jpg"])[0]
+        >>> first["label"]
         'iu'
     """
 

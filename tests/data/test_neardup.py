@@ -18,7 +18,7 @@ from ..conftest import SHARED, TINY_SPEC
 
 ANTS = SHARED / "hymenoptera" / "train" / "ants"
 BEES = SHARED / "hymenoptera" / "train" / "bees"
-needs_photos = pytest.mark.skipif(not ANTS.is_dir(), reason="needs ../shared/datasets/hymenoptera")
+needs_photos = pytest.mark.skipif(not ANTS.is_dir(), reason="needs $DIYCNN_DATASETS/hymenoptera")
 
 
 def real_photos(folder: Path, n: int, skip: int = 0) -> list[Path]:
@@ -110,7 +110,7 @@ def test_split_keeps_groups_together_and_kfold_too(tmp_path):
 
 @needs_photos
 def test_given_test_copies_are_left_out_and_evaluate_lists_them(tmp_path):
-    """The issue's case: DATA/{train,test}, test photos re-encoded/resized/re-cropped copies of
+    """The case this guards: DATA/{train,test}, test photos re-encoded/resized/re-cropped copies of
     train photos -> listed as near-duplicates across splits, left out of the test figures."""
     import diycnn
 

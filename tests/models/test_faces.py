@@ -139,7 +139,7 @@ def _kpop_faces(per_person: int, people: int = 1, start: int = 0):
     return out, np.array(labels)
 
 
-@pytest.mark.skipif(not KPOP.is_dir(), reason="needs ../shared/datasets/kpop_idols")
+@pytest.mark.skipif(not KPOP.is_dir(), reason="needs $DIYCNN_DATASETS/kpop_idols")
 def test_descriptors_of_the_same_person_are_closer_than_of_different_people(face_model_dir):
     images, labels = _kpop_faces(per_person=6, people=4)
     x = torch.tensor(np.stack([np.asarray(im, dtype=np.float32) for im in images]))
@@ -209,7 +209,7 @@ def faces_data(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not KPOP.is_dir(), reason="needs ../shared/datasets/kpop_idols")
+@pytest.mark.skipif(not KPOP.is_dir(), reason="needs $DIYCNN_DATASETS/kpop_idols")
 def test_face_probe_trains_predicts_exports_and_explains(face_model_dir, faces_data, tmp_path, offline):
     run = diycnn.train(faces_data, model="face-probe", out=tmp_path / "run")
     m = run.metrics

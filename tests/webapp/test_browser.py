@@ -288,7 +288,7 @@ def test_first_look_at_1280_and_800_pixels_with_hangul_names(tmp_path, offline, 
         if KPOP_TRAIN.is_dir():  # real photos (the shared datasets); generated ones elsewhere
             uploads[cls] = [str(f) for f in sorted((KPOP_TRAIN / person).iterdir())[:15]]
             continue
-        warnings.warn("../shared/datasets/kpop_idols is missing: the walkthrough uploads generated photos")
+        warnings.warn("$DIYCNN_DATASETS/kpop_idols is missing: the walkthrough uploads generated photos")
         rng = np.random.default_rng(len(cls))
         (tmp_path / "up" / cls).mkdir(parents=True)
         uploads[cls] = []
