@@ -32,9 +32,12 @@ $(TFJS): tests/js/package.json tests/js/package-lock.json
 test: $(STAMP) $(TFJS) check
 	$(PY) -m pytest -q
 
-# Static checks, part of `make test` (and so of CI): the docs site builds with no warning (broken
-# links fail).
-check: docs
+# Static checks, part of `make test` (and so of CI): ruff (imports inside functions only for heavy
+# libraries, each with its reason), mypy (strict on the entry points and the run's records), the
+# import-layer contracts (also a test), and the docs site built with no warning (broken links fail).
+check: $(STAMP) docs
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet

@@ -115,7 +115,7 @@ def _check_terminal_output(text: str) -> None:
     lines = text.splitlines()
     assert len(lines) <= 60, f"{len(lines)} lines:\n{text}"
     # wider only where one word (a long path, here the test's temporary folder) cannot be folded
-    assert all(len(line) <= 80 or " " not in line.strip() for line in lines), [l for l in lines if len(l) > 80]
+    assert all(len(line) <= 80 or " " not in line.strip() for line in lines), [line for line in lines if len(line) > 80]
     for sign in ("{'", "['", "Traceback", "0000001", "9999999"):  # reprs, unrounded floats
         assert sign not in text, f"{sign!r} in the output:\n{text}"
     assert any(line.startswith("auto: first usable model after") for line in lines), text

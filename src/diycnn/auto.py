@@ -23,7 +23,6 @@ written first, holds what is needed for that."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 import time
@@ -35,9 +34,14 @@ from .data.scan import ScanResult
 from .data.split import Split, make_split, read_split
 from .io import atomic_write_json, atomic_write_text, read_json, to_jsonable
 from .loading import load
-from .run import NEAR_SIGNATURES, Run, new_run_dir, read_metrics_json, write_manifest
+from .records import MODEL_JSON, SPLIT_JSON, read_metrics, read_run_info, write_metrics, write_run_info
+from .run import NEAR_SIGNATURES, Run, new_run_dir, write_manifest
 from .settings import TrainSettings, merge_settings
 from .training.trainer import CHECKPOINT, Callback
+from .data.survey import face_survey
+import numpy as np
+from .data.loader import decode_all
+from .report.auto_html import render_auto_report
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +57,7 @@ GOOD_ENOUGH = 0.9  # validation accuracy after which a from-scratch CNN is not w
 DEFAULT_BUDGET_MINUTES = 20.0
 VAL_SMALL = 30  # validation photos: below this, candidates on cached features are compared cross-validated
 # The winner's files that make the run (model.json, report.html and manifest.json are written afresh)
-RUN_FILES = ("model.safetensors", "history.csv", "metrics.json", "curves.png", "confusion.png", NEAR_SIGNATURES)
-
-
-def kept_val_loss(metrics: dict[str, Any]) -> float:
-    """Validation loss of the weights the run kept (the best epoch with early stopping, else the last)."""
-    return metrics["best_val_loss"] if metrics.get("best_epoch") else metrics["final_val_loss"]
+RUN_FILES = ("model.safetensors", "history.csv", "curves.png", "confusion.png", NEAR_SIGNATURES)
 
 
 AUTO_FILE = "auto.json"
@@ -78,9 +77,8 @@ def train_auto(data, settings: TrainSettings, out=None, split=None, runs_root="r
     else:
         the_split = make_split(scan, settings.val_split, settings.test_split, settings.seed,
                                val_as_test=settings.val_as_test)
-    atomic_write_json(run_dir / "split.json", the_split.to_dict())
+    atomic_write_json(run_dir / SPLIT_JSON, the_split.to_dict())
     log.info("auto: looking for faces in a sample of the photos")
-    from .data.survey import face_survey
 
     survey = face_survey([r.path for r in scan.records])
     plan = make_plan(survey, settings)
@@ -121,7 +119,7 @@ def resume_auto(run_dir: Path, callbacks=None, stage=None) -> Run:
         raise ValueError(f"'{run_dir / AUTO_FILE}' is not a diycnn auto run file.")
     if saved.get("format") != AUTO_FORMAT:
         raise ValueError(f"'{run_dir / AUTO_FILE}' is not a diycnn auto run file.")
-    if _candidate_state(run_dir) == "complete" and (read_metrics_json(run_dir).get("auto") or {}).get("finished", True):
+    if _candidate_state(run_dir) == "complete" and (read_metrics(run_dir).auto or {}).get("finished", True):
         raise ValueError(f"Run '{run_dir}' is already complete; nothing to resume. Start a new run with another --out.")
     settings = merge_settings(None, {k: v for k, v in saved["settings"].items() if v is not None}, where=AUTO_FILE)
     return _run_candidates(run_dir, saved["data"], settings, callbacks, stage, resume=True)
@@ -129,10 +127,10 @@ def resume_auto(run_dir: Path, callbacks=None, stage=None) -> Run:
 
 def _candidate_state(cdir: Path) -> str:
     """'complete', 'checkpoint' (resumable) or 'new' for a candidate's directory."""
-    if not (cdir / "model.json").is_file():
+    if not (cdir / MODEL_JSON).is_file():
         return "new"
-    info = read_json(cdir / "model.json", missing="", damaged="Delete the folder to train it again.")
-    if info.get("status") == "complete":
+    info = read_json(cdir / MODEL_JSON, missing="", damaged="Delete the folder to train it again.")
+    if isinstance(info, dict) and info.get("status") == "complete":
         return "complete"
     return "checkpoint" if (cdir / CHECKPOINT).is_file() else "new"
 
@@ -146,16 +144,14 @@ def selection_test(run_dir: Path, data, trained: list[dict[str, Any]], winner: s
     paired per-photo log-losses). The losses are recomputed through each run's prediction path
     (photos decoded as `predict` decodes them), so their means can differ a little from the
     training-time validation losses. None with fewer than two trained candidates."""
-    import numpy as np
-    from scipy import stats
+    from scipy import stats  # noqa: PLC0415 (lazy: loads SciPy)
 
-    from .data.loader import decode_all
 
     if len(trained) < 2:
         return None
     ranked = sorted(trained, key=lambda r: (r["model"] != winner, r["val_loss"]) if winner else r["val_loss"])
     first, second = ranked[:2]
-    split = read_split(run_dir / "split.json").to_dict()
+    split = read_split(run_dir / SPLIT_JSON).to_dict()
     items = [(p, c) for c in split["class_names"] for p in split["splits"]["val"].get(c, [])]
     losses: dict[str, dict[int, float]] = {}
     for r in (first, second):
@@ -214,15 +210,15 @@ class _Projection:
 def _result(name: str, run: Run, projected: float | None) -> dict[str, Any]:
     """A trained candidate's line in metrics.json["auto"]["candidates"]."""
     m = run.metrics
-    cv = m.get("cross_validation") or {}
-    return {"model": name, "status": "trained", "val_loss": kept_val_loss(m),
-            "val_accuracy": m["final_val_accuracy"], "test_accuracy": m["test_accuracy"],
-            "test_accuracy_ci95": m["test_accuracy_ci95"], "test_loss": m["test_loss"],
-            "cv_accuracy": cv.get("accuracy") if cv.get("checked") else None,
-            "cv_loss": cv.get("loss") if cv.get("checked") else None,
-            "cached_features": bool(run.info.get("training", {}).get("frozen")),
-            "epochs_run": m["epochs_run"], "train_seconds": m["train_seconds"],
-            "stopped_by_budget": m.get("stopped_by_time", False), "projected_seconds": projected}
+    cv = m.cross_validation or {}
+    return {"model": name, "status": "trained", "val_loss": m.kept_val_loss,
+            "val_accuracy": m.final_val_accuracy, "test_accuracy": m.test_accuracy,
+            "test_accuracy_ci95": m.test_accuracy_ci95, "test_loss": m.test_loss,
+            "cv_accuracy": cv.get("accuracy") if m.cv_checked else None,
+            "cv_loss": cv.get("loss") if m.cv_checked else None,
+            "cached_features": bool(run.info.training.get("frozen")),
+            "epochs_run": m.epochs_run, "train_seconds": m.train_seconds,
+            "stopped_by_budget": m.stopped_by_time, "projected_seconds": projected}
 
 
 def pick(trained: list[dict[str, Any]], val_photos: int) -> tuple[dict[str, Any], str]:
@@ -256,7 +252,7 @@ def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, sta
     planned = [c["model"] for c in plan["candidates"] if not c.get("skip")]
     stage(f"auto: {plan['why']}. Plan within {budget / 60:.0f} min: {', '.join(planned)}")
     shared: dict[str, Any] = {}  # the scan and split, made at the first candidate that needs them
-    val_photos = sum(read_split(run_dir / "split.json").counts()["val"].values())
+    val_photos = sum(read_split(run_dir / SPLIT_JSON).counts()["val"].values())
 
     def candidate(name: str, left: float) -> TrainSettings:
         return dataclasses.replace(settings, model=name, budget=None, crop=crop, max_minutes=round(left / 60, 2))
@@ -264,7 +260,7 @@ def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, sta
     def scan_and_split() -> tuple[ScanResult, Split]:
         if not shared:
             shared["scan"] = scan if scan is not None else pipeline.scan_for_training(data, settings, stage)
-            shared["split"] = split if split is not None else read_split(run_dir / "split.json")
+            shared["split"] = split if split is not None else read_split(run_dir / SPLIT_JSON)
         return shared["scan"], shared["split"]
 
     t0 = time.perf_counter()
@@ -299,7 +295,7 @@ def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, sta
             if state == "complete":
                 stage(f"auto: reusing finished candidate {name}")
                 run = load(cdir)
-                spent_before += run.metrics["train_seconds"]
+                spent_before += run.metrics.train_seconds
             elif state == "checkpoint":
                 stage(f"auto: resuming candidate {name} ({left / 60:.1f} min of budget left) ...")
                 run = pipeline.resume_one(cdir, callbacks, stage)
@@ -357,10 +353,10 @@ def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, sta
 def _figure_to_trust(run: Run) -> str:
     """'98.8% cross-validated' where the test split is small, else '95.0% on 54 test photos'."""
     m = run.metrics
-    cv = m.get("cross_validation") or {}
-    if cv.get("checked"):
+    if m.cv_checked:
+        cv = m.cross_validation or {}
         return f"{cv['accuracy']:.1%} cross-validated on {cv['photos']} photos"
-    return f"{m['test_accuracy']:.1%} on {m['counts']['test']} test photos"
+    return f"{m.test_accuracy:.1%} on {m.counts['test']} test photos"
 
 
 def _auto_section(winner: dict[str, Any], results: list[dict[str, Any]], plan: dict[str, Any], budget: float,
@@ -378,23 +374,19 @@ def _publish(run_dir: Path, name: str, section: dict[str, Any]) -> None:
     metrics.json with the contest, the contest's report.html, manifest.json, and model.json last,
     which makes the run usable ("complete"). Called for the first usable model, for each better
     one, and at the end."""
-    from .report.auto_html import render_auto_report
 
     src = run_dir / "candidates" / name
     for file in RUN_FILES:  # (a candidate finished by an older diycnn may lack manifest.json: written below)
         if (src / file).is_file():
             shutil.copyfile(src / file, run_dir / f".{file}.tmp")
             (run_dir / f".{file}.tmp").replace(run_dir / file)
-    metrics = read_metrics_json(run_dir)
-    metrics["auto"] = section
-    metrics["suspect_labels"] = _suspects_for(run_dir, name, metrics.get("suspect_labels"), section)
-    atomic_write_json(run_dir / "metrics.json", to_jsonable(metrics))
-    info = json.loads((src / "model.json").read_text(encoding="utf-8"))
-    info["name"] = run_dir.name
-    info["auto"] = {"winner": name, "candidates_dir": "candidates"}
+    theirs = read_metrics(src)
+    metrics = theirs.replace(auto=section, suspect_labels=_suspects_for(run_dir, name, theirs.suspect_labels, section))
+    write_metrics(run_dir, metrics)
+    info = read_run_info(src).replace(name=run_dir.name, auto={"winner": name, "candidates_dir": "candidates"})
     atomic_write_text(run_dir / "report.html", render_auto_report(run_dir, info, metrics))
     write_manifest(run_dir)
-    atomic_write_json(run_dir / "model.json", info)
+    write_run_info(run_dir, info)
 
 
 def _suspects_for(run_dir: Path, name: str, own: dict[str, Any] | None, section: dict[str, Any]) -> dict[str, Any] | None:
@@ -403,10 +395,10 @@ def _suspects_for(run_dir: Path, name: str, own: dict[str, Any] | None, section:
     descriptors it started from, as face-probe computed them on the same split."""
     if (own or {}).get("checked") or name != "face-finetune":
         return own
-    probe = run_dir / "candidates" / "face-probe" / "metrics.json"
+    probe = run_dir / "candidates" / "face-probe"
     if not any(r["model"] == "face-probe" and r["status"] == "trained" for r in section["candidates"]):
         return own
-    theirs = read_metrics_json(probe.parent).get("suspect_labels")
+    theirs = read_metrics(probe).suspect_labels
     if not (theirs or {}).get("checked"):
         return own
     return {**theirs, "how": f"{theirs.get('how', '')} (the face descriptors face-finetune starts from)"}

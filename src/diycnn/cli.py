@@ -12,10 +12,10 @@ import sys
 
 from .commands import COMMANDS
 from .commands.common import EXIT_ERROR, EXIT_INTERRUPTED, epoch_line, err, terminal_safe_output
+from . import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
 
     parser = argparse.ArgumentParser(prog="diycnn", description="Photo folders in, a classifier you can trust out.")
     parser.add_argument("--version", action="version", version=f"diycnn {__version__}")
@@ -60,7 +60,7 @@ def _run(args) -> int:
     if args.command in HUGE_PAGE_COMMANDS:
         _ask_for_huge_pages()
     if args.command == "demo" and args.epochs is None:
-        from .demo import DEMO_EPOCHS
+        from .demo import DEMO_EPOCHS  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
         args.epochs = DEMO_EPOCHS
     try:

@@ -24,8 +24,13 @@ from . import pipeline
 from .auto import train_auto
 from .data.split import Split, kfold_splits, make_split, read_split
 from .io import atomic_write_json, atomic_write_text, shown, to_jsonable
-from .run import new_run_dir, read_history, read_metrics_json, read_model_json
+from .records import SPLIT_JSON, read_metrics, read_run_info
+from .run import new_run_dir, read_history
 from .settings import check_model_name, merge_settings
+from .data.loader import decode_all
+from .explanations import cam_samples
+from .report.compare_html import render_comparison
+from .loading import load
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ EXACT_BELOW = 25  # McNemar: exact binomial test when fewer discordant pairs tha
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
     """McNemar's test on paired correctness (same test photos): exact binomial when the
     discordant pairs are few, chi-square with continuity correction otherwise."""
-    from scipy import stats
+    from scipy import stats  # noqa: PLC0415 (lazy: loads SciPy)
 
     a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
@@ -54,7 +59,7 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
 
 def paired_folds_test(acc_a: list[float], acc_b: list[float]) -> dict[str, Any]:
     """Paired t-test of per-fold test accuracies (the same folds for both models)."""
-    from scipy import stats
+    from scipy import stats  # noqa: PLC0415 (lazy: loads SciPy)
 
     diff = np.asarray(acc_a) - np.asarray(acc_b)
     if len(diff) < 2 or np.allclose(diff, diff[0]):
@@ -83,16 +88,16 @@ def summarise_run(run, label: str, split: dict[str, Any], timing_photos: np.ndar
     """One model's row for a loaded run trained on `split`: test figures, parameters, size,
     training and inference time, and the per-photo correctness of its test predictions (for McNemar)."""
     metrics = run.metrics
-    wrong = {e["path"]: e for e in metrics.get("misclassified", [])}
+    wrong = {e["path"]: e for e in metrics.misclassified}
     return {
         "model": label, "recipe": run.recipe.name, "backbone": run.recipe.backbone,
-        "run_dir": str(run.dir), "test_accuracy": metrics["test_accuracy"],
-        "test_accuracy_ci95": metrics["test_accuracy_ci95"], "test_loss": metrics["test_loss"],
-        "macro_f1": metrics["test_macro_f1"], "test_photos": metrics["counts"]["test"],
+        "run_dir": str(run.dir), "test_accuracy": metrics.test_accuracy,
+        "test_accuracy_ci95": metrics.test_accuracy_ci95, "test_loss": metrics.test_loss,
+        "macro_f1": metrics.test_macro_f1, "test_photos": metrics.counts["test"],
         "parameters": int(sum(p.numel() for p in run.module.parameters())),
         "size_bytes": (run.dir / "model.safetensors").stat().st_size,
-        "train_seconds": metrics["train_seconds"], "epochs_run": metrics["epochs_run"],
-        "confusion_matrix": metrics["confusion_matrix"], "class_names": metrics["class_names"],
+        "train_seconds": metrics.train_seconds, "epochs_run": metrics.epochs_run,
+        "confusion_matrix": metrics.confusion_matrix, "class_names": metrics.class_names,
         "inference_ms_per_photo": inference_ms(run, timing_photos) if timing_photos is not None and len(timing_photos)
         else None,
         "inference_precision": run.precision,
@@ -104,13 +109,13 @@ def summarise_run(run, label: str, split: dict[str, Any], timing_photos: np.ndar
 
 def _same_split(run_dirs: list[Path]) -> dict[str, Any]:
     """The split shared by every run, or a ValueError naming the run that differs."""
-    first = read_split(run_dirs[0] / "split.json").to_dict()
+    first = read_split(run_dirs[0] / SPLIT_JSON).to_dict()
     for d in run_dirs[1:]:
-        other = read_split(d / "split.json").to_dict()
+        other = read_split(d / SPLIT_JSON).to_dict()
         if other["splits"] != first["splits"] or other.get("class_names") != first.get("class_names"):
             raise ValueError(
                 f"Run '{d}' was trained on a different split from '{run_dirs[0]}': their test photos differ, so "
-                f"their scores cannot be compared. Retrain it with --split {run_dirs[0] / 'split.json'}, or let "
+                f"their scores cannot be compared. Retrain it with --split {run_dirs[0] / SPLIT_JSON}, or let "
                 "'diycnn compare DATA --models ...' train them all on one split."
             )
     return first
@@ -119,7 +124,6 @@ def _same_split(run_dirs: list[Path]) -> dict[str, Any]:
 def _timing_photos(run, split: dict[str, Any], data: Path, cache: dict[str, np.ndarray], n: int = 32
                    ) -> np.ndarray | None:
     """Up to n decoded test photos in the run's preprocessing (decoded once per distinct preprocessing)."""
-    from .data.loader import decode_all
 
     if not data.is_dir():
         return None
@@ -165,9 +169,9 @@ def compare(data: str | Path | None = None, models: list[str] | str | None = Non
     if runs:
         run_dirs = [Path(r) for r in runs]
         shared = _same_split(run_dirs)
-        data = Path(read_model_json(run_dirs[0])["data"])
+        data = Path(read_run_info(run_dirs[0]).data)
         out_dir = new_run_dir(out, f"{data.name}-compare", runs_root)
-        labels = _labels([read_model_json(d)["model"]["name"] for d in run_dirs])
+        labels = _labels([read_run_info(d).model["name"] for d in run_dirs])
         return _finish(out_dir, data, list(zip(labels, run_dirs)), shared, stage, explain_samples, None)
     if not models:
         raise ValueError("compare needs --models (e.g. seed-cnn,tm,finetune) or --runs RUN RUN ...")
@@ -196,7 +200,7 @@ def compare(data: str | Path | None = None, models: list[str] | str | None = Non
         for f, fold_split in enumerate(kfold_splits(scan, folds, base.val_split, base.seed)):
             fold_dir = out_dir / "folds" / str(f + 1)
             fold_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(fold_dir / "split.json", fold_split.to_dict())
+            atomic_write_json(fold_dir / SPLIT_JSON, fold_split.to_dict())
             pairs = []
             for label, model in zip(labels, models):
                 stage(f"compare: fold {f + 1}/{folds}, training {model} ...")
@@ -206,7 +210,7 @@ def compare(data: str | Path | None = None, models: list[str] | str | None = Non
         return _finish_folds(out_dir, data, labels, fold_results, stage, explain_samples)
     the_split = (read_split(split) if split is not None else
                  make_split(scan, base.val_split, base.test_split, base.seed, val_as_test=base.val_as_test))
-    atomic_write_json(out_dir / "split.json", the_split.to_dict())
+    atomic_write_json(out_dir / SPLIT_JSON, the_split.to_dict())
     trained = []
     for label, model in zip(labels, models):
         stage(f"compare: training {model} ({len(trained) + 1}/{len(models)}) ...")
@@ -229,10 +233,7 @@ def _labels(models: list[str]) -> list[str]:
 
 def _finish(out_dir: Path, data: Path, labelled: list[tuple[str, Path]], split: dict[str, Any], stage,
             explain_samples: int, folds: dict[str, Any] | None) -> Path:
-    from .explanations import cam_samples
-    from .report.compare_html import render_comparison
-    from .report.plots import confusions_png, overlay_curves_png
-    from .loading import load
+    from .report.plots import confusions_png, overlay_curves_png  # noqa: PLC0415 (lazy: loads matplotlib)
 
     stage("compare: measuring inference time and writing the report ...")
     rows, cams, photos = [], {}, {}
@@ -263,7 +264,7 @@ def _out_of_fold(labels: list[str], fold_results: list[list[tuple[str, Path]]]) 
     """Every photo's prediction from the fold that held it out, pooled: in K-fold each photo is
     tested exactly once, so this covers the whole dataset — accuracy with its interval, summed
     confusion matrices, and McNemar's test paired photo by photo over all of them."""
-    from .evaluation.metrics import wilson_interval
+    from .evaluation.metrics import wilson_interval  # noqa: PLC0415 (lazy: loads SciPy)
 
     correct: dict[str, dict[str, bool]] = {label: {} for label in labels}
     probs: dict[str, dict[str, list[float]]] = {label: {} for label in labels}
@@ -272,15 +273,15 @@ def _out_of_fold(labels: list[str], fold_results: list[list[tuple[str, Path]]]) 
     class_names: list[str] = []
     for pairs in fold_results:
         for label, d in pairs:
-            metrics = read_metrics_json(d)
-            split = read_split(d / "split.json").to_dict()
+            metrics = read_metrics(d)
+            split = read_split(d / SPLIT_JSON).to_dict()
             class_names = split["class_names"]
-            wrong = {e["path"] for e in metrics.get("misclassified", [])}
+            wrong = {e["path"] for e in metrics.misclassified}
             for path, cls in _test_items(split):
                 correct[label][path] = path not in wrong
                 given[path] = cls
-            probs[label].update(metrics.get("test_probabilities", {}))
-            m = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+            probs[label].update(metrics.test_probabilities)
+            m = np.asarray(metrics.confusion_matrix, dtype=np.int64)
             confusion[label] = confusion[label] + m if label in confusion else m
     photos = sorted(correct[labels[0]])
     models = {}
@@ -299,7 +300,7 @@ def _out_of_fold(labels: list[str], fold_results: list[list[tuple[str, Path]]]) 
 def _fold_suspects(labels: list[str], photos: list[str], given: dict[str, str], probs: dict[str, dict[str, list]],
                    class_names: list[str], k: int) -> dict[str, Any]:
     """Suspect labels per model from its pooled out-of-fold probabilities (confident learning)."""
-    from .evaluation.suspects import suspect_labels
+    from .evaluation.suspects import suspect_labels  # noqa: PLC0415 (lazy: loads torch)
 
     out = {}
     y = np.array([class_names.index(given[p]) for p in photos])
@@ -318,7 +319,7 @@ def _finish_folds(out_dir: Path, data: Path, labels: list[str], fold_results: li
     per_model: dict[str, list[float]] = {label: [] for label in labels}
     for pairs in fold_results:
         for label, d in pairs:
-            per_model[label].append(read_metrics_json(d)["test_accuracy"])
+            per_model[label].append(read_metrics(d).test_accuracy)
     summary = {label: {"accuracies": accs, "mean": float(np.mean(accs)),
                        "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0} for label, accs in per_model.items()}
     tests = [{"a": a, "b": b, **paired_folds_test(per_model[a], per_model[b])}
@@ -329,7 +330,7 @@ def _finish_folds(out_dir: Path, data: Path, labels: list[str], fold_results: li
     # The fold table and the out-of-fold figures cover all folds; curves, per-fold confusions,
     # McNemar on one test split, galleries and Grad-CAM are drawn for fold 1.
     first = fold_results[0]
-    split = read_split(first[0][1] / "split.json").to_dict()
+    split = read_split(first[0][1] / SPLIT_JSON).to_dict()
     return _finish(out_dir, data, first, split, stage, explain_samples, folds)
 
 

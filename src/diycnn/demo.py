@@ -15,7 +15,7 @@ DEMO_EPOCHS = 12
 def write_demo_data(folder: str | Path) -> Path:
     """Write scikit-image's LFW subset (100 face and 100 non-face 25x25 patches cut from real
     photos) as a class-folder dataset: folder/face/*.png and folder/not_face/*.png."""
-    from skimage.data import lfw_subset
+    from skimage.data import lfw_subset  # noqa: PLC0415 (lazy: loads scikit-image)
 
     patches = lfw_subset()  # (200, 25, 25) floats in [0, 1]: 100 faces, then 100 non-faces
     folder = Path(folder)
@@ -34,7 +34,7 @@ def demo(out: str | Path | None = None, epochs: int = DEMO_EPOCHS, runs_root: st
     Returns:
         The finished Run (its report is `run.dir / "report.html"`).
     """
-    from .api import train
+    from .api import train  # noqa: PLC0415 (lazy: loads torch)
 
     root = new_run_dir(out, "demo", runs_root)
     data = write_demo_data(root / "faces")

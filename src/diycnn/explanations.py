@@ -13,13 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from .data.loader import decode_all
+from .report.html import data_uri
+from .data.scan import find_images
+from .io import atomic_write_bytes
+from .run import Run, slug
 
 CHUNK = 16
 
 
 def _target_layer(module, x):
     """Name of the last leaf module with a 4-D output of more than 1x1 pixels."""
-    import torch
+    import torch  # noqa: PLC0415 (lazy: loads torch)
 
     seen: list[str] = []
     hooks = []
@@ -41,7 +47,7 @@ def _target_layer(module, x):
 
 def _forward_keeping_map(module, layer, x):
     """(logits, the target layer's map) with the graph kept, to differentiate later."""
-    import torch
+    import torch  # noqa: PLC0415 (lazy: loads torch)
 
     captured = {}
 
@@ -62,8 +68,8 @@ def _forward_keeping_map(module, layer, x):
 
 def _cam(logits, act, classes, size):
     """Un-normalised Grad-CAM maps (N, H, W) of `classes`, upsampled to `size`."""
-    import torch
-    import torch.nn.functional as F
+    import torch  # noqa: PLC0415 (lazy: loads torch)
+    import torch.nn.functional as F  # noqa: PLC0415 (lazy: loads torch)
 
     (grads,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), act)
     cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * act.detach()).sum(dim=1, keepdim=True))
@@ -85,7 +91,7 @@ def gradcam(module, preprocessing, images_u8: np.ndarray, class_index: int | Non
         {"cams": float (N, H, W) in [0, 1], "probs": (N, classes), "classes": explained class per
         photo, "layer": the target layer's name}
     """
-    import torch
+    import torch  # noqa: PLC0415 (lazy: loads torch)
 
     module = module.to("cpu", dtype=torch.float32).eval()
     x = preprocessing.normalise(torch.from_numpy(np.ascontiguousarray(images_u8)))
@@ -103,7 +109,7 @@ def gradcam(module, preprocessing, images_u8: np.ndarray, class_index: int | Non
 
 
 def _gradcam(module, x, class_index, tta: bool) -> dict[str, Any]:
-    import torch
+    import torch  # noqa: PLC0415 (lazy: loads torch)
 
     layer_name = _target_layer(module, x)
     layer = module.get_submodule(layer_name)
@@ -120,14 +126,13 @@ def _gradcam(module, x, class_index, tta: bool) -> dict[str, Any]:
 
 def overlay(image_u8: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """The photo with the heatmap blended on top (jet colours), uint8 (H, W, 3)."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # noqa: PLC0415 (lazy: loads matplotlib)
 
     heat = colormaps["jet"](cam)[..., :3] * 255
     return np.clip((1 - alpha) * image_u8 + alpha * heat, 0, 255).astype(np.uint8)
 
 
 def overlay_jpeg(image_u8: np.ndarray, cam: np.ndarray, size: int | None = None) -> bytes:
-    from PIL import Image
 
     im = Image.fromarray(overlay(image_u8, cam))
     if size:
@@ -141,8 +146,6 @@ def cam_samples(module, preprocessing, class_names: list[str], predictions: list
                 per_kind: int = 3, tta: bool = False) -> list[dict[str, Any]]:
     """Grad-CAM overlays (JPEG data URIs) for up to `per_kind` wrong and `per_kind` right test
     predictions ({"path" relative to data_root, "true", "predicted"}), for reports."""
-    from .data.loader import decode_all
-    from .report.html import data_uri
 
     wrong = [p for p in predictions if p["predicted"] != p["true"]][:per_kind]
     right = [p for p in predictions if p["predicted"] == p["true"]][:per_kind]
@@ -170,10 +173,6 @@ def explain(run_dir: str | Path, paths, class_name: str | None = None, out: str 
     Raises:
         ValueError: unknown class name (lists the known ones), or nothing readable.
     """
-    from .data.loader import decode_all
-    from .data.scan import find_images
-    from .io import atomic_write_bytes
-    from .run import Run, slug
 
     run = Run(run_dir, device=device)
     index = None

@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import hmac
+from safetensors import safe_open
+import hashlib
+import shutil
 
 
 def cache_root() -> Path:
@@ -73,7 +77,6 @@ def user_key() -> bytes:
 
 def sign(*parts: bytes | str) -> str:
     """HMAC-SHA256 of `parts` under `user_key()`, as hex (parts are length-prefixed: unambiguous)."""
-    import hmac
 
     mac = hmac.new(user_key(), digestmod="sha256")
     for part in parts:
@@ -84,7 +87,6 @@ def sign(*parts: bytes | str) -> str:
 
 def signed(signature: str | bytes, *parts: bytes | str) -> bool:
     """Whether `signature` is `sign(*parts)` (constant-time comparison)."""
-    import hmac
 
     if isinstance(signature, bytes):
         signature = signature.decode("ascii", "replace")
@@ -102,6 +104,8 @@ def _json_default(value: Any):
         return str(value)
     if isinstance(value, tuple):
         return list(value)
+    if callable(getattr(value, "to_dict", None)):  # a run's records (records.py) and other typed values
+        return value.to_dict()
     raise TypeError(f"Cannot write {type(value).__name__} to JSON")
 
 
@@ -182,7 +186,7 @@ def to_jsonable(data: Any) -> Any:
 
 def atomic_save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """safetensors file written atomically (weights are never pickled)."""
-    from safetensors.torch import save
+    from safetensors.torch import save  # noqa: PLC0415 (lazy: loads torch)
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write_bytes(path, save(tensors, metadata=metadata))
@@ -191,7 +195,6 @@ def atomic_save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str
 def _read_safetensors(path: str | Path, read):
     """Open a safetensors file and return `read(handle)`; anything else (a pickle, a damaged
     header) is refused with one message naming the file."""
-    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
@@ -229,7 +232,6 @@ def load_tensors(path: str | Path) -> tuple[dict, dict[str, str]]:
 
 def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file's bytes, read in 1 MB blocks."""
-    import hashlib
 
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -241,7 +243,6 @@ def file_sha256(path: str | Path) -> str:
 def publish_dir(tmp: Path, dest: Path) -> None:
     """Put a folder built in `tmp` (beside `dest`) in place: readable by all (mkdtemp's 0700 would hide a
     shared cache from other users), replacing `dest`, so the folder appears whole or not at all."""
-    import shutil
 
     os.chmod(tmp, 0o755)
     if dest.exists():

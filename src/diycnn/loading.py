@@ -20,7 +20,7 @@ def load(run_dir: str | Path, device: str = "auto", precision: str | None = None
         ValueError: incomplete, damaged, or from a newer diycnn.
     """
     if (Path(run_dir) / "export.json").is_file():
-        from .exports.runtime import OnnxRun  # onnxruntime only: torch stays unloaded
+        from .exports.runtime import OnnxRun  # noqa: PLC0415 (lazy: the export stack, only for export folders)
 
         if precision not in (None, "fp32", "auto"):
             raise ValueError(f"'{run_dir}' is an ONNX export, which predicts in fp32; received precision "

@@ -32,17 +32,21 @@ from .data.split import (Split, check_split, make_split, near_group_ids, near_se
                          separate_near_duplicates)
 from .evaluation.overfit import overfitting
 from .evaluation.suspects import SUSPECT_FOLDS, out_of_fold_probs, suspect_labels
-from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, plain, shown, to_jsonable
+from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, plain, shown
 from .models.recipes import Recipe, get_recipe, recipe_from_saved
 from .loading import load
-from .run import (NEAR_SIGNATURES, RUN_FORMAT, RUN_VERSION, Run, check_model_size, history_csv, new_run_dir,
-                  read_model_json, versions, write_manifest)
+from .records import MODEL_JSON, SPLIT_JSON, Metrics, RunInfo, read_run_info, write_metrics, write_run_info
+from .run import NEAR_SIGNATURES, Run, check_model_size, history_csv, new_run_dir, versions, write_manifest
 from .settings import INFERENCE_PRECISION, TrainingPlan, TrainSettings
 from .training import crossval, distributed
 from .training.device import autocast, resolve_device, resolve_precision
 from .training.trainer import BEST, CHECKPOINT, Callback, FitConfig, Trainer, predict_probs
+from .explanations import cam_samples
+from .report.html import render_report
+from .data.features import FeatureCache, extract_features
 
 log = logging.getLogger(__name__)
+Stage = Callable[[str], None]  # where a run says what it is doing (the CLI prints it; the app shows it)
 
 @dataclasses.dataclass
 class _Data:
@@ -56,7 +60,7 @@ class _Data:
 
 
 def _load_backbone_weights(module, recipe: Recipe, training: TrainingPlan) -> str:
-    from .models.backbones import load_pretrained
+    from .models.backbones import load_pretrained  # noqa: PLC0415 (lazy: loads torch)
 
     return load_pretrained(module.backbone, recipe.backbone, training.weights)
 
@@ -85,8 +89,7 @@ def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: Train
     is left as it was, so several runs can start from one)."""
     prep = recipe.preprocessing
     if training.frozen:
-        from .data.features import FeatureCache, extract_features
-        from .models.backbones import weights_fingerprint
+        from .models.backbones import weights_fingerprint  # noqa: PLC0415 (lazy: loads torch)
 
         backbone = module.backbone.to(device).to(memory_format=torch.channels_last).eval()
         to_image = image_input_fn(prep)
@@ -140,16 +143,12 @@ def _arrays(split: Split, scan: ScanResult, x: np.ndarray, name: str) -> tuple[n
     return (x.take(idx) if isinstance(x, Rows) else x[idx]), labels, [p for p, _ in pairs]
 
 
-def _write_model_json(run_dir: Path, info: dict[str, Any]) -> None:
-    atomic_write_json(run_dir / "model.json", to_jsonable(info))
-
-
 @dataclasses.dataclass
 class Prepared:
     """What `prepare` hands to `fit`: the run directory and model.json's contents, the recipe and its
     module, the scanned photos, their split, and the decoded photos or cached features."""
     run_dir: Path
-    info: dict[str, Any]
+    info: RunInfo
     recipe: Recipe
     module: Any
     scan: ScanResult
@@ -159,13 +158,15 @@ class Prepared:
     @property
     def training(self) -> TrainingPlan:
         """The run's plan, as model.json records it (after an adaptation, the adapted one)."""
-        return TrainingPlan.from_record(self.info["training"])
+        return TrainingPlan.from_record(self.info.training)
 
 
 @dataclasses.dataclass
 class Fitted:
-    """What `fit` hands to `evaluate`: the trained module (the head alone on cached features), the
-    trainer's state, the split's arrays, and an untrained copy of the head for cross-validation."""
+    """What `fit` hands to `evaluate`: the run's record as training left it (a new plan after an
+    adaptation), the trained module (the head alone on cached features), the trainer's state, the
+    split's arrays, and an untrained copy of the head for cross-validation."""
+    info: RunInfo
     fit_module: Any
     state: Any
     untrained_head: Any
@@ -240,21 +241,18 @@ def prepare(data, s: TrainSettings, *, out=None, split: str | Path | Split | Non
     for note in the_split.notes:
         stage(f"Note: {note}")
     if ctx.main:
-        atomic_write_json(run_dir / "split.json", the_split.to_dict())
-    info = {
-        "format": RUN_FORMAT, "format_version": RUN_VERSION, "name": run_dir.name, "status": "training",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "data": str(scan.root), "layout": scan.layout, "class_names": scan.class_names,
-        "model": {**recipe.to_dict(), "params": sum(p.numel() for p in module.parameters()),
-                  "weights_source": weights_source},
-        "training": training.record(), "device": str(device), "precision": precision,
-        "inference": {"tta": bool(training.tta) and data_.mode == "images"},
-        "versions": versions(),
-        "scan": {"skipped": [p.to_dict() for p in scan.skipped], "duplicates": [p.to_dict() for p in scan.duplicates],
-                 "notes": scan.notes + the_split.notes, "near_left_out": left_out},
-    }
+        atomic_write_json(run_dir / SPLIT_JSON, the_split.to_dict())
+    info = RunInfo(
+        name=run_dir.name, status="training", created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        data=str(scan.root), layout=scan.layout, class_names=list(scan.class_names),
+        model={**recipe.to_dict(), "params": sum(p.numel() for p in module.parameters()),
+               "weights_source": weights_source},
+        training=training.record(), device=str(device), precision=precision,
+        inference={"tta": bool(training.tta) and data_.mode == "images"}, versions=versions(),
+        scan={"skipped": [p.to_dict() for p in scan.skipped], "duplicates": [p.to_dict() for p in scan.duplicates],
+              "notes": scan.notes + the_split.notes, "near_left_out": left_out})
     if ctx.main:
-        _write_model_json(run_dir, info)
+        write_run_info(run_dir, info)
     return Prepared(run_dir, info, recipe, module, scan, the_split, data_)
 
 
@@ -266,19 +264,19 @@ def resume_one(run_dir: Path, callbacks=None, stage=None) -> Run | None:
 
 def prepare_resume(run_dir: Path, stage) -> Prepared:
     """The Prepared of an interrupted run, rebuilt from its model.json and split.json."""
-    info = read_model_json(run_dir)
-    if info["status"] == "complete":
+    info = read_run_info(run_dir)
+    if info.status == "complete":
         raise ValueError(f"Run '{run_dir}' is already complete; nothing to resume. Start a new run with another --out.")
     if not (run_dir / CHECKPOINT).is_file():
         raise FileNotFoundError(
             f"Run '{run_dir}' has no {CHECKPOINT} to resume from (it stopped before its first checkpoint). "
             "Start it again with a new --out."
         )
-    where = run_dir / "model.json"
+    where = run_dir / MODEL_JSON
     try:
-        recipe = recipe_from_saved(info["model"], len(info["class_names"]))
-        training = TrainingPlan.from_record(info["training"])
-        data_dir, precision = Path(info["data"]), str(info["precision"])
+        recipe = recipe_from_saved(info.model, len(info.class_names))
+        training = TrainingPlan.from_record(info.training)
+        data_dir, precision = Path(info.data), info.precision
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise ValueError(f"'{where}' does not describe a run diycnn can resume ({type(exc).__name__}: "
                          f"{shown(str(exc), 200, quote=False)}); the run directory is damaged. Start it again with a "
@@ -290,14 +288,14 @@ def prepare_resume(run_dir: Path, stage) -> Prepared:
     scan = scan_folder(data_dir, near_duplicates=training.near_duplicates)
     # the split is checked against the folder first: model.json naming another folder is refused
     # before any photo is decoded or any feature extracted
-    the_split = read_split(run_dir / "split.json")
-    check_split(the_split, scan, where=f"run's split.json ({run_dir})")
+    the_split = read_split(run_dir / SPLIT_JSON)
+    check_split(the_split, scan, where=f"run's {SPLIT_JSON} ({run_dir})")
     module = recipe.build(seed=training.seed)
     if recipe.kind == "backbone":
         _load_backbone_weights(module, recipe, training)
     _freeze(module, training)
     data_, scan = _decode_or_extract(recipe, scan, module, training, device, precision, stage)
-    check_split(the_split, scan, where=f"run's split.json ({run_dir})")  # a photo that no longer decodes
+    check_split(the_split, scan, where=f"run's {SPLIT_JSON} ({run_dir})")  # a photo that no longer decodes
     return Prepared(run_dir, info, recipe, module, scan, the_split, data_)
 
 
@@ -327,7 +325,6 @@ def _misclassified(paths, y, probs, names) -> list[dict[str, Any]]:
 def _report_cams(module, recipe: Recipe, paths, y, probs, names, data_root: Path,
                  tta: bool = False) -> list[dict[str, Any]]:
     """Grad-CAM for a few wrong and right test photos; a failure only costs the report section."""
-    from .explanations import cam_samples
 
     predictions = [{"path": p, "true": names[t], "predicted": names[int(pr.argmax())]} for p, t, pr in zip(paths, y, probs)]
     try:
@@ -393,8 +390,8 @@ def finish(p: Prepared, callbacks=None, stage=None, resume: bool = False) -> Run
     return write(p, fitted, metrics, probs, stage)
 
 
-def _device_and_precision(p: Prepared):
-    return distributed.device_for(resolve_device(p.training.device)), p.info["precision"]
+def _device_and_precision(p: Prepared) -> tuple[torch.device, str]:
+    return distributed.device_for(resolve_device(p.training.device)), p.info.precision
 
 
 def fit(p: Prepared, callbacks, stage, resume: bool) -> Fitted | None:
@@ -412,10 +409,10 @@ def fit(p: Prepared, callbacks, stage, resume: bool) -> Fitted | None:
             stage(f"Frozen features reach only {probe_acc:.3f} val accuracy: fine-tuning more of the network "
                   f"({plain(training.adapt)})")
             training = training.adapted_plan()
-            info["training"] = training.record()
+            info = info.replace(training=training.record())
             _freeze(module, training)
             if ctx.main:
-                _write_model_json(run_dir, info)  # a resumed run must use the adapted settings
+                write_run_info(run_dir, info)  # a resumed run must use the adapted settings
     bs = training.batch_size
     config = FitConfig.from_training(training.record())
     # Each process gets its part of every global batch (all of it outside torchrun: world 1).
@@ -438,85 +435,83 @@ def fit(p: Prepared, callbacks, stage, resume: bool) -> Fitted | None:
     state, interrupted = trainer.fit(resume=resume)
     if interrupted:
         if ctx.main:
-            info["status"] = "interrupted"
-            _write_model_json(run_dir, info)
+            write_run_info(run_dir, info.replace(status="interrupted"))
         raise KeyboardInterrupt(f"Training interrupted; resume with: diycnn train --resume {run_dir}")
     if not ctx.main:  # the weights are the same in every process; process 0 evaluates and writes
         return None
-    return Fitted(fit_module, state, untrained_head, arrays)
+    return Fitted(info, fit_module, state, untrained_head, arrays)
 
 
-def evaluate(p: Prepared, f: Fitted, stage) -> tuple[dict[str, Any], np.ndarray]:
+def evaluate(p: Prepared, f: Fitted, stage: Stage) -> tuple[Metrics, np.ndarray]:
     """metrics.json's contents (test figures with intervals, curves' summary, over-fitting, data
     problems, suspect labels, cross-validation) and the test photos' probabilities."""
-    from .evaluation.metrics import classification_metrics
+    from .evaluation.metrics import classification_metrics  # noqa: PLC0415 (lazy: loads SciPy)
 
-    info, recipe, scan, the_split, data_, training = p.info, p.recipe, p.scan, p.split, p.data, p.training
+    info, recipe, scan, the_split, data_ = f.info, p.recipe, p.scan, p.split, p.data
+    training = TrainingPlan.from_record(info.training)  # as the fit left it (adapted, perhaps)
     device, precision = _device_and_precision(p)
     state = f.state
     x_test, y_test, test_paths = f.arrays["test"]
     log.info("Evaluating on the held-out test split")
-    tta = bool(info.get("inference", {}).get("tta")) and data_.mode == "images"
+    tta = info.tta and data_.mode == "images"
     # scored as `diycnn predict` and the exports predict: fp32, whatever the training precision
     probs = predict_probs(f.fit_module, ArrayBatches(x_test, y_test, training.batch_size), data_.to_input, device,
                           INFERENCE_PRECISION, tta=tta)
-    names = scan.class_names
+    names = list(scan.class_names)
     m = classification_metrics(probs, y_test, names)
     counts = the_split.counts()
     trained_images = len(f.arrays["train"][1]) * len(state.history)
     step_seconds = sum(h["seconds"] for h in state.history)
-    metrics = {
-        "model": recipe.name, "backbone": recipe.backbone,
-        "test_accuracy": m["accuracy"], "test_accuracy_ci95": m["accuracy_ci95"], "test_loss": m["loss"],
-        "test_macro_f1": m["macro_f1"], "test_correct": m["correct"], "per_class": m["per_class"],
-        "confusion_matrix": m["confusion_matrix"], "class_names": names,
-        "counts": {s: sum(c.values()) for s, c in counts.items()}, "counts_by_class": counts,
-        "final_val_loss": state.history[-1]["val_loss"], "final_val_accuracy": state.history[-1]["val_accuracy"],
-        "best_val_loss": min(h["val_loss"] for h in state.history),
-        "best_epoch": state.best_epoch, "epochs_run": len(state.history),
-        "overfitting": overfitting(state.history, kept_best=state.best_epoch is not None, model=recipe.name),
-        "stopped_early": state.stopped_early, "stopped_by_time": state.stopped_by_time,
-        "train_seconds": state.train_seconds,
-        "train_images_per_second": trained_images / step_seconds if step_seconds else 0.0,
-        "device": str(device), "precision": precision, "inference_precision": INFERENCE_PRECISION,
-        "feature_cache": data_.cache, "tta": tta,
-        "skipped": [x.to_dict() for x in scan.skipped], "duplicates": [x.to_dict() for x in scan.duplicates],
-        "notes": scan.notes + the_split.notes, "misclassified": _misclassified(test_paths, y_test, probs, names),
-        "test_probabilities": {path: [round(float(v), 6) for v in pr] for path, pr in zip(test_paths, probs)},
-        "no_face": [x.to_dict() for x in data_.notes],
-        "near_duplicates": near_section(scan, info.get("scan", {}).get("near_left_out", [])),
-        "suspect_labels": _suspects(the_split, scan, data_, training, stage),
-        "cross_validation": _cross_validation(scan, data_, f.untrained_head, training, len(y_test), device,
-                                              precision, stage),
-    }
+    metrics = Metrics(
+        model=recipe.name, backbone=recipe.backbone,
+        test_accuracy=m["accuracy"], test_accuracy_ci95=list(m["accuracy_ci95"]), test_loss=m["loss"],
+        test_macro_f1=m["macro_f1"], test_correct=m["correct"], per_class=m["per_class"],
+        confusion_matrix=m["confusion_matrix"], class_names=names,
+        counts={s: sum(c.values()) for s, c in counts.items()}, counts_by_class=counts,
+        final_val_loss=state.history[-1]["val_loss"], final_val_accuracy=state.history[-1]["val_accuracy"],
+        best_val_loss=min(h["val_loss"] for h in state.history),
+        best_epoch=state.best_epoch, epochs_run=len(state.history),
+        overfitting=overfitting(state.history, kept_best=state.best_epoch is not None, model=recipe.name),
+        stopped_early=state.stopped_early, stopped_by_time=state.stopped_by_time,
+        train_seconds=state.train_seconds,
+        train_images_per_second=trained_images / step_seconds if step_seconds else 0.0,
+        device=str(device), precision=precision, inference_precision=INFERENCE_PRECISION,
+        feature_cache=data_.cache, tta=tta,
+        skipped=[x.to_dict() for x in scan.skipped], duplicates=[x.to_dict() for x in scan.duplicates],
+        notes=scan.notes + the_split.notes, misclassified=_misclassified(test_paths, y_test, probs, names),
+        test_probabilities={path: [round(float(v), 6) for v in pr] for path, pr in zip(test_paths, probs)},
+        no_face=[x.to_dict() for x in data_.notes],
+        near_duplicates=near_section(scan, info.scan.get("near_left_out", [])),
+        suspect_labels=_suspects(the_split, scan, data_, training, stage),
+        cross_validation=_cross_validation(scan, data_, f.untrained_head, training, len(y_test), device,
+                                           precision, stage),
+    )
     return metrics, probs
 
 
-def write(p: Prepared, f: Fitted, metrics: dict[str, Any], probs: np.ndarray, stage) -> Run:
+def write(p: Prepared, f: Fitted, metrics: Metrics, probs: np.ndarray, stage: Stage) -> Run:
     """Weights, history, signatures, metrics.json, plots and report.html; then the manifest and
     model.json's status 'complete' (last: a run is complete only when everything is there)."""
-    from .report.html import render_report
-    from .report.plots import confusion_png, curves_png
+    from .report.plots import confusion_png, curves_png  # noqa: PLC0415 (lazy: loads matplotlib)
 
-    run_dir, info, recipe, module = p.run_dir, p.info, p.recipe, p.module
+    run_dir, info, recipe, module = p.run_dir, f.info, p.recipe, p.module
     _, y_test, test_paths = f.arrays["test"]
     module.cpu()
     atomic_save_tensors(run_dir / "model.safetensors", module.state_dict(), {"format": "diycnn", "model": recipe.name})
     atomic_write_text(run_dir / "history.csv", history_csv(f.state.history))
     _write_signatures(run_dir, p.scan, p.split)
-    atomic_write_json(run_dir / "metrics.json", to_jsonable(metrics))
+    write_metrics(run_dir, metrics)
     log.info("Writing the report in %s", run_dir)
-    names = metrics["class_names"]
-    curves = curves_png(f.state.history, title=f"{recipe.name} on {Path(info['data']).name}")
-    confusion = confusion_png(metrics["confusion_matrix"], names)
+    names = metrics.class_names
+    curves = curves_png(f.state.history, title=f"{recipe.name} on {Path(info.data).name}")
+    confusion = confusion_png(metrics.confusion_matrix, names)
     atomic_write_bytes(run_dir / "curves.png", curves)
     atomic_write_bytes(run_dir / "confusion.png", confusion)
-    cams = _report_cams(module, recipe, test_paths, y_test, probs, names, Path(info["data"]), tta=metrics["tta"])
-    atomic_write_text(run_dir / "report.html", render_report(info, metrics, curves, confusion, Path(info["data"]),
+    cams = _report_cams(module, recipe, test_paths, y_test, probs, names, Path(info.data), tta=metrics.tta)
+    atomic_write_text(run_dir / "report.html", render_report(info, metrics, curves, confusion, Path(info.data),
                                                              cams=cams))
     write_manifest(run_dir)
-    info["status"] = "complete"
-    _write_model_json(run_dir, info)
+    write_run_info(run_dir, info.replace(status="complete"))
     for leftover in (CHECKPOINT, BEST):
         (run_dir / leftover).unlink(missing_ok=True)
-    return load(run_dir, device=p.training.device)
+    return load(run_dir, device=TrainingPlan.from_record(info.training).device)

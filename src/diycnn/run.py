@@ -25,24 +25,30 @@ import numpy as np
 from .data.images import ImageError, Preprocessing
 from .data.scan import ImageRecord, Problem, find_images, scan_folder
 from .data.split import read_split
-from .io import check_format, file_sha256, load_tensors, read_json, tensor_shapes
+from .io import file_sha256, load_tensors, read_json, tensor_shapes
+from .records import (METRICS_JSON, MODEL_JSON, SPLIT_JSON, Metrics, RunInfo,
+                      read_metrics, read_run_info)
 from .settings import INFERENCE_PRECISION
+from . import __version__
+from .io import atomic_write_json
+from .models.catalog import BACKBONE_FACTS
+from .data.loader import decode_all
+from .data import neardup
+from .models.recipes import recipe_from_saved
+from .data.loader import ArrayBatches
 
 log = logging.getLogger(__name__)
 
-RUN_FORMAT = "diycnn-run"
-RUN_VERSION = 1
 NEAR_SIGNATURES = "training_signatures.npz"  # near-duplicate signatures of the train and val photos
 PREDICT_CHUNK = 512  # photos decoded at a time by predict
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 MANIFEST = "manifest.json"
-MANIFEST_FILES = ("model.safetensors", "split.json", "history.csv", "metrics.json")
+MANIFEST_FILES = ("model.safetensors", SPLIT_JSON, "history.csv", METRICS_JSON)
 
 
 def versions() -> dict[str, str]:
-    import torch
+    import torch  # noqa: PLC0415 (lazy: loads torch)
 
-    from . import __version__
 
     return {"diycnn": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
@@ -104,7 +110,6 @@ def read_history(run_dir: Path) -> list[dict[str, float]]:
 def write_manifest(run_dir: Path) -> None:
     """manifest.json: size and SHA-256 of the run's results, written just before the run is
     marked complete, so a reader can tell a whole run from a mix of versions or a damaged file."""
-    from .io import atomic_write_json
 
     files = {name: {"bytes": (run_dir / name).stat().st_size, "sha256": file_sha256(run_dir / name)}
              for name in MANIFEST_FILES if (run_dir / name).is_file()}
@@ -128,57 +133,6 @@ def verify_manifest(run_dir: Path, names: tuple[str, ...] = ("model.safetensors"
                              f"{MANIFEST}): it was changed or damaged. Restore it or train again.")
 
 
-METRICS_FIELDS = ("test_accuracy", "test_accuracy_ci95", "test_loss", "class_names", "counts", "confusion_matrix")
-
-
-def read_metrics_json(run_dir: str | Path) -> dict[str, Any]:
-    """A finished run's metrics.json, checked for the fields every reader uses.
-
-    Raises:
-        FileNotFoundError: the run has no metrics.json (it did not finish).
-        ValueError: not JSON, not an object, or a field missing.
-    """
-    path = Path(run_dir) / "metrics.json"
-    m = read_json(path, f"'{run_dir}' has no metrics.json: the run did not finish. Resume it with "
-                        f"diycnn train --resume {run_dir}", "the run directory is damaged.")
-    if not isinstance(m, dict):
-        raise ValueError(f"'{path}' is not a diycnn metrics file (not a JSON object); the run directory is damaged.")
-    missing = [k for k in METRICS_FIELDS if k not in m]
-    if missing:
-        raise ValueError(f"'{path}' lacks {', '.join(missing)}; the run directory is damaged or from another tool.")
-    return m
-
-
-def read_model_json(run_dir: Path) -> dict[str, Any]:
-    """Read and check a run's model.json.
-
-    Raises:
-        FileNotFoundError: not a run directory.
-        ValueError: malformed, or written by a newer diycnn.
-    """
-    path = run_dir / "model.json"
-    if not run_dir.exists():
-        raise FileNotFoundError(f"'{run_dir}' does not exist. Pass a run directory written by 'diycnn train' "
-                                "(e.g. runs/<data>-<model>), or an export folder.")
-    info = read_json(path, f"'{run_dir}' is not a diycnn run directory (no model.json). Pass a folder written by "
-                           "'diycnn train'.", "the run directory is damaged.")
-    check_format(info, path, RUN_FORMAT, "format_version", RUN_VERSION,
-                 f"It was made by diycnn {info.get('versions', {}).get('diycnn') if isinstance(info, dict) else '?'}. "
-                 "Upgrade diycnn: pip install -U diycnn")
-    for key in ("class_names", "model", "status"):
-        if key not in info:
-            raise ValueError(f"'{path}' is missing the '{key}' field; the run directory is damaged.")
-    names = info["class_names"]
-    if not isinstance(names, list) or len(names) < 1 or not all(isinstance(c, str) for c in names):
-        raise ValueError(f"'{path}': 'class_names' must be a list of class names; the run directory is damaged.")
-    if not isinstance(info["model"], dict) or not isinstance(info["model"].get("spec"), dict):
-        raise ValueError(f"'{path}': 'model' must describe the model (an object with a 'spec'); "
-                         "the run directory is damaged.")
-    if not isinstance(info["status"], str):
-        raise ValueError(f"'{path}': 'status' must be text; the run directory is damaged.")
-    return info
-
-
 MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32: far beyond any model diycnn trains
 
 
@@ -193,7 +147,6 @@ def _largest_activation(recipe) -> tuple[int, str] | None:
     Raises:
         ValueError: a spec whose input differs from the photo size its preprocessing makes.
     """
-    from .models.catalog import BACKBONE_FACTS
 
     h, w = recipe.preprocessing.output_size
     spec = recipe.spec
@@ -211,7 +164,7 @@ def _largest_activation(recipe) -> tuple[int, str] | None:
 
 def _meta_activation(skeleton, recipe) -> tuple[int, str]:
     """The largest layer output of `skeleton` (on 'meta') for one photo, by running it (~1.5 s the first time)."""
-    import torch
+    import torch  # noqa: PLC0415 (lazy: loads torch)
 
     largest: list[tuple[int, str]] = [(0, "")]
 
@@ -239,7 +192,7 @@ def check_model_size(recipe, where: str | Path):
 
     Returns the meta skeleton. Raises ValueError naming `where`.
     """
-    import torch
+    import torch  # noqa: PLC0415 (lazy: loads torch)
 
     try:
         with torch.device("meta"):
@@ -271,7 +224,7 @@ def check_weights_fit(recipe, weights: Path) -> None:
         ValueError: the two disagree, or the model is implausibly large; naming the file.
     """
     shapes = tensor_shapes(weights)
-    skeleton = check_model_size(recipe, weights.parent / "model.json")
+    skeleton = check_model_size(recipe, weights.parent / MODEL_JSON)
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     missing = sorted(set(expected) - set(shapes))
     extra = sorted(set(shapes) - set(expected))
@@ -305,7 +258,6 @@ class Classifier:
             Predictions: a list of {"path", "label", "probabilities": {class: p}} (plus "top_k"
             when asked), with `.problems` listing inputs that could not be read and why.
         """
-        from .data.loader import decode_all
 
         if isinstance(paths, (str, Path)):
             paths = [paths]
@@ -339,8 +291,7 @@ class Classifier:
         Raises:
             ValueError: DATA has a class the model does not know.
         """
-        from .data.loader import decode_all
-        from .evaluation.metrics import classification_metrics
+        from .evaluation.metrics import classification_metrics  # noqa: PLC0415 (lazy: loads SciPy)
 
         scan = scan_folder(data, min_classes=1, near_duplicates=False)
         unknown = [c for c in scan.class_names if c not in self.class_names]
@@ -360,7 +311,7 @@ class Classifier:
         result["skipped"] = [p.to_dict() for p in scan.skipped + failed]
         result["duplicates"] = [p.to_dict() for p in scan.duplicates]
         seen: set[str] = set()
-        split_path = self.dir / "split.json"
+        split_path = self.dir / SPLIT_JSON
         if split_path.is_file():
             split = read_split(split_path).to_dict()
             hashes = split.get("sha256", {})
@@ -390,9 +341,8 @@ class Classifier:
 
     def _near_training(self, records: list[ImageRecord], root: Path) -> list[dict[str, Any]]:
         """The photos that are near-identical (not byte-identical) copies of training/val photos."""
-        from .data import neardup
 
-        split = read_split(self.dir / "split.json").to_dict()  # manifest-checked: how many photos it trained on
+        split = read_split(self.dir / SPLIT_JSON).to_dict()  # manifest-checked: how many photos it trained on
         rows = sum(len(paths) for s in ("train", "val") for paths in split["splits"][s].values())
         trained, names = neardup.Signatures.from_npz(self.dir / NEAR_SIGNATURES, max_rows=rows)
         store = neardup.SignatureCache(root)
@@ -422,22 +372,21 @@ class Run(Classifier):
     def __init__(self, run_dir: str | Path, device: str = "auto", precision: str | None = None):
         """precision: fp32 unless given ("bf16", "fp16" or "auto" trade exactness for speed)."""
         self.dir = Path(run_dir)
-        self.info = read_model_json(self.dir)  # a wrong path is reported before PyTorch loads (~2 s)
-        if self.info["status"] != "complete":
+        self.info: RunInfo = read_run_info(self.dir)  # a wrong path is reported before PyTorch loads (~2 s)
+        if self.info.status != "complete":
             raise ValueError(
-                f"Run '{self.dir}' is not complete (status: {self.info['status']}). "
+                f"Run '{self.dir}' is not complete (status: {self.info.status}). "
                 f"Finish it with: diycnn train --resume {self.dir}"
             )
-        import torch
+        import torch  # noqa: PLC0415 (lazy: loads torch)
 
-        from .models.recipes import recipe_from_saved
-        from .training.device import resolve_device, resolve_precision
+        from .training.device import resolve_device, resolve_precision  # noqa: PLC0415 (lazy: loads torch)
 
-        self.class_names: list[str] = list(self.info["class_names"])
+        self.class_names: list[str] = list(self.info.class_names)
         try:
-            self.recipe = recipe_from_saved(self.info["model"], len(self.class_names))
+            self.recipe = recipe_from_saved(self.info.model, len(self.class_names))
         except (KeyError, TypeError, AttributeError, RecursionError, ValueError) as exc:
-            raise ValueError(f"'{self.dir / 'model.json'}' does not describe a model diycnn can build "
+            raise ValueError(f"'{self.dir / MODEL_JSON}' does not describe a model diycnn can build "
                              f"({type(exc).__name__}: {exc}); the run directory is damaged.") from None
         self.preprocessing: Preprocessing = self.recipe.preprocessing
         self.device = resolve_device(device)
@@ -446,7 +395,7 @@ class Run(Classifier):
         check_weights_fit(self.recipe, self.dir / "model.safetensors")  # before anything is allocated
         tensors, _ = load_tensors(self.dir / "model.safetensors")
         self.module = self.recipe.build()
-        self.tta = bool(self.info.get("inference", {}).get("tta"))
+        self.tta = self.info.tta
         try:
             self.module.load_state_dict(tensors)
         except RuntimeError as exc:
@@ -455,17 +404,17 @@ class Run(Classifier):
 
     @property
     def name(self) -> str:
-        return self.info.get("name", self.dir.name)
+        return self.info.name or self.dir.name
 
     @property
-    def metrics(self) -> dict[str, Any]:
-        return read_metrics_json(self.dir)
+    def metrics(self) -> Metrics:
+        """The run's metrics.json, read afresh (a file an auto run replaces as it goes)."""
+        return read_metrics(self.dir)
 
     def predict_arrays(self, images_u8: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Probabilities (N, classes) for decoded uint8 photos (N, H, W, 3)."""
-        from .data.augment import image_input_fn
-        from .data.loader import ArrayBatches
-        from .training.trainer import predict_probs
+        from .data.augment import image_input_fn  # noqa: PLC0415 (lazy: loads torch)
+        from .training.trainer import predict_probs  # noqa: PLC0415 (lazy: loads torch)
 
         batches = ArrayBatches(images_u8, np.zeros(len(images_u8)), batch_size)
         return predict_probs(self.module, batches, image_input_fn(self.preprocessing), self.device, self.precision,

@@ -14,7 +14,7 @@ import pytest
 
 import diycnn
 from diycnn.io import load_tensors
-from diycnn.run import read_model_json
+from diycnn.records import read_run_info
 
 KILLS = 10
 EPOCHS = 40
@@ -30,7 +30,7 @@ def check_not_corrupt(run_dir) -> dict | None:
     """Every file a reader relies on is whole: model.json valid, safetensors files load."""
     if not (run_dir / "model.json").exists():
         return None
-    info = read_model_json(run_dir)  # raises on a half-written or invalid file
+    info = read_run_info(run_dir)  # raises on a half-written or invalid file
     for name in ("checkpoint.safetensors", "best.safetensors", "model.safetensors"):
         if (run_dir / name).exists():
             load_tensors(run_dir / name)

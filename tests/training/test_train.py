@@ -184,19 +184,19 @@ def test_layer_decay_gives_earlier_backbone_layers_smaller_learning_rates():
 
 
 def test_metrics_json_is_read_through_one_checked_reader(two_class_data, tiny_spec, tmp_path):
-    from diycnn.run import read_metrics_json
+    from diycnn.records import read_metrics
 
     run = diycnn.train(two_class_data, model=str(tiny_spec), out=tmp_path / "r", epochs=1)
-    assert read_metrics_json(run.dir)["test_accuracy"] == run.metrics["test_accuracy"]
+    assert read_metrics(run.dir)["test_accuracy"] == run.metrics["test_accuracy"]
     path = run.dir / "metrics.json"
     m = json.loads(path.read_text())
     del m["confusion_matrix"]
     path.write_text(json.dumps(m))
     with pytest.raises(ValueError, match="lacks confusion_matrix; the run directory is damaged"):
-        read_metrics_json(run.dir)
+        read_metrics(run.dir)
     path.write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a JSON object"):
-        read_metrics_json(run.dir)
+        read_metrics(run.dir)
     path.unlink()
     with pytest.raises(FileNotFoundError, match="did not finish"):
-        read_metrics_json(run.dir)
+        read_metrics(run.dir)

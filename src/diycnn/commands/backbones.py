@@ -13,7 +13,7 @@ def add_parser(sub) -> Any:
 
 
 def run(args) -> int:
-    from .. import backbones
+    from .. import backbones  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
     rows = backbones()
     if args.json:

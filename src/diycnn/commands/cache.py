@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from .common import EXIT_ERROR, err
+import time
 
 
 def add_parser(sub) -> Any:
@@ -24,10 +25,9 @@ def add_parser(sub) -> Any:
 
 
 def run(args) -> int:
-    import time
 
-    from ..data.caches import KINDS, cache_entries, clear_cache, human_bytes
-    from ..io import cache_root
+    from ..data.caches import KINDS, cache_entries, clear_cache, human_bytes  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
+    from ..io import cache_root  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
     root = cache_root()
     if args.action == "list":

@@ -139,7 +139,7 @@ class Progress:
     with one line: epochs run, the best epoch and the time."""
 
     def __init__(self, epochs: int | None = None, stream=None):
-        from ..training.trainer import Callback
+        from ..training.trainer import Callback  # noqa: PLC0415 (lazy: loads torch)
 
         self.epochs = epochs
         self.bar = None
@@ -157,7 +157,7 @@ class Progress:
             def on_epoch_begin(self, epoch, num_batches, start_batch):
                 if not outer.tty or outer.brief:
                     return
-                from tqdm import tqdm
+                from tqdm import tqdm  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
                 total = f"/{outer.epochs}" if outer.epochs else ""
                 outer.bar = tqdm(total=num_batches, initial=start_batch, desc=f"Epoch {epoch + 1}{total}",
@@ -215,15 +215,15 @@ def print_result(run) -> None:
     """What a run scored, leading with the figure to trust (cross-validated where the test split is
     too small), then the auto contest in one line, time, the per-class figures (the weakest
     classes only when there are many: the report has them all) and data problems."""
-    from ..training.crossval import CV_BELOW, describe  # torch is loaded by now: training ran
+    from ..training.crossval import CV_BELOW, describe  # torch is loaded by now: training ran  # noqa: PLC0415 (lazy: loads torch)
 
     m = run.metrics
-    lo, hi = m["test_accuracy_ci95"]
+    lo, hi = m.test_accuracy_ci95
     test = (f"{m['test_accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}, {m['test_correct']}/{m['counts']['test']} "
             f"photos)")
     test_loss = f", loss {m['test_loss']:.3f}"
-    cv = m.get("cross_validation") or {}
-    auto = m.get("auto") or {}
+    cv = m.cross_validation or {}
+    auto = m.auto or {}
     print()
     if auto:
         trained = [c for c in auto.get("candidates", []) if c.get("status") == "trained"]
@@ -235,20 +235,20 @@ def print_result(run) -> None:
         print(f"Model: {auto['winner']}, best of {count(len(trained), 'candidate')}{verdict}")
     else:
         print(f"Model: {run.info.get('model', {}).get('name', 'model')}")
-    if cv.get("checked") and m["counts"]["test"] < CV_BELOW:
+    if cv.get("checked") and m.counts["test"] < CV_BELOW:
         print(f"Accuracy to trust, cross-validated: {describe(cv)}")
         print(f"Held-out test: {test}; too few to trust alone")
     else:
         print(f"Test accuracy: {test}{test_loss}")
         if cv.get("checked"):
             print(f"Cross-validated: {describe(cv)}")
-    if m.get("overfitting"):
+    if m.overfitting:
         print(f"\n{m['overfitting']['message']}\n")
-    took = auto.get("seconds", m["train_seconds"])
+    took = auto.get("seconds", m.train_seconds)
     print(f"Trained in {minutes(took)} ({m['device']}, {m['precision']})")
-    names = m["class_names"]
+    names = m.class_names
     width = min(max(len(c) for c in names), 24) + 2
-    rows = list(m["per_class"].items())
+    rows = list(m.per_class.items())
     if len(names) > TABLE_CLASSES:
         rows = sorted(rows, key=lambda kv: (kv[1]["recall"], kv[1]["f1"]))[:3]
         print(f"\nWeakest of {len(names)} classes (all of them, and the confusion matrix, in the report):")
@@ -258,14 +258,14 @@ def print_result(run) -> None:
     if len(names) <= TABLE_CLASSES:
         print("\nConfusion matrix (rows: true, columns: predicted)")
         print(" " * width + " ".join(f"{c[:8]:>8}" for c in names))
-        for c, row in zip(names, m["confusion_matrix"]):
+        for c, row in zip(names, m.confusion_matrix):
             print(f"{c[:width - 2]:<{width}}" + " ".join(f"{v:8d}" for v in row))
-    if m["skipped"] or m["duplicates"]:
+    if m.skipped or m.duplicates:
         print(f"\nLeft out: {count(len(m['skipped']), 'unusable file')}, {count(len(m['duplicates']), 'duplicate')} "
-              "(all listed in the report)" + (":" if m["skipped"] else ""))
-        for p in m["skipped"][:3]:
+              "(all listed in the report)" + (":" if m.skipped else ""))
+        for p in m.skipped[:3]:
             print(f"  {p['path']}: {p['reason']}")
-        if len(m["skipped"]) > 3:
+        if len(m.skipped) > 3:
             print(f"  ... and {len(m['skipped']) - 3} more")
     print_data_checks(m)
     print(f"\nRun directory: {run.dir}\nReport: {run.dir / 'report.html'}")
@@ -284,7 +284,7 @@ def count(n: int, noun: str) -> str:
 
 def print_data_checks(m: dict) -> None:
     """Near-duplicates left out or in conflict, and the first suspect labels."""
-    near = m.get("near_duplicates") or {}
+    near = m.near_duplicates or {}
     left, conflicts = near.get("left_out") or [], near.get("label_conflicts") or []
     if left:
         print(f"\nLeft out of evaluation: {len(left)} near-identical cop{'y' if len(left) == 1 else 'ies'} "
@@ -295,7 +295,7 @@ def print_data_checks(m: dict) -> None:
         print(f"\nLikely label conflicts (the same shot in two classes): {len(conflicts)}")
         for item in conflicts[:3]:
             print(f"  {item['a']} ~ {item['b']}")
-    suspects = m.get("suspect_labels") or {}
+    suspects = m.suspect_labels or {}
     if suspects.get("too_weak"):
         print(f"\nSuspect labels: none listed; {suspects['why']}.")
     if suspects.get("items"):
@@ -321,7 +321,7 @@ def set_values(items: list[str] | None) -> dict[str, Any]:
 
 def check_before_torch(data, models: list[str]) -> None:
     """Wrong model names and data paths, answered before PyTorch loads (seconds)."""
-    from ..data.scan import check_data_folder
+    from ..data.scan import check_data_folder  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
     for name in models:
         check_model_name(name)

@@ -32,8 +32,8 @@ def add_parser(sub) -> Any:
 def run(args) -> int:
     if not args.runs and args.data is not None and args.models is not None:
         check_before_torch(args.data, [name.strip() for name in args.models.split(",")])
-    from .. import compare
-    from ..comparison import format_table
+    from .. import compare  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
+    from ..comparison import format_table  # noqa: PLC0415 (lazy: loads torch)
 
     settings: dict[str, Any] = {k: getattr(args, k) for k in ("epochs", "seed", "device", "precision", "budget")
                                 if getattr(args, k) is not None}

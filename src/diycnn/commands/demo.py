@@ -18,7 +18,7 @@ def add_parser(sub) -> Any:
 
 
 def run(args) -> int:
-    from ..demo import demo
+    from ..demo import demo  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
     progress = Progress(args.epochs)
     run = demo(out=args.out, epochs=args.epochs, callbacks=[progress.callback], on_stage=err,

@@ -19,7 +19,7 @@ def add_parser(sub) -> Any:
 
 
 def run(args) -> int:
-    from .. import load
+    from .. import load  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
     run = load(args.run, device=args.device, precision=args.precision)
     result = run.evaluate(args.data, near_duplicates=not args.no_near_duplicates)

@@ -17,7 +17,7 @@ def add_parser(sub) -> Any:
 
 
 def run(args) -> int:
-    from .. import explain
+    from .. import explain  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
     results = explain(args.run, args.paths, class_name=args.class_name, out=args.out)
     for r in results:

@@ -23,11 +23,11 @@ def add_parser(sub) -> Any:
 
 
 def run(args) -> int:
-    from .. import export
+    from .. import export  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
     out = export(args.run, args.format, out=args.out, int8=args.int8, force=args.force)
-    from ..exports import check_line
-    from ..exports.runtime import read_export_info
+    from ..exports import check_line  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
+    from ..exports.runtime import read_export_info  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
     info = read_export_info(out)
     print(f"Exported {args.format}: {out / info['model_file']}")

@@ -23,7 +23,7 @@ def add_parser(sub) -> Any:
 
 
 def run(args) -> int:
-    from .. import load
+    from .. import load  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
     run = load(args.run, device=args.device, precision=args.precision)
     preds = run.predict(args.paths, top_k=args.top_k)

@@ -15,7 +15,7 @@ def add_parser(sub) -> Any:
 
 
 def run(args) -> int:
-    from .. import summary
+    from .. import summary  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
     result = summary(args.model, num_classes=args.classes, print_fn=None if args.json else print)
     if args.json:

@@ -8,8 +8,9 @@ import sys
 import textwrap
 from typing import Any
 
-from ..settings import PRECISIONS, RECIPE_GUIDE, RECIPE_NAMES, recipe_defaults_help
+from ..settings import read_config_file, PRECISIONS, RECIPE_GUIDE, RECIPE_NAMES, recipe_defaults_help
 from .common import check_before_torch, device_args, err, near_args, print_result, Progress, set_values
+import subprocess
 
 
 def add_parser(sub) -> Any:
@@ -74,7 +75,7 @@ def run(args) -> int:
         raise ValueError("diycnn train needs a DATA folder (or --resume RUN_DIR).")
     if args.resume is None:
         check_before_torch(args.data, [args.model] if args.model is not None else [])  # None: config's or auto
-    from .. import train
+    from .. import train  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
     overrides: dict[str, Any] = {k: getattr(args, k) for k in
                                  ("epochs", "batch_size", "lr", "seed", "val_split", "test_split", "patience",
@@ -92,12 +93,11 @@ def run(args) -> int:
     overrides.update(set_values(args.set))
     model = args.model
     if model is None:  # a config file may name the model; otherwise auto
-        from ..settings import read_config_file
 
         model = (read_config_file(args.config).get("model") if args.config else None) or "auto"
     if args.devices and args.devices > 1:
         return _launch_torchrun(args)
-    from ..training import distributed
+    from ..training import distributed  # noqa: PLC0415 (lazy: loads torch)
 
     main_process = int(os.environ.get("RANK", "0")) == 0
     progress = Progress(args.epochs)
@@ -115,7 +115,6 @@ def run(args) -> int:
 
 def _launch_torchrun(args) -> int:
     """`diycnn train --devices N ...` = `torchrun --standalone --nproc_per_node N -m diycnn train ...`."""
-    import subprocess
 
     if "WORLD_SIZE" in os.environ:
         raise ValueError("--devices is for starting training; under torchrun, leave it out.")

@@ -16,7 +16,7 @@ def add_parser(sub) -> Any:
 
 
 def run(args) -> int:
-    from ..webapp.server import serve
+    from ..webapp.server import serve  # noqa: PLC0415 (lazy: loads FastAPI)
 
     serve(args.project, host=args.host, port=args.port)
     return 0

@@ -27,7 +27,7 @@ def add_parser(sub) -> Any:
 
 
 def _checker() -> dict[str, Any]:
-    from ..exports.tfjs_format import TFJS_VERSION, checker_dir, find_tfjs, tfjs_missing_message
+    from ..exports.tfjs_format import TFJS_VERSION, checker_dir, find_tfjs, tfjs_missing_message  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
     found = find_tfjs()
     return {"name": f"TensorFlow.js {TFJS_VERSION} (checks tfjs and tm exports under Node.js)",
@@ -36,10 +36,10 @@ def _checker() -> dict[str, Any]:
 
 
 def run(args) -> int:
-    from .. import face_weights
+    from .. import face_weights  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
     if args.action == "fetch":
-        from ..exports.tfjs_format import install_checker
+        from ..exports.tfjs_format import install_checker  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
         folder = face_weights(source=args.source, fetch=True)["folder"]
         print(f"Face weights ready in {folder}")

@@ -18,7 +18,7 @@ class Augmenter:
     """
 
     def __init__(self, out_size: tuple[int, int], config: dict[str, Any]):
-        from torchvision.transforms import v2
+        from torchvision.transforms import v2  # noqa: PLC0415 (lazy: loads torch)
 
         steps = []
         rrc = config.get("random_resized_crop")

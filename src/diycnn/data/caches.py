@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..io import cache_root
+import numpy as np
 
 KINDS = ("features", "decoded", "scan")
 UNFINISHED_AGE_S = 24 * 3600
@@ -97,7 +98,6 @@ def _features_entry(folder: Path) -> tuple[CacheEntry, list[CacheEntry]]:
 
 
 def _decoded_entry(data: Path) -> CacheEntry:
-    import numpy as np
 
     meta = data.with_suffix(".json")
     parts = [p for p in (data, meta) if p.is_file()]

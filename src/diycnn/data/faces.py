@@ -18,7 +18,7 @@ def detector():
     """OpenCV's frontal-face Haar cascade, one per thread."""
     det = getattr(_local, "detector", None)
     if det is None:
-        import cv2
+        import cv2  # noqa: PLC0415 (lazy: loads OpenCV)
 
         path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
         det = cv2.CascadeClassifier(path)
@@ -30,7 +30,7 @@ def detector():
 
 def largest_face(im: Image.Image, max_side: int = 640) -> tuple[int, int, int, int] | None:
     """(left, top, right, bottom) of the largest frontal face in an RGB image, or None."""
-    import cv2
+    import cv2  # noqa: PLC0415 (lazy: loads OpenCV)
 
     scale = min(1.0, max_side / max(im.size))
     small = im if scale == 1.0 else im.resize((max(1, int(im.width * scale)), max(1, int(im.height * scale))))
@@ -53,6 +53,6 @@ def crop_face(im: Image.Image, margin: float = 0.3) -> Image.Image | None:
     left, top, right, bottom = box
     side = max(right - left, bottom - top) * (1 + 2 * margin)
     cx, cy = (left + right) / 2, (top + bottom) / 2
-    l, t = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
-    r, b = min(im.width, int(cx + side / 2)), min(im.height, int(cy + side / 2))
-    return im.crop((l, t, r, b))
+    x0, y0 = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
+    x1, y1 = min(im.width, int(cx + side / 2)), min(im.height, int(cy + side / 2))
+    return im.crop((x0, y0, x1, y1))

@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..io import shown
+from .faces import crop_face
+from .align import align_face
 
 # Formats we accept, by the name Pillow detects from the bytes. MPO is a JPEG variant
 # written by many cameras.
@@ -260,12 +262,10 @@ class Preprocessing:
         """
         im = load_rgb(source, self.background)
         if self.faces:
-            from .faces import crop_face
 
             im = self._face_step(im, crop_face(im, self.face_margin), source, notes, "no face found",
                                  "use the whole photo", "the whole photo was used")
         if self.align:
-            from .align import align_face
 
             if self.landmarks is None:  # an internal mistake: whoever built this preprocessing owns a network
                 raise RuntimeError("This preprocessing aligns faces but carries no landmark network; build it "
@@ -296,7 +296,7 @@ class Preprocessing:
 
     def normalise(self, batch_u8, dtype=None):
         """uint8 torch tensor (B, H, W, 3) -> float (B, 3, H, W), channels-last in memory."""
-        import torch
+        import torch  # noqa: PLC0415 (lazy: loads torch)
 
         x = batch_u8.permute(0, 3, 1, 2).to(dtype or torch.float32)  # a view: keeps NHWC strides
         x = x * self.input_scale

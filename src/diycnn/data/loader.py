@@ -13,6 +13,9 @@ import numpy as np
 from ..io import cache_root
 from .images import ImageError, Preprocessing
 from .scan import Problem
+import hashlib
+import json
+from ..io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +136,7 @@ def decode_cached(records, prep: Preprocessing, notes: list[Problem] | None = No
     paths, names = [r.path for r in records], [r.rel for r in records]
     if not decoded_on_disk(len(records), prep):
         return decode_all(paths, prep, names=names, notes=notes, progress=progress)
-    import hashlib
-    import json
 
-    from ..io import atomic_write_json
     digest = hashlib.sha256(json.dumps(prep.to_dict(), sort_keys=True).encode())
     for r in records:
         digest.update(r.sha256.encode())
@@ -193,7 +193,7 @@ class ArrayBatches:
 
     def __init__(self, x: np.ndarray, labels: np.ndarray, batch_size: int,
                  shuffle: bool | str = False, seed: int = 0):
-        import torch
+        import torch  # noqa: PLC0415 (lazy: loads torch)
 
         self.lazy = isinstance(x, Rows)  # memory-mapped photos: read batch by batch
         self.x = x if self.lazy else torch.from_numpy(np.ascontiguousarray(x))
@@ -213,7 +213,7 @@ class ArrayBatches:
 
     def iterate(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple]:
         """Yield (x (B, ...), labels (B,)) from batch `start_batch` on."""
-        import torch
+        import torch  # noqa: PLC0415 (lazy: loads torch)
 
         positions, step = self._positions(epoch)
         positions = torch.from_numpy(positions)
@@ -226,7 +226,7 @@ class ArrayBatches:
         return self.order(epoch), self.batch_size
 
     def rows(self, idx):
-        import torch
+        import torch  # noqa: PLC0415 (lazy: loads torch)
 
         return torch.from_numpy(self.x[idx.numpy()]) if self.lazy else self.x[idx]
 

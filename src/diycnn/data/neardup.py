@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..io import cache_root
+from ..io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def thresholds() -> dict[str, float]:
 
 def signature_of(image: Image.Image) -> tuple[int, np.ndarray]:
     """(64-bit perceptual hash, 32x32 greyscale thumbnail uint8) of a decoded photo."""
-    import imagehash
+    import imagehash  # noqa: PLC0415 (lazy: loads imagehash and SciPy)
 
     grey = ImageOps.exif_transpose(image).convert("L")
     phash = int(str(imagehash.phash(grey)), 16)
@@ -117,7 +118,6 @@ class SignatureCache:
         """Write the signatures of the photos present now (`keep`), if anything changed."""
         if not self.changed and set(self.known) <= keep:
             return
-        from ..io import atomic_write_bytes
 
         shas = sorted(s for s in self.known if s in keep)
         row = {s: i for i, s in enumerate(shas)}

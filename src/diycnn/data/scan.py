@@ -28,6 +28,9 @@ from PIL import __version__ as PILLOW_VERSION
 
 from ..io import cache_root
 from .images import ImageError, probe
+from . import neardup
+import glob
+from ..io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +204,6 @@ class _ScanCache:
     def save(self) -> None:
         if self.new == self.old:
             return
-        from ..io import atomic_write_json
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,7 +268,6 @@ def _dedupe(records: list[ImageRecord], duplicates: list[Problem]) -> list[Image
 
 def _find_near(result: ScanResult, cache: bool) -> None:
     """Near-duplicate pairs among the usable photos (records order), recorded on `result`."""
-    from . import neardup
 
     records = result.records
     store = neardup.SignatureCache(result.root) if cache else None
@@ -444,7 +445,6 @@ def find_images(paths: list[str | Path]) -> tuple[list[Path], list[Problem]]:
 
     Returns (files, problems) where problems are inputs that matched nothing.
     """
-    import glob
 
     files: list[Path] = []
     problems: list[Problem] = []

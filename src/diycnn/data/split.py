@@ -12,6 +12,7 @@ import numpy as np
 from ..io import shown
 from .neardup import groups, thresholds
 from .scan import SPLIT_ORDER, ImageRecord, ScanResult
+from ..io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +385,6 @@ def read_split(path: str | Path) -> Split:
         FileNotFoundError: no such file.
         ValueError: not a diycnn split file.
     """
-    from ..io import read_json
 
     data = read_json(path, f"Split file '{path}' does not exist. Pass a split.json written by an earlier run.",
                      "pass a split.json written by diycnn.")

@@ -24,7 +24,7 @@ def face_survey(paths: list, sample: int = 40, seed: int = 0) -> dict:
         {"sampled", "with_face", "fraction", "median_face_area" (face box / photo area, over the
         photos with a face; None without any), "seconds"}
     """
-    import cv2  # OpenCV: only where faces are looked for
+    import cv2  # OpenCV: only where faces are looked for  # noqa: PLC0415 (lazy: loads OpenCV)
 
     start = time.perf_counter()
     step = max(1, len(paths) // sample) if paths else 1

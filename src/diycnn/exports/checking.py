@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.split import read_split
+from ..data.loader import decode_all
 
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,8 @@ SYNTHETIC_PHOTOS = 16
 
 def export_module(run):
     """The run's model as uint8 (N, H, W, 3) photos -> probabilities (N, classes), fp32, on the CPU."""
-    import torch
-    from torch import nn
+    import torch  # noqa: PLC0415 (lazy: loads torch)
+    from torch import nn  # noqa: PLC0415 (lazy: loads torch)
 
     prep = run.preprocessing
 
@@ -51,7 +52,7 @@ def export_module(run):
 
 
 def torch_probs(wrapper, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    import torch
+    import torch  # noqa: PLC0415 (lazy: loads torch)
 
     out = []
     with torch.inference_mode():
@@ -63,9 +64,8 @@ def torch_probs(wrapper, images: np.ndarray, batch_size: int = 32) -> np.ndarray
 def split_photos(run, split: str, limit: int, seed: int | None = None):
     """Decoded photos of one split of the run: (uint8 images, labels, count in the split), or None
     when the data folder is gone or none of them can be read. `seed` picks a random sample."""
-    from ..data.loader import decode_all
 
-    data = Path(run.info.get("data") or "")
+    data = Path(run.info.data)
     split_path = run.dir / "split.json"
     if not (data.is_dir() and split_path.is_file()):
         return None
@@ -89,8 +89,8 @@ def check_photos(run, limit: int = CHECK_LIMIT) -> tuple[np.ndarray, np.ndarray 
     found = split_photos(run, "test", limit)
     if found is not None:
         images, labels, total = found
-        return images, labels, f"{len(images)} of the run's {total} test photos in {run.info['data']}"
-    reason = f"the run's test photos in '{run.info.get('data')}' are not available"
+        return images, labels, f"{len(images)} of the run's {total} test photos in {run.info.data}"
+    reason = f"the run's test photos in '{run.info.data}' are not available"
     h, w = run.preprocessing.output_size
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (SYNTHETIC_PHOTOS, h, w, 3), dtype=np.uint8)

@@ -27,6 +27,7 @@ from .runtime import EXPORT_FORMAT, EXPORT_VERSION, MODEL_FILES
 from .tfjs_export import write_tfjs
 from .tm_format import write_tm
 from .torchscript_format import write_torchscript
+from ..run import Run, versions
 
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,6 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
             or the export did not predict the same (ExportError).
         FileExistsError: `out` holds files and `force` is off.
     """
-    from ..run import Run, versions
 
     if fmt not in FORMATS:
         raise ValueError(f"Unknown export format '{fmt}'. Formats: {', '.join(FORMATS)}.")
@@ -141,7 +141,7 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
         "preprocessing": run.preprocessing.to_dict(), "steps": preprocessing_steps(run.preprocessing, feed),
         "tta": run.tta,
         "run": {"name": run.name, "dir": str(run.dir.resolve()), "recipe": run.recipe.name,
-                "backbone": run.recipe.backbone, "test_accuracy": run.metrics.get("test_accuracy")},
+                "backbone": run.recipe.backbone, "test_accuracy": run.metrics.test_accuracy},
         "versions": versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from .. import __version__
 
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,6 @@ def mirror_note(engine: str, how: str) -> str:
 def tm_metadata(run, image_size: tuple[int, int], tfjs: str | None = None) -> dict[str, Any]:
     """Teachable Machine's metadata.json fields, filled truthfully (an ONNX model unless `tfjs`
     gives the TensorFlow.js version the export was checked with)."""
-    from .. import __version__
 
     return {
         "tfjsVersion": tfjs or "none: this is an ONNX model (model.onnx), not TensorFlow.js",

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from .job import Job, compare, image_input, mirror_note, normalised
+from .keras_format import export_keras
 
 
 def write_keras(job: Job) -> None:
     """model.keras (Keras 3), run through Keras itself."""
-    from .keras_format import export_keras
 
     run, info = job.run, job.info
     scaled = normalised(run.preprocessing, job.images)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from ..models.layers import _same_pad
 
 KERAS_ACTIVATIONS = {"swish": "silu"}  # diycnn name -> Keras name where they differ
 
@@ -28,7 +29,7 @@ def import_keras():
                          "(or pip install keras). It runs on the torch that diycnn already has.")
     if "KERAS_BACKEND" not in os.environ and importlib.util.find_spec(_configured_backend()) is None:
         os.environ["KERAS_BACKEND"] = "torch"
-    import keras
+    import keras  # noqa: PLC0415 (lazy: loads Keras)
 
     if not keras.__version__.startswith("3."):
         raise ValueError(f"Keras export needs Keras 3; found Keras {keras.__version__}. pip install -U keras")
@@ -112,7 +113,6 @@ def backend_problems(spec, backend: str) -> list[str]:
     Keras' torch backend pads unevenly padded 'same' average pooling with zeros and counts them
     in the average; TensorFlow (and diycnn) average over the real pixels only.
     """
-    from ..models.layers import _same_pad
 
     problems, shape = [], spec.input_shape
     for layer, out in zip(spec.layers, spec.layer_output_shapes()):

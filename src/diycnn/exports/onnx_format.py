@@ -19,6 +19,8 @@ from .checking import split_photos
 
 from .job import ExportError, Job, compare, image_input, tm_metadata
 from .onnx_sizes import freeze_sizes
+from ..data import align
+from ..models import face_weights
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ CALIBRATION_PHOTOS = 64  # training photos that calibrate int8 activation ranges
 
 
 def onnx_session(path: Path):
-    import onnxruntime as ort
+    import onnxruntime as ort  # noqa: PLC0415 (lazy: loads onnxruntime)
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -44,7 +46,7 @@ def onnx_probs(session, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
 
 
 def _onnx(wrapper, images: np.ndarray, path: Path) -> dict[str, Any]:
-    import torch
+    import torch  # noqa: PLC0415 (lazy: loads torch)
 
     example = torch.from_numpy(np.ascontiguousarray(images[:2] if len(images) >= 2 else np.repeat(images, 2, 0)))
     return {"opset": OPSET, "input": image_input(images), "exporter": to_onnx(wrapper, example, path, "probabilities")}
@@ -55,7 +57,7 @@ def to_onnx(module, example, path: Path, output: str) -> str:
     exporter first: measured 1.7 s against the dynamo exporter's 10 s for the face network (2-core Zen 3).
     Where it fails (it is deprecated, and some graphs it cannot trace) the dynamo exporter writes it. Either
     way the caller checks the file against PyTorch."""
-    import torch
+    import torch  # noqa: PLC0415 (lazy: loads torch)
 
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporters print progress
         warnings.simplefilter("ignore")
@@ -78,11 +80,9 @@ def landmarks_onnx(path: Path) -> dict[str, Any]:
     """face-api's landmark network as ONNX (uint8 (N, 112, 112, 3) -> (N, 68, 2) in [0, 1] of the
     padded square), for runs that align faces: the export folder then aligns without torch.
     Checked against the PyTorch network on seeded inputs."""
-    import torch
+    import torch  # noqa: PLC0415 (lazy: loads torch)
 
-    from ..data import align
-    from ..models import face_weights
-    from ..models.face_net import LandmarksFromPixels, load_face_landmark_net
+    from ..models.face_net import LandmarksFromPixels, load_face_landmark_net  # noqa: PLC0415 (lazy: loads torch)
 
     manifest = face_weights.landmark_manifest()
     module = LandmarksFromPixels(load_face_landmark_net(manifest)).eval()
@@ -118,8 +118,8 @@ def _int8(run, path: Path, out: Path, images: np.ndarray, labels: np.ndarray | N
           fp32: np.ndarray) -> dict[str, Any]:
     """Static int8 quantisation (QDQ, per-channel weights) calibrated on up to CALIBRATION_PHOTOS
     training photos, with the accuracy change it costs on the checked photos."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static  # noqa: PLC0415 (lazy: loads onnxruntime)
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415 (lazy: loads onnxruntime)
 
     found = split_photos(run, "train", CALIBRATION_PHOTOS, seed=0)
     calibration, source = ((found[0], f"{len(found[0])} training photos") if found is not None
@@ -152,7 +152,7 @@ def _int8(run, path: Path, out: Path, images: np.ndarray, labels: np.ndarray | N
 
 def write_onnx(job: Job) -> None:
     """model.onnx (+ int8, predict.py, landmarks.onnx for aligned faces, TM's metadata for `tm`)."""
-    import onnxruntime
+    import onnxruntime  # noqa: PLC0415 (lazy: loads onnxruntime)
 
     run, info = job.run, job.info
     info.update(_onnx(job.wrapper, job.images, job.model_path))

@@ -32,7 +32,7 @@ def _infer(model):
     name = "_diycnn_symbolic_shape_infer"
     module = sys.modules.get(name)
     if module is None:
-        import onnxruntime
+        import onnxruntime  # noqa: PLC0415 (lazy: loads onnxruntime)
 
         spec = importlib.util.spec_from_file_location(
             name, Path(onnxruntime.__file__).parent / "tools" / "symbolic_shape_infer.py")
@@ -44,7 +44,7 @@ def _infer(model):
 
 def _with_input_shape(model, input_shape: tuple[int, ...]):
     """A copy of `model` whose one input (the photo batch) has the fixed `input_shape`."""
-    import onnx
+    import onnx  # noqa: PLC0415 (lazy: loads onnx)
 
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
@@ -76,7 +76,7 @@ def check_onnx_graph(path: Path, input_shape: tuple[int, ...]) -> None:
     Raises:
         ValueError: naming the file and the tensor or op.
     """
-    import onnx
+    import onnx  # noqa: PLC0415 (lazy: loads onnx)
 
     def refuse(why: str) -> ValueError:
         return ValueError(f"'{path}' is refused: {why}. A diycnn export never does this; export the run again.")
@@ -136,9 +136,9 @@ def freeze_sizes(path: Path, input_shape: tuple[int, ...]) -> None:
     computed once (a run of the model on a blank batch of `input_shape`) and stored. They depend on
     the photo's height and width, which the export fixes, not on the batch. Callers compare the
     result with PyTorch on a batch of photos, as for every export."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import helper, numpy_helper
+    import onnx  # noqa: PLC0415 (lazy: loads onnx)
+    import onnxruntime as ort  # noqa: PLC0415 (lazy: loads onnxruntime)
+    from onnx import helper, numpy_helper  # noqa: PLC0415 (lazy: loads onnx)
 
     model = onnx.load(str(path))
     inferred = _infer(_with_input_shape(model, input_shape))

@@ -8,6 +8,7 @@ from typing import Any
 
 from .job import check_line
 from .snippets import snippets
+from ..data.align import EYES
 
 
 def preprocessing_steps(prep, feed: str) -> list[str]:
@@ -19,7 +20,6 @@ def preprocessing_steps(prep, feed: str) -> list[str]:
         steps.append(f"crop the largest face (OpenCV haarcascade_frontalface_default) with a margin of "
                      f"{prep.face_margin} of its size per side; no face: {prep.no_face} the photo")
     if prep.align:
-        from ..data.align import EYES
 
         steps.append(f"align the face: 68 landmarks from face-api.js's landmark network (landmarks.onnx in ONNX "
                      f"exports), then rotate and scale so the eye centres sit at ({EYES[0]:.0%}, {EYES[2]:.0%}) and "

@@ -16,6 +16,9 @@ from ..data.images import Preprocessing
 from ..io import check_format, read_json
 from ..run import Classifier
 from .onnx_sizes import check_onnx_graph
+from .onnx_format import onnx_session
+from ..data.align import LANDMARK_INPUT
+from .onnx_format import onnx_probs
 
 EXPORT_FORMAT = "diycnn-export"
 EXPORT_VERSION = 1
@@ -84,7 +87,6 @@ class OnnxRun(Classifier):
 
     def _session(self, path: Path, input_shape: tuple[int, ...]):
         """An onnxruntime session for a file of this folder (never through a link), checked first."""
-        from .onnx_format import onnx_session
 
         if path.is_symlink():
             raise ValueError(f"'{path}' is a link; diycnn loads only the export folder's own files. Export the run "
@@ -101,7 +103,6 @@ class OnnxRun(Classifier):
     def _use_landmarks(self) -> None:
         """Faces are aligned with the folder's own landmarks.onnx (no torch), held by this export's
         preprocessing: two exports loaded in one process each align with their own network."""
-        from ..data.align import LANDMARK_INPUT
 
         landmarks = self.info.get("landmarks")
         name = landmarks.get("file") if isinstance(landmarks, dict) else None
@@ -125,7 +126,6 @@ class OnnxRun(Classifier):
         return self.info.get("run", {}).get("name", self.dir.name)
 
     def predict_arrays(self, images_u8: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        from .onnx_format import onnx_probs
 
         if len(images_u8) == 0:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 from PIL import Image, ImageOps
+import math
 
 RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
             "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
@@ -45,7 +46,7 @@ def rgb(im: Image.Image, background) -> Image.Image:
 
 def face_crop(im: Image.Image, margin: float):
     """The largest frontal face with `margin` per side (as diycnn's --crop faces), or None."""
-    import cv2
+    import cv2  # noqa: PLC0415 (lazy: loads OpenCV)
 
     detector = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     scale = min(1.0, 640 / max(im.size))
@@ -66,7 +67,6 @@ def face_crop(im: Image.Image, margin: float):
 def align_face(im: Image.Image, landmarks, eyes, size: int):
     """As diycnn's data/align.py: landmarks on the photo padded to a black square at 112x112, eye
     centres (points 36-41, 42-47) moved to `eyes` of a size x size square; None if implausible."""
-    import math
 
     side = max(im.size)
     ox, oy = (side - im.width) // 2, (side - im.height) // 2

@@ -77,7 +77,7 @@ class _Graph:
 
 
 def _conv(g: _Graph, x: str, conv, where: str) -> str:
-    from timm.layers import Conv2dSame
+    from timm.layers import Conv2dSame  # noqa: PLC0415 (lazy: loads timm and torch)
 
     kh, kw = conv.kernel_size
     stride = list(conv.stride)
@@ -107,7 +107,7 @@ def _conv(g: _Graph, x: str, conv, where: str) -> str:
 
 
 def _activation(g: _Graph, x: str, act, where: str) -> str:
-    from torch import nn
+    from torch import nn  # noqa: PLC0415 (lazy: loads torch)
 
     kinds = {nn.ReLU6: "relu6", nn.ReLU: "relu", nn.SiLU: "swish", nn.Sigmoid: "sigmoid"}
     if isinstance(act, nn.Identity):
@@ -119,7 +119,7 @@ def _activation(g: _Graph, x: str, act, where: str) -> str:
 
 
 def _bn_act(g: _Graph, x: str, bn, where: str) -> str:
-    from torch import nn
+    from torch import nn  # noqa: PLC0415 (lazy: loads torch)
 
     if not isinstance(getattr(bn, "drop", nn.Identity()), nn.Identity):
         raise ValueError(f"{where}: dropout inside batch norm has no TF.js export here; use ONNX.")
@@ -131,7 +131,7 @@ def _bn_act(g: _Graph, x: str, bn, where: str) -> str:
 
 
 def _block(g: _Graph, x: str, block, where: str) -> str:
-    from torch import nn
+    from torch import nn  # noqa: PLC0415 (lazy: loads torch)
 
     kind = type(block).__name__
     for part in ("se", "aa"):
@@ -152,7 +152,7 @@ def _block(g: _Graph, x: str, block, where: str) -> str:
 
 def _face_conv(g: _Graph, x: Ref, unit, name: str) -> Ref:
     """face_net.ConvScale as one Conv2D: conv(x) * scale + shift == conv with (W * scale, b * scale + shift)."""
-    from torch import nn
+    from torch import nn  # noqa: PLC0415 (lazy: loads torch)
 
     conv, scale, shift = unit.conv, unit.scale.detach(), unit.shift.detach()
     kernel = _array(conv.weight * scale[:, None, None, None]).transpose(2, 3, 1, 0)
@@ -169,7 +169,7 @@ def _face_conv(g: _Graph, x: Ref, unit, name: str) -> Ref:
 def _face_features(g: _Graph, x: Ref, net, size: tuple[int, int]) -> Ref:
     """face_net.FaceRecognitionNet.descriptor as layers named after its modules, so that calling
     this twice reuses them (the mirror view shares the weights). `size` is the input's (H, W)."""
-    from ..models.face_net import ResidualDown
+    from ..models.face_net import ResidualDown  # noqa: PLC0415 (lazy: loads torch)
 
     def window(n: int, k: int, s: int) -> int:  # a 'valid' window's output size
         return (n - k) // s + 1

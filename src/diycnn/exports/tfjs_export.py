@@ -8,21 +8,21 @@ import numpy as np
 
 from ..io import atomic_write_json
 from .job import Job, compare, image_input, mirror_note, normalised, tm_metadata, unchecked
+from .. import __version__
+from .tfjs_format import TFJS_VERSION, find_tfjs, tfjs_missing_message, tfjs_predict
+from .tfjs_format import write_tfjs as write_layers_model
+from .tfjs_backbone import write_tfjs_backbone
 
 
 def write_tfjs(job: Job, teachable: bool = False) -> None:
     """model.json + weights.bin (spec models, EfficientNet-Lite backbones, the face network), run in
     TF.js under Node.js; `teachable`: taking Teachable Machine's pixels (the tm format)."""
-    from .. import __version__
-    from .tfjs_format import TFJS_VERSION, find_tfjs, tfjs_missing_message, tfjs_predict
-    from .tfjs_format import write_tfjs as write_layers_model
 
     run, info = job.run, job.info
     adapter = run.preprocessing if teachable else None
     if run.recipe.kind == "spec":
         info["tfjs"] = write_layers_model(run.recipe.spec, run.module, job.tmp, f"diycnn {__version__}", prep=adapter)
     else:
-        from .tfjs_backbone import write_tfjs_backbone
 
         h, w = run.preprocessing.output_size
         info["tfjs"] = write_tfjs_backbone(run.recipe, run.module, (h, w, 3), job.tmp, f"diycnn {__version__}",

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..io import publish_dir
 from .keras_format import _weights, keras_config
+from ..models.face_weights import weights_root
 
 TFJS_VERSION = "4.22.0"  # pinned with its dependencies by tfjs/package-lock.json beside this module
 # Keras activation names that TensorFlow.js layers know (diycnn name -> TF.js name).
@@ -116,7 +117,6 @@ def write_tfjs(spec, module, folder: Path, generated_by: str, prep=None) -> dict
 def checker_dir() -> Path:
     """Where `diycnn weights fetch` installs the TF.js packages that check exports: beside the face
     weights, in a folder named by the pinned version (the lockfile beside this module pins the rest)."""
-    from ..models.face_weights import weights_root
 
     return weights_root() / f"tfjs-{TFJS_VERSION}"
 
@@ -159,7 +159,6 @@ def install_checker(timeout: float = 600) -> Path:
         FileNotFoundError: npm is not installed.
         RuntimeError: npm failed (offline, registry refused); the message has npm's last words.
     """
-    import tempfile
 
     npm = shutil.which("npm")
     if npm is None:

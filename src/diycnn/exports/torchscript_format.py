@@ -14,7 +14,7 @@ from .job import Job, compare, image_input
 
 
 def _torchscript(wrapper, images: np.ndarray, path: Path) -> np.ndarray:
-    import torch
+    import torch  # noqa: PLC0415 (lazy: loads torch)
 
     example = torch.from_numpy(np.ascontiguousarray(images[:2]))
     with warnings.catch_warnings():

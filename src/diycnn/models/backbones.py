@@ -30,6 +30,9 @@ from torch import nn
 
 from .catalog import (DEFAULT_BACKBONE, FACE_BACKBONE, OFFLINE_PACKAGE, offline_package_file, pretrained_cfg,
                       unknown_backbone, weights_offline)
+from . import face_weights
+from ..io import load_tensors
+from .tfjs_weights import read_tfjs_weights
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +47,10 @@ def create_backbone(name: str) -> nn.Module:
         ValueError: unknown timm model name (with the closest known one).
     """
     if name == FACE_BACKBONE:
-        from .face_net import FaceRecognitionNet
+        from .face_net import FaceRecognitionNet  # noqa: PLC0415 (lazy: loads torch)
 
         return FaceRecognitionNet()
-    import timm
+    import timm  # noqa: PLC0415 (lazy: loads timm and torch)
 
     try:
         return timm.create_model(name, pretrained=False, num_classes=0)
@@ -69,7 +72,6 @@ def offline() -> bool:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        from ..io import load_tensors
 
         return load_tensors(path)[0]
     try:
@@ -91,7 +93,7 @@ def _hf_cached(name: str) -> Path | None:
     hub_id = cfg.get("hf_hub_id")
     if hub_id:
         try:
-            from huggingface_hub import try_to_load_from_cache
+            from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 (optional: timm's hub client, only for hub names)
 
             for filename in ("model.safetensors", "pytorch_model.bin"):
                 found = try_to_load_from_cache(hub_id, filename)
@@ -145,9 +147,7 @@ def load_pretrained(model: nn.Module, name: str, weights: str | Path | None = No
         ValueError: a given file does not fit the architecture or cannot be read safely.
     """
     if name == FACE_BACKBONE:
-        from . import face_weights
-        from .face_net import state_dict_from_tfjs
-        from .tfjs_weights import read_tfjs_weights
+        from .face_net import state_dict_from_tfjs  # noqa: PLC0415 (lazy: loads torch)
 
         manifest = face_weights.recognition_manifest(weights, allow_fetch=not offline())
         model.load_state_dict(state_dict_from_tfjs(read_tfjs_weights(manifest)))
@@ -173,7 +173,7 @@ def load_pretrained(model: nn.Module, name: str, weights: str | Path | None = No
     if offline():
         tried.append("a download (offline: DIYCNN_OFFLINE/HF_HUB_OFFLINE set or the hub is unreachable)")
     else:
-        import timm
+        import timm  # noqa: PLC0415 (lazy: loads timm and torch)
 
         try:
             pretrained = timm.create_model(name, pretrained=True, num_classes=0)
@@ -215,7 +215,7 @@ def freeze_early_layers(backbone: nn.Module, fraction: float) -> list[str]:
         return []
     if hasattr(backbone, "freeze_early"):  # not a timm model (the face network): it knows its stages
         return backbone.freeze_early(fraction)
-    from timm.models import group_modules
+    from timm.models import group_modules  # noqa: PLC0415 (lazy: loads timm and torch)
 
     groups = group_modules(backbone, backbone.group_matcher(coarse=False))
     cut = int(len(groups) * fraction)
@@ -229,8 +229,7 @@ def freeze_early_layers(backbone: nn.Module, fraction: float) -> list[str]:
 def face_landmark_runner():
     """face-api's landmark network in PyTorch as data/align.py calls it: uint8 (1, 112, 112, 3) ->
     (68, 2) in [0, 1] of the padded square."""
-    from . import face_weights
-    from .face_net import LandmarksFromPixels, load_face_landmark_net
+    from .face_net import LandmarksFromPixels, load_face_landmark_net  # noqa: PLC0415 (lazy: loads torch)
 
     module = LandmarksFromPixels(load_face_landmark_net(face_weights.landmark_manifest())).eval()
 

@@ -55,7 +55,7 @@ def pretrained_cfg(name: str) -> dict[str, Any]:
     Raises:
         ValueError: not a timm model name (with the closest one).
     """
-    import timm  # PyTorch comes with it: only for backbones outside BACKBONE_FACTS, and the weight lookup
+    import timm  # PyTorch comes with it: only for backbones outside BACKBONE_FACTS, and the weight lookup  # noqa: PLC0415 (lazy: loads timm and torch)
 
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
@@ -68,7 +68,7 @@ def pretrained_cfg(name: str) -> dict[str, Any]:
 def _data_config(name: str) -> dict[str, Any]:
     if "data" in BACKBONE_FACTS.get(name, {}):
         return BACKBONE_FACTS[name]["data"]
-    import timm  # see pretrained_cfg
+    import timm  # see pretrained_cfg  # noqa: PLC0415 (lazy: loads timm and torch)
 
     # From the pretrained config alone: no need to build the network just to read it.
     return timm.data.resolve_data_config({}, pretrained_cfg=pretrained_cfg(name))
@@ -119,7 +119,7 @@ def offline_package_file(name: str) -> Path | None:
 def _in_hub_cache(name: str) -> bool:
     """Weights of timm's `name` (any pretrained tag) in the Hugging Face cache. A listing's
     answer: training asks timm for the exact file (models/backbones.py)."""
-    from huggingface_hub import constants  # the hub's own idea of where its cache is (no torch, ~20 ms)
+    from huggingface_hub import constants  # noqa: PLC0415 (lazy: the hub client, only when listing backbones)
 
     for repo in Path(constants.HF_HUB_CACHE).glob(f"models--timm--{name}*"):
         tail = repo.name[len(f"models--timm--{name}"):]

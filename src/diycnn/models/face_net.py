@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..settings import FACE_MEAN_RGB as MEAN_RGB  # named once, with the face backbone's name
+from .tfjs_weights import read_tfjs_weights
 
 DESCRIPTOR_SIZE = 128
 
@@ -174,7 +175,6 @@ def state_dict_from_tfjs(weights: dict[str, np.ndarray]) -> dict[str, torch.Tens
 def load_face_recognition_net(manifest: str | Path, mirror: bool = False) -> FaceRecognitionNet:
     """The network with face-api's weights from a `face_recognition_model-weights_manifest.json`
     (by default without the mirror averaging: exactly face-api's descriptor)."""
-    from .tfjs_weights import read_tfjs_weights
 
     net = FaceRecognitionNet(mirror=mirror)
     net.load_state_dict(state_dict_from_tfjs(read_tfjs_weights(manifest)))
@@ -268,7 +268,6 @@ def landmark_state_dict_from_tfjs(weights: dict[str, np.ndarray]) -> dict[str, t
 
 
 def load_face_landmark_net(manifest: str | Path) -> FaceLandmarkNet:
-    from .tfjs_weights import read_tfjs_weights
 
     net = FaceLandmarkNet()
     net.load_state_dict(landmark_state_dict_from_tfjs(read_tfjs_weights(manifest)))

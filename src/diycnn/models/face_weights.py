@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ..io import file_sha256, publish_dir
+import urllib.request
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +163,7 @@ def install_from(path: str | Path) -> Path:
     if not (folder / RECOGNITION).is_file():
         raise FaceWeightsError(f"'{path}' is neither the {TARBALL} tarball nor a folder holding {RECOGNITION}. "
                                + how_to_get())
-    from .face_net import load_face_recognition_net
+    from .face_net import load_face_recognition_net  # noqa: PLC0415 (lazy: loads torch)
 
     load_face_recognition_net(folder / RECOGNITION)  # refuse a folder whose weights do not fit, before copying
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
@@ -199,9 +201,7 @@ def download(progress: bool = True) -> Path:
     Raises:
         FaceWeightsError: no npm, no network, or a download that does not match the pinned hash.
     """
-    import urllib.request
 
-    from tqdm import tqdm
 
     url = _tarball_url()
     root = weights_root()

@@ -123,7 +123,7 @@ def pool_applies(conv: torch.nn.Conv2d, pool: torch.nn.Module, x: torch.Tensor) 
 
 
 def _hooked(module: torch.nn.Module) -> bool:
-    from torch.nn.modules import module as torch_module
+    from torch.nn.modules import module as torch_module  # noqa: PLC0415 (lazy: loads torch)
 
     return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
                 or module._backward_pre_hooks or torch_module._global_forward_hooks

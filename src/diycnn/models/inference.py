@@ -136,7 +136,7 @@ def inference_forward(module: nn.Module, device: torch.device, precision: str,
     memory). keep=True stores it on the module for later calls, rebuilt whenever a parameter
     changes — for models that only predict; training code builds one per evaluation.
     """
-    from .modules import SpecModule
+    from .modules import SpecModule  # noqa: PLC0415 (lazy: loads torch)
 
     dtype = _onednn_dtype(device, precision)
     if dtype is None or not isinstance(module, SpecModule):

@@ -24,6 +24,7 @@ from .catalog import BACKBONE_FACTS, DEFAULT_BACKBONE, FACE_BACKBONE, backbone_p
 from .layers import (Activation, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, Input,
                      MaxPooling2D, Rescaling)
 from .sequential import Sequential, read_spec_file
+from ..io import shown
 
 # The blog trained with Keras' Adam defaults and no early stopping; batch 32 is Keras' default.
 SPEC_DEFAULTS: dict[str, Any] = {"epochs": 30, "batch_size": 32, "lr": 1e-3, "patience": None, "optimizer": "adam",
@@ -47,7 +48,7 @@ class Recipe:
         if self.kind == "spec":
             return self.spec.build(seed=seed)
         # PyTorch (and timm) load here, when a model is built: naming a recipe or summarising it needs neither
-        from .backbones import BackboneClassifier, create_backbone
+        from .backbones import BackboneClassifier, create_backbone  # noqa: PLC0415 (lazy: loads torch)
 
         backbone = create_backbone(self.backbone)
         return BackboneClassifier(backbone, self.spec.build(seed=seed))
@@ -152,7 +153,7 @@ def backbone_fact(name: str, fact: str) -> int:
     (neither PyTorch nor timm is imported), else from the network, built to ask it (architecture only)."""
     if name in BACKBONE_FACTS:
         return BACKBONE_FACTS[name][fact]
-    from .backbones import create_backbone
+    from .backbones import create_backbone  # noqa: PLC0415 (lazy: loads torch)
 
     net = create_backbone(name)
     return net.num_features if fact == "features" else sum(p.numel() for p in net.parameters())
@@ -170,7 +171,7 @@ class FaceLandmarks:
     def __call__(self, x_u8):  # uint8 (1, 112, 112, 3) -> (68, 2) in [0, 1]
         with self._lock:
             if self._run is None:
-                from .backbones import face_landmark_runner
+                from .backbones import face_landmark_runner  # noqa: PLC0415 (lazy: loads torch)
 
                 self._run = face_landmark_runner()
         return self._run(x_u8)
@@ -248,12 +249,11 @@ def saved_backbone(name: Any) -> str | None:
     Raises:
         ValueError: any other name, quoted (shortened).
     """
-    from ..io import shown
 
     if name is None or name == FACE_BACKBONE or name in BACKBONE_FACTS:
         return name
     if isinstance(name, str) and ":" not in name and "/" not in name and len(name) <= 200:
-        import timm
+        import timm  # noqa: PLC0415 (lazy: loads timm and torch)
 
         if timm.is_model(name):
             return name

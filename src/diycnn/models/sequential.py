@@ -11,6 +11,7 @@ import yaml
 from ..io import shown
 from ..settings import read_document_file
 from .layers import Activation, Conv2D, Dropout, Input, Layer, Rescaling, _Pooling2D, _snake, layer_from_config
+from .layers import LAYERS
 
 NUM_CLASSES = "num_classes"  # placeholder for Dense units in reusable spec files
 
@@ -164,7 +165,7 @@ class Sequential:
     def build(self, seed: int | None = None):
         """Make the torch module (modules.SpecModule); weights initialised as Keras does (seeded when
         `seed` is given)."""
-        from .modules import build_spec  # PyTorch loads only when a model is built (a summary needs none)
+        from .modules import build_spec  # PyTorch loads only when a model is built (a summary needs none)  # noqa: PLC0415 (lazy: loads torch)
 
         return build_spec(self, seed)
 
@@ -199,7 +200,6 @@ class Sequential:
                 kwargs["units"] = num_classes
             try:
                 if args:
-                    from .layers import LAYERS
                     if class_name not in LAYERS:
                         layer_from_config(class_name, {})  # raises the unknown-layer error
                     layer = LAYERS[class_name](*args, **kwargs)

@@ -6,10 +6,10 @@ curves, confusion matrix and suspect labels. Rendered from templates/auto.html (
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from markupsafe import Markup
 
+from ..records import Metrics, RunInfo
 from .html import CSS, data_uri, render
 
 
@@ -17,13 +17,13 @@ def _png(path: Path) -> str | None:
     return data_uri(path.read_bytes()) if path.is_file() else None
 
 
-def render_auto_report(run_dir: Path, info: dict[str, Any], metrics: dict[str, Any]) -> str:
-    auto = metrics["auto"]
+def render_auto_report(run_dir: Path, info: RunInfo, metrics: Metrics) -> str:
+    auto = metrics.auto or {}
     rows = []
     for c in auto["candidates"]:
         report = run_dir / "candidates" / c["model"] / "report.html"
         rows.append({**c, "report": f"candidates/{c['model']}/report.html" if report.is_file() else None,
                      "kept": c["model"] == auto["winner"]})
-    return render("auto.html", Path(info.get("data", ".")), css=Markup(CSS), script=Markup(""), name=info["name"],
+    return render("auto.html", Path(info.data or "."), css=Markup(CSS), script=Markup(""), name=info.name,
                   info=info, metrics=metrics, auto=auto, rows=rows, curves=_png(run_dir / "curves.png"),
                   confusion=_png(run_dir / "confusion.png"))

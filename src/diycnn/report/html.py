@@ -15,6 +15,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from ..io import plain
+from ..records import Metrics, RunInfo
 from ..data.images import ImageError, load_rgb
 
 CSS = """
@@ -85,27 +86,27 @@ def thumbnail_uri(path: str | Path, size: int = 160) -> str | None:
     return data_uri(buf.getvalue(), "image/jpeg")
 
 
-def setting_used(key: str, value: Any, info: dict[str, Any]) -> str:
+def setting_used(key: str, value: Any, info: RunInfo) -> str:
     """A training setting as used: 'auto' resolved (device, precision), None in words."""
     if key in ("device", "precision") and value == "auto":
-        return f"{info.get(key, 'auto')} (auto)"
+        return f"{info.device if key == 'device' else info.precision} (auto)"
     if value is None:
         return {"patience": "off (no early stopping)", "augment": "none"}.get(key, "off")
     return plain(value)
 
 
-def render_report(info: dict[str, Any], metrics: dict[str, Any], curves: bytes, confusion: bytes,
+def render_report(info: RunInfo, metrics: Metrics, curves: bytes, confusion: bytes,
                   data_root: Path, max_errors: int = 24, cams: list[dict[str, Any]] | None = None) -> str:
     """The run report: headline figures, curves, confusion matrix, per-class scores,
     misclassified test photos, data problems and settings (templates/run.html)."""
-    problems = metrics.get("skipped", []) + metrics.get("duplicates", [])
+    problems = metrics.skipped + metrics.duplicates
     return render(
-        "run.html", data_root, css=Markup(CSS), script=Markup(RUN_SCRIPT), name=info.get("name", "run"), info=info,
+        "run.html", data_root, css=Markup(CSS), script=Markup(RUN_SCRIPT), name=info.name or "run", info=info,
         metrics=metrics, curves=data_uri(curves), confusion=data_uri(confusion), max_errors=max_errors,
-        cams=cams or [], index={c: i for i, c in enumerate(metrics["class_names"])},
+        cams=cams or [], index={c: i for i, c in enumerate(metrics.class_names)},
         per_class=[[c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
-                   for c, v in metrics["per_class"].items()],
-        per_split=[[c] + [metrics["counts_by_class"][s][c] for s in ("train", "val", "test")]
-                   for c in metrics["class_names"]],
+                   for c, v in metrics.per_class.items()],
+        per_split=[[c] + [metrics.counts_by_class[s][c] for s in ("train", "val", "test")]
+                   for c in metrics.class_names],
         problems=[[p["path"], p["reason"]] for p in problems[:200]],
-        settings=[[k, setting_used(k, v, info)] for k, v in info.get("training", {}).items()])
+        settings=[[k, setting_used(k, v, info)] for k, v in info.training.items()])

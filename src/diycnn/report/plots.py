@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 def _font_rc() -> dict:
     """DejaVu Sans, then installed Noto CJK fonts: matplotlib falls back glyph by glyph, so class
     names in Hangul, kana or hanzi draw as letters rather than empty boxes."""
-    from matplotlib import font_manager
+    from matplotlib import font_manager  # noqa: PLC0415 (lazy: loads matplotlib)
 
     cjk = sorted({f.name for f in font_manager.fontManager.ttflist if f.name.startswith("Noto Sans CJK")})
     return {"font.family": ["DejaVu Sans", *cjk[:3]]}

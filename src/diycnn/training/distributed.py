@@ -126,7 +126,7 @@ def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around `module` (returned unchanged outside torchrun)."""
     if not _context.active:
         return module
-    from torch.nn.parallel import DistributedDataParallel
+    from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415 (lazy: loads torch)
 
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=ids)

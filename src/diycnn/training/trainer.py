@@ -27,6 +27,7 @@ from ..io import atomic_save_tensors, load_tensors
 from . import distributed
 from ..models.inference import inference_forward
 from .device import autocast, reuse_freed_memory
+from ..io import shown
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def _param_groups(module: torch.nn.Module, cfg: FitConfig) -> list[dict[str, Any
     backbone stages learn more slowly than later ones and the head, via timm's grouping."""
     backbone = getattr(module, "backbone", None)
     if cfg.layer_decay and backbone is not None:
-        from timm.optim import param_groups_layer_decay
+        from timm.optim import param_groups_layer_decay  # noqa: PLC0415 (lazy: loads timm and torch)
 
         groups = param_groups_layer_decay(backbone, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
         head = [p for p in module.head.parameters() if p.requires_grad]
@@ -236,7 +237,6 @@ class Trainer:
         Raises:
             ValueError: the checkpoint is damaged, or from another model (one line naming it).
         """
-        from ..io import shown
 
         try:
             self._restore()

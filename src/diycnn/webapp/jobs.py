@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import PRETRAINED_RECIPES, RECIPE_NAMES, TrainSettings
-from .project import Project, ProjectError, number, read_document
+from .project import Project, ProjectError, number, read_document, read_record
+import csv
+from ..records import Metrics, RunInfo
+from ..run import read_history
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +115,17 @@ class TrainingJob:
         if out.is_symlink():
             raise ProjectError(f"Run {name!r} is a link to a folder elsewhere; diycnn resumes only runs inside the "
                                "project.", 409)
-        info = read_document(out / "model.json")
+        info = read_record(out, RunInfo)
         if info is None:
             raise ProjectError(f"Run {name!r} does not exist in this project.", 404)
-        if info.get("status") == "complete":
+        if info.status == "complete":
             raise ProjectError(f"Run {name!r} is already complete; there is nothing to resume.", 409)
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 raise ProjectError("A training is already running in this project; wait for it to finish or "
                                    "cancel it first.", 409)
-            model = (info.get("model") or {}).get("name") if isinstance(info.get("model"), dict) else None
-            self._launch(str(model or "run"), {}, out, resume=True)
+            model = info.model.get("name")
+            self._launch(model if isinstance(model, str) else "run", {}, out, resume=True)
         return self.status()
 
     def _launch(self, model: str, settings: dict[str, Any], out: Path, resume: bool) -> None:
@@ -147,8 +150,7 @@ class TrainingJob:
             self._thread.join(timeout)
 
     def _work(self, model: str, settings: dict[str, Any], out: Path, resume: bool = False) -> None:
-        from .. import train
-        from .. import Callback  # the public API's (train's callbacks=)
+        from .. import Callback, train  # noqa: PLC0415 (lazy: loads torch; the public API's)
 
         job = self
 
@@ -194,17 +196,15 @@ class TrainingJob:
         else:
             m = run.metrics
             history = self.state.get("history", [])
-            if m.get("auto"):  # the curves of the model kept, not of the last candidate tried
+            if m.auto:  # the curves of the model kept, not of the last candidate tried
                 history = history_rows(run.dir) or history
-            self._update(status="done", stage="done", test_accuracy=m["test_accuracy"], test_loss=m["test_loss"],
+            self._update(status="done", stage="done", test_accuracy=m.test_accuracy, test_loss=m.test_loss,
                          message=done_message(m), history=history)
 
 
 def history_rows(run_dir: Path) -> list[dict[str, Any]]:
     """A run's history.csv as the page's curve rows ([] when it cannot be read)."""
-    import csv
 
-    from ..run import read_history
 
     try:
         history = read_history(run_dir)
@@ -221,7 +221,8 @@ def auto_progress(run_dir: Path) -> dict[str, Any] | None:
     steps = ((plan or {}).get("plan") or {}).get("candidates")
     if not isinstance(steps, list):
         return None
-    contest = (read_document(run_dir / "metrics.json") or {}).get("auto")  # as of the last model published
+    published = read_record(run_dir, Metrics)
+    contest = published.auto if published is not None else None  # as of the last model published
     kept = contest.get("winner") if isinstance(contest, dict) else None
     out = []
     for step in steps:
@@ -230,14 +231,14 @@ def auto_progress(run_dir: Path) -> dict[str, Any] | None:
             continue
         row: dict[str, Any] = {"model": name, "status": "skipped" if step.get("skip") else "waiting"}
         cdir = run_dir / "candidates" / name
-        info = read_document(cdir / "model.json")
+        info = read_record(cdir, RunInfo)
         if info is not None:
-            row["status"] = "trained" if info.get("status") == "complete" else "training"
-        if row["status"] == "trained":
-            m = read_document(cdir / "metrics.json") or {}
-            cv = m.get("cross_validation") if isinstance(m.get("cross_validation"), dict) else {}
-            for key, value in (("val_accuracy", m.get("final_val_accuracy")), ("test_accuracy", m.get("test_accuracy")),
-                               ("cv_accuracy", cv.get("accuracy") if cv.get("checked") else None)):
+            row["status"] = "trained" if info.status == "complete" else "training"
+        m = read_record(cdir, Metrics) if row["status"] == "trained" else None
+        if m is not None:
+            cv = m.cross_validation if isinstance(m.cross_validation, dict) else {}
+            for key, value in (("val_accuracy", m.final_val_accuracy), ("test_accuracy", m.test_accuracy),
+                               ("cv_accuracy", cv.get("accuracy") if m.cv_checked else None)):
                 if (checked := number(value)) is not None:
                     row[key] = checked
         out.append(row)
@@ -249,17 +250,16 @@ def auto_progress(run_dir: Path) -> dict[str, Any] | None:
     return {"candidates": out, "kept": kept if isinstance(kept, str) else None}
 
 
-def done_message(m: dict[str, Any]) -> str:
+def done_message(m: Metrics) -> str:
     """'Done: test accuracy 75.0% (95% CI 30.1%-95.4%) on 4 held-out photos; cross-validated 86.7% ...'."""
-    from ..training.crossval import describe  # torch is loaded by now: training ran
+    from ..training.crossval import describe  # noqa: PLC0415 (torch, loaded by now: training ran)
 
-    lo, hi = m["test_accuracy_ci95"]
-    text = (f"Done: test accuracy {m['test_accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}) on {m['counts']['test']} "
-            f"held-out photos, loss {m['test_loss']:.4f}")
-    cv = m.get("cross_validation") or {}
-    if cv.get("checked"):
-        text += f"; cross-validated {describe(cv)}"  # the CLI's words for it
-    auto = m.get("auto") or {}
+    lo, hi = m.test_accuracy_ci95
+    text = (f"Done: test accuracy {m.test_accuracy:.1%} (95% CI {lo:.1%}-{hi:.1%}) on {m.counts['test']} "
+            f"held-out photos, loss {m.test_loss:.4f}")
+    if m.cv_checked:
+        text += f"; cross-validated {describe(m.cross_validation)}"  # the CLI's words for it
+    auto = m.auto or {}
     if auto and not auto.get("finished", True):
         text = (f"Stopped: kept {auto.get('winner')}, the best model so far (the rest of auto's plan can still be "
                 f"trained with diycnn train --resume). {text}")

@@ -14,13 +14,15 @@ import re
 import shutil
 import unicodedata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..data.images import ImageError, load_rgb, probe
 from ..data.scan import is_junk, name_key
 from ..io import atomic_write_bytes, read_json
+from ..records import Metrics, RunInfo, read_metrics, read_run_info
 
 log = logging.getLogger(__name__)
+RecordT = TypeVar("RecordT", RunInfo, Metrics)
 
 APP_DIR = ".diycnn"
 CLASS_ORDER = "classes.json"  # the order classes were made in (.diycnn/classes.json)
@@ -49,6 +51,18 @@ def read_document(path: Path) -> dict[str, Any] | None:
         log.warning("%s is not a JSON object; the run is left out", path)
         return None
     return doc
+
+
+def read_record(run_dir: Path, kind: type[RecordT]) -> RecordT | None:
+    """A run's model.json (`RunInfo`) or metrics.json (`Metrics`), checked, or None when it is
+    missing or damaged (logged): the app shows what it can of a folder someone else made."""
+    try:
+        return read_run_info(run_dir) if kind is RunInfo else read_metrics(run_dir)  # type: ignore[return-value]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, RecursionError) as exc:
+        log.warning("%s: %s; the run is left out", run_dir, exc)
+        return None
 
 
 def number(value: Any) -> float | None:

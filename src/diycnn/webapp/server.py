@@ -39,7 +39,16 @@ from ..io import atomic_write_bytes, atomic_write_text, sign, signed
 from ..exports.snippets import snippets
 from ..settings import EXPORT_FORMATS, RECIPE_GUIDE, RECIPE_NAMES, export_formats_for
 from .jobs import RECIPES, TrainingJob
-from .project import MAX_UPLOAD_BYTES, Project, ProjectError, number, read_document
+from ..records import METRICS_JSON, Metrics, RunInfo
+from .project import MAX_UPLOAD_BYTES, Project, ProjectError, number, read_record
+from PIL import ImageOps
+from ..data.scan import scan_folder
+from ..models.recipes import get_recipe
+from ..data import loader
+from ..loading import load
+from ..data.images import ImageError, open_image, probe, to_rgb
+from .. import exports
+from ..models import face_weights
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +100,8 @@ def _interface_addresses() -> set[str]:
     """IPv4 addresses of this machine's network interfaces (Linux; empty elsewhere)."""
     found: set[str] = set()
     try:
-        import fcntl
-        import struct
+        import fcntl  # noqa: PLC0415 (POSIX only: the app runs elsewhere without it)
+        import struct  # noqa: PLC0415 (with fcntl)
 
         for _, name in socket.if_nameindex():
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -229,7 +238,6 @@ class App:
         the photos are also decoded as it prepares them (face crop and alignment included, up to
         CHECK_DECODE photos not seen before): files that fail to decode or show no face are listed
         too, and photos used without a face crop are noted."""
-        from ..data.scan import scan_folder
 
         try:
             scan = scan_folder(self.project.root, min_classes=1, near_duplicates=False)
@@ -249,11 +257,9 @@ class App:
     def _decode_check(self, scan, recipe: str, out: dict[str, Any]) -> str | None:
         """Decode the scan's photos as `recipe` prepares them (verdicts remembered per photo and
         preprocessing); add failures to `out`'s left_out and face-crop remarks to its notes."""
-        from ..models.recipes import get_recipe
 
         prep = get_recipe(recipe, max(len(scan.class_names), 2)).preprocessing
         if prep.align:
-            from ..models import face_weights
 
             if face_weights.installed() is None:  # a GET never fetches: training will, or says how
                 return ("Photos were not checked for faces: the face weights are not installed. "
@@ -262,7 +268,6 @@ class App:
             return self._decode_unknown(scan, prep, out)
 
     def _decode_unknown(self, scan, prep, out: dict[str, Any]) -> str | None:
-        from ..data.loader import decode_all
 
         key = json.dumps(prep.to_dict(), sort_keys=True)
         unknown = [r for r in scan.records if (r.sha256, key) not in self._verdicts]
@@ -272,7 +277,7 @@ class App:
                     "training.")
         if unknown:
             notes: list = []
-            _, ok, failed = decode_all([r.path for r in unknown], prep, names=[r.rel for r in unknown], notes=notes,
+            _, ok, failed = loader.decode_all([r.path for r in unknown], prep, names=[r.rel for r in unknown], notes=notes,
                                        workers=CHECK_WORKERS)
             by_rel = {r.rel: r for r in unknown}
             for r in unknown:
@@ -299,19 +304,15 @@ class App:
         for d in sorted(self.project.runs_dir.iterdir()):
             if d.is_symlink() or not d.is_dir():
                 continue
-            info, m = read_document(d / "model.json"), read_document(d / "metrics.json")
-            if info is None or m is None or info.get("status") != "complete":
+            info = read_record(d, RunInfo)
+            if info is None or info.status != "complete" or not (d / METRICS_JSON).is_file():
                 continue
-            try:
-                names = _texts(info.get("class_names"))
-            except ValueError:
-                log.warning("%s has no valid class names; the run is left out", d / "model.json")
-                continue
-            model = info.get("model") if isinstance(info.get("model"), dict) else {}
+            m = read_record(d, Metrics)  # damaged: listed, and its evaluation says so
             out.append({"name": d.name, "model": _model_name(info),
-                        "export_formats": export_formats_for(_text(model.get("kind")), _text(model.get("backbone"))),
-                        "created": _text(info.get("created")), "test_accuracy": number(m.get("test_accuracy")),
-                        "test_loss": number(m.get("test_loss")), "class_names": names})
+                        "export_formats": export_formats_for(_text(info.model.get("kind")),
+                                                             _text(info.model.get("backbone"))),
+                        "created": info.created or None, "test_accuracy": number(m.test_accuracy) if m else None,
+                        "test_loss": number(m.test_loss) if m else None, "class_names": info.class_names})
         return sorted(out, key=lambda r: (r["created"] or "", r["name"]))
 
     def run_dir(self, name: str | None = None) -> Path:
@@ -325,7 +326,6 @@ class App:
         return self.project.runs_dir / name
 
     def model(self, name: str | None = None):
-        from ..loading import load
 
         path = self.run_dir(name)
         with self._model_lock:
@@ -335,7 +335,6 @@ class App:
 
     def predict(self, data: bytes, run: str | None = None) -> dict[str, Any]:
         """Decode and classify one photo (called in a worker thread: it blocks)."""
-        from ..data.images import ImageError
 
         if len(data) > MAX_UPLOAD_BYTES:
             raise ProjectError(f"Photo too large ({len(data) / 1e6:.1f} MB; at most "
@@ -361,36 +360,36 @@ class App:
     def evaluation(self, run: str | None = None) -> dict[str, Any]:
         """The run's test figures, checked for shape and type (a run folder may come from anyone)."""
         path = self.run_dir(run)
-        m, info = read_document(path / "metrics.json"), read_document(path / "model.json")
+        m, info = read_record(path, Metrics), read_record(path, RunInfo)
         try:
-            names = _texts(m["class_names"])
-            per_class = {c: {"accuracy": number(m["per_class"][c]["recall"]),
-                             "support": int(m["per_class"][c]["support"]), **_split_counts(m, c)} for c in names}
-            matrix = [[int(v) for v in row] for row in m["confusion_matrix"]]
+            if m is None:
+                raise ValueError("missing or damaged")
+            names = m.class_names
+            per_class = {c: {"accuracy": number(m.per_class[c]["recall"]),
+                             "support": int(m.per_class[c]["support"]), **_split_counts(m, c)} for c in names}
+            matrix = m.confusion_matrix
             if len(matrix) != len(names) or any(len(row) != len(names) for row in matrix):
                 raise ValueError("confusion matrix does not match the classes")
-            counts = {k: int(v) for k, v in m["counts"].items() if k in ("train", "val", "test")}
-            auto = m.get("auto")
+            counts = {k: v for k, v in m.counts.items() if k in ("train", "val", "test")}
+            overfit = m.overfitting or {}
             return {**self._data_checks(m), "run": path.name, "model": _model_name(info),
-                    "class_names": names, "test_accuracy": number(m["test_accuracy"]),
-                    "test_accuracy_ci95": _interval(m.get("test_accuracy_ci95")),
-                    "cross_validation": _cross_validation(m.get("cross_validation")),
+                    "class_names": names, "test_accuracy": number(m.test_accuracy),
+                    "test_accuracy_ci95": _interval(m.test_accuracy_ci95),
+                    "cross_validation": _cross_validation(m.cross_validation),
                     "left_out": _left_out(m),
-                    "overfitting": _text(((m.get("overfitting") or {}).get("app_message")
-                                          or (m.get("overfitting") or {}).get("message"))
-                                         if isinstance(m.get("overfitting"), dict) else None),
-                    "test_loss": number(m["test_loss"]), "counts": counts, "per_class": per_class,
+                    "overfitting": _text(overfit.get("app_message") or overfit.get("message")),
+                    "test_loss": number(m.test_loss), "counts": counts, "per_class": per_class,
                     "confusion_matrix": matrix, "report": f"runs/{path.name}/report.html",
-                    "auto": _text(auto.get("winner")) if isinstance(auto, dict) else None}
+                    "auto": _text((m.auto or {}).get("winner"))}
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ProjectError(f"Run {path.name!r} has damaged results (metrics.json: {exc}); train again.", 422) from None
 
-    def _data_checks(self, m: dict[str, Any]) -> dict[str, Any]:
+    def _data_checks(self, m: Metrics) -> dict[str, Any]:
         """Suspect labels still in place (a photo moved or deleted since is left out) and the
         near-duplicate counts, typed; a damaged section only costs itself."""
         out: dict[str, Any] = {"suspects": [], "suspects_checked": False, "near_left_out": 0, "label_conflicts": 0}
         try:
-            section = m.get("suspect_labels") or {}
+            section = m.suspect_labels or {}
             out["suspects_checked"] = section.get("checked") is True
             out["suspects_why"] = _text(section.get("why"))
             classes = set(self.project.classes())
@@ -405,7 +404,7 @@ class App:
                 out["suspects"].append({"class": parts[0], "photo": parts[1], "suggested": _text(item["suggested"]),
                                         "p_label": number(item["p_label"]),
                                         "p_suggested": number(item["p_suggested"])})
-            near = m.get("near_duplicates") or {}
+            near = m.near_duplicates or {}
             out["near_left_out"] = len(near.get("left_out") or [])
             out["label_conflicts"] = len(near.get("label_conflicts") or [])
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
@@ -414,7 +413,6 @@ class App:
 
     def photo(self, cls: str, photo: str) -> tuple[bytes, str]:
         """A photo's bytes and its content type, from its decoded format (never its name)."""
-        from ..data.images import ImageError, probe
 
         path = self.project.photo_path(cls, photo)
         data = _read_bounded(path, photo)
@@ -464,7 +462,6 @@ class App:
         return out if signed(signature, "thumbnail", digest, str(THUMB), out) else None
 
     def export_zip(self, fmt: str, run: str | None = None) -> Path:
-        from ..exports import export
 
         if fmt not in EXPORT_FORMATS:
             raise ProjectError(f"Unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
@@ -475,7 +472,7 @@ class App:
                 raise ProjectError(f"{folder.name} in run {path.name!r} is a link; refused.", 422)
             # always a fresh export: a folder the run came with (e.g. a planted predict.py) is replaced, never zipped
             try:
-                folder = export(path, fmt, force=True)
+                folder = exports.export(path, fmt, force=True)  # looked up at call time (tests track it)
             except (ValueError, ImportError, OSError) as exc:
                 raise ProjectError(f"Export as {fmt} failed: {exc}", 422) from None
             target = path / f"{path.name}-{fmt}.zip"
@@ -497,10 +494,9 @@ def _add_photo(project: Project, name: str, filename: str | None, data: bytes) -
         return project.add_photo(name, filename, data)
 
 
-def _model_name(info: dict[str, Any] | None) -> str | None:
+def _model_name(info: RunInfo | None) -> str | None:
     """model.json's model name, if it is there and is text."""
-    model = info.get("model") if isinstance(info, dict) else None
-    return _text(model.get("name")) if isinstance(model, dict) else None
+    return _text(info.model.get("name")) if info is not None else None
 
 
 def _text(value: Any) -> str | None:
@@ -519,23 +515,14 @@ RECIPE_HELP = {**RECIPE_GUIDE, "auto": {
              "loss", "epochs": None, "batch_size": None, "lr": None, "patience": None}}
 
 
-def _split_counts(m: dict[str, Any], cls: str) -> dict[str, int | None]:
+def _split_counts(m: Metrics, cls: str) -> dict[str, int | None]:
     """A class's train and val photo counts (None where metrics.json lacks them)."""
-    by_class = m.get("counts_by_class")
-    out: dict[str, int | None] = {}
-    for split in ("train", "val"):
-        value = by_class.get(split, {}).get(cls) if isinstance(by_class, dict) and isinstance(by_class.get(split), dict) \
-            else None
-        out[split] = value if isinstance(value, int) and not isinstance(value, bool) else None
-    return out
+    return {split: m.counts_by_class.get(split, {}).get(cls) for split in ("train", "val")}
 
 
-def _left_out(m: dict[str, Any]) -> dict[str, int]:
+def _left_out(m: Metrics) -> dict[str, int]:
     """How many photos the run did not use, by reason."""
-    def count(key: str) -> int:
-        value = m.get(key)
-        return len(value) if isinstance(value, list) else 0
-    return {"unreadable": count("skipped"), "duplicates": count("duplicates"), "no_face": count("no_face")}
+    return {"unreadable": len(m.skipped), "duplicates": len(m.duplicates), "no_face": len(m.no_face)}
 
 
 def _interval(value: Any) -> list[float] | None:
@@ -564,9 +551,7 @@ def _read_bounded(path: Path, shown: str) -> bytes:
 
 
 def _make_thumbnail(data: bytes, shown: str) -> bytes:
-    from PIL import ImageOps
 
-    from ..data.images import ImageError, open_image, to_rgb
 
     try:
         im = open_image(data)  # format and pixel-count checks (decompression bombs) from the header
@@ -764,7 +749,7 @@ async def _json(request: Request) -> dict[str, Any]:
 
 def serve(project_dir: str | Path, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Run the app until Ctrl-C."""
-    import uvicorn
+    import uvicorn  # noqa: PLC0415 (lazy: loads uvicorn)
 
     if not is_loopback(host):
         log.warning("diycnn ui is listening on %s: anyone who can reach this machine on port %d can see and "
