@@ -37,6 +37,7 @@ test: $(STAMP) $(TFJS) check
 # import-layer contracts (also a test), and the docs site built with no warning (broken links fail).
 check: $(STAMP) docs
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 docs: $(STAMP)

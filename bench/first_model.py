@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from shared_data import SHARED  # noqa: E402 (bench/shared_data.py, beside this file)
+
 DIYCNN = str(Path(sys.executable).with_name("diycnn"))
 
 

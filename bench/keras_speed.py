@@ -34,6 +34,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 from shared_data import SHARED  # noqa: E402 (bench/shared_data.py, beside this file)
+
 KERAS_VENV = Path.home() / ".cache" / "diycnn" / "bench-keras"
 KERAS_PINS = ["tensorflow==2.21.0", "keras==3.15.1"]
 # Forward FLOPs of the blog's model per 100x100 photo (multiply-adds x 2): the convolutions

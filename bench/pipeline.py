@@ -30,7 +30,6 @@ from PIL import Image
 from diycnn.data.images import Preprocessing
 from diycnn.data.loader import ArrayBatches, decode_all
 from diycnn.data.scan import scan_folder
-
 from shared_data import SHARED  # noqa: E402 (bench/shared_data.py, beside this file)
 
 

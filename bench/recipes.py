@@ -24,7 +24,6 @@ from pathlib import Path
 import diycnn
 from diycnn.data.scan import scan_folder
 from diycnn.data.split import make_split
-
 from shared_data import SHARED  # noqa: E402 (bench/shared_data.py, beside this file)
 
 

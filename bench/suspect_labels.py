@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from shared_data import SHARED  # noqa: E402 (bench/shared_data.py, beside this file)
+
 DEFAULT = [f"{SHARED / 'kpop_idols'}=face-probe", f"{SHARED / 'kpop_idols'}=linear-probe",
            f"{SHARED / 'hymenoptera'}=linear-probe", f"{SHARED / 'cats_and_dogs'}=linear-probe"]
 
@@ -58,7 +59,7 @@ def features_of(tree: Path, recipe_name: str):
     from diycnn import pipeline
     from diycnn.data.scan import scan_folder
     from diycnn.models.recipes import get_recipe
-    from diycnn.settings import TrainSettings, TrainingPlan
+    from diycnn.settings import TrainingPlan, TrainSettings
     from diycnn.training.device import resolve_device, resolve_precision
 
     scan = scan_folder(tree, near_duplicates=False)

@@ -9,8 +9,8 @@ face-probe recipe, then a photo previewed. Needs Debian's chromium and the face 
 
 from __future__ import annotations
 
-import os
 import argparse
+import os
 import shutil
 import sys
 import tempfile

@@ -114,9 +114,9 @@ def test_backbones_lists_offline_weights(capsys, monkeypatch):
 def test_the_quick_backbone_listing_agrees_with_the_exact_weight_lookup(tmp_path, monkeypatch):
     """`diycnn backbones` checks weights without timm (models/catalog.py); training asks timm for
     the exact file (models/backbones.py). Both must agree, also for a model in the HF cache."""
-    from diycnn.models import backbones, catalog
-
     import huggingface_hub.constants
+
+    from diycnn.models import backbones, catalog
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # read at import
@@ -147,15 +147,15 @@ def test_set_flag_reaches_recipe_knobs(two_class_data, tiny_spec, tmp_path, caps
 
 def test_the_cli_lists_every_built_in_recipe():
     from diycnn.models.recipes import RECIPES
-    from diycnn.settings import RECIPE_NAMES
+    from diycnn.models.registry import RECIPE_NAMES
 
     assert tuple(RECIPES) == RECIPE_NAMES
 
 
 def test_the_help_shows_each_recipes_real_defaults(capsys):
-    """--help and the web app read RECIPE_GUIDE (no PyTorch); it must match the recipes."""
+    """--help and the web app read the registry's guide (no PyTorch); it must be what the recipes train with."""
     from diycnn.models.recipes import get_recipe
-    from diycnn.settings import RECIPE_GUIDE
+    from diycnn.models.registry import RECIPE_GUIDE
 
     assert tuple(RECIPE_GUIDE) == tuple(get_recipe.__globals__["RECIPES"])
     for name, guide in RECIPE_GUIDE.items():

@@ -8,7 +8,7 @@ explain; export to every format the run supports; predict with each export (the 
 started fresh on the project, previews and exports every run over HTTP. A run is trained once and
 shared by its steps. State left in a process cannot hide a crash here: no step shares one.
 
-A new recipe in settings.RECIPE_NAMES or a new export format is covered without a new test.
+A new recipe in models/registry.py or a new export format is covered without a new test.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diycnn.settings import RECIPE_NAMES, export_formats_for
+from diycnn.models.registry import RECIPE_NAMES, REGISTRY
+from diycnn.settings import export_formats_for
 from tests.conftest import SHARED, make_dataset
 
 pytestmark = pytest.mark.slow
@@ -103,7 +104,13 @@ def _trained(work, case: str) -> Path:
         _check_terminal_output(proc.stdout + proc.stderr)
     else:
         diycnn(*args, "--model", case, cwd=work["root"])
-    assert json.loads((out / "model.json").read_text())["status"] == "complete"
+    info = json.loads((out / "model.json").read_text())
+    assert info["status"] == "complete"
+    entry = REGISTRY.get(case)
+    if entry is not None:  # what the registry says of the recipe is what the run is
+        assert info["model"]["name"] == case and info["training"]["frozen"] == entry.cached_features
+        assert (info["model"]["weights_source"] is not None) == entry.pretrained  # offline weights were found
+        assert (info["model"]["backbone"] == "face_recognition_net") == entry.faces
     work["runs"][case] = out
     return out
 

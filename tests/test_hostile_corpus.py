@@ -144,10 +144,10 @@ def case_control_characters_in_class_names(b: Base) -> Case:
 
 
 def case_tampered_checkpoint(b: Base) -> Case:
+    import torch
+
     from diycnn.io import atomic_save_tensors
     from diycnn.training.trainer import CHECKPOINT
-
-    import torch
 
     run = b.copy_run("bad-checkpoint")
     _edit_json(run / "model.json", lambda info: info.update(status="interrupted"))
@@ -156,10 +156,10 @@ def case_tampered_checkpoint(b: Base) -> Case:
 
 
 def case_resume_with_a_damaged_model_json(b: Base) -> Case:
+    import torch
+
     from diycnn.io import atomic_save_tensors
     from diycnn.training.trainer import CHECKPOINT
-
-    import torch
 
     run = b.copy_run("bad-resume-model-json")
 

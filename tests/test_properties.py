@@ -13,8 +13,19 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from diycnn.data.images import ImageError, Preprocessing, load_rgb, probe
-from diycnn.models.layers import (Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
-                                  GlobalAveragePooling2D, Input, MaxPooling2D, Rescaling)
+from diycnn.models.layers import (
+    Activation,
+    AveragePooling2D,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling2D,
+    Input,
+    MaxPooling2D,
+    Rescaling,
+)
 from diycnn.models.sequential import Sequential
 
 ACTS = ["relu", "linear", "sigmoid", "tanh", "swish", "gelu", "leaky_relu", "elu", "relu6"]

@@ -11,16 +11,17 @@ from typing import Any, Callable
 from . import pipeline
 from .auto import is_auto_run, resume_auto, train_auto
 from .models.face_weights import face_weights  # noqa: F401 (part of this API; loads no PyTorch)
+from .models.registry import check_model_name
 from .models.summary import summary  # noqa: F401 (part of this API; lives below so it loads no PyTorch)
 from .run import Run
-from .settings import check_model_name, merge_settings, read_config_file
+from .settings import DEFAULT_MODEL, merge_settings, read_config_file
 from .training import distributed
 from .training.trainer import Callback
 
 log = logging.getLogger(__name__)
 
 
-def train(data: str | Path | None = None, model: str = "auto", *, out: str | Path | None = None,
+def train(data: str | Path | None = None, model: str = DEFAULT_MODEL, *, out: str | Path | None = None,
           split: str | Path | None = None, resume: str | Path | None = None, config: str | Path | None = None,
           runs_root: str | Path = "runs", callbacks: list[Callback] | None = None,
           on_stage: Callable[[str], None] | None = None, **settings: Any) -> Run | None:
@@ -60,14 +61,14 @@ def train(data: str | Path | None = None, model: str = "auto", *, out: str | Pat
     s = merge_settings(cfg, {"model": model, **settings}, where=str(config or "settings"))
     check_model_name(s.model)  # a typo is reported before the photos are scanned
     ctx = distributed.setup(s.device)
-    if ctx.active and s.model == "auto":
+    if ctx.active and s.model == DEFAULT_MODEL:
         raise ValueError("--model auto is not supported under torchrun yet: pick one recipe (e.g. --model finetune).")
-    if s.model == "auto":
+    if s.model == DEFAULT_MODEL:
         return train_auto(data, s, out=out, split=split, runs_root=runs_root, callbacks=callbacks, stage=stage)
     return pipeline.train_one(data, s, out=out, split=split, runs_root=runs_root, callbacks=callbacks, stage=stage)
 
 
-def _resume(run_dir: Path, callbacks, stage) -> Run | None:
+def _resume(run_dir: Path, callbacks: list[Callback] | None, stage: Callable[[str], None]) -> Run | None:
     if is_auto_run(run_dir):
         return resume_auto(run_dir, callbacks, stage)
     return pipeline.resume_one(run_dir, callbacks, stage)

@@ -29,32 +29,33 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import pipeline
+from .data.loader import decode_all
 from .data.scan import ScanResult
 from .data.split import Split, make_split, read_split
+from .data.survey import face_survey
 from .io import atomic_write_json, atomic_write_text, read_json, to_jsonable
 from .loading import load
+from .models.registry import AUTO_ORDER, REGISTRY
 from .records import MODEL_JSON, SPLIT_JSON, read_metrics, read_run_info, write_metrics, write_run_info
-from .run import NEAR_SIGNATURES, Run, new_run_dir, write_manifest
-from .settings import TrainSettings, merge_settings
-from .training.trainer import CHECKPOINT, Callback
-from .data.survey import face_survey
-import numpy as np
-from .data.loader import decode_all
 from .report.auto_html import render_auto_report
+from .run import NEAR_SIGNATURES, Run, new_run_dir, write_manifest
+from .settings import DEFAULT_BUDGET_MINUTES, TrainSettings, merge_settings
+from .training.trainer import CHECKPOINT, Callback
 
 log = logging.getLogger(__name__)
 
-# By expected value: cheap frozen-feature baselines first, then fine-tuning, the from-scratch CNN last.
-CANDIDATES = ("tm", "linear-probe", "finetune", "seed-cnn-plus")
-# Photos of people: the face network first (its descriptors tell people apart), then Teachable
-# Machine's recipe as the reference, then the ImageNet recipes.
-FACE_CANDIDATES = ("face-probe", "face-finetune", "tm", "linear-probe", "finetune", "seed-cnn-plus")
-FROM_SCRATCH = ("seed-cnn-plus",)
+# The registry's auto order: on photos of people the face network first (its descriptors tell people
+# apart), then Teachable Machine's recipe as the reference, then the ImageNet recipes; the cheap
+# cached-feature baselines before fine-tuning, the from-scratch CNN last. Elsewhere, no face recipe.
+FACE_CANDIDATES = AUTO_ORDER
+CANDIDATES = tuple(name for name in AUTO_ORDER if not REGISTRY[name].faces)
+FROM_SCRATCH = tuple(name for name in AUTO_ORDER if not REGISTRY[name].pretrained)
 FACE_FRACTION = 0.4  # "most photos hold a face": at least this share of the sample
 CROP_BELOW = 0.2  # crop to the face when faces cover less than this share of the photo (median)
 GOOD_ENOUGH = 0.9  # validation accuracy after which a from-scratch CNN is not worth its time
-DEFAULT_BUDGET_MINUTES = 20.0
 VAL_SMALL = 30  # validation photos: below this, candidates on cached features are compared cross-validated
 # The winner's files that make the run (model.json, report.html and manifest.json are written afresh)
 RUN_FILES = ("model.safetensors", "history.csv", "curves.png", "confusion.png", NEAR_SIGNATURES)

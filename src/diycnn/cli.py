@@ -10,9 +10,9 @@ import logging
 import os
 import sys
 
+from . import __version__
 from .commands import COMMANDS
 from .commands.common import EXIT_ERROR, EXIT_INTERRUPTED, epoch_line, err, terminal_safe_output
-from . import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,15 +22,16 @@ import numpy as np
 
 from . import pipeline
 from .auto import train_auto
-from .data.split import Split, kfold_splits, make_split, read_split
-from .io import atomic_write_json, atomic_write_text, shown, to_jsonable
-from .records import SPLIT_JSON, read_metrics, read_run_info
-from .run import new_run_dir, read_history
-from .settings import check_model_name, merge_settings
 from .data.loader import decode_all
+from .data.split import Split, kfold_splits, make_split, read_split
 from .explanations import cam_samples
-from .report.compare_html import render_comparison
+from .io import atomic_write_json, atomic_write_text, shown, to_jsonable
 from .loading import load
+from .models.registry import check_model_name
+from .records import SPLIT_JSON, read_metrics, read_run_info
+from .report.compare_html import render_comparison
+from .run import new_run_dir, read_history
+from .settings import merge_settings
 
 log = logging.getLogger(__name__)
 

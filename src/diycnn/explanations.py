@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
 from .data.loader import decode_all
-from .report.html import data_uri
 from .data.scan import find_images
 from .io import atomic_write_bytes
+from .report.html import data_uri
 from .run import Run, slug
 
 CHUNK = 16

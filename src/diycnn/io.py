@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import hmac
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import hmac
 from safetensors import safe_open
-import hashlib
-import shutil
 
 
 def cache_root() -> Path:

@@ -26,24 +26,32 @@ import numpy as np
 import torch
 
 from .data.augment import feature_input_fn, image_input_fn
+from .data.features import FeatureCache, extract_features
 from .data.loader import ArrayBatches, Rows, ShardedBatches, decode_cached
-from .data.scan import ScanResult, scan_folder
-from .data.split import (Split, check_split, make_split, near_group_ids, near_section, read_split,
-                         separate_near_duplicates)
+from .data.scan import Problem, ScanResult, scan_folder
+from .data.split import (
+    Split,
+    check_split,
+    make_split,
+    near_group_ids,
+    near_section,
+    read_split,
+    separate_near_duplicates,
+)
 from .evaluation.overfit import overfitting
 from .evaluation.suspects import SUSPECT_FOLDS, out_of_fold_probs, suspect_labels
+from .explanations import cam_samples
 from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, plain, shown
-from .models.recipes import Recipe, get_recipe, recipe_from_saved
 from .loading import load
+from .models.recipes import Recipe, get_recipe, recipe_from_saved
+from .models.registry import listing, needs_cached_features
 from .records import MODEL_JSON, SPLIT_JSON, Metrics, RunInfo, read_run_info, write_metrics, write_run_info
+from .report.html import render_report
 from .run import NEAR_SIGNATURES, Run, check_model_size, history_csv, new_run_dir, versions, write_manifest
 from .settings import INFERENCE_PRECISION, TrainingPlan, TrainSettings
 from .training import crossval, distributed
 from .training.device import autocast, resolve_device, resolve_precision
 from .training.trainer import BEST, CHECKPOINT, Callback, FitConfig, Trainer, predict_probs
-from .explanations import cam_samples
-from .report.html import render_report
-from .data.features import FeatureCache, extract_features
 
 log = logging.getLogger(__name__)
 Stage = Callable[[str], None]  # where a run says what it is doing (the CLI prints it; the app shows it)
@@ -52,21 +60,24 @@ Stage = Callable[[str], None]  # where a run says what it is doing (the CLI prin
 class _Data:
     """Everything the fit needs, indexed like scan.records."""
 
-    x: np.ndarray  # uint8 photos (N, H, W, 3) or features (N, F)
-    to_input: Callable
+    x: np.ndarray | Rows  # uint8 photos (N, H, W, 3), in memory or memory-mapped, or features (N, F)
+    to_input: Callable[..., torch.Tensor]
     mode: str  # "images" or "features"
     cache: dict[str, int] | None = None  # feature-cache hits/misses
-    notes: list = dataclasses.field(default_factory=list)  # used photos with remarks (no face found)
+    notes: list[Problem] = dataclasses.field(default_factory=list)  # used photos with remarks (no face found)
 
 
-def _load_backbone_weights(module, recipe: Recipe, training: TrainingPlan) -> str:
+def _load_backbone_weights(module: Any, recipe: Recipe, training: TrainingPlan) -> str:
+    if recipe.backbone is None:
+        raise ValueError(f"recipe {recipe.name} has no backbone to load weights into")
     from .models.backbones import load_pretrained  # noqa: PLC0415 (lazy: loads torch)
 
     return load_pretrained(module.backbone, recipe.backbone, training.weights)
 
 
 @torch.no_grad()
-def _encode(backbone, x: np.ndarray, to_input, device, precision) -> np.ndarray:
+def _encode(backbone: Any, x: np.ndarray, to_input: Callable[..., torch.Tensor], device: torch.device,
+            precision: str) -> np.ndarray:
     """Backbone features (N, F) of cached photos, evaluation-cropped."""
     backbone.eval()
     out = []
@@ -77,13 +88,13 @@ def _encode(backbone, x: np.ndarray, to_input, device, precision) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def _freeze(module, training: TrainingPlan) -> None:
+def _freeze(module: Any, training: TrainingPlan) -> None:
     if training.freeze_fraction and hasattr(module, "freeze"):
         module.freeze(training.freeze_fraction)
 
 
-def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: TrainingPlan, device, precision,
-             stage) -> tuple[_Data, ScanResult]:
+def _decode_or_extract(recipe: Recipe, scan: ScanResult, module: Any, training: TrainingPlan, device: torch.device,
+                       precision: str, stage: Stage) -> tuple[_Data, ScanResult]:
     """Decode photos (or extract frozen-backbone features) once. Returns them with the scan of the
     photos that worked: a new ScanResult, those that failed moved to its `skipped` (the scan given
     is left as it was, so several runs can start from one)."""
@@ -107,7 +118,7 @@ def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: Train
         stage(f"{recipe.backbone} features: all {cached} photos in the cache" if cached == len(scan.records)
               else f"Extracting {recipe.backbone} features of {len(scan.records) - cached} "
                    f"photo{'' if len(scan.records) - cached == 1 else 's'} ({cached} in the cache) ...")
-        notes: list = []
+        found: list[Problem] = []
         ctx = distributed.context()
         if ctx.active:  # each process extracts its share into the one cache, then all read it all
             mine = scan.records[ctx.rank::ctx.world]
@@ -115,27 +126,28 @@ def _decode_or_extract(recipe: Recipe, scan: ScanResult, module, training: Train
             stage(f"Process {ctx.rank}: extracted {cache.misses} of its {len(mine)} photos' features")
             distributed.barrier()
             cache = FeatureCache(cache.key)
-        feats, ok, failed = extract_features(scan.records, prep, encode, cache, notes=notes)
+        feats, ok, failed = extract_features(scan.records, prep, encode, cache, notes=found)
         if ctx.active:  # each process said what it extracted; here what process 0 then read
             stage(f"Feature cache: {cache.hits} hit(s), {cache.misses} extracted")
-        return (_Data(feats, feature_input_fn, "features", {"hits": cache.hits, "misses": cache.misses}, notes),
+        return (_Data(feats, feature_input_fn, "features", {"hits": cache.hits, "misses": cache.misses}, found),
                 _kept(scan, ok, failed))
     cache_prep = prep.for_cache()
     stage(f"Decoding {len(scan.records)} photos at {cache_prep.output_size[0]}x{cache_prep.output_size[1]} ...")
-    notes: list = []
+    notes: list[Problem] = []
     images, ok, failed = decode_cached(scan.records, cache_prep, notes=notes)
-    where = f", memory-mapped from {images.base.filename}" if isinstance(images, Rows) else ""
+    where = f", memory-mapped from {getattr(images.base, 'filename', '')}" if isinstance(images, Rows) else ""
     if failed or where:
         stage(f"Decoded {len(ok)} photos ({len(failed)} unreadable){where}")
     return _Data(images, image_input_fn(prep, training.augment), "images", notes=notes), _kept(scan, ok, failed)
 
 
-def _kept(scan: ScanResult, ok: list[int], failed: list) -> ScanResult:
+def _kept(scan: ScanResult, ok: list[int], failed: list[Problem]) -> ScanResult:
     """`scan` with only the records at `ok`, and `failed` added to what it skipped."""
     return dataclasses.replace(scan, records=[scan.records[i] for i in ok], skipped=[*scan.skipped, *failed])
 
 
-def _arrays(split: Split, scan: ScanResult, x: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _arrays(split: Split, scan: ScanResult, x: np.ndarray | Rows, name: str) -> tuple[Any, np.ndarray, list[str]]:
+    """One split's photos (rows of `x`, still memory-mapped where `x` is), labels and paths."""
     row = {r.rel: i for i, r in enumerate(scan.records)}
     pairs = split.paths(name)
     idx = np.array([row[p] for p, _ in pairs], dtype=np.int64)
@@ -170,7 +182,7 @@ class Fitted:
     fit_module: Any
     state: Any
     untrained_head: Any
-    arrays: dict[str, tuple]
+    arrays: dict[str, tuple[Any, np.ndarray, list[str]]]
 
 
 def train_one(data: str | Path, s: TrainSettings, *, out: str | Path | None = None,
@@ -201,8 +213,8 @@ def scan_for_training(data: str | Path, s: TrainSettings, stage: Callable[[str],
     return scan
 
 
-def prepare(data, s: TrainSettings, *, out=None, split: str | Path | Split | None = None,
-            scan: ScanResult | None = None, runs_root="runs", stage) -> Prepared:
+def prepare(data: str | Path, s: TrainSettings, *, out: str | Path | None = None, split: str | Path | Split | None = None,
+            scan: ScanResult | None = None, runs_root: str | Path = "runs", stage: Stage) -> Prepared:
     """Scan (unless given), build, decode or extract features, split; model.json written with
     status 'training'."""
     ctx = distributed.context()
@@ -213,15 +225,15 @@ def prepare(data, s: TrainSettings, *, out=None, split: str | Path | Split | Non
                                                                                no_face=s.no_face))
     training = TrainingPlan.merge(recipe.defaults, s)
     if training.suspects and not training.frozen:
-        raise ValueError(f"--suspects on needs a recipe on cached features (tm, linear-probe, face-probe); "
-                         f"'{recipe.name}' trains the whole network, so each photo's out-of-fold prediction would "
-                         "cost a training run. Use diycnn compare --folds K, which lists suspect labels from the "
-                         "models' out-of-fold predictions.")
+        raise needs_cached_features("--suspects on", recipe.name,
+                                    "each photo's out-of-fold prediction would cost a training run. Use diycnn "
+                                    "compare --folds K, which lists suspect labels from the models' out-of-fold "
+                                    "predictions.")
     if training.cross_validate and not training.frozen:
-        raise ValueError(f"--cv on needs a recipe on cached features (tm, linear-probe, face-probe); '{recipe.name}' "
-                         f"trains the whole network, so {crossval.CV_FOLDS}-fold cross-validation would cost "
-                         f"{crossval.CV_FOLDS} more full trainings. Use diycnn compare --folds {crossval.CV_FOLDS} "
-                         f"--models {recipe.name}, which reports the out-of-fold accuracy over all photos.")
+        raise needs_cached_features("--cv on", recipe.name,
+                                    f"{crossval.CV_FOLDS}-fold cross-validation would cost {crossval.CV_FOLDS} more "
+                                    f"full trainings. Use diycnn compare --folds {crossval.CV_FOLDS} --models "
+                                    f"{recipe.name}, which reports the out-of-fold accuracy over all photos.")
     # a given split is read first: a malformed file is refused before a run folder is made or a photo decoded
     # (near-duplicate separation edits the split: a Split given is copied, the caller's stays as it was)
     given = copy.deepcopy(split) if isinstance(split, Split) else read_split(split) if split is not None else None
@@ -256,13 +268,13 @@ def prepare(data, s: TrainSettings, *, out=None, split: str | Path | Split | Non
     return Prepared(run_dir, info, recipe, module, scan, the_split, data_)
 
 
-def resume_one(run_dir: Path, callbacks=None, stage=None) -> Run | None:
+def resume_one(run_dir: Path, callbacks: list[Callback] | None = None, stage: Stage | None = None) -> Run | None:
     """Finish an interrupted run from its checkpoint: prepare_resume, then fit, evaluate, write."""
     stage = stage or (lambda text: log.info("%s", text))
     return finish(prepare_resume(run_dir, stage), callbacks, stage, resume=True)
 
 
-def prepare_resume(run_dir: Path, stage) -> Prepared:
+def prepare_resume(run_dir: Path, stage: Stage) -> Prepared:
     """The Prepared of an interrupted run, rebuilt from its model.json and split.json."""
     info = read_run_info(run_dir)
     if info.status == "complete":
@@ -299,8 +311,8 @@ def prepare_resume(run_dir: Path, stage) -> Prepared:
     return Prepared(run_dir, info, recipe, module, scan, the_split, data_)
 
 
-def _linear_probe_init(module, data_: _Data, x_train, y_train, x_val, y_val, training, device, precision,
-                       stage) -> float:
+def _linear_probe_init(module: Any, data_: _Data, x_train: Any, y_train: np.ndarray, x_val: Any, y_val: np.ndarray,
+                       training: TrainingPlan, device: torch.device, precision: str, stage: Stage) -> float:
     """LP-FT (Kumar et al., 2022): fit the new head on frozen features first, so fine-tuning
     starts from a good classifier instead of a random one that would disturb the backbone."""
     backbone = module.backbone.to(device).to(memory_format=torch.channels_last)
@@ -316,13 +328,14 @@ def _linear_probe_init(module, data_: _Data, x_train, y_train, x_val, y_val, tra
     return best["val_accuracy"]
 
 
-def _misclassified(paths, y, probs, names) -> list[dict[str, Any]]:
+def _misclassified(paths: list[str], y: np.ndarray, probs: np.ndarray, names: list[str]) -> list[dict[str, Any]]:
     return [{"path": p, "true": names[t], "predicted": names[int(pr.argmax())], "probability": float(pr.max()),
              "probabilities": {c: float(v) for c, v in zip(names, pr)}}
             for p, t, pr in zip(paths, y, probs) if int(pr.argmax()) != t]
 
 
-def _report_cams(module, recipe: Recipe, paths, y, probs, names, data_root: Path,
+def _report_cams(module: Any, recipe: Recipe, paths: list[str], y: np.ndarray, probs: np.ndarray, names: list[str],
+                 data_root: Path,
                  tta: bool = False) -> list[dict[str, Any]]:
     """Grad-CAM for a few wrong and right test photos; a failure only costs the report section."""
 
@@ -334,14 +347,13 @@ def _report_cams(module, recipe: Recipe, paths, y, probs, names, data_root: Path
         return []
 
 
-def _suspects(the_split: Split, scan: ScanResult, data_: _Data, training: TrainingPlan, stage) -> dict[str, Any]:
+def _suspects(the_split: Split, scan: ScanResult, data_: _Data, training: TrainingPlan, stage: Stage) -> dict[str, Any]:
     """Suspect labels among all the split's photos, from K-fold out-of-fold predictions on the
     cached features (evaluation/suspects.py); recipes that train the whole network are not covered."""
     if training.suspects is False:
         return {"checked": False, "why": "turned off (--suspects off)"}
     if data_.mode != "features":
-        return {"checked": False, "why": "needs a recipe on cached features (tm, linear-probe, face-probe) or "
-                                         "diycnn compare --folds"}
+        return {"checked": False, "why": f"needs a recipe on cached features ({listing()}) or diycnn compare --folds"}
     parts = [_arrays(the_split, scan, data_.x, s) for s in ("train", "val", "test")]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
@@ -354,8 +366,8 @@ def _suspects(the_split: Split, scan: ScanResult, data_: _Data, training: Traini
     return section
 
 
-def _cross_validation(scan: ScanResult, data_: _Data, untrained_head, training: TrainingPlan, test_photos: int,
-                      device, precision: str, stage) -> dict[str, Any]:
+def _cross_validation(scan: ScanResult, data_: _Data, untrained_head: Any, training: TrainingPlan, test_photos: int,
+                      device: torch.device, precision: str, stage: Stage) -> dict[str, Any]:
     """K-fold accuracy over all photos when the test split is small (training/crossval.py)."""
     run_it, why = crossval.plan(training.cross_validate, test_photos, data_.mode,
                                 distributed.context().active)
@@ -377,10 +389,12 @@ def _write_signatures(run_dir: Path, scan: ScanResult, the_split: Split) -> None
         return
     rows = {rel: i for i, rel in enumerate(scan.signature_rels)}
     seen = [p for s in ("train", "val") for p, _ in the_split.paths(s) if p in rows]
-    atomic_write_bytes(run_dir / NEAR_SIGNATURES, scan.signatures.subset([rows[p] for p in seen]).to_npz(seen))
+    signatures: Any = scan.signatures  # neardup.Signatures
+    atomic_write_bytes(run_dir / NEAR_SIGNATURES, signatures.subset([rows[p] for p in seen]).to_npz(seen))
 
 
-def finish(p: Prepared, callbacks=None, stage=None, resume: bool = False) -> Run | None:
+def finish(p: Prepared, callbacks: list[Callback] | None = None, stage: Stage | None = None,
+           resume: bool = False) -> Run | None:
     """fit -> evaluate -> write; None in torchrun's other processes (process 0 evaluates and writes)."""
     stage = stage or (lambda text: log.info("%s", text))
     fitted = fit(p, callbacks, stage, resume)
@@ -394,7 +408,7 @@ def _device_and_precision(p: Prepared) -> tuple[torch.device, str]:
     return distributed.device_for(resolve_device(p.training.device)), p.info.precision
 
 
-def fit(p: Prepared, callbacks, stage, resume: bool) -> Fitted | None:
+def fit(p: Prepared, callbacks: list[Callback] | None, stage: Stage, resume: bool) -> Fitted | None:
     """Train (LP-FT first where the recipe asks); model.json says 'interrupted' on Ctrl-C."""
     run_dir, info, recipe, module, data_ = p.run_dir, p.info, p.recipe, p.module, p.data
     training = p.training
@@ -425,7 +439,7 @@ def fit(p: Prepared, callbacks, stage, resume: bool) -> Fitted | None:
                       run_dir=run_dir, callbacks=list(callbacks or []), brief=data_.mode == "features")
 
     class _History(Callback):  # history.csv after every epoch, so an interrupted run shows its progress
-        def on_epoch_end(self, epoch, logs):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
             atomic_write_text(run_dir / "history.csv", history_csv(trainer.state.history))
 
     if ctx.main:
@@ -514,4 +528,6 @@ def write(p: Prepared, f: Fitted, metrics: Metrics, probs: np.ndarray, stage: St
     write_run_info(run_dir, info.replace(status="complete"))
     for leftover in (CHECKPOINT, BEST):
         (run_dir / leftover).unlink(missing_ok=True)
-    return load(run_dir, device=TrainingPlan.from_record(info.training).device)
+    run = load(run_dir, device=TrainingPlan.from_record(info.training).device)
+    assert isinstance(run, Run)  # a run directory, not an export folder
+    return run

@@ -10,10 +10,10 @@ the JSON files (`run.metrics["test_accuracy"]`) keeps working; a change is a new
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 import types
 import typing
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from .io import atomic_write_json, check_format, read_json, to_jsonable

@@ -17,25 +17,23 @@ import logging
 import math
 import platform
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import __version__
+from .data import neardup
 from .data.images import ImageError, Preprocessing
+from .data.loader import ArrayBatches, decode_all
 from .data.scan import ImageRecord, Problem, find_images, scan_folder
 from .data.split import read_split
-from .io import file_sha256, load_tensors, read_json, tensor_shapes
-from .records import (METRICS_JSON, MODEL_JSON, SPLIT_JSON, Metrics, RunInfo,
-                      read_metrics, read_run_info)
-from .settings import INFERENCE_PRECISION
-from . import __version__
-from .io import atomic_write_json
+from .io import atomic_write_json, file_sha256, load_tensors, read_json, tensor_shapes
 from .models.catalog import BACKBONE_FACTS
-from .data.loader import decode_all
-from .data import neardup
-from .models.recipes import recipe_from_saved
-from .data.loader import ArrayBatches
+from .models.recipes import Recipe, recipe_from_saved
+from .records import METRICS_JSON, MODEL_JSON, SPLIT_JSON, Metrics, RunInfo, read_metrics, read_run_info
+from .settings import INFERENCE_PRECISION
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +137,7 @@ MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32: far beyond any model diycnn t
 MAX_ACTIVATION = 64 * 1024 * 1024  # elements in one layer's output for one photo (256 MB in fp32)
 
 
-def _largest_activation(recipe) -> tuple[int, str] | None:
+def _largest_activation(recipe: Recipe) -> tuple[int, str] | None:
     """The most elements one layer outputs for one photo, from shapes alone where that is exact: a
     Keras-style spec (its layers' output shapes), a catalog backbone (its largest map per input
     pixel, BACKBONE_FACTS) with its head. None for other backbones (they are run on 'meta').
@@ -150,25 +148,27 @@ def _largest_activation(recipe) -> tuple[int, str] | None:
 
     h, w = recipe.preprocessing.output_size
     spec = recipe.spec
+    if spec.input_shape is None:
+        raise ValueError("its model has no Input shape")
     shapes = [tuple(spec.input_shape)] + [tuple(s) for s in spec.layer_output_shapes()]
     largest = max((math.prod(s), f"a layer output of shape {s}") for s in shapes)
     if recipe.kind == "spec":
         if tuple(spec.input_shape[:2]) != (h, w):
             raise ValueError(f"its input is {tuple(spec.input_shape)} but its preprocessing makes {h}x{w} photos")
         return largest
-    per_pixel = BACKBONE_FACTS.get(recipe.backbone, {}).get("activation_per_pixel")
+    per_pixel = BACKBONE_FACTS.get(recipe.backbone or "", {}).get("activation_per_pixel")
     if per_pixel is None:
         return None
     return max(largest, (h * w * per_pixel, f"the {recipe.backbone} backbone on {h}x{w} photos"))
 
 
-def _meta_activation(skeleton, recipe) -> tuple[int, str]:
+def _meta_activation(skeleton: Any, recipe: Recipe) -> tuple[int, str]:
     """The largest layer output of `skeleton` (on 'meta') for one photo, by running it (~1.5 s the first time)."""
     import torch  # noqa: PLC0415 (lazy: loads torch)
 
     largest: list[tuple[int, str]] = [(0, "")]
 
-    def record(module, _inputs, output) -> None:
+    def record(module: Any, _inputs: Any, output: Any) -> None:
         for t in output if isinstance(output, (tuple, list)) else (output,):
             if isinstance(t, torch.Tensor) and t.numel() > largest[0][0]:
                 largest[0] = (t.numel(), f"{type(module).__name__} output {tuple(t.shape[1:])}")
@@ -184,7 +184,7 @@ def _meta_activation(skeleton, recipe) -> tuple[int, str]:
     return largest[0]
 
 
-def check_model_size(recipe, where: str | Path):
+def check_model_size(recipe: Recipe, where: str | Path) -> Any:
     """Build the model `where` describes on PyTorch's 'meta' device (shapes only, no memory) and
     bound its parameters and the largest layer output for one photo before anything real is
     built: a model.json someone else wrote (a 4096x4096 input into Conv2D(512), say: 17 GB per
@@ -214,7 +214,7 @@ def check_model_size(recipe, where: str | Path):
     return skeleton
 
 
-def check_weights_fit(recipe, weights: Path) -> None:
+def check_weights_fit(recipe: Recipe, weights: Path) -> None:
     """Compare the model that model.json describes with the tensors the weights file holds, before
     building it for real (`check_model_size`: shapes only, no memory; the weights' shapes come
     from the safetensors header). A model.json someone else wrote cannot make diycnn allocate
@@ -251,7 +251,8 @@ class Classifier:
         """Probabilities (N, classes) for decoded uint8 photos (N, H, W, 3)."""
         raise NotImplementedError
 
-    def predict(self, paths, top_k: int | None = None, batch_size: int = 32) -> "Predictions":
+    def predict(self, paths: str | Path | list[str | Path], top_k: int | None = None,
+                batch_size: int = 32) -> Predictions:
         """Classify files, folders (recursively) and glob patterns.
 
         Returns:
@@ -273,7 +274,7 @@ class Classifier:
 
     def _add_predictions(self, out: "Predictions", files: list[Path], probs: np.ndarray, top_k: int | None) -> None:
         for path, p in zip(files, probs):
-            item = {"path": str(path), "label": self.class_names[int(p.argmax())],
+            item: dict[str, Any] = {"path": str(path), "label": self.class_names[int(p.argmax())],
                     "probabilities": {c: float(v) for c, v in zip(self.class_names, p)}}
             if top_k:
                 order = np.argsort(-p)[:top_k]
@@ -421,10 +422,10 @@ class Run(Classifier):
                              tta=self.tta, keep_plan=True)
 
 
-class Predictions(list):
+class Predictions(list[dict[str, Any]]):
     """A list of prediction dicts with `.problems`: the inputs that could not be predicted."""
 
-    def __init__(self, items=(), problems: list[Problem] | None = None):
+    def __init__(self, items: Iterable[dict[str, Any]] = (), problems: list[Problem] | None = None) -> None:
         super().__init__(items)
         self.problems = problems if problems is not None else []
 

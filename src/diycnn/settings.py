@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +18,16 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # the same probabilities on every CPU; bf16 is faster where the CPU has it, and differs by up to a few points.
 INFERENCE_PRECISION = "fp32"
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_MODEL = "auto"  # what `diycnn train`, `diycnn.train` and the web app train with no model named
+DEFAULT_VAL_SPLIT = 0.15  # the share of each class held out for validation,
+DEFAULT_TEST_SPLIT = 0.15  # and for the test
+DEFAULT_BUDGET_MINUTES = 20.0  # what auto may spend when no budget is given
 
 
-def suggest(name: str, choices) -> str:
+def suggest(name: object, choices: Iterable[str]) -> str:
     """Return ' Did you mean 'x'?' for the closest of `choices`, or ''."""
     close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)
     return f" Did you mean '{close[0]}'?" if close else ""
-
-
-# The built-in recipes, listed once (models/recipes.py builds them; the CLI's help and the early
-# name check read this list without importing PyTorch).
-RECIPE_NAMES = ("seed-cnn", "seed-cnn-plus", "tm", "linear-probe", "finetune", "face-probe", "face-finetune")
-# The recipes that start from pretrained weights (the seed-cnns start from scratch).
-PRETRAINED_RECIPES = tuple(name for name in RECIPE_NAMES if not name.startswith("seed-"))
 
 
 # What `augment: standard` means in a recipe (recorded in model.json; data/augment.py applies it).
@@ -62,61 +60,7 @@ def export_formats_for(kind: str | None, backbone: str | None = None) -> list[st
     return [f for f in EXPORT_FORMATS if applies.get(f, True)]
 
 
-# What each recipe is, in a line, and its main defaults (epochs, batch size, learning rate, early-stopping
-# patience) -- for --help and the web app, without importing PyTorch. models/recipes.py holds the
-# full defaults; a test checks these against them.
-RECIPE_GUIDE: dict[str, dict[str, Any]] = {
-    "seed-cnn": {"about": "the blog's exact Keras CNN, trained from scratch (Adam, no early stopping)",
-                 "epochs": 30, "batch_size": 32, "lr": 1e-3, "patience": None},
-    "seed-cnn-plus": {"about": "a deeper CNN from scratch: batch norm, augmentation, AdamW, cosine schedule",
-                      "epochs": 60, "batch_size": 32, "lr": 3e-3, "patience": None},
-    "tm": {"about": "Teachable Machine's recipe: a small head on frozen ImageNet features (EfficientNet-Lite0)",
-           "epochs": 50, "batch_size": 16, "lr": 1e-3, "patience": None},
-    "linear-probe": {"about": "a linear classifier on frozen ImageNet features, early-stopped",
-                     "epochs": 100, "batch_size": 32, "lr": 1e-3, "patience": 10},
-    "finetune": {"about": "the ImageNet backbone itself fine-tuned (slower; best for non-face photos)",
-                 "epochs": 10, "batch_size": 32, "lr": 5e-5, "patience": 4},
-    "face-probe": {"about": "people: faces cropped and aligned, a classifier on face-recognition features",
-                   "epochs": 200, "batch_size": 32, "lr": 3e-3, "patience": 20},
-    "face-finetune": {"about": "people: the face-recognition network itself fine-tuned (slower)",
-                      "epochs": 15, "batch_size": 32, "lr": 1e-4, "patience": 5},
-}
-
-
-def recipe_defaults_help(key: str) -> str:
-    """'default: the recipe's -- seed-cnn 30, tm 50, ...' for one of epochs/batch_size/lr/patience."""
-    def shown(v):
-        return "off" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
-    return "default: the recipe's -- " + ", ".join(f"{n} {shown(g[key])}" for n, g in RECIPE_GUIDE.items())
-
-
-def is_spec_file(model: str) -> bool:
-    return Path(model).suffix.lower() in (".yaml", ".yml", ".json")
-
-
-def unknown_model(model: str) -> ValueError:
-    return ValueError(
-        f"Unknown model '{model}'.{suggest(model, list(RECIPE_NAMES) + ['auto'])} Built-in recipes: "
-        f"{', '.join(RECIPE_NAMES)}, auto; or pass a .yaml/.json Keras-style spec file."
-    )
-
-
-def check_model_name(model: str) -> None:
-    """Fail fast, before any photo is read, on a model that is neither a recipe nor a spec file.
-
-    Raises:
-        ValueError: unknown name (with the closest built-in).
-        FileNotFoundError: a spec file path that does not exist.
-    """
-    if model in RECIPE_NAMES or model == "auto" or Path(model).is_file():
-        return
-    if is_spec_file(model):
-        raise FileNotFoundError(f"Model spec file '{model}' does not exist. Pass a .yaml/.json spec, or a built-in "
-                                f"recipe: {', '.join(RECIPE_NAMES)}, auto.")
-    raise unknown_model(model)
-
-
-def check_keys(given: dict, allowed, where: str) -> None:
+def check_keys(given: dict[Any, Any], allowed: Collection[str], where: str) -> None:
     """Raise ValueError naming the first key of `given` not in `allowed`, with a suggestion."""
     for key in given:
         if key not in allowed:
@@ -134,13 +78,13 @@ class TrainSettings:
     The run itself trains with a TrainingPlan: the recipe's defaults with these over them.
     """
 
-    model: str = "seed-cnn"
+    model: str = DEFAULT_MODEL
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
     seed: int = 0
-    val_split: float = 0.15
-    test_split: float = 0.15
+    val_split: float = DEFAULT_VAL_SPLIT
+    test_split: float = DEFAULT_TEST_SPLIT
     val_as_test: bool = False  # split folders: the given val folder becomes the test split
     patience: int | None = None
     device: str = "auto"
@@ -237,6 +181,10 @@ class TrainingPlan(TrainSettings):
     the frozen features weak (`adapt_below`), `adapted_plan()` is a new plan with its `adapt` settings.
     """
 
+    # Every plan has these (the recipe sets them; `validate` checks): no longer "the recipe's default".
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 1e-3
     augment: dict[str, Any] | None = None  # data/augment.py's settings; None: no augmentation
     shuffle: bool | str = True  # True: every epoch; "once": one fixed order (Teachable Machine's)
     frozen: bool = False  # the backbone is frozen: its features are computed once and cached
@@ -255,6 +203,15 @@ class TrainingPlan(TrainSettings):
             check_keys(self.adapt, ADAPTABLE, "the recipe's adapt settings")
         if self.shuffle not in (True, False, "once"):
             raise ValueError(f"shuffle must be true, false or 'once', received {shown(self.shuffle)}.")
+
+    @classmethod
+    def check_defaults(cls, defaults: dict[str, Any], where: str) -> None:
+        """A recipe's defaults name only fields of the plan (models/registry.py checks each recipe).
+
+        Raises:
+            ValueError: the first unknown key, with the closest field.
+        """
+        check_keys(defaults, [f.name for f in dataclasses.fields(cls)], f"the defaults of {where}")
 
     @classmethod
     def merge(cls, defaults: dict[str, Any], settings: TrainSettings) -> "TrainingPlan":
@@ -301,9 +258,9 @@ class _NoAliasLoader(yaml.SafeLoader):
     """YAML's safe loader without aliases: `*name` repeats a node, and a few hundred bytes of
     nested aliases expand to gigabytes (a 'billion laughs'). diycnn's files never need them."""
 
-    def compose_node(self, parent, index):
+    def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in diycnn files", mark)
         return super().compose_node(parent, index)
 

@@ -134,9 +134,9 @@ def test_the_catalogs_backbone_facts_are_the_networks_and_timms(name):
         assert {k: resolved[k] for k in facts["data"]} == facts["data"]
     # the bound run.check_model_size puts on a run's activations: the largest map, per input pixel,
     # at the sizes recipes use and above (the networks are fully convolutional up to their pooling)
-    from diycnn.run import _meta_activation
-    from diycnn.models.recipes import Recipe
     from diycnn.data.images import Preprocessing
+    from diycnn.models.recipes import Recipe
+    from diycnn.run import _meta_activation
 
     for side in (150, 224, 288):
         recipe = Recipe("x", None, Preprocessing(size=(side, side)), {}, kind="backbone", backbone=name)

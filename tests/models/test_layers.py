@@ -3,8 +3,18 @@ import pytest
 import torch
 
 import diycnn
-from diycnn.models.layers import (AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
-                                  GlobalAveragePooling2D, Input, MaxPooling2D, Rescaling)
+from diycnn.models.layers import (
+    AveragePooling2D,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling2D,
+    Input,
+    MaxPooling2D,
+    Rescaling,
+)
 from diycnn.models.recipes import get_recipe
 from diycnn.models.sequential import Sequential, read_spec_file
 

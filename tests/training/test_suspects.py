@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 import diycnn
-from diycnn.evaluation.suspects import (SUSPECT_MIN_SKILL, confident_learning, fold_assignment, out_of_fold_probs, skill,
-                                        suspect_labels)
+from diycnn.evaluation.suspects import (
+    SUSPECT_MIN_SKILL,
+    confident_learning,
+    fold_assignment,
+    out_of_fold_probs,
+    skill,
+    suspect_labels,
+)
 from tests.conftest import make_dataset
 
 

@@ -332,11 +332,11 @@ def test_oversized_bodies_are_refused_before_they_are_stored(client, tmp_path, m
 
 
 def test_the_pages_training_settings_follow_the_same_rules_as_the_cli():
-    from diycnn.settings import RECIPE_NAMES
+    from diycnn.models.registry import RECIPE_NAMES
     from diycnn.webapp.jobs import RECIPES, training_settings
     from diycnn.webapp.project import ProjectError
 
-    assert set(RECIPES) == set(RECIPE_NAMES) | {"auto"}  # the names come from settings.py, once
+    assert set(RECIPES) == set(RECIPE_NAMES) | {"auto"}  # the names come from the registry, once
     assert training_settings({"model": "tm", "epochs": "12", "lr": "0.001", "batch_size": ""}) == \
         ("tm", {"epochs": 12, "lr": 0.001})
     for body, message in (({"epochs": "2.5"}, "whole number"), ({"epochs": 5000}, "between 1 and 1000"),

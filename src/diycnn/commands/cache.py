@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from .common import EXIT_ERROR, err
-import time
 
 
 def add_parser(sub) -> Any:

@@ -12,7 +12,8 @@ import sys
 import textwrap
 from typing import Any
 
-from ..settings import DEVICES, PRECISIONS, check_model_name
+from ..models.registry import check_model_name
+from ..settings import DEVICES, PRECISIONS
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130

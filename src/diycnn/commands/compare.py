@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ..settings import PRECISIONS
-from .common import check_before_torch, device_args, err, near_args, Progress, set_values
+from .common import Progress, check_before_torch, device_args, err, near_args, set_values
 
 
 def add_parser(sub) -> Any:

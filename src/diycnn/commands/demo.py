@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..settings import PRECISIONS
-from .common import device_args, err, print_result, Progress
+from .common import Progress, device_args, err, print_result
 
 
 def add_parser(sub) -> Any:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import textwrap
 from typing import Any
 
-from ..settings import read_config_file, PRECISIONS, RECIPE_GUIDE, RECIPE_NAMES, recipe_defaults_help
-from .common import check_before_torch, device_args, err, near_args, print_result, Progress, set_values
-import subprocess
+from ..models.registry import CACHED_FEATURE_RECIPES, RECIPE_GUIDE, RECIPE_NAMES, listing, recipe_defaults_help
+from ..settings import (
+    DEFAULT_BUDGET_MINUTES,
+    DEFAULT_MODEL,
+    DEFAULT_TEST_SPLIT,
+    DEFAULT_VAL_SPLIT,
+    PRECISIONS,
+    read_config_file,
+)
+from .common import Progress, check_before_torch, device_args, err, near_args, print_result, set_values
 
 
 def add_parser(sub) -> Any:
@@ -27,15 +35,15 @@ def add_parser(sub) -> Any:
                                 "  diycnn train --resume runs/photos-seed-cnn  # after Ctrl-C")
     p.add_argument("data", nargs="?", help="DATA/<class>/* or DATA/{train,val,test}/<class>/*")
     p.add_argument("--model", default=None,
-                   help="auto (default: looks for faces, then tries the recipes within --budget, keeps the best "
+                   help=f"{DEFAULT_MODEL} (default: looks for faces, then tries the recipes within --budget, keeps the best "
                         "by validation loss), " + ", ".join(RECIPE_NAMES) + ", or a .yaml/.json spec")
     p.add_argument("--epochs", type=int, help="passes over the training photos; " + recipe_defaults_help("epochs"))
     p.add_argument("--batch-size", type=int, help="photos per step; " + recipe_defaults_help("batch_size"))
     p.add_argument("--lr", type=float, help="learning rate; " + recipe_defaults_help("lr"))
     p.add_argument("--seed", type=int, help="seed of the split, the weights and the shuffling (default 0): "
                                             "the same seed, data and machine give the same model")
-    p.add_argument("--val-split", type=float, help="fraction of each class for validation (default 0.15)")
-    p.add_argument("--test-split", type=float, help="fraction of each class held out for the test (default 0.15)")
+    p.add_argument("--val-split", type=float, help=f"fraction of each class for validation (default {DEFAULT_VAL_SPLIT})")
+    p.add_argument("--test-split", type=float, help=f"fraction of each class held out for the test (default {DEFAULT_TEST_SPLIT})")
     p.add_argument("--patience", type=int, help="stop after N epochs without a better val loss and keep the best "
                                                 "weights; " + recipe_defaults_help("patience"))
     p.add_argument("--precision", choices=PRECISIONS, help="default: auto (bf16 where the CPU or GPU has it, "
@@ -44,7 +52,7 @@ def add_parser(sub) -> Any:
     p.add_argument("--backbone", help="timm backbone for tm/linear-probe/finetune (default tf_efficientnet_lite0)")
     p.add_argument("--weights", help="pretrained backbone weights file (.safetensors or state-dict .pth)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (average with the mirrored photo)")
-    p.add_argument("--budget", type=float, help="minutes for --model auto (default 20)")
+    p.add_argument("--budget", type=float, help=f"minutes for --model {DEFAULT_MODEL} (default {DEFAULT_BUDGET_MINUTES:g})")
     p.add_argument("--max-minutes", type=float, help="stop training after this long, keeping the best/last weights")
     p.add_argument("--crop", choices=["faces"], help="crop the largest face before training and prediction")
     p.add_argument("--no-face", choices=["keep", "skip"], help="with --crop faces: photos without a face (default keep)")
@@ -53,7 +61,7 @@ def add_parser(sub) -> Any:
     near_args(p)
     p.add_argument("--suspects", choices=["on", "off"],
                    help="list photos whose label looks wrong, from 5-fold out-of-fold predictions (default: on for "
-                        "recipes on cached features -- tm, linear-probe, face-probe; off for the others)")
+                        f"recipes on cached features -- {listing(CACHED_FEATURE_RECIPES)}; off for the others)")
     p.add_argument("--cv", choices=["on", "off"],
                    help="also estimate accuracy by 5-fold cross-validation over all photos (default: on for recipes "
                         "on cached features when the test split has fewer than 30 photos; the others: use "
@@ -94,7 +102,7 @@ def run(args) -> int:
     model = args.model
     if model is None:  # a config file may name the model; otherwise auto
 
-        model = (read_config_file(args.config).get("model") if args.config else None) or "auto"
+        model = (read_config_file(args.config).get("model") if args.config else None) or DEFAULT_MODEL
     if args.devices and args.devices > 1:
         return _launch_torchrun(args)
     from ..training import distributed  # noqa: PLC0415 (lazy: loads torch)

@@ -26,8 +26,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import cache_root
 import numpy as np
+
+from ..io import cache_root
 
 KINDS = ("features", "decoded", "scan")
 UNFINISHED_AGE_S = 24 * 3600

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..io import shown
-from .faces import crop_face
 from .align import align_face
+from .faces import crop_face
 
 # Formats we accept, by the name Pillow detects from the bytes. MPO is a JPEG variant
 # written by many cameras.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -10,12 +12,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..io import cache_root
+from ..io import atomic_write_json, cache_root
 from .images import ImageError, Preprocessing
 from .scan import Problem
-import hashlib
-import json
-from ..io import atomic_write_json
 
 log = logging.getLogger(__name__)
 

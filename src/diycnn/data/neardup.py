@@ -39,8 +39,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..io import cache_root
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, cache_root
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ only the files that are new or changed (size, modification time, change time or 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import logging
@@ -26,11 +27,9 @@ from pathlib import Path
 
 from PIL import __version__ as PILLOW_VERSION
 
-from ..io import cache_root
-from .images import ImageError, probe
+from ..io import atomic_write_json, cache_root
 from . import neardup
-import glob
-from ..io import atomic_write_json
+from .images import ImageError, probe
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from ..io import shown
+from ..io import read_json, shown
+from ..settings import DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT
 from .neardup import groups, thresholds
 from .scan import SPLIT_ORDER, ImageRecord, ScanResult
-from ..io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _names(value: Any, what: str) -> list[str]:
     return list(value)
 
 
-def make_split(scan: ScanResult, val_split: float = 0.15, test_split: float = 0.15, seed: int = 0,
+def make_split(scan: ScanResult, val_split: float = DEFAULT_VAL_SPLIT, test_split: float = DEFAULT_TEST_SPLIT, seed: int = 0,
                val_as_test: bool = False) -> Split:
     """Split the scanned photos, stratified by class and seeded.
 
@@ -258,7 +258,7 @@ def _by_place(items, where) -> dict[tuple[str, str], list[dict[str, Any]]]:
     return out
 
 
-def kfold_splits(scan: ScanResult, folds: int, val_split: float = 0.15, seed: int = 0) -> list[Split]:
+def kfold_splits(scan: ScanResult, folds: int, val_split: float = DEFAULT_VAL_SPLIT, seed: int = 0) -> list[Split]:
     """Stratified K-fold: every photo is in the test split of exactly one fold; each fold's
     validation split is carved from the rest (`val_split` of each class, at least 1).
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..settings import PRETRAINED_RECIPES
+from ..models.registry import PRETRAINED_RECIPES
 
 RISING_EPOCHS = 3  # epochs after the best validation loss before it counts
 RISE = 1.10  # the final validation loss at least 10% above the best

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.split import read_split
 from ..data.loader import decode_all
-
+from ..data.split import read_split
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write_json, to_jsonable
-from ..settings import EXPORT_FORMATS as FORMATS, export_formats_for
+from ..run import Run, versions
+from ..settings import EXPORT_FORMATS as FORMATS
+from ..settings import export_formats_for
 from .checking import CHECK_LIMIT, check_photos, export_module, torch_probs
 from .job import Job, labels_txt
 from .keras_export import write_keras
@@ -27,8 +29,6 @@ from .runtime import EXPORT_FORMAT, EXPORT_VERSION, MODEL_FILES
 from .tfjs_export import write_tfjs
 from .tm_format import write_tm
 from .torchscript_format import write_torchscript
-from ..run import Run, versions
-
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from .. import __version__
 
+from .. import __version__
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
 from ..models.layers import _same_pad
 
 KERAS_ACTIVATIONS = {"swish": "silu"}  # diycnn name -> Keras name where they differ

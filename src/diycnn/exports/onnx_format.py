@@ -14,13 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from ..data import align
 from ..io import atomic_write_bytes, atomic_write_json
+from ..models import face_weights
 from .checking import split_photos
-
 from .job import ExportError, Job, compare, image_input, tm_metadata
 from .onnx_sizes import freeze_sizes
-from ..data import align
-from ..models import face_weights
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-
+from ..data.align import EYES
 from .job import check_line
 from .snippets import snippets
-from ..data.align import EYES
 
 
 def preprocessing_steps(prep, feed: str) -> list[str]:

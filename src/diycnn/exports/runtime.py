@@ -12,13 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from ..data.align import LANDMARK_INPUT
 from ..data.images import Preprocessing
 from ..io import check_format, read_json
 from ..run import Classifier
+from .onnx_format import onnx_probs, onnx_session
 from .onnx_sizes import check_onnx_graph
-from .onnx_format import onnx_session
-from ..data.align import LANDMARK_INPUT
-from .onnx_format import onnx_probs
 
 EXPORT_FORMAT = "diycnn-export"
 EXPORT_VERSION = 1

@@ -28,7 +28,10 @@ from typing import Any, Tuple, Union
 
 import numpy as np
 
-from ..settings import FACE_BACKBONE, TFJS_BACKBONES  # timm names this export handles (listed once, for the format lists too)
+from ..settings import (  # timm names this export handles (listed once, for the format lists too)
+    FACE_BACKBONE,
+    TFJS_BACKBONES,
+)
 from .tfjs_format import WeightFiles, _layer_config, _weights, tm_pixels_layer
 
 

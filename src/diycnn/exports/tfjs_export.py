@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import __version__
 from ..io import atomic_write_json
 from .job import Job, compare, image_input, mirror_note, normalised, tm_metadata, unchecked
-from .. import __version__
+from .tfjs_backbone import write_tfjs_backbone
 from .tfjs_format import TFJS_VERSION, find_tfjs, tfjs_missing_message, tfjs_predict
 from .tfjs_format import write_tfjs as write_layers_model
-from .tfjs_backbone import write_tfjs_backbone
 
 
 def write_tfjs(job: Job, teachable: bool = False) -> None:

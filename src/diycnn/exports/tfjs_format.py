@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..io import publish_dir
-from .keras_format import _weights, keras_config
 from ..models.face_weights import weights_root
+from .keras_format import _weights, keras_config
 
 TFJS_VERSION = "4.22.0"  # pinned with its dependencies by tfjs/package-lock.json beside this module
 # Keras activation names that TensorFlow.js layers know (diycnn name -> TF.js name).

@@ -28,10 +28,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .catalog import (DEFAULT_BACKBONE, FACE_BACKBONE, OFFLINE_PACKAGE, offline_package_file, pretrained_cfg,
-                      unknown_backbone, weights_offline)
-from . import face_weights
 from ..io import load_tensors
+from . import face_weights
+from .catalog import (
+    DEFAULT_BACKBONE,
+    FACE_BACKBONE,
+    OFFLINE_PACKAGE,
+    offline_package_file,
+    pretrained_cfg,
+    unknown_backbone,
+    weights_offline,
+)
 from .tfjs_weights import read_tfjs_weights
 
 log = logging.getLogger(__name__)

@@ -25,12 +25,13 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ..io import file_sha256, publish_dir
-import urllib.request
 from tqdm import tqdm
+
+from ..io import file_sha256, publish_dir
 
 log = logging.getLogger(__name__)
 

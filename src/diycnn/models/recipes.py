@@ -19,16 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from ..data.images import Preprocessing
-from ..settings import STANDARD_AUGMENT, is_spec_file, unknown_model
-from .catalog import BACKBONE_FACTS, DEFAULT_BACKBONE, FACE_BACKBONE, backbone_preprocessing
-from .layers import (Activation, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, Input,
-                     MaxPooling2D, Rescaling)
-from .sequential import Sequential, read_spec_file
 from ..io import shown
-
-# The blog trained with Keras' Adam defaults and no early stopping; batch 32 is Keras' default.
-SPEC_DEFAULTS: dict[str, Any] = {"epochs": 30, "batch_size": 32, "lr": 1e-3, "patience": None, "optimizer": "adam",
-                                 "schedule": "constant", "augment": None, "shuffle": True, "frozen": False}
+from .catalog import BACKBONE_FACTS, DEFAULT_BACKBONE, FACE_BACKBONE, backbone_preprocessing
+from .layers import (
+    Activation,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling2D,
+    Input,
+    MaxPooling2D,
+    Rescaling,
+)
+from .registry import REGISTRY, SPEC_DEFAULTS, is_spec_file, unknown_model
+from .sequential import Sequential, read_spec_file
 
 
 @dataclasses.dataclass
@@ -94,21 +100,14 @@ def seed_cnn_plus(num_classes: int = 2) -> Sequential:
 
 def _seed_cnn_recipe(num_classes: int, **_) -> Recipe:
     spec = seed_cnn(num_classes)
-    return Recipe("seed-cnn", spec, preprocessing_for_spec(spec), dict(SPEC_DEFAULTS))
+    return Recipe("seed-cnn", spec, preprocessing_for_spec(spec), dict(REGISTRY["seed-cnn"].defaults))
 
 
 def _seed_cnn_plus_recipe(num_classes: int, **_) -> Recipe:
     spec = seed_cnn_plus(num_classes)
     # Decode at 128x128 (squashed) and crop 112: random crops for training, the centre for evaluation.
     prep = Preprocessing(size=(128, 128), crop=(112, 112))
-    defaults = {**SPEC_DEFAULTS, "epochs": 60, "lr": 3e-3, "optimizer": "adamw", "weight_decay": 0.05,
-                "schedule": "cosine", "warmup_epochs": 2, "label_smoothing": 0.1,
-                # No early stopping: on small validation splits it stopped too soon (kpop_idols:
-                # 0.111 test accuracy with patience 15, 0.167 running the full cosine schedule).
-                "patience": None,
-                "augment": {"random_resized_crop": {"scale": [0.35, 1.0], "ratio": [0.75, 1.3333]},
-                            "horizontal_flip": True, "color_jitter": 0.2}}
-    return Recipe("seed-cnn-plus", spec, prep, defaults)
+    return Recipe("seed-cnn-plus", spec, prep, dict(REGISTRY["seed-cnn-plus"].defaults))
 
 
 def _head(name: str, features: int, num_classes: int, kind: str) -> Sequential:
@@ -125,26 +124,14 @@ def _backbone_recipe(kind: str, num_classes: int, backbone: str | None = None, *
     name = backbone or DEFAULT_BACKBONE
     features = backbone_fact(name, "features")
     head = _head(kind, features, num_classes, kind)
+    defaults = dict(REGISTRY[kind].defaults)
     if kind == "tm":
         prep = backbone_preprocessing(name, mode="square")
-        defaults = {**SPEC_DEFAULTS, "epochs": 50, "batch_size": 16, "lr": 1e-3, "shuffle": "once", "frozen": True}
     elif kind == "linear-probe":
         prep = backbone_preprocessing(name, scale=288 / 224)  # measured: higher-resolution features probe better
-        defaults = {**SPEC_DEFAULTS, "epochs": 100, "batch_size": 32, "lr": 1e-3, "optimizer": "adamw",
-                    "weight_decay": 1e-4, "patience": 10, "frozen": True}
     else:
         prep = backbone_preprocessing(name, scale=288 / 224)  # train at 224, evaluate at 288 (FixRes)
-        augment = {**STANDARD_AUGMENT, "size": list(backbone_preprocessing(name).output_size)}
-        defaults = {**SPEC_DEFAULTS, "epochs": 10, "batch_size": 32, "lr": 5e-5, "optimizer": "adamw",
-                    "weight_decay": 0.02, "schedule": "cosine", "warmup_epochs": 1, "label_smoothing": 0.0,
-                    "lp_init": True,
-                    # When frozen features already separate the classes (linear-probe val accuracy >=
-                    # 0.9) fine-tune gently; otherwise (e.g. telling faces apart with ImageNet
-                    # features) adapt more of the network: these settings replace the gentle ones.
-                    "adapt_below": 0.9,
-                    "adapt": {"freeze_fraction": 0.3, "lr": 3e-4, "epochs": 15, "patience": 15},
-                    "layer_decay": 0.6, "freeze_fraction": 0.7, "patience": 4, "augment": augment, "tta": True,
-                    "cpu_precision": "fp32"}  # measured: bf16 backward of depthwise convs is slower on CPUs
+        defaults["augment"] = {**defaults["augment"], "size": list(backbone_preprocessing(name).output_size)}
     return Recipe(kind, head, prep, defaults, kind="backbone", backbone=name)
 
 
@@ -189,18 +176,11 @@ def _face_recipe(kind: str, num_classes: int, **_) -> Recipe:
     head = Sequential([Input(shape=(backbone_fact(FACE_BACKBONE, "features"),)), Rescaling(10.0),
                        Dense(num_classes, activation="softmax")], name=f"{kind}-head")
     prep = with_landmarks(backbone_preprocessing(FACE_BACKBONE))
-    if kind == "face-probe":
-        defaults = {**SPEC_DEFAULTS, "epochs": 200, "batch_size": 32, "lr": 3e-3, "optimizer": "adamw",
-                    "weight_decay": 1e-2, "patience": 20, "frozen": True}
-    else:
-        augment = {"random_resized_crop": {"scale": [0.8, 1.0], "ratio": [0.9, 1.1111]}, "horizontal_flip": True,
-                   "rotation": 10, "color_jitter": 0.1}
-        defaults = {**SPEC_DEFAULTS, "epochs": 15, "batch_size": 32, "lr": 1e-4, "optimizer": "adamw",
-                    "weight_decay": 1e-2, "schedule": "cosine", "warmup_epochs": 1, "patience": 5,
-                    "lp_init": True, "freeze_fraction": 0.6, "augment": augment}
+    defaults = dict(REGISTRY[kind].defaults)
     return Recipe(kind, head, prep, defaults, kind="backbone", backbone=FACE_BACKBONE)
 
 
+# How each registered recipe is built (models/registry.py lists them, with their defaults).
 RECIPES = {
     "seed-cnn": _seed_cnn_recipe,
     "seed-cnn-plus": _seed_cnn_plus_recipe,
@@ -210,6 +190,7 @@ RECIPES = {
     "face-probe": lambda n, **kw: _face_recipe("face-probe", n, **kw),
     "face-finetune": lambda n, **kw: _face_recipe("face-finetune", n, **kw),
 }
+assert tuple(RECIPES) == tuple(REGISTRY), "every registered recipe has a builder, in the registry's order"
 
 
 def preprocessing_for_spec(spec: Sequential) -> Preprocessing:

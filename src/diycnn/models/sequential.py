@@ -10,8 +10,7 @@ import yaml
 
 from ..io import shown
 from ..settings import read_document_file
-from .layers import Activation, Conv2D, Dropout, Input, Layer, Rescaling, _Pooling2D, _snake, layer_from_config
-from .layers import LAYERS
+from .layers import LAYERS, Activation, Conv2D, Dropout, Input, Layer, Rescaling, _Pooling2D, _snake, layer_from_config
 
 NUM_CLASSES = "num_classes"  # placeholder for Dense units in reusable spec files
 

@@ -14,9 +14,9 @@ from typing import Any, Callable
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup, escape
 
+from ..data.images import ImageError, load_rgb
 from ..io import plain
 from ..records import Metrics, RunInfo
-from ..data.images import ImageError, load_rgb
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}

@@ -14,7 +14,6 @@ whole network would cost K full trainings, so they are pointed to `diycnn compar
 from __future__ import annotations
 
 import logging
-
 from typing import Any, Callable
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 from ..data.loader import ArrayBatches
 from ..data.split import kfold_splits
 from ..evaluation.metrics import classification_metrics
+from ..models.registry import listing
 from .trainer import FitConfig, Trainer, predict_probs
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ def plan(setting: bool | None, test_photos: int, mode: str, distributed: bool) -
     if distributed:
         return False, "not run under torchrun"
     if mode != "features":
-        why = ("needs a recipe on cached features (tm, linear-probe, face-probe): for a recipe that trains the "
-               f"whole network it would cost {CV_FOLDS} more trainings; use diycnn compare --folds {CV_FOLDS}")
+        why = (f"needs a recipe on cached features ({listing()}): for a recipe that trains the whole network it "
+               f"would cost {CV_FOLDS} more trainings; use diycnn compare --folds {CV_FOLDS}")
         return False, why
     if setting is None and test_photos >= CV_BELOW:
         return False, f"the test split has {test_photos} photos (cross-validation runs below {CV_BELOW})"

@@ -23,11 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from ..data.loader import ArrayBatches
-from ..io import atomic_save_tensors, load_tensors
-from . import distributed
+from ..io import atomic_save_tensors, load_tensors, shown
 from ..models.inference import inference_forward
+from . import distributed
 from .device import autocast, reuse_freed_memory
-from ..io import shown
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@ calls the same `diycnn.train` as the CLI, with live per-epoch figures and cancel
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import logging
 import math
@@ -11,18 +12,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..settings import PRETRAINED_RECIPES, RECIPE_NAMES, TrainSettings
-from .project import Project, ProjectError, number, read_document, read_record
-import csv
+from ..models.registry import PRETRAINED_RECIPES, RECIPE_NAMES
 from ..records import Metrics, RunInfo
 from ..run import read_history
+from ..settings import DEFAULT_MODEL, TrainSettings
+from .project import Project, ProjectError, number, read_document, read_record
 
 log = logging.getLogger(__name__)
 
 # The recipes the page offers: auto first, the default everywhere (API, CLI and app), then the built-in
 # ones (listed once, in settings.py), pretrained first -- they suit a handful of photos -- then the
 # from-scratch CNNs.
-RECIPES = ("auto", *PRETRAINED_RECIPES, *(name for name in RECIPE_NAMES if name not in PRETRAINED_RECIPES))
+RECIPES = (DEFAULT_MODEL, *PRETRAINED_RECIPES, *(name for name in RECIPE_NAMES if name not in PRETRAINED_RECIPES))
 DEFAULT_RECIPE = RECIPES[0]
 LIMITS = {"epochs": (1, 1000), "batch_size": (1, 1024), "lr": (1e-7, 1.0)}
 

@@ -33,22 +33,23 @@ import anyio
 from fastapi import FastAPI, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-
-from ..exports.runtime import read_export_info
-from ..io import atomic_write_bytes, atomic_write_text, sign, signed
-from ..exports.snippets import snippets
-from ..settings import EXPORT_FORMATS, RECIPE_GUIDE, RECIPE_NAMES, export_formats_for
-from .jobs import RECIPES, TrainingJob
-from ..records import METRICS_JSON, Metrics, RunInfo
-from .project import MAX_UPLOAD_BYTES, Project, ProjectError, number, read_record
 from PIL import ImageOps
-from ..data.scan import scan_folder
-from ..models.recipes import get_recipe
-from ..data import loader
-from ..loading import load
-from ..data.images import ImageError, open_image, probe, to_rgb
+
 from .. import exports
+from ..data import loader
+from ..data.images import ImageError, open_image, probe, to_rgb
+from ..data.scan import scan_folder
+from ..exports.runtime import read_export_info
+from ..exports.snippets import snippets
+from ..io import atomic_write_bytes, atomic_write_text, sign, signed
+from ..loading import load
 from ..models import face_weights
+from ..models.recipes import get_recipe
+from ..models.registry import RECIPE_GUIDE, RECIPE_NAMES
+from ..records import METRICS_JSON, Metrics, RunInfo
+from ..settings import EXPORT_FORMATS, export_formats_for
+from .jobs import RECIPES, TrainingJob
+from .project import MAX_UPLOAD_BYTES, Project, ProjectError, number, read_record
 
 log = logging.getLogger(__name__)
 
