@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -239,116 +240,169 @@ def pick(trained: list[dict[str, Any]], val_photos: int) -> tuple[dict[str, Any]
     return min(pool, key=lambda r: r["val_loss"]), how
 
 
-def _run_candidates(run_dir: Path, data, settings: TrainSettings, callbacks, stage, resume: bool = False,
-                    scan: ScanResult | None = None, split: Split | None = None) -> Run:
+def _run_candidates(run_dir: Path, data: str | Path, settings: TrainSettings, callbacks: list[Callback] | None,
+                    stage: Callable[[str], None] | None, resume: bool = False, scan: ScanResult | None = None,
+                    split: Split | None = None) -> Run:
     """Train (or, on resume, reuse or continue) each candidate of the plan in auto.json, all on the
     one scan and split (scanned and read here, once, when not given). The best candidate so far
     is the run from the moment it exists (`_publish`): the first usable model is there within
     the first minute, and Ctrl-C (or the app's Stop) keeps the best so far as a finished run."""
     stage = stage or (lambda text: log.info("%s", text))
-    budget = (settings.budget or DEFAULT_BUDGET_MINUTES) * 60
     saved = read_json(run_dir / AUTO_FILE, missing="", damaged="Start the auto run again with a new --out.")
     plan = saved.get("plan") or {"candidates": [{"model": m} for m in CANDIDATES], "why": "default order"}
-    crop = settings.crop or plan.get("crop")
-    planned = [c["model"] for c in plan["candidates"] if not c.get("skip")]
-    stage(f"auto: {plan['why']}. Plan within {budget / 60:.0f} min: {', '.join(planned)}")
-    shared: dict[str, Any] = {}  # the scan and split, made at the first candidate that needs them
-    val_photos = sum(read_split(run_dir / SPLIT_JSON).counts()["val"].values())
-
-    def candidate(name: str, left: float) -> TrainSettings:
-        return dataclasses.replace(settings, model=name, budget=None, crop=crop, max_minutes=round(left / 60, 2))
-
-    def scan_and_split() -> tuple[ScanResult, Split]:
-        if not shared:
-            shared["scan"] = scan if scan is not None else pipeline.scan_for_training(data, settings, stage)
-            shared["split"] = split if split is not None else read_split(run_dir / SPLIT_JSON)
-        return shared["scan"], shared["split"]
-
-    t0 = time.perf_counter()
-    spent_before = 0.0  # training time of candidates finished before a resume counts against the budget
-    results: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    interrupted = False
+    contest = _Contest(run_dir, data, settings, plan, (settings.budget or DEFAULT_BUDGET_MINUTES) * 60,
+                       sum(read_split(run_dir / SPLIT_JSON).counts()["val"].values()), resume, stage,
+                       callbacks, scan, split)
+    stage(f"auto: {plan['why']}. Plan within {contest.budget / 60:.0f} min: {', '.join(contest.planned)}")
     for step in plan["candidates"]:
+        contest.step(step)
+    return contest.finish()
+
+
+@dataclasses.dataclass
+class _Contest:
+    """An auto run in progress: the plan, what each candidate did so far, the best one (which is
+    the run), and the time spent (candidates finished before a resume count against the budget)."""
+
+    run_dir: Path
+    data: str | Path
+    settings: TrainSettings
+    plan: dict[str, Any]
+    budget: float  # seconds
+    val_photos: int
+    resume: bool
+    stage: Callable[[str], None]
+    callbacks: list[Callback] | None
+    scan: ScanResult | None  # made at the first candidate that needs it, when not given
+    split: Split | None
+    results: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    best: dict[str, Any] | None = None
+    spent_before: float = 0.0
+    interrupted: bool = False
+    t0: float = dataclasses.field(default_factory=time.perf_counter)
+
+    @property
+    def planned(self) -> list[str]:
+        return [c["model"] for c in self.plan["candidates"] if not c.get("skip")]
+
+    def elapsed(self) -> float:
+        return self.spent_before + time.perf_counter() - self.t0
+
+    def trained(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if r["status"] == "trained"]
+
+    def step(self, step: dict[str, Any]) -> None:
+        """Train, reuse or skip one candidate of the plan, and publish it if it is the best so far."""
         name = step["model"]
-        if interrupted:
-            results.append({"model": name, "status": "not trained: stopped by the user"})
-            continue
-        if step.get("skip"):
-            results.append({"model": name, "status": f"skipped: {step['skip']}"})
-            continue
-        cdir = run_dir / "candidates" / name
-        state = _candidate_state(cdir) if resume else "new"
-        left = budget - spent_before - (time.perf_counter() - t0)
-        trained_so_far = [r for r in results if r["status"] == "trained"]
-        best_val = max((r["val_accuracy"] for r in trained_so_far), default=0.0)
-        if name in FROM_SCRATCH and best_val >= GOOD_ENOUGH and state != "complete":
-            results.append({"model": name, "status": f"skipped: a pretrained candidate already reaches {best_val:.3f} "
-                                                     "validation accuracy; a from-scratch CNN is not expected to "
-                                                     "beat it on this many photos"})
-            stage(f"auto: {name} skipped: {best_val:.3f} val accuracy reached already")
-            continue
-        if left <= 0 and state != "complete":
-            results.append({"model": name, "status": "skipped: time budget used up"})
-            continue
-        projection = _Projection(name, left, bool(trained_so_far), stage)
+        cdir = self.run_dir / "candidates" / name
+        state = _candidate_state(cdir) if self.resume else "new"
+        skip = self._why_skip(step, state)
+        if skip is not None:
+            self.results.append({"model": name, "status": skip})
+            return
+        left = self.budget - self.elapsed()
+        projection = _Projection(name, left, bool(self.trained()), self.stage)
         try:
-            if state == "complete":
-                stage(f"auto: reusing finished candidate {name}")
-                run = load(cdir)
-                spent_before += run.metrics.train_seconds
-            elif state == "checkpoint":
-                stage(f"auto: resuming candidate {name} ({left / 60:.1f} min of budget left) ...")
-                run = pipeline.resume_one(cdir, callbacks, stage)
-            else:
-                if cdir.exists():  # started but stopped before its first checkpoint: nothing to keep
-                    shutil.rmtree(cdir)
-                stage(f"auto: training candidate {name} ({left / 60:.1f} min of budget left) ...")
-                the_scan, the_split = scan_and_split()
-                run = pipeline.train_one(data, candidate(name, left), out=cdir, split=the_split, scan=the_scan,
-                                         callbacks=[*(callbacks or []), projection.callback],
-                                         stage=lambda text: None if text.startswith("Training ") else stage(text))
+            run = self._train(name, cdir, state, left, projection)
         except _OverBudget as exc:
-            results.append({"model": name, "status": f"skipped: {exc}"})
-            stage(f"auto: {name} stopped after its first epoch: {exc}")
+            self._note(name, f"skipped: {exc}", f"auto: {name} stopped after its first epoch: {exc}")
             shutil.rmtree(cdir, ignore_errors=True)
-            continue
         except KeyboardInterrupt:
-            if best is None:  # nothing usable yet: the run stays resumable
-                raise KeyboardInterrupt(f"Training interrupted; resume with: diycnn train --resume {run_dir}") from None
-            interrupted = True
-            results.append({"model": name, "status": "stopped by the user (its checkpoint is kept)"})
-            stage(f"auto: stopped; keeping {best['model']}, the best model so far")
-            continue
+            if self.best is None:  # nothing usable yet: the run stays resumable
+                raise KeyboardInterrupt("Training interrupted; resume with: diycnn train --resume "
+                                        f"{self.run_dir}") from None
+            self.interrupted = True
+            self._note(name, "stopped by the user (its checkpoint is kept)",
+                       f"auto: stopped; keeping {self.best['model']}, the best model so far")
         except (ValueError, FileNotFoundError) as exc:  # e.g. no backbone weights: note it, try the next one
-            results.append({"model": name, "status": f"failed: {exc}"})
-            stage(f"auto: {name} failed: {exc}")
-            continue
-        results.append(_result(name, run, projection.projected))
-        new_best, _ = pick([r for r in results if r["status"] == "trained"], val_photos)
-        if best is None or new_best["model"] != best["model"]:
-            elapsed = spent_before + time.perf_counter() - t0
-            _publish(run_dir, new_best["model"], _auto_section(new_best, results, plan, budget, elapsed, resume,
-                                                               val_photos, finished=False))
-            lead = "first usable model" if best is None else "better model"
-            stage(f"auto: {lead} after {elapsed:.0f} s: {new_best['model']}, {_figure_to_trust(run)}; it is "
-                  "the run now" + ("; auto goes on improving (Ctrl-C keeps it)"
-                                   if best is None and name != planned[-1] else ""))
-            best = new_best
-    trained = [r for r in results if r["status"] == "trained"]
-    if not trained:
-        raise ValueError("auto: no candidate could be trained: "
-                         + "; ".join(f"{r['model']} {r['status']}" for r in results))
-    winner, how = pick(trained, val_photos)
-    try:
-        selection = selection_test(run_dir, data, trained, winner["model"])
-    except Exception as exc:  # a report on the pick must never cost the run
-        log.warning("auto: could not test how clear the pick is: %s", exc)
-        selection = {"error": str(exc)}
-    section = _auto_section(winner, results, plan, budget, spent_before + time.perf_counter() - t0, resume,
-                            val_photos, finished=not interrupted, how=how, selection=selection)
-    _publish(run_dir, winner["model"], section)
-    return load(run_dir, device=settings.device)
+            self._note(name, f"failed: {exc}", f"auto: {name} failed: {exc}")
+        else:
+            self.results.append(_result(name, run, projection.projected))
+            self._publish_if_better(name, run)
+
+    def _note(self, name: str, status: str, said: str) -> None:
+        self.results.append({"model": name, "status": status})
+        self.stage(said)
+
+    def _why_skip(self, step: dict[str, Any], state: str) -> str | None:
+        """Why a candidate is not trained now (its status line), or None."""
+        name = step["model"]
+        if self.interrupted:
+            return "not trained: stopped by the user"
+        if step.get("skip"):
+            return f"skipped: {step['skip']}"
+        if state == "complete":
+            return None
+        best_val = max((r["val_accuracy"] for r in self.trained()), default=0.0)
+        if name in FROM_SCRATCH and best_val >= GOOD_ENOUGH:
+            self.stage(f"auto: {name} skipped: {best_val:.3f} val accuracy reached already")
+            return (f"skipped: a pretrained candidate already reaches {best_val:.3f} validation accuracy; a "
+                    "from-scratch CNN is not expected to beat it on this many photos")
+        if self.budget - self.elapsed() <= 0:
+            return "skipped: time budget used up"
+        return None
+
+    def _train(self, name: str, cdir: Path, state: str, left: float, projection: _Projection) -> Run:
+        """A candidate's run: reused when finished, continued from its checkpoint, or trained."""
+        if state == "complete":
+            self.stage(f"auto: reusing finished candidate {name}")
+            run = load(cdir)
+            assert isinstance(run, Run)
+            self.spent_before += run.metrics.train_seconds
+            return run
+        if state == "checkpoint":
+            self.stage(f"auto: resuming candidate {name} ({left / 60:.1f} min of budget left) ...")
+            resumed = pipeline.resume_one(cdir, self.callbacks, self.stage)
+            assert resumed is not None  # auto runs outside torchrun only
+            return resumed
+        if cdir.exists():  # started but stopped before its first checkpoint: nothing to keep
+            shutil.rmtree(cdir)
+        self.stage(f"auto: training candidate {name} ({left / 60:.1f} min of budget left) ...")
+        if self.scan is None:
+            self.scan = pipeline.scan_for_training(self.data, self.settings, self.stage)
+        if self.split is None:
+            self.split = read_split(self.run_dir / SPLIT_JSON)
+        settings = dataclasses.replace(self.settings, model=name, budget=None,
+                                       crop=self.settings.crop or self.plan.get("crop"),
+                                       max_minutes=round(left / 60, 2))
+        run = pipeline.train_one(self.data, settings, out=cdir, split=self.split, scan=self.scan,
+                                 callbacks=[*(self.callbacks or []), projection.callback],
+                                 stage=lambda text: None if text.startswith("Training ") else self.stage(text))
+        assert run is not None
+        return run
+
+    def _publish_if_better(self, name: str, run: Run) -> None:
+        new_best, _ = pick(self.trained(), self.val_photos)
+        if self.best is not None and new_best["model"] == self.best["model"]:
+            return
+        elapsed = self.elapsed()
+        _publish(self.run_dir, new_best["model"], _auto_section(new_best, self.results, self.plan, self.budget,
+                                                                elapsed, self.resume, self.val_photos,
+                                                                finished=False))
+        lead = "first usable model" if self.best is None else "better model"
+        self.stage(f"auto: {lead} after {elapsed:.0f} s: {new_best['model']}, {_figure_to_trust(run)}; it is the "
+                   "run now" + ("; auto goes on improving (Ctrl-C keeps it)"
+                                if self.best is None and name != self.planned[-1] else ""))
+        self.best = new_best
+
+    def finish(self) -> Run:
+        """The winner, tested against the runner-up, published with the whole contest."""
+        trained = self.trained()
+        if not trained:
+            raise ValueError("auto: no candidate could be trained: "
+                             + "; ".join(f"{r['model']} {r['status']}" for r in self.results))
+        winner, how = pick(trained, self.val_photos)
+        try:
+            selection = selection_test(self.run_dir, self.data, trained, winner["model"])
+        except Exception as exc:  # a report on the pick must never cost the run
+            log.warning("auto: could not test how clear the pick is: %s", exc)
+            selection = {"error": str(exc)}
+        section = _auto_section(winner, self.results, self.plan, self.budget, self.elapsed(), self.resume,
+                                self.val_photos, finished=not self.interrupted, how=how, selection=selection)
+        _publish(self.run_dir, winner["model"], section)
+        run = load(self.run_dir, device=self.settings.device)
+        assert isinstance(run, Run)
+        return run
 
 
 def _figure_to_trust(run: Run) -> str:

@@ -131,7 +131,7 @@ def test_cross_site_and_foreign_host_requests_are_refused(tmp_path):
 def test_an_exposed_app_answers_only_its_own_names_no_dns_rebinding(tmp_path, monkeypatch):
     import socket
 
-    from diycnn.webapp import server
+    from diycnn.webapp import security as server
 
     monkeypatch.setattr(socket, "gethostname", lambda: "studio")
     monkeypatch.setattr(socket, "getfqdn", lambda *a: "studio.lan")
@@ -306,9 +306,11 @@ def test_ui_command_binds_to_localhost_and_warns_when_exposed(tmp_path, monkeypa
 
 
 def test_oversized_bodies_are_refused_before_they_are_stored(client, tmp_path, monkeypatch):
-    from diycnn.webapp import server as server_mod
+    from diycnn.webapp import security as server_mod
+    from diycnn.webapp import state as state_mod
 
-    monkeypatch.setattr(server_mod, "MAX_UPLOAD_BYTES", 10_000)
+    monkeypatch.setattr(server_mod, "MAX_UPLOAD_BYTES", 10_000)  # the body limits
+    monkeypatch.setattr(state_mod, "MAX_UPLOAD_BYTES", 10_000)  # the photo's own check
     client.post("/api/classes", json={"name": "cats"}, headers=H)
     r = client.post("/api/predict", content=b"x" * 10_001, headers=H)  # declared length over the limit
     assert r.status_code == 413 and "too large" in r.json()["error"] and "batches of up to 16" in r.json()["error"]

@@ -106,7 +106,7 @@ def test_split_folder_names_are_reserved(client, name):
 
 # --- 6. thumbnails: bounded decoding, cached on disk ----------------------------------------------------
 def test_thumbnails_decode_at_most_two_at_a_time_and_are_cached_on_disk(client, proj, monkeypatch):
-    from diycnn.webapp import server
+    from diycnn.webapp import state as server
 
     for i in range(8):
         (proj / "red" / f"big{i}.jpg").write_bytes(encoded(photo("red", np.random.default_rng(i), size=600), "JPEG"))
@@ -162,7 +162,7 @@ def test_a_large_jpeg_thumbnail_is_decoded_at_reduced_scale(client, proj, monkey
 def test_a_slow_prediction_runs_off_the_event_loop(proj, monkeypatch):
     import httpx
 
-    from diycnn.webapp.server import App
+    from diycnn.webapp.state import App
 
     monkeypatch.setattr(App, "predict", lambda self, data, run=None: time.sleep(3) or {"label": "red"})
     with serving(create_app(proj)) as url:

@@ -120,7 +120,7 @@ def test_a_deeply_nested_json_body_is_a_400(client):
 def test_uploads_are_decoded_off_the_event_loop_with_the_shared_limit(client, monkeypatch):
     import asyncio
 
-    from diycnn.webapp import server
+    from diycnn.webapp import state as server
 
     seen = []
     real = Project.add_photo

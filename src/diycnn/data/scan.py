@@ -328,87 +328,14 @@ def scan_folder(data: str | Path, workers: int | None = None, min_classes: int =
     root = check_data_folder(data)
     skipped: list[Problem] = []
     notes: list[str] = []
-
-    top = _subdirs(root)
-    split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in top if p.name.lower() in SPLIT_NAMES}
-    others = [p.name for p in top if p.name.lower() not in SPLIT_NAMES]
-    if split_dirs and others:  # a class named 'train' or 'test' beside other classes is a class
-        notes.append(f"folders {sorted(p.name for p in split_dirs.values())} are read as classes, because "
-                     f"'{root}' also holds other folders {others} (split folders are used only when every "
-                     "folder is train/val/validation/test)")
-        split_dirs = {}
-    if split_dirs:
-        if "train" not in split_dirs:
-            raise ValueError(
-                f"'{root}' has {sorted(p.name for p in split_dirs.values())} but no 'train' folder. "
-                "Add DATA/train/<class>/..., or use one folder per class without split folders."
-            )
-        layout = "split-folders"
-        class_names = [p.name for p in _subdirs(split_dirs["train"])]
-        _check_class_names(class_names, split_dirs["train"])
-        by_key = {name_key(c): c for c in class_names}
-        sources = []
-        for split, folder in split_dirs.items():
-            subs = _subdirs(folder)
-            _check_class_names([p.name for p in subs], folder)
-            for sub in subs:
-                if name_key(sub.name) not in by_key:
-                    raise ValueError(
-                        f"Class '{sub.name}' in '{folder}' has no folder in '{split_dirs['train']}'. "
-                        "Every class needs training photos; add them or remove the folder."
-                    )
-                # the same class may be spelt in another Unicode form in another split folder
-                sources.append((split, sub, by_key[name_key(sub.name)]))
-    else:
-        layout = "class-folders"
-        class_names = [p.name for p in top]
-        _check_class_names(class_names, root)
-        sources = [(None, root / c, c) for c in class_names]
+    layout, class_names, sources = _layout(root, notes)
     log.info("Layout of %s: %s (%d classes)", root, layout, len(class_names))
-
-    if len(class_names) < min_classes:
-        hint = ""
-        if len(class_names) == 1 and layout == "class-folders":
-            inner = [p.name for p in _subdirs(root / class_names[0])]
-            if len(inner) >= min_classes:  # DATA/antbee/{ants,bees}: one level too high
-                hint = (f" '{class_names[0]}' itself holds folders {inner[:5]}: if those are your classes, "
-                        f"pass '{root / class_names[0]}' instead.")
-        raise ValueError(
-            f"Found {len(class_names)} class folder(s) in '{root}' {class_names}; at least {min_classes} are needed."
-            f"{hint} Put each class's photos in its own sub-folder, e.g. photos/iu/ and photos/suzy/."
-        )
+    _check_enough_classes(root, layout, class_names, min_classes)
     for entry in sorted(os.listdir(root)):
         if not is_junk(entry) and (root / entry).is_file():
             skipped.append(Problem(entry, "not inside a class folder"))
-
-    candidates: list[tuple[str | None, str, Path]] = []
-    nested: dict[str, set[str]] = {}  # photos in a class's sub-folders belong to the class: say so
-    for split, folder, label in sources:
-        for path in _walk_files(folder, skipped, root):
-            candidates.append((split, label, path))
-            if path.parent != folder:
-                nested.setdefault(label, set()).add(path.relative_to(folder).parts[0])
-    for label, subs in sorted(nested.items()):
-        notes.append(f"class '{label}' includes the photos in its sub-folder(s) {sorted(subs)[:5]}; "
-                     "if a sub-folder is a class of its own, move it beside the other class folders")
-    if not candidates:
-        raise ValueError(
-            f"No files found in the class folders of '{root}'. Add photos (JPEG, PNG, GIF, BMP, WebP or TIFF)."
-        )
-
-    known = _ScanCache(root) if cache else None
-
-    def inspect(path: Path) -> tuple[str | None, str | None]:
-        return known.inspect(path, _rel(path, root)) if known is not None else _inspect(path)[:2]
-
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-        results = list(pool.map(lambda c: inspect(c[2]), candidates))
-    if known is not None:
-        known.save()
-        if known.hits:
-            log.info("Scan of %s: %d of %d file(s) unchanged since the last scan, not read again",
-                     root, known.hits, len(candidates))
-
+    candidates = _candidates(root, sources, skipped, notes)
+    results = _inspect_all(root, [path for _, _, path in candidates], workers, cache)
     records: list[ImageRecord] = []
     for (split, label, path), (digest, reason) in zip(candidates, results):
         rel = _rel(path, root)
@@ -421,7 +348,6 @@ def scan_folder(data: str | Path, workers: int | None = None, min_classes: int =
             f"None of the {len(candidates)} files in '{root}' is a usable image "
             f"(first problem: {skipped[0].path}: {skipped[0].reason})."
         )
-
     duplicates: list[Problem] = []
     records = _dedupe(records, duplicates)
     result = ScanResult(root, layout, class_names, records, skipped, duplicates, notes)
@@ -437,6 +363,107 @@ def scan_folder(data: str | Path, workers: int | None = None, min_classes: int =
     if duplicates:
         log.warning("Left out %d duplicate or conflicting file(s) in %s", len(duplicates), root)
     return result
+
+
+Source = tuple[str | None, Path, str]  # (given split or None, folder, class name)
+
+
+def _layout(root: Path, notes: list[str]) -> tuple[str, list[str], list[Source]]:
+    """The folder's layout ("class-folders" or "split-folders"), its class names, and the folders
+    to read with their split and class.
+
+    Raises:
+        ValueError: split folders without 'train', a class missing from train, ambiguous names.
+    """
+    top = _subdirs(root)
+    split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in top if p.name.lower() in SPLIT_NAMES}
+    others = [p.name for p in top if p.name.lower() not in SPLIT_NAMES]
+    if split_dirs and others:  # a class named 'train' or 'test' beside other classes is a class
+        notes.append(f"folders {sorted(p.name for p in split_dirs.values())} are read as classes, because "
+                     f"'{root}' also holds other folders {others} (split folders are used only when every "
+                     "folder is train/val/validation/test)")
+        split_dirs = {}
+    if not split_dirs:
+        class_names = [p.name for p in top]
+        _check_class_names(class_names, root)
+        return "class-folders", class_names, [(None, root / c, c) for c in class_names]
+    if "train" not in split_dirs:
+        raise ValueError(
+            f"'{root}' has {sorted(p.name for p in split_dirs.values())} but no 'train' folder. "
+            "Add DATA/train/<class>/..., or use one folder per class without split folders."
+        )
+    class_names = [p.name for p in _subdirs(split_dirs["train"])]
+    _check_class_names(class_names, split_dirs["train"])
+    by_key = {name_key(c): c for c in class_names}
+    sources: list[Source] = []
+    for split, folder in split_dirs.items():
+        subs = _subdirs(folder)
+        _check_class_names([p.name for p in subs], folder)
+        for sub in subs:
+            if name_key(sub.name) not in by_key:
+                raise ValueError(
+                    f"Class '{sub.name}' in '{folder}' has no folder in '{split_dirs['train']}'. "
+                    "Every class needs training photos; add them or remove the folder."
+                )
+            # the same class may be spelt in another Unicode form in another split folder
+            sources.append((split, sub, by_key[name_key(sub.name)]))
+    return "split-folders", class_names, sources
+
+
+def _check_enough_classes(root: Path, layout: str, class_names: list[str], min_classes: int) -> None:
+    """Raise ValueError when there are too few classes, pointing at the right folder where it can."""
+    if len(class_names) >= min_classes:
+        return
+    hint = ""
+    if len(class_names) == 1 and layout == "class-folders":
+        inner = [p.name for p in _subdirs(root / class_names[0])]
+        if len(inner) >= min_classes:  # DATA/antbee/{ants,bees}: one level too high
+            hint = (f" '{class_names[0]}' itself holds folders {inner[:5]}: if those are your classes, "
+                    f"pass '{root / class_names[0]}' instead.")
+    raise ValueError(
+        f"Found {len(class_names)} class folder(s) in '{root}' {class_names}; at least {min_classes} are needed."
+        f"{hint} Put each class's photos in its own sub-folder, e.g. photos/iu/ and photos/suzy/."
+    )
+
+
+def _candidates(root: Path, sources: list[Source], skipped: list[Problem],
+                notes: list[str]) -> list[tuple[str | None, str, Path]]:
+    """Every file in the class folders, as (given split, class, path); photos in a class's
+    sub-folders belong to the class, and a note says so."""
+    candidates: list[tuple[str | None, str, Path]] = []
+    nested: dict[str, set[str]] = {}
+    for split, folder, label in sources:
+        for path in _walk_files(folder, skipped, root):
+            candidates.append((split, label, path))
+            if path.parent != folder:
+                nested.setdefault(label, set()).add(path.relative_to(folder).parts[0])
+    for label, subs in sorted(nested.items()):
+        notes.append(f"class '{label}' includes the photos in its sub-folder(s) {sorted(subs)[:5]}; "
+                     "if a sub-folder is a class of its own, move it beside the other class folders")
+    if not candidates:
+        raise ValueError(
+            f"No files found in the class folders of '{root}'. Add photos (JPEG, PNG, GIF, BMP, WebP or TIFF)."
+        )
+    return candidates
+
+
+def _inspect_all(root: Path, paths: list[Path], workers: int | None,
+                 cache: bool) -> list[tuple[str | None, str | None]]:
+    """(content hash, problem) of each file, in threads; unchanged files' answers come from the
+    last scan's record when `cache` (see the module doc)."""
+    known = _ScanCache(root) if cache else None
+
+    def inspect(path: Path) -> tuple[str | None, str | None]:
+        return known.inspect(path, _rel(path, root)) if known is not None else _inspect(path)[:2]
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+        results = list(pool.map(inspect, paths))
+    if known is not None:
+        known.save()
+        if known.hits:
+            log.info("Scan of %s: %d of %d file(s) unchanged since the last scan, not read again",
+                     root, known.hits, len(paths))
+    return results
 
 
 def find_images(paths: list[str | Path]) -> tuple[list[Path], list[Problem]]:
