@@ -35,11 +35,32 @@ STANDARD_AUGMENT = {"random_resized_crop": {"scale": [0.25, 1.0], "ratio": [0.75
                     "horizontal_flip": True, "color_jitter": 0.2}
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportFormat:
+    """One export format: its name, the model file it writes, what it is for (the app's label), and
+    whether its snippet is Python (the others: JavaScript). exports/driver.py has its writer."""
+
+    name: str
+    model_file: str
+    label: str
+    python: bool
+    float_input: bool = False  # fed float32 pixels scaled as its steps say (the others: uint8)
+
+
 # The export formats, listed once. keras rebuilds Keras-style layers, so it applies only to runs of
 # Keras-style spec models (the blog's CNN, seed-cnn-plus, spec files); tfjs and tm (TF.js with
 # Teachable Machine's files and pixel scaling) also to runs on the EfficientNet-Lite backbones and
 # the face network (exports/tfjs_backbone.py); on other backbones tm is ONNX with TM's files.
-EXPORT_FORMATS = ("onnx", "torchscript", "keras", "tm", "tfjs")
+TFJS_MODEL_FILE = "model.json"  # TensorFlow.js's model file (a tm export in TF.js writes it too)
+EXPORTS = {f.name: f for f in (
+    ExportFormat("onnx", "model.onnx", "ONNX (Python, C#, Java, C++... with onnxruntime)", python=True),
+    ExportFormat("torchscript", "model.torchscript.pt", "TorchScript (PyTorch)", python=True),
+    ExportFormat("keras", "model.keras", "Keras 3 (.keras)", python=True, float_input=True),
+    ExportFormat("tm", "model.onnx", "Teachable Machine (tmImage.load; TF.js where the run allows, else ONNX)",
+                 python=True),
+    ExportFormat("tfjs", TFJS_MODEL_FILE, "TensorFlow.js (browser, Node.js)", python=False, float_input=True),
+)}
+EXPORT_FORMATS = tuple(EXPORTS)
 FACE_BACKBONE = "face_recognition_net"  # face-api.js's face-recognition ResNet (models/face_net.py)
 FACE_MEAN_RGB = (122.782, 117.001, 104.298)  # its input: RGB minus this mean, / 255,
 FACE_INPUT_SIZE = 150  # at 150x150

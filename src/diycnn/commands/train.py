@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from ..settings import (
     DEFAULT_TEST_SPLIT,
     DEFAULT_VAL_SPLIT,
     PRECISIONS,
+    TrainSettings,
     read_config_file,
 )
 from .common import Progress, check_before_torch, device_args, err, near_args, print_result, set_values
@@ -85,13 +87,9 @@ def run(args) -> int:
         check_before_torch(args.data, [args.model] if args.model is not None else [])  # None: config's or auto
     from .. import train  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
-    overrides: dict[str, Any] = {k: getattr(args, k) for k in
-                                 ("epochs", "batch_size", "lr", "seed", "val_split", "test_split", "patience",
-                                  "device", "precision", "backbone", "weights", "budget", "crop", "no_face",
-                                  "max_minutes")}
-    for flag in ("tta", "val_as_test"):
-        if getattr(args, flag):
-            overrides[flag] = True
+    # every setting with a flag of its own name, when given (a flag not given is None, or False for a switch)
+    overrides: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainSettings)
+                                 if f.name != "model" and getattr(args, f.name, None) not in (None, False)}
     if args.no_near_duplicates:
         overrides["near_duplicates"] = False
     if args.suspects is not None:

@@ -19,7 +19,7 @@ from typing import Any
 from ..io import atomic_write_json, to_jsonable
 from ..run import Run, versions
 from ..settings import EXPORT_FORMATS as FORMATS
-from ..settings import export_formats_for
+from ..settings import EXPORTS, TFJS_MODEL_FILE, export_formats_for
 from .checking import CHECK_LIMIT, check_photos, export_module, torch_probs
 from .job import Job, labels_txt
 from .keras_export import write_keras
@@ -33,7 +33,7 @@ from .torchscript_format import write_torchscript
 log = logging.getLogger(__name__)
 
 
-FLOAT_INPUT = ("keras", "tfjs")  # formats fed float32 pixels, scaled as the steps say (the others: uint8)
+FLOAT_INPUT = tuple(name for name, f in EXPORTS.items() if f.float_input)
 
 
 TFJS_CHECK_LIMIT = 8  # TensorFlow.js in Node.js runs the blog's model at seconds per photo
@@ -52,7 +52,7 @@ def tm_is_tfjs(run) -> bool:
 
 
 def _model_file(run, fmt: str) -> str:
-    return "model.json" if fmt == "tm" and tm_is_tfjs(run) else MODEL_FILES[fmt]
+    return TFJS_MODEL_FILE if fmt == "tm" and tm_is_tfjs(run) else MODEL_FILES[fmt]
 
 
 def _prepare_out(out: Path, force: bool) -> None:
@@ -123,9 +123,9 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     if int8 and not model_file.endswith(".onnx"):
         raise ValueError(f"--int8 applies to ONNX exports only ('onnx'; 'tm' only for runs TF.js cannot carry), "
                          f"not '{fmt}' of this run ({model_file}). Export with --format onnx --int8.")
-    if model_file == "model.json":
+    if model_file == TFJS_MODEL_FILE:
         check_limit = min(check_limit, TFJS_CHECK_LIMIT)
-    feed = ("teachable" if fmt == "tm" and model_file == "model.json" else "float32" if fmt in FLOAT_INPUT
+    feed = ("teachable" if fmt == "tm" and model_file == TFJS_MODEL_FILE else "float32" if fmt in FLOAT_INPUT
             else "uint8")
     out = Path(out) if out is not None else run.dir / f"export-{fmt}"
     _prepare_out(out, force)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..settings import EXPORTS, TFJS_MODEL_FILE
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def tm_metadata(run, image_size: tuple[int, int], tfjs: str | None = None) -> di
         "labels": list(run.class_names),
         "imageSize": int(image_size[0]),
         "grayscale": False,
-        "modelFile": "model.json" if tfjs else "model.onnx",
+        "modelFile": TFJS_MODEL_FILE if tfjs else EXPORTS["onnx"].model_file,
         "preprocessingFile": "export.json",
     }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..data.align import EYES
+from ..settings import TFJS_MODEL_FILE
 from .job import check_line
 from .snippets import snippets
 
@@ -50,7 +51,7 @@ def readme(fmt: str, run, info: dict[str, Any]) -> str:
              f"Classes (output order): {', '.join(run.class_names)}", "", "Preprocessing, in order:"]
     lines += [f"  {i + 1}. {s}" for i, s in enumerate(info["steps"])]
     lines.append("")
-    tfjs = info["model_file"] == "model.json"
+    tfjs = info["model_file"] == TFJS_MODEL_FILE
     if fmt in ("onnx", "tm") and not tfjs:
         lines += ["Use it without diycnn (pip install onnxruntime pillow numpy):",
                   "    python predict.py photo.jpg [more photos or folders] [--model model.int8.onnx]",
@@ -59,7 +60,7 @@ def readme(fmt: str, run, info: dict[str, Any]) -> str:
     elif fmt == "torchscript":
         lines += ["Load it with torch only:", "    model = torch.jit.load('model.torchscript.pt').eval()",
                   "    probabilities = model(uint8_tensor_of_shape_N_H_W_3)"]
-    elif fmt == "tm" and info["model_file"] == "model.json":
+    elif fmt == "tm" and info["model_file"] == TFJS_MODEL_FILE:
         lines += ["Teachable Machine's own export format: load it with its library (@teachablemachine/image 0.8 "
                   "or later reads imageSize from metadata.json) or with TensorFlow.js:",
                   "    const model = await tmImage.load('model.json', 'metadata.json');",

@@ -16,14 +16,14 @@ from ..data.align import LANDMARK_INPUT
 from ..data.images import Preprocessing
 from ..io import check_format, read_json
 from ..run import Classifier
+from ..settings import EXPORTS
 from .onnx_format import onnx_probs, onnx_session
 from .onnx_sizes import check_onnx_graph
 
 EXPORT_FORMAT = "diycnn-export"
 EXPORT_VERSION = 1
 REQUIRED = ("export_format", "model_file", "class_names", "preprocessing")
-MODEL_FILES = {"onnx": "model.onnx", "tm": "model.onnx", "torchscript": "model.torchscript.pt", "keras": "model.keras",
-               "tfjs": "model.json"}  # a tm export in TF.js (exports.tm_is_tfjs) writes model.json
+MODEL_FILES = {name: f.model_file for name, f in EXPORTS.items()}  # a tm export in TF.js writes TFJS_MODEL_FILE
 
 
 def read_export_info(export_dir: Path) -> dict[str, Any]:

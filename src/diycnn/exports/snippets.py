@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..settings import EXPORTS, TFJS_MODEL_FILE
 from .runtime import MODEL_FILES
 
-PYTHON_FORMATS = ("onnx", "tm", "torchscript", "keras")  # formats with a Python snippet (tm: when it is ONNX)
+PYTHON_FORMATS = tuple(name for name, f in EXPORTS.items() if f.python)  # (tm: when it is ONNX)
 SERVE_NOTE = "// Serve the unzipped folder over HTTP (a browser cannot load model.json from file://).\n"
 FACES_NOTE = ("// this run crops faces first (see README.txt): give it a face photo cropped as the "
               "steps say\n")
@@ -163,7 +164,7 @@ def snippets(info: dict[str, Any]) -> list[dict[str, str]]:
     """
     info = _checked(info)
     fmt = info["export_format"]
-    if fmt == "tm" and info["model_file"] == "model.json":  # Teachable Machine's own format (TF.js)
+    if fmt == "tm" and info["model_file"] == TFJS_MODEL_FILE:  # Teachable Machine's own format (TF.js)
         return [{"language": "JavaScript", "code": _teachable(info)}]
     out = []
     if fmt in PYTHON_FORMATS:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..io import publish_dir
 from ..models.face_weights import weights_root
+from ..settings import TFJS_MODEL_FILE
 from .keras_format import _weights, keras_config
 
 TFJS_VERSION = "4.22.0"  # pinned with its dependencies by tfjs/package-lock.json beside this module
@@ -73,7 +74,7 @@ class WeightFiles:
         model = {"format": "layers-model", "generatedBy": generated_by, "convertedBy": None,
                  "modelTopology": {**topology, "keras_version": "tfjs-layers 4.22.0", "backend": "tensor_flow.js"},
                  "weightsManifest": [{"paths": ["weights.bin"], "weights": self.specs}]}
-        (folder / "model.json").write_text(json.dumps(model), encoding="utf-8")
+        (folder / TFJS_MODEL_FILE).write_text(json.dumps(model), encoding="utf-8")
         (folder / "weights.bin").write_bytes(data)
         return {"layers": layers, "weight_tensors": len(self.specs), "weight_bytes": len(data)}
 

@@ -9,6 +9,7 @@ import logging
 import math
 import threading
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,10 @@ log = logging.getLogger(__name__)
 # from-scratch CNNs.
 RECIPES = (DEFAULT_MODEL, *PRETRAINED_RECIPES, *(name for name in RECIPE_NAMES if name not in PRETRAINED_RECIPES))
 DEFAULT_RECIPE = RECIPES[0]
+# The settings the page's Advanced fields set, with the range the page accepts; each is a field of
+# TrainSettings, whose type (whole number or not) and rules apply too.
 LIMITS = {"epochs": (1, 1000), "batch_size": (1, 1024), "lr": (1e-7, 1.0)}
+WHOLE = {name for name in LIMITS if "int" in str(typing.get_type_hints(TrainSettings)[name])}
 
 
 def training_settings(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -38,7 +42,7 @@ def training_settings(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         value = body.get(key)
         if value in (None, ""):
             continue
-        kind = int if key != "lr" else float
+        kind = int if key in WHOLE else float
         if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
             raise ProjectError(f"{key} must be a finite number, received {value!r}.")
         try:

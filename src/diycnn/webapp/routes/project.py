@@ -8,7 +8,7 @@ import anyio
 from fastapi import APIRouter, Depends, Request, UploadFile
 from fastapi.responses import Response
 
-from ...settings import EXPORT_FORMATS
+from ...settings import EXPORTS
 from ..jobs import RECIPES
 from ..project import MAX_UPLOAD_BYTES, ProjectError
 from ..security import json_body
@@ -23,7 +23,7 @@ def project(app: App = Depends(state)) -> dict[str, Any]:
     p = app.project
     return {"root": str(p.root), "name": p.root.name, "classes": p.summary(), "recipes": list(RECIPES),
             "recipe_guide": RECIPE_HELP, "runs": [r.model_dump() for r in app.runs()], "training": app.job.status(),
-            "export_formats": list(EXPORT_FORMATS), "max_upload_mb": MAX_UPLOAD_BYTES // (1024 * 1024)}
+            "export_formats": list(EXPORTS), "export_labels": {n: f.label for n, f in EXPORTS.items()}, "max_upload_mb": MAX_UPLOAD_BYTES // (1024 * 1024)}
 
 
 @router.get("/check")

@@ -358,16 +358,13 @@ function renderRuns() {
 }
 $("#run-select").addEventListener("change", () => { renderFormats(); loadEvaluation(); });
 
-// Only the formats the chosen run can be exported to, each named by what it is for.
-const FORMAT_LABELS = {
-  onnx: "ONNX (Python, C#, Java, C++... with onnxruntime)", tm: "Teachable Machine (tmImage.load; TF.js where the run allows, else ONNX)",
-  torchscript: "TorchScript (PyTorch)", keras: "Keras 3 (.keras)", tfjs: "TensorFlow.js (browser, Node.js)",
-};
+// Only the formats the chosen run can be exported to, each named by what it is for (the labels come
+// with the project, from the one list of export formats).
 function renderFormats() {
   const run = project.runs.find(r => r.name === $("#run-select").value);
   const sel = $("#export-format"), keep = sel.value, formats = run ? run.export_formats : project.export_formats;
   sel.textContent = "";
-  for (const f of formats) sel.add(new Option(FORMAT_LABELS[f] || f, f));
+  for (const f of formats) sel.add(new Option((project.export_labels || {})[f] || f, f));
   if (formats.includes(keep)) sel.value = keep;
   const model = run ? run.model || "this recipe" : "";
   $("#export-about").textContent = !run || formats.includes("keras") ? "" : formats.includes("tfjs") ?
