@@ -32,3 +32,22 @@ def test_the_contract_catches_an_upward_import(tmp_path):
     (tmp_path / "swapped.ini").write_text(swapped)
     proc = lint_imports(tmp_path / "swapped.ini")
     assert proc.returncode != 0 and "diycnn.models is not allowed to import diycnn.data" in proc.stdout
+
+
+def private_imports(root: Path) -> list[str]:
+    """`from x import _name` anywhere under `root`: a module reaching into another's private parts."""
+    import ast
+
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                found += [f"{path.relative_to(root)}:{node.lineno} {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names(tmp_path):
+    assert private_imports(ROOT / "src" / "diycnn") == []
+    (tmp_path / "m.py").write_text("from .images import _open\n")  # and the check can fail
+    assert private_imports(tmp_path) == ["m.py:1 _open"]

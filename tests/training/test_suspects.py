@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import diycnn
+from diycnn.data.split import fold_assignment
 from diycnn.evaluation.suspects import (
     SUSPECT_MIN_SKILL,
     confident_learning,
-    fold_assignment,
     out_of_fold_probs,
     skill,
     suspect_labels,

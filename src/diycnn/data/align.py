@@ -52,11 +52,14 @@ def align_face(im: Image.Image, size: int, runner: LandmarkRunner) -> Image.Imag
     short = min(im.size)
     if not (0.1 * short <= dist <= 0.9 * short) or abs(angle) > math.pi / 4:
         return None
+    from skimage.transform import SimilarityTransform  # noqa: PLC0415 (lazy: scikit-image, when a face is aligned)
+
     lx, rx, ey = EYES
-    scale = (rx - lx) * size / dist  # output pixels per photo pixel
-    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
-    # PIL maps each output pixel (u, v) back to the photo: rotate by the eyes' angle, unscale, shift
-    u0, v0 = lx * size, ey * size
-    a, b, d, e = cos, -sin, sin, cos
-    c, f = float(left[0]) - a * u0 - b * v0, float(left[1]) - d * u0 - e * v0
-    return im.transform((size, size), Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR)
+    # PIL maps each output pixel back to the photo: the similarity (rotation, scale, shift) that puts
+    # the eyes' places in the output on the eyes in the photo
+    back = SimilarityTransform.from_estimate(np.array([[lx * size, ey * size], [rx * size, ey * size]]),
+                                             np.stack([left, right]).astype(np.float64))
+    if not back:  # a failed estimate (it cannot fail for two distinct eyes, checked above)
+        return None
+    return im.transform((size, size), Image.AFFINE, tuple(float(v) for v in back.params[:2].ravel()),
+                        resample=Image.BILINEAR)

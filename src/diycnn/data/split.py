@@ -258,6 +258,37 @@ def _by_place(items, where) -> dict[tuple[str, str], list[dict[str, Any]]]:
     return out
 
 
+def spread_over_folds(units: list[list[Any]], totals: list[int], rng: np.random.Generator) -> list[tuple[list[Any], int]]:
+    """One class's units (photos that must stay together: a group of near-duplicates, or one
+    photo), largest first and in a random order among equals, each given to the fold with the
+    fewest of the class's photos so far,
+    ties to the fold with the fewest photos of all classes (`totals`, one count per fold, updated):
+    (unit, fold) pairs, in that order."""
+    sizes = [0] * len(totals)
+    placed = []
+    order = rng.permutation(len(units))
+    for k in sorted(order, key=lambda k: -len(units[k])):  # the largest groups first: the singles even it out
+        f = min(range(len(totals)), key=lambda i: (sizes[i], totals[i], i))
+        placed.append((units[k], f))
+        sizes[f] += len(units[k])
+        totals[f] += len(units[k])
+    return placed
+
+
+def fold_assignment(labels: np.ndarray, groups: list[int] | None, folds: int, seed: int = 0) -> np.ndarray:
+    """Fold index per photo, stratified by class; photos of one group (near-duplicates) share a fold."""
+    groups = list(range(len(labels))) if groups is None else groups
+    fold = np.zeros(len(labels), dtype=np.int64)
+    totals = [0] * folds
+    for c in np.unique(labels):
+        members: dict[int, list[int]] = {}
+        for i in np.flatnonzero(labels == c):
+            members.setdefault(groups[i], []).append(int(i))
+        for unit, f in spread_over_folds(sorted(members.values()), totals, np.random.default_rng([seed, int(c)])):
+            fold[unit] = f
+    return fold
+
+
 def kfold_splits(scan: ScanResult, folds: int, val_split: float = DEFAULT_VAL_SPLIT, seed: int = 0) -> list[Split]:
     """Stratified K-fold: every photo is in the test split of exactly one fold; each fold's
     validation split is carved from the rest (`val_split` of each class, at least 1).
@@ -276,17 +307,13 @@ def kfold_splits(scan: ScanResult, folds: int, val_split: float = DEFAULT_VAL_SP
         if len(pool) < folds + 2:
             raise ValueError(f"Class '{c}' has {len(pool)} photo(s); {folds}-fold needs at least {folds + 2} "
                              f"(one test photo per fold plus validation and training). Use fewer --folds.")
-    # Groups of near-duplicates go to one fold; each group to the fold with the fewest photos so
-    # far (round robin when every photo is its own group).
-    orders, fold_of = {}, {}
+    # Groups of near-duplicates go to one fold (spread_over_folds: largest first, each to the fold
+    # with the fewest of its class, then of all photos).
+    orders, fold_of, totals = {}, {}, [0] * folds
     for ci, (c, pool) in enumerate(pools.items()):
-        units = near_groups(pool, scan)
-        orders[c] = [units[i] for i in np.random.default_rng([seed, ci]).permutation(len(units))]
-        sizes = [0] * folds
-        for unit in orders[c]:
-            f = sizes.index(min(sizes))
-            fold_of[unit[0]] = f
-            sizes[f] += len(unit)
+        placed = spread_over_folds(near_groups(pool, scan), totals, np.random.default_rng([seed, ci]))
+        orders[c] = [unit for unit, _ in placed]
+        fold_of.update((unit[0], f) for unit, f in placed)
     sha = {r.rel: r.sha256 for r in scan.records}
     out = []
     for f in range(folds):

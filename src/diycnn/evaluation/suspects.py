@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.split import fold_assignment
+
 SUSPECT_FOLDS = 5
 L2 = 1e-2  # penalty on the standardised features' weights (bench/suspect_labels.py)
 MAX_LISTED = 100
@@ -38,23 +40,6 @@ def skill(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     accuracy = float(np.mean(probs.argmax(axis=1) == labels))
     majority = float(np.bincount(labels).max() / len(labels))
     return accuracy, (accuracy - majority) / (1 - majority) if majority < 1 else 0.0
-
-
-def fold_assignment(labels: np.ndarray, groups: list[int] | None, folds: int, seed: int = 0) -> np.ndarray:
-    """Fold index per photo, stratified by class; photos of one group (near-duplicates) share a fold."""
-    groups = list(range(len(labels))) if groups is None else groups
-    fold = np.zeros(len(labels), dtype=np.int64)
-    for c in np.unique(labels):
-        members: dict[int, list[int]] = {}
-        for i in np.flatnonzero(labels == c):
-            members.setdefault(groups[i], []).append(int(i))
-        units = sorted(members.values())
-        sizes = [0] * folds
-        for k in np.random.default_rng([seed, int(c)]).permutation(len(units)):
-            f = sizes.index(min(sizes))
-            fold[units[k]] = f
-            sizes[f] += len(units[k])
-    return fold
 
 
 def _fit_softmax(x: np.ndarray, y: np.ndarray, classes: int, l2: float) -> tuple[torch.Tensor, torch.Tensor]:

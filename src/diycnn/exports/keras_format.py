@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..models.layers import _same_pad
+from ..models.layers import same_pad
 
 KERAS_ACTIVATIONS = {"swish": "silu"}  # diycnn name -> Keras name where they differ
 
@@ -93,7 +93,7 @@ def _layer(keras, layer):
     return getattr(keras.layers, config["class_name"])(**config["config"])
 
 
-def _weights(kind: str, module) -> list[np.ndarray]:
+def keras_weights(kind: str, module) -> list[np.ndarray]:
     """torch parameters -> Keras' weight list for that layer (channels-last kernels)."""
     def t(x):
         return x.detach().cpu().float().numpy()
@@ -119,7 +119,7 @@ def backend_problems(spec, backend: str) -> list[str]:
     for layer, out in zip(spec.layers, spec.layer_output_shapes()):
         c = layer.config
         if backend == "torch" and type(layer).__name__ == "AveragePooling2D" and c["padding"] == "same":
-            pads = [_same_pad(shape[i], c["pool_size"][i], c["strides"][i]) for i in (0, 1)]
+            pads = [same_pad(shape[i], c["pool_size"][i], c["strides"][i]) for i in (0, 1)]
             if any(a != b for a, b in pads):
                 problems.append(f"{layer.label} on input {shape[:2]} pads unevenly {pads}")
         shape = out
@@ -136,7 +136,7 @@ def build_keras_model(spec, module):
     if spec.output_activation == "linear":
         model.add(keras.layers.Activation("softmax", name="probabilities"))
     for layer in spec.layers:
-        weights = _weights(type(layer).__name__, module.body[layer.name])
+        weights = keras_weights(type(layer).__name__, module.body[layer.name])
         if weights:
             model.get_layer(layer.name).set_weights(weights)
     return model

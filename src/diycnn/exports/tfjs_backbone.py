@@ -32,7 +32,7 @@ from ..settings import (  # timm names this export handles (listed once, for the
     FACE_BACKBONE,
     TFJS_BACKBONES,
 )
-from .tfjs_format import WeightFiles, _layer_config, _weights, tm_pixels_layer
+from .tfjs_format import WeightFiles, keras_weights, layer_config, tm_pixels_layer
 
 
 def supports(backbone: str | None) -> bool:
@@ -262,8 +262,8 @@ def write_tfjs_backbone(recipe, module, input_shape: tuple[int, int, int], folde
             continue
         if kind not in ("Dense", "Dropout", "Activation", "Rescaling"):
             raise ValueError(f"Head layer {layer.label} has no TF.js export here; use ONNX.")
-        conf = _layer_config(layer)
-        weights = list(zip(("kernel", "bias"), _weights(kind, module.head.body[layer.name]))) if kind == "Dense" else []
+        conf = layer_config(layer)
+        weights = list(zip(("kernel", "bias"), keras_weights(kind, module.head.body[layer.name]))) if kind == "Dense" else []
         x = g.add(conf["class_name"], [x], {k: v for k, v in conf["config"].items() if k != "name"}, weights,
                   name=f"head_{layer.name}")
     if recipe.spec.output_activation == "linear":

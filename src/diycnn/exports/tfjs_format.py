@@ -24,7 +24,7 @@ import numpy as np
 from ..io import publish_dir
 from ..models.face_weights import weights_root
 from ..settings import TFJS_MODEL_FILE
-from .keras_format import _weights, keras_config
+from .keras_format import keras_config, keras_weights
 
 TFJS_VERSION = "4.22.0"  # pinned with its dependencies by tfjs/package-lock.json beside this module
 # Keras activation names that TensorFlow.js layers know (diycnn name -> TF.js name).
@@ -42,7 +42,7 @@ def _activation(name: str, layer) -> str:
     return TFJS_ACTIVATIONS[name]
 
 
-def _layer_config(layer) -> dict[str, Any]:
+def layer_config(layer) -> dict[str, Any]:
     """The layer as model.json holds it: Keras' serialised config (keras_format.keras_config, with
     TF.js's activation names), trainable and float32."""
     config = keras_config(layer, _activation)
@@ -98,7 +98,7 @@ def write_tfjs(spec, module, folder: Path, generated_by: str, prep=None) -> dict
     summary (layers, weight tensors, bytes). A softmax is appended when the spec ends in logits.
     Given the run's preprocessing as `prep`, the model takes Teachable Machine's pixels instead
     (tm_pixels_layer first)."""
-    layers = [_layer_config(layer) for layer in spec.layers]
+    layers = [layer_config(layer) for layer in spec.layers]
     files = WeightFiles()
     if prep is not None:
         config, weights = tm_pixels_layer(prep)
@@ -110,7 +110,7 @@ def write_tfjs(spec, module, folder: Path, generated_by: str, prep=None) -> dict
                                                               "dtype": "float32", "activation": "softmax"}})
     for layer in spec.layers:
         kind = type(layer).__name__
-        files.add(layer.name, zip(WEIGHT_NAMES.get(kind, []), _weights(kind, module.body[layer.name])))
+        files.add(layer.name, zip(WEIGHT_NAMES.get(kind, []), keras_weights(kind, module.body[layer.name])))
     topology = {"class_name": "Sequential", "config": {"name": spec.name, "layers": layers}}
     return files.write(folder, topology, generated_by, len(layers))
 

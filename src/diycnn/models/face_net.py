@@ -185,7 +185,7 @@ def load_face_recognition_net(manifest: str | Path, mirror: bool = False) -> Fac
 LANDMARK_INPUT = 112
 
 
-def _same_pad(x, stride: int):
+def same_pad(x, stride: int):
     """TF's 'same' padding for a 3x3 kernel: 1 on each side at stride 1; at stride 2 on an even
     size, 0 before and 1 after (TF puts the odd pixel at the end)."""
     if stride == 1:
@@ -205,7 +205,7 @@ class SeparableConv(nn.Module):
         self.pointwise = nn.Conv2d(cin, cout, 1, bias=True)
 
     def forward(self, x):
-        return self.pointwise(self.depthwise(_same_pad(x, self.stride)))
+        return self.pointwise(self.depthwise(same_pad(x, self.stride)))
 
 
 class PlainConv(nn.Module):
@@ -215,7 +215,7 @@ class PlainConv(nn.Module):
         self.conv = nn.Conv2d(cin, cout, 3, stride, bias=True)
 
     def forward(self, x):
-        return self.conv(_same_pad(x, self.stride))
+        return self.conv(same_pad(x, self.stride))
 
 
 class DenseBlock4(nn.Module):

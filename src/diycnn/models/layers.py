@@ -21,7 +21,7 @@ ACTIVATION_NAMES = ("linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "el
                     "softplus", "leaky_relu")
 
 
-def _snake(name: str) -> str:
+def snake_case(name: str) -> str:
     """Conv2D -> conv2d, MaxPooling2D -> max_pooling2d, as Keras names layers."""
     s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
@@ -51,7 +51,7 @@ def _activation(value: Any, layer: str) -> str:
     return value
 
 
-def _same_pad(size: int, k: int, s: int) -> tuple[int, int]:
+def same_pad(size: int, k: int, s: int) -> tuple[int, int]:
     """TensorFlow's 'same' padding: output ceil(size / s), extra pixel at the end."""
     out = math.ceil(size / s)
     total = max((out - 1) * s + k - size, 0)
@@ -107,7 +107,7 @@ class Layer:
 
     @property
     def label(self) -> str:
-        return f"{self.name or _snake(type(self).__name__)} ({type(self).__name__})"
+        return f"{self.name or snake_case(type(self).__name__)} ({type(self).__name__})"
 
     def get_config(self) -> dict[str, Any]:
         config = {"name": self.name}
@@ -199,7 +199,7 @@ class Conv2D(Layer):
         return kh * kw * shape[2] * f + (f if self.config["use_bias"] else 0), 0
 
 
-class _Pooling2D(Layer):
+class Pooling2D(Layer):
     ARGS = {"pool_size": (2, 2), "strides": None, "padding": "valid"}
     KIND = "max"
 
@@ -215,11 +215,11 @@ class _Pooling2D(Layer):
         return (_window_out(shape[0], kh, sh, p), _window_out(shape[1], kw, sw, p), shape[2])
 
 
-class MaxPooling2D(_Pooling2D):
+class MaxPooling2D(Pooling2D):
     KIND = "max"
 
 
-class AveragePooling2D(_Pooling2D):
+class AveragePooling2D(Pooling2D):
     KIND = "avg"
 
 

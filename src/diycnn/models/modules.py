@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fast_conv
-from .layers import ACTIVATION_NAMES, Layer, _same_pad
+from .layers import ACTIVATION_NAMES, Layer, same_pad
 
 ACTIVATIONS = {
     "linear": None,
@@ -125,7 +125,7 @@ def _conv2d(c: dict[str, Any], shape, final: bool) -> nn.Module:
     (kh, kw), (sh, sw) = c["kernel_size"], c["strides"]
     padding, pad = 0, None
     if c["padding"] == "same":
-        (top, bottom), (left, right) = _same_pad(shape[0], kh, sh), _same_pad(shape[1], kw, sw)
+        (top, bottom), (left, right) = same_pad(shape[0], kh, sh), same_pad(shape[1], kw, sw)
         if top == bottom and left == right:
             padding = (top, left)
         else:
@@ -138,8 +138,8 @@ def _pooling(kind: str) -> Callable[[dict[str, Any], Any, bool], nn.Module]:
     def build(c: dict[str, Any], shape, final: bool) -> nn.Module:
         pad = None
         if c["padding"] == "same":
-            (top, bottom) = _same_pad(shape[0], c["pool_size"][0], c["strides"][0])
-            (left, right) = _same_pad(shape[1], c["pool_size"][1], c["strides"][1])
+            (top, bottom) = same_pad(shape[0], c["pool_size"][0], c["strides"][0])
+            (left, right) = same_pad(shape[1], c["pool_size"][1], c["strides"][1])
             if top or bottom or left or right:
                 pad = (left, right, top, bottom)
         return KPool2d(kind, c["pool_size"], c["strides"], pad)

@@ -10,7 +10,18 @@ import yaml
 
 from ..io import shown
 from ..settings import read_document_file
-from .layers import LAYERS, Activation, Conv2D, Dropout, Input, Layer, Rescaling, _Pooling2D, _snake, layer_from_config
+from .layers import (
+    LAYERS,
+    Activation,
+    Conv2D,
+    Dropout,
+    Input,
+    Layer,
+    Pooling2D,
+    Rescaling,
+    layer_from_config,
+    snake_case,
+)
 
 NUM_CLASSES = "num_classes"  # placeholder for Dense units in reusable spec files
 
@@ -25,7 +36,7 @@ def _rows_needed(layer: Layer, need: tuple[int, int] | None, shape_in, shape_out
     if len(shape_in) != 3 or len(shape_out) != 3:
         return None
     h, w = need or shape_out[:2]
-    if isinstance(layer, (Conv2D, _Pooling2D)) and layer.config["padding"] == "valid":
+    if isinstance(layer, (Conv2D, Pooling2D)) and layer.config["padding"] == "valid":
         (kh, kw) = layer.config["kernel_size" if isinstance(layer, Conv2D) else "pool_size"]
         (sh, sw) = layer.config["strides"]
         h, w = (h - 1) * sh + kh, (w - 1) * sw + kw
@@ -80,7 +91,7 @@ class Sequential:
                 )
             self.input_shape = Input(shape=layer.input_shape).config["shape"]
         if layer.name is None:
-            layer.name = self._unique_name(_snake(type(layer).__name__))
+            layer.name = self._unique_name(snake_case(type(layer).__name__))
         elif any(existing.name == layer.name for existing in self.layers):
             raise ValueError(f"Model '{self.name}' already has a layer named '{layer.name}'; layer names must be unique.")
         shape_in = self.output_shape
