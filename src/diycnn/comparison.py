@@ -30,8 +30,8 @@ from .loading import load
 from .models.registry import check_model_name
 from .records import SPLIT_JSON, read_metrics, read_run_info
 from .report.compare_html import render_comparison
-from .run import new_run_dir, read_history
-from .settings import merge_settings
+from .run import Run, new_run_dir, read_history
+from .settings import DEFAULT_MODEL, merge_settings
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,48 @@ def compare(data: str | Path | None = None, models: list[str] | str | None = Non
         out_dir = new_run_dir(out, f"{data.name}-compare", runs_root)
         labels = _labels([read_run_info(d).model["name"] for d in run_dirs])
         return _finish(out_dir, data, list(zip(labels, run_dirs)), shared, stage, explain_samples, None)
+    data = Path(_check_models(models, data))
+    base = merge_settings(None, {**settings, "model": models[0]}, where="compare settings")
+    scan = pipeline.scan_for_training(data, base, stage)  # once, for every model (and fold)
+    out_dir = new_run_dir(out, f"{data.name}-compare", runs_root)
+    labels = _labels(models)
+
+    def train(model: str, run_dir: Path, split: Split) -> Run:
+        s = dataclasses.replace(base, model=model)
+        if model == DEFAULT_MODEL:
+            return train_auto(data, s, out=run_dir, split=split, callbacks=callbacks, stage=stage, scan=scan)
+        run = pipeline.train_one(data, s, out=run_dir, split=split, scan=scan, callbacks=callbacks, stage=stage)
+        assert run is not None  # compare runs outside torchrun
+        return run
+
+    if folds:
+        fold_results = []
+        for f, fold_split in enumerate(kfold_splits(scan, folds, base.val_split, base.seed)):
+            fold_dir = out_dir / "folds" / str(f + 1)
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(fold_dir / SPLIT_JSON, fold_split.to_dict())
+            for label, model in zip(labels, models):
+                stage(f"compare: fold {f + 1}/{folds}, training {model} ...")
+                train(model, fold_dir / label, fold_split)
+            fold_results.append([(label, fold_dir / label) for label in labels])
+        return _finish_folds(out_dir, data, labels, fold_results, stage, explain_samples)
+    the_split = (read_split(split) if split is not None else
+                 make_split(scan, base.val_split, base.test_split, base.seed, val_as_test=base.val_as_test))
+    atomic_write_json(out_dir / SPLIT_JSON, the_split.to_dict())
+    trained = []
+    for label, model in zip(labels, models):
+        stage(f"compare: training {model} ({len(trained) + 1}/{len(models)}) ...")
+        trained.append((label, train(model, out_dir / "runs" / label, the_split).dir))
+    return _finish(out_dir, data, trained, the_split.to_dict(), stage, explain_samples, None)
+
+
+def _check_models(models: list[str] | None, data: str | Path | None) -> str | Path:
+    """The data folder, once the model list is usable: two or more, none twice, each a recipe or a
+    spec file (a typo is reported before the photos are scanned).
+
+    Raises:
+        ValueError, FileNotFoundError: what is wrong, and how to say it instead.
+    """
     if not models:
         raise ValueError("compare needs --models (e.g. seed-cnn,tm,finetune) or --runs RUN RUN ...")
     if data is None:
@@ -182,42 +224,9 @@ def compare(data: str | Path | None = None, models: list[str] | str | None = Non
         raise ValueError(f"compare needs at least two models, received {shown(models)}.")
     if len(set(models)) != len(models):
         raise ValueError(f"compare received a model twice: {shown(models)}.")
-    data = Path(data)
-    base = merge_settings(None, {**settings, "model": models[0]}, where="compare settings")
     for model in models:
-        check_model_name(model)  # a typo is reported before the photos are scanned
-    scan = pipeline.scan_for_training(data, base, stage)  # once, for every model (and fold)
-    out_dir = new_run_dir(out, f"{data.name}-compare", runs_root)
-    labels = _labels(models)
-
-    def train(model: str, run_dir: Path, split: Split):
-        s = dataclasses.replace(base, model=model)
-        if model == "auto":
-            return train_auto(data, s, out=run_dir, split=split, callbacks=callbacks, stage=stage, scan=scan)
-        return pipeline.train_one(data, s, out=run_dir, split=split, scan=scan, callbacks=callbacks, stage=stage)
-
-    if folds:
-        fold_results = []
-        for f, fold_split in enumerate(kfold_splits(scan, folds, base.val_split, base.seed)):
-            fold_dir = out_dir / "folds" / str(f + 1)
-            fold_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(fold_dir / SPLIT_JSON, fold_split.to_dict())
-            pairs = []
-            for label, model in zip(labels, models):
-                stage(f"compare: fold {f + 1}/{folds}, training {model} ...")
-                train(model, fold_dir / label, fold_split)
-                pairs.append((label, fold_dir / label))
-            fold_results.append(pairs)
-        return _finish_folds(out_dir, data, labels, fold_results, stage, explain_samples)
-    the_split = (read_split(split) if split is not None else
-                 make_split(scan, base.val_split, base.test_split, base.seed, val_as_test=base.val_as_test))
-    atomic_write_json(out_dir / SPLIT_JSON, the_split.to_dict())
-    trained = []
-    for label, model in zip(labels, models):
-        stage(f"compare: training {model} ({len(trained) + 1}/{len(models)}) ...")
-        run = train(model, out_dir / "runs" / label, the_split)
-        trained.append((label, run.dir))
-    return _finish(out_dir, data, trained, the_split.to_dict(), stage, explain_samples, None)
+        check_model_name(model)
+    return data
 
 
 def _labels(models: list[str]) -> list[str]:

@@ -312,18 +312,10 @@ class Classifier:
         result["skipped"] = [p.to_dict() for p in scan.skipped + failed]
         result["duplicates"] = [p.to_dict() for p in scan.duplicates]
         seen: set[str] = set()
-        split_path = self.dir / SPLIT_JSON
-        if split_path.is_file():
-            split = read_split(split_path).to_dict()
-            hashes = split.get("sha256", {})
-            trained = {hashes[p] for s in ("train", "val") for paths in split["splits"][s].values()
-                       for p in paths if p in hashes}
-            overlap = [r.rel for r in records if r.sha256 in trained]
+        overlap = self._seen_in_training(records)
+        if overlap is not None:
             result["seen_in_training"] = overlap
             seen.update(overlap)
-            if overlap:
-                log.warning("%d of these photos are byte-identical to photos the model was trained or tuned on; "
-                            "accuracy on them is not a held-out score.", len(overlap))
         if near_duplicates and (self.dir / NEAR_SIGNATURES).is_file():
             try:
                 near = [n for n in self._near_training(records, scan.root) if n["path"] not in seen]
@@ -339,6 +331,21 @@ class Classifier:
                                                                          self.class_names).items()
                                  if k in ("accuracy", "accuracy_ci95", "loss", "macro_f1", "correct", "n")})
         return result
+
+    def _seen_in_training(self, records: list[ImageRecord]) -> list[str] | None:
+        """The photos byte-identical to the run's training or validation photos (None without a split.json)."""
+        split_path = self.dir / SPLIT_JSON
+        if not split_path.is_file():
+            return None
+        split = read_split(split_path).to_dict()
+        hashes = split.get("sha256", {})
+        trained = {hashes[p] for s in ("train", "val") for paths in split["splits"][s].values()
+                   for p in paths if p in hashes}
+        overlap = [r.rel for r in records if r.sha256 in trained]
+        if overlap:
+            log.warning("%d of these photos are byte-identical to photos the model was trained or tuned on; "
+                        "accuracy on them is not a held-out score.", len(overlap))
+        return overlap
 
     def _near_training(self, records: list[ImageRecord], root: Path) -> list[dict[str, Any]]:
         """The photos that are near-identical (not byte-identical) copies of training/val photos."""

@@ -129,47 +129,61 @@ def make_split(scan: ScanResult, val_split: float = DEFAULT_VAL_SPLIT, test_spli
                          f"({val_split if s == 'val' else test_split:.0%} of each class, seed {seed})")
     fractions = {"val": val_split, "test": test_split}
     for ci, c in enumerate(scan.class_names):
-        train = sorted(by_split["train"][c])
-        needed = 1 + len(carve)
-        if len(train) < needed:
-            where = "" if scan.layout == "class-folders" else " in train/"
-            raise ValueError(
-                f"Class '{c}' has {len(train)} usable image(s){where}; at least {needed} are needed to give "
-                f"train{', val' if 'val' in carve else ''}{', test' if 'test' in carve else ''} one each. "
-                f"Add photos to '{c}' (20+ per class is a sensible minimum) or remove the class."
-            )
-        rng = np.random.default_rng([seed, ci])
-        # Counts are fractions of the pool (the whole class, or the given train folder), rounded
-        # half up, at least 1 each, always leaving at least 1 photo to train on.
-        counts = {s: max(1, int(math.floor(len(train) * fractions[s] + 0.5))) for s in carve}
-        while sum(counts.values()) > len(train) - 1:
-            largest = max(counts, key=counts.get)
-            counts[largest] -= 1
-        # Near-duplicates move together: the permutation is of groups (each photo its own group
-        # when there are none, which gives exactly the plain photo split).
-        units = near_groups(train, scan)
-        order = [units[i] for i in rng.permutation(len(units))]
-        taken = {}
-        for s in carve:
-            taken[s], order = _take(order, counts[s])
-        if any(not taken[s] for s in carve):  # groups too big to leave every split a photo: photo by photo
-            notes.append(f"class '{c}': its near-duplicate groups are too large to keep on one side of the split; "
-                         "split photo by photo (its evaluation photos may be copies of training photos)")
-            units = [[p] for p in train]
-            order = [units[i] for i in np.random.default_rng([seed, ci]).permutation(len(units))]
-            for s in carve:
-                taken[s], order = _take(order, counts[s])
-        for s in carve:
-            by_split[s][c] = taken[s]
-        by_split["train"][c] = sorted(p for unit in order for p in unit)
-        if any(len(u) > 1 for u in units):  # (after a fallback every group is one photo)
-            grouped = sum(len(u) for u in units if len(u) > 1)
-            notes.append(f"class '{c}': {grouped} near-duplicate photo(s) in "
-                         f"{sum(len(u) > 1 for u in units)} group(s), each group kept on one side of the split")
+        taken, by_split["train"][c] = _carve_class(scan, c, sorted(by_split["train"][c]),
+                                                   {s: fractions[s] for s in carve}, [seed, ci], notes)
+        by_split.update({s: {**by_split[s], c: taken[s]} for s in carve})
     sha = {r.rel: r.sha256 for r in scan.records}
     for note in notes:
         log.info("%s", note)
     return Split(scan.class_names, by_split, sha, seed, val_split, test_split, notes)
+
+
+def _carve_class(scan: ScanResult, c: str, train: list[str], fractions: dict[str, float], seed: list[int],
+                 notes: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """Carve class `c`'s `fractions` (val and/or test) out of its `train` photos, seeded: what each
+    split takes, and what is left to train on.
+
+    Raises:
+        ValueError: too few photos to give every split at least one.
+    """
+    needed = 1 + len(fractions)
+    if len(train) < needed:
+        where = "" if scan.layout == "class-folders" else " in train/"
+        raise ValueError(
+            f"Class '{c}' has {len(train)} usable image(s){where}; at least {needed} are needed to give "
+            f"train{', val' if 'val' in fractions else ''}{', test' if 'test' in fractions else ''} one each. "
+            f"Add photos to '{c}' (20+ per class is a sensible minimum) or remove the class."
+        )
+    # Counts are fractions of the pool (the whole class, or the given train folder), rounded
+    # half up, at least 1 each, always leaving at least 1 photo to train on.
+    counts = {s: max(1, int(math.floor(len(train) * f + 0.5))) for s, f in fractions.items()}
+    while sum(counts.values()) > len(train) - 1:
+        largest = max(counts, key=lambda s: counts[s])
+        counts[largest] -= 1
+    # Near-duplicates move together: the permutation is of groups (each photo its own group
+    # when there are none, which gives exactly the plain photo split).
+    units = near_groups(train, scan)
+    taken, order = _carve(units, counts, seed)
+    if any(not taken[s] for s in counts):  # groups too big to leave every split a photo: photo by photo
+        notes.append(f"class '{c}': its near-duplicate groups are too large to keep on one side of the split; "
+                     "split photo by photo (its evaluation photos may be copies of training photos)")
+        units = [[p] for p in train]
+        taken, order = _carve(units, counts, seed)
+    if any(len(u) > 1 for u in units):  # (after a fallback every group is one photo)
+        grouped = sum(len(u) for u in units if len(u) > 1)
+        notes.append(f"class '{c}': {grouped} near-duplicate photo(s) in "
+                     f"{sum(len(u) > 1 for u in units)} group(s), each group kept on one side of the split")
+    return taken, sorted(p for unit in order for p in unit)
+
+
+def _carve(units: list[list[str]], counts: dict[str, int], seed: list[int]) -> tuple[dict[str, list[str]],
+                                                                                   list[list[str]]]:
+    """The units in a seeded order, the first `counts[s]` photos' worth to each split in turn."""
+    order = [units[i] for i in np.random.default_rng(seed).permutation(len(units))]
+    taken = {}
+    for s in counts:
+        taken[s], order = _take(order, counts[s])
+    return taken, order
 
 
 def near_group_ids(paths: list[str], scan: ScanResult) -> list[int]:

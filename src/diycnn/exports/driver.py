@@ -106,27 +106,9 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
         FileExistsError: `out` holds files and `force` is off.
     """
 
-    if fmt not in FORMATS:
-        raise ValueError(f"Unknown export format '{fmt}'. Formats: {', '.join(FORMATS)}.")
-    if (Path(run_dir) / "export.json").is_file():
-        raise ValueError(f"'{run_dir}' is already an export; export from the run directory it came from.")
-    run = Run(run_dir, device="cpu")
-    allowed = formats_for(run)
-    if fmt not in allowed:
-        raise ValueError(
-            f"Format '{fmt}' does not apply to run '{run.name}': its model '{run.recipe.name}' is on the backbone "
-            f"{run.recipe.backbone}; Keras exports cover Keras-style spec models (seed-cnn, seed-cnn-plus, your "
-            f".yaml/.json specs), TensorFlow.js those, the EfficientNet-Lite backbones and the face network. "
-            f"Formats for this run: {', '.join(allowed)}."
-        )
-    model_file = _model_file(run, fmt)
-    if int8 and not model_file.endswith(".onnx"):
-        raise ValueError(f"--int8 applies to ONNX exports only ('onnx'; 'tm' only for runs TF.js cannot carry), "
-                         f"not '{fmt}' of this run ({model_file}). Export with --format onnx --int8.")
+    run, model_file = _run_and_model_file(run_dir, fmt, int8)
     if model_file == TFJS_MODEL_FILE:
         check_limit = min(check_limit, TFJS_CHECK_LIMIT)
-    feed = ("teachable" if fmt == "tm" and model_file == TFJS_MODEL_FILE else "float32" if fmt in FLOAT_INPUT
-            else "uint8")
     out = Path(out) if out is not None else run.dir / f"export-{fmt}"
     _prepare_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -134,17 +116,7 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     wrapper = export_module(run)
     t0 = time.perf_counter()
     want = torch_probs(wrapper, images)
-    info: dict[str, Any] = {
-        "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "export_format": fmt,
-        "model_file": model_file, "class_names": list(run.class_names),
-        "output": {"name": "probabilities", "dtype": "float32", "shape": [None, len(run.class_names)]},
-        "preprocessing": run.preprocessing.to_dict(), "steps": preprocessing_steps(run.preprocessing, feed),
-        "tta": run.tta,
-        "run": {"name": run.name, "dir": str(run.dir.resolve()), "recipe": run.recipe.name,
-                "backbone": run.recipe.backbone, "test_accuracy": run.metrics.test_accuracy},
-        "versions": versions(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    info = _export_info(run, fmt, model_file)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         job = Job(fmt, run, wrapper, images, labels, want, source, tmp, tmp / model_file, info, int8)
@@ -166,6 +138,50 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _run_and_model_file(run_dir: str | Path, fmt: str, int8: bool) -> tuple[Run, str]:
+    """The run, loaded on the CPU, and the file `fmt` writes for it.
+
+    Raises:
+        ValueError: an unknown format, one that does not apply to this run, an export folder given
+            as the run, or --int8 for a format that is not ONNX.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown export format '{fmt}'. Formats: {', '.join(FORMATS)}.")
+    if (Path(run_dir) / "export.json").is_file():
+        raise ValueError(f"'{run_dir}' is already an export; export from the run directory it came from.")
+    run = Run(run_dir, device="cpu")
+    allowed = formats_for(run)
+    if fmt not in allowed:
+        raise ValueError(
+            f"Format '{fmt}' does not apply to run '{run.name}': its model '{run.recipe.name}' is on the backbone "
+            f"{run.recipe.backbone}; Keras exports cover Keras-style spec models (seed-cnn, seed-cnn-plus, your "
+            f".yaml/.json specs), TensorFlow.js those, the EfficientNet-Lite backbones and the face network. "
+            f"Formats for this run: {', '.join(allowed)}."
+        )
+    model_file = _model_file(run, fmt)
+    if int8 and not model_file.endswith(".onnx"):
+        raise ValueError(f"--int8 applies to ONNX exports only ('onnx'; 'tm' only for runs TF.js cannot carry), "
+                         f"not '{fmt}' of this run ({model_file}). Export with --format onnx --int8.")
+    return run, model_file
+
+
+def _export_info(run: Run, fmt: str, model_file: str) -> dict[str, Any]:
+    """export.json's contents before the model is written and checked (the writer adds "check")."""
+    feed = ("teachable" if fmt == "tm" and model_file == TFJS_MODEL_FILE else "float32" if fmt in FLOAT_INPUT
+            else "uint8")
+    return {
+        "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "export_format": fmt,
+        "model_file": model_file, "class_names": list(run.class_names),
+        "output": {"name": "probabilities", "dtype": "float32", "shape": [None, len(run.class_names)]},
+        "preprocessing": run.preprocessing.to_dict(), "steps": preprocessing_steps(run.preprocessing, feed),
+        "tta": run.tta,
+        "run": {"name": run.name, "dir": str(run.dir.resolve()), "recipe": run.recipe.name,
+                "backbone": run.recipe.backbone, "test_accuracy": run.metrics.test_accuracy},
+        "versions": versions(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def _replace_dir(new: Path, out: Path) -> None:
