@@ -349,9 +349,10 @@ def format_table(result: dict[str, Any]) -> str:
     lines = ["| model | test accuracy (95% CI) | test loss | macro-F1 | parameters | size | train time | "
              "inference |", "|---|---|---|---|---|---|---|---|"]
     for r in result["models"]:
-        lo, hi = r["test_accuracy_ci95"]
+        ci = r["test_accuracy_ci95"]
         ms = f"{r['inference_ms_per_photo']:.1f} ms/photo" if r["inference_ms_per_photo"] is not None else "—"
-        lines.append(f"| {r['model']} | {r['test_accuracy']:.3f} ({lo:.3f}–{hi:.3f}) | {r['test_loss']:.4f} | "
+        interval = f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+        lines.append(f"| {r['model']} | {r['test_accuracy']:.3f}{interval} | {r['test_loss']:.4f} | "
                      f"{r['macro_f1']:.3f} | {r['parameters']:,} | {r['size_bytes'] / 1e6:.1f} MB | "
                      f"{r['train_seconds']:.0f} s | {ms} |")
     lines.append("")

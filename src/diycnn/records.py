@@ -166,15 +166,14 @@ class Metrics(_Record):
     summary, over-fitting, data problems, suspect labels, cross-validation and, for auto, the
     contest between candidates."""
 
-    REQUIRED: ClassVar[tuple[str, ...]] = ("test_accuracy", "test_accuracy_ci95", "test_loss", "class_names",
-                                           "counts", "confusion_matrix")
+    REQUIRED: ClassVar[tuple[str, ...]] = ("test_accuracy", "test_loss", "class_names", "counts", "confusion_matrix")
 
     test_accuracy: float
-    test_accuracy_ci95: list[float]
     test_loss: float
     class_names: list[str]
     counts: dict[str, int]
     confusion_matrix: list[list[int]]
+    test_accuracy_ci95: list[float] | None = None  # diycnn always writes it; a file from elsewhere may lack it
     model: str = ""
     backbone: str | None = None
     test_macro_f1: float | None = None
@@ -228,6 +227,12 @@ class Metrics(_Record):
     def kept_val_loss(self) -> float | None:
         """Validation loss of the weights the run kept (the best epoch with early stopping, else the last)."""
         return self.best_val_loss if self.best_epoch else self.final_val_loss
+
+    @property
+    def ci95_text(self) -> str:
+        """'95% CI 70.1%-88.3%' ('' when the file has no interval)."""
+        ci = self.test_accuracy_ci95
+        return f"95% CI {ci[0]:.1%}-{ci[1]:.1%}" if ci and len(ci) == 2 else ""
 
     @property
     def cv_checked(self) -> bool:

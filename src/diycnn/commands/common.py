@@ -216,13 +216,11 @@ def print_result(run) -> None:
     """What a run scored, leading with the figure to trust (cross-validated where the test split is
     too small), then the auto contest in one line, time, the per-class figures (the weakest
     classes only when there are many: the report has them all) and data problems."""
-    from ..training.crossval import CV_BELOW, describe  # torch is loaded by now: training ran  # noqa: PLC0415 (lazy: loads torch)
+    from ..training.crossval import CV_BELOW, describe  # noqa: PLC0415 (torch, loaded by now: training ran)
 
     m = run.metrics
-    lo, hi = m.test_accuracy_ci95
-    test = (f"{m['test_accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}, {m['test_correct']}/{m['counts']['test']} "
-            f"photos)")
-    test_loss = f", loss {m['test_loss']:.3f}"
+    test = f"{m.test_accuracy:.1%} ({m.ci95_text + ', ' if m.ci95_text else ''}{m.test_correct}/{m.counts['test']} photos)"
+    test_loss = f", loss {m.test_loss:.3f}"
     cv = m.cross_validation or {}
     auto = m.auto or {}
     print()

@@ -9,7 +9,7 @@ in a class other than their label are the suspects, ranked by the probability of
 cleanlab is installed.
 
 The probabilities must be out-of-fold: each photo predicted by a model that did not train on it.
-For recipes on cached features (tm, linear-probe, face-probe) `out_of_fold_probs` fits a
+For recipes on cached features (models/registry.CACHED_FEATURE_RECIPES) `out_of_fold_probs` fits a
 multinomial logistic regression on the features K times (groups of near-duplicates kept in one
 fold); `diycnn compare --folds` pools the real models' out-of-fold predictions instead.
 """

@@ -70,7 +70,8 @@ def render_comparison(result: dict[str, Any], curves: bytes, confusions: bytes, 
     rows, folds = result["models"], result.get("folds")
     side_by_side = [
         [r["model"] + (f" ({r['backbone']})" if r.get("backbone") else ""), f"{r['test_accuracy']:.1%}",
-         f"{r['test_accuracy_ci95'][0]:.1%}–{r['test_accuracy_ci95'][1]:.1%}", f"{r['test_loss']:.4f}",
+         f"{r['test_accuracy_ci95'][0]:.1%}–{r['test_accuracy_ci95'][1]:.1%}" if r["test_accuracy_ci95"] else "—",
+         f"{r['test_loss']:.4f}",
          f"{r['macro_f1']:.3f}", f"{r['parameters']:,}", f"{r['size_bytes'] / 1e6:.1f} MB", f"{r['train_seconds']:.0f} s",
          f"{r['inference_ms_per_photo']:.1f} ms/photo ({r['inference_precision']})"
          if r["inference_ms_per_photo"] is not None else "—"] for r in rows]

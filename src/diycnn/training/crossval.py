@@ -2,7 +2,7 @@
 
 With 15 photos a class, a 15% test split holds 4 or 5 photos, and "50% on 4 photos" says almost
 nothing (its 95% interval runs from 15% to 85%). Below `CV_BELOW` test photos, runs on cached
-features (tm, linear-probe, face-probe) therefore also estimate accuracy by K-fold
+features (the registry's CACHED_FEATURE_RECIPES) therefore also estimate accuracy by K-fold
 cross-validation: every photo is held out exactly once, predicted by the recipe's own head
 trained, exactly as the final one is, on the other folds (validation carved from them; groups of
 near-duplicates kept in one fold). The pooled out-of-fold predictions give the accuracy, its 95%

@@ -259,9 +259,8 @@ def done_message(m: Metrics) -> str:
     """'Done: test accuracy 75.0% (95% CI 30.1%-95.4%) on 4 held-out photos; cross-validated 86.7% ...'."""
     from ..training.crossval import describe  # noqa: PLC0415 (torch, loaded by now: training ran)
 
-    lo, hi = m.test_accuracy_ci95
-    text = (f"Done: test accuracy {m.test_accuracy:.1%} (95% CI {lo:.1%}-{hi:.1%}) on {m.counts['test']} "
-            f"held-out photos, loss {m.test_loss:.4f}")
+    text = (f"Done: test accuracy {m.test_accuracy:.1%}{f' ({m.ci95_text})' if m.ci95_text else ''} on "
+            f"{m.counts['test']} held-out photos, loss {m.test_loss:.4f}")
     if m.cv_checked:
         text += f"; cross-validated {describe(m.cross_validation)}"  # the CLI's words for it
     auto = m.auto or {}
