@@ -56,7 +56,10 @@ CANDIDATES = tuple(name for name in AUTO_ORDER if not REGISTRY[name].faces)
 FROM_SCRATCH = tuple(name for name in AUTO_ORDER if not REGISTRY[name].pretrained)
 FACE_FRACTION = 0.4  # "most photos hold a face": at least this share of the sample
 CROP_BELOW = 0.2  # crop to the face when faces cover less than this share of the photo (median)
-GOOD_ENOUGH = 0.9  # validation accuracy after which a from-scratch CNN is not worth its time
+# Validation accuracy after which a from-scratch CNN is not worth its time, nor, on photos of people
+# once a face candidate reaches it, the candidates on ImageNet features (bench/default_pipeline.py:
+# on kpop_idols they took 46% of the default's time and reached 0.33-0.41 against the face recipes' 0.91-0.93).
+GOOD_ENOUGH = 0.9
 VAL_SMALL = 30  # validation photos: below this, candidates on cached features are compared cross-validated
 # The winner's files that make the run (model.json, report.html and manifest.json are written afresh)
 RUN_FILES = ("model.safetensors", "history.csv", "curves.png", "confusion.png", NEAR_SIGNATURES)
@@ -97,10 +100,11 @@ def make_plan(survey: dict[str, Any], settings: TrainSettings) -> dict[str, Any]
     if faces and settings.crop is None and (survey["median_face_area"] or 1.0) < CROP_BELOW:
         crop = "faces"
     order = FACE_CANDIDATES if faces else CANDIDATES
-    steps = [{"model": m, "reason": ("photos of people: face descriptors tell people apart" if m.startswith("face")
+    after_faces = f"; skipped once a face candidate reaches {GOOD_ENOUGH} validation accuracy" if faces else ""
+    steps = [{"model": m, "reason": ("photos of people: face descriptors tell people apart" if REGISTRY[m].faces
                                      else "from scratch: last, and skipped once a pretrained candidate reaches "
                                           f"{GOOD_ENOUGH} validation accuracy" if m in FROM_SCRATCH
-                                     else "pretrained ImageNet features")} for m in order]
+                                     else "pretrained ImageNet features" + after_faces)} for m in order]
     if not faces:
         steps += [{"model": m, "skip": f"not photos of people ({seen})"} for m in FACE_CANDIDATES if m not in order]
     why = (f"{seen}: face recipes first" + ("; faces are small in the frame, so photos are cropped to the face"
@@ -334,6 +338,11 @@ class _Contest:
         if state == "complete":
             return None
         best_val = max((r["val_accuracy"] for r in self.trained()), default=0.0)
+        face_val = max((r["val_accuracy"] for r in self.trained() if REGISTRY[r["model"]].faces), default=0.0)
+        if not REGISTRY[name].faces and face_val >= GOOD_ENOUGH:
+            self.stage(f"auto: {name} skipped: a face candidate reaches {face_val:.3f} val accuracy already")
+            return (f"skipped: a face candidate already reaches {face_val:.3f} validation accuracy; features made "
+                    "for objects are not expected to tell these people apart better")
         if name in FROM_SCRATCH and best_val >= GOOD_ENOUGH:
             self.stage(f"auto: {name} skipped: {best_val:.3f} val accuracy reached already")
             return (f"skipped: a pretrained candidate already reaches {best_val:.3f} validation accuracy; a "

@@ -333,3 +333,21 @@ def test_a_plan_refuses_what_no_recipe_sets():
         TrainingPlan.merge({**defaults, "adapt": {"warmup": 1}}, TrainSettings())
     with pytest.raises(ValueError, match="shuffle must be"):
         TrainingPlan.merge({**defaults, "shuffle": "twice"}, TrainSettings())
+
+
+@pytest.mark.parametrize("face_val, skipped", [(0.95, True), (0.6, False)])
+def test_on_photos_of_people_imagenet_candidates_wait_until_a_face_candidate_falls_short(tmp_path, face_val, skipped):
+    """Once a face recipe reaches GOOD_ENOUGH validation accuracy, the ImageNet candidates are
+    skipped (they took most of the default's time on people and never won there); below it they run."""
+    from diycnn.auto import GOOD_ENOUGH, _Contest
+    from diycnn.settings import TrainSettings
+
+    plan = {"faces": True, "candidates": [{"model": m} for m in ("face-probe", "tm", "finetune")], "why": "test"}
+    said = []
+    contest = _Contest(tmp_path, tmp_path, TrainSettings(), plan, 600.0, 40, False, said.append, None, None, None)
+    contest.results.append({"model": "face-probe", "status": "trained", "val_accuracy": face_val})
+    for name in ("tm", "finetune"):
+        why = contest._why_skip({"model": name}, "new")
+        assert (why is not None and "face candidate" in why) == skipped, why
+    assert (face_val >= GOOD_ENOUGH) == skipped and len(said) == (2 if skipped else 0)
+    assert contest._why_skip({"model": "face-finetune"}, "new") is None  # face candidates always run
