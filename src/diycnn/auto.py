@@ -58,7 +58,7 @@ FACE_FRACTION = 0.4  # "most photos hold a face": at least this share of the sam
 CROP_BELOW = 0.2  # crop to the face when faces cover less than this share of the photo (median)
 # Validation accuracy after which a from-scratch CNN is not worth its time, nor, on photos of people
 # once a face candidate reaches it, the candidates on ImageNet features (bench/default_pipeline.py:
-# on kpop_idols they took 46% of the default's time and reached 0.33-0.41 against the face recipes' 0.91-0.93).
+# on kpop_idols they took about half of the default's time and reached 0.33-0.41 against the face recipes' 0.91-0.93).
 GOOD_ENOUGH = 0.9
 VAL_SMALL = 30  # validation photos: below this, candidates on cached features are compared cross-validated
 # The winner's files that make the run (model.json, report.html and manifest.json are written afresh)
