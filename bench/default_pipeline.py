@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from first_model import cpu_name  # noqa: E402 (bench/first_model.py, beside this file)
+from first_model import cpu_name, empty_cache_env  # noqa: E402 (bench/first_model.py, beside this file)
 from shared_data import SHARED  # noqa: E402 (bench/shared_data.py, beside this file)
 
 # What a signal opens, by its first words (the run's own messages); None: the stage goes on.
@@ -85,12 +84,7 @@ print(json.dumps({"events": events, "model": m.model, "test_accuracy": m.test_ac
 
 
 def profile(data: Path, budget: float, work: Path) -> dict:
-    cache = work / "cache"
-    cache.mkdir()
-    weights = Path(os.environ.get("DIYCNN_CACHE") or Path.home() / ".cache" / "diycnn") / "weights"
-    if weights.is_dir():
-        os.symlink(weights, cache / "weights")
-    env = {**os.environ, "DIYCNN_CACHE": str(cache)}
+    env = empty_cache_env(work)
     proc = subprocess.run([sys.executable, "-c", CHILD, str(data), str(work / "run"), str(budget)], env=env,
                           capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])

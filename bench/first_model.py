@@ -51,13 +51,18 @@ def subset(src: Path, out: Path, classes: list[str] | None, per_class: int | Non
     return out
 
 
-def run_default(data: Path, budget: float, work: Path) -> dict:
+def empty_cache_env(work: Path) -> dict[str, str]:
+    """The environment with an empty DIYCNN_CACHE in `work`, the installed face weights linked in."""
     cache = work / "cache"
     cache.mkdir()
     weights = Path(os.environ.get("DIYCNN_CACHE") or Path.home() / ".cache" / "diycnn") / "weights"
     if weights.is_dir():
         os.symlink(weights, cache / "weights")
-    env = {**os.environ, "DIYCNN_CACHE": str(cache), "COLUMNS": "80"}
+    return {**os.environ, "DIYCNN_CACHE": str(cache)}
+
+
+def run_default(data: Path, budget: float, work: Path) -> dict:
+    env = {**empty_cache_env(work), "COLUMNS": "80"}
     out = work / "run"
     start = time.perf_counter()
     first: dict = {}
