@@ -75,7 +75,8 @@ class Logged(logging.Handler):
 
 logging.getLogger("diycnn").addHandler(Logged())
 logging.getLogger("diycnn").setLevel(logging.INFO)
-run = diycnn.train(sys.argv[1], out=sys.argv[2], budget=float(sys.argv[3]), callbacks=[Timing()], on_stage=note)
+budget = float(sys.argv[3]) if sys.argv[3] != "default" else None
+run = diycnn.train(sys.argv[1], out=sys.argv[2], budget=budget, callbacks=[Timing()], on_stage=note)
 note("end")
 m = run.metrics
 print(json.dumps({"events": events, "model": m.model, "test_accuracy": m.test_accuracy,
@@ -83,9 +84,10 @@ print(json.dumps({"events": events, "model": m.model, "test_accuracy": m.test_ac
 '''
 
 
-def profile(data: Path, budget: float, work: Path) -> dict:
+def profile(data: Path, budget: float | None, work: Path) -> dict:
     env = empty_cache_env(work)
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(data), str(work / "run"), str(budget)], env=env,
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(data), str(work / "run"),
+                           "default" if budget is None else str(budget)], env=env,
                           capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -112,14 +114,16 @@ def stages(events: list[list]) -> tuple[dict[str, float], float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=3.0, help="auto's budget in minutes (default 3)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="auto's budget in minutes (default: none given, the default as users run it)")
     parser.add_argument("--data", action="append", metavar="NAME=FOLDER",
                         help="datasets (default: kpop_idols and hymenoptera training folders)")
     args = parser.parse_args()
     datasets = ([tuple(d.split("=", 1)) for d in args.data] if args.data else
                 [("kpop_idols (people)", str(SHARED / "kpop_idols" / "train")),
                  ("hymenoptera", str(SHARED / "hymenoptera" / "train"))])
-    print(f"{cpu_name()}; the default (auto) with --budget {args.budget:g}, empty cache, fresh process")
+    budget = "its default budget" if args.budget is None else f"--budget {args.budget:g}"
+    print(f"{cpu_name()}; the default (auto) with {budget}, empty cache, fresh process")
     for name, folder in datasets:
         with tempfile.TemporaryDirectory() as tmp:
             result = profile(Path(folder), args.budget, Path(tmp))
