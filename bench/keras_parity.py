@@ -156,7 +156,8 @@ def summarise(name: str, info: dict, runs: dict[str, list[dict]], epochs: int) -
 def gradients(python: str | None, npz: Path, work: Path) -> None:
     """Print each engine's per-layer gradient error against float64 at each precision."""
     grads = work / "grads.npz"
-    sides = {"diycnn": run_one(sys.executable, "gradients-diycnn", npz, None, "fp32", 0, 0, grads)["errors"]}
+    ours = run_one(sys.executable, "gradients-diycnn", npz, None, "fp32", 0, 0, grads)
+    sides = {"diycnn": ours["errors"]}
     if python:
         sides["Keras"] = run_one(python, "gradients-keras", npz, None, "fp32", 0, 0, grads)["errors"]
     names = list(sides["diycnn"]["fp32"])
@@ -166,6 +167,13 @@ def gradients(python: str | None, npz: Path, work: Path) -> None:
     print("|---|" + "---|" * len(cols))
     for n in names:
         print(f"| {n.removeprefix('body.')} | " + " | ".join(f"{sides[side][q][n]:.4f}" for side, q in cols) + " |")
+    print("\nWhere diycnn's bf16 error comes from (only some layers in bf16, the rest fp32):\n")
+    parts = [q for q in ours["errors"] if q.startswith("bf16 ")]
+    print("| parameter | " + " | ".join(parts) + " |\n|---|" + "---|" * len(parts))
+    for n in names:
+        print(f"| {n.removeprefix('body.')} | " + " | ".join(f"{ours['errors'][q][n]:.4f}" for q in parts) + " |")
+    print(f"\nThe batch's gradient of conv2d_1.weight has {ours['mean_over_per_photo_norm']:.0%} of the per-photo "
+          "gradients' mean norm (float64): rounding in each photo's gradient is magnified in their mean.")
 
 
 def main() -> None:

@@ -94,7 +94,17 @@ def gradients_diycnn(d, args) -> dict:
         F.cross_entropy(logits.double() if precision == "fp64" else logits.float(), y).backward()
         return {n: p.grad.detach().double().numpy().copy() for n, p in model.named_parameters()}
 
-    ref = grads(copy.deepcopy(module).double(), x.double(), "fp64")
+    def grads_in_bf16(model, kinds):  # only the layers of these Keras types in bf16, the rest fp32
+        model.zero_grad()
+        h = x
+        for layer in model.body.values():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=type(layer).__name__ in kinds):
+                h = layer(h.float())
+        F.cross_entropy(h.float(), y).backward()
+        return {n: p.grad.detach().double().numpy().copy() for n, p in model.named_parameters()}
+
+    double = copy.deepcopy(module).double()
+    ref = grads(double, x.double(), "fp64")
     out = {"x": d["x_train"][pick], "y": d["y_train"][pick]}
     out.update({f"weight/{n}": p.detach().numpy() for n, p in module.named_parameters()})
     out.update({f"fp64/{n}": g for n, g in ref.items()})
@@ -102,8 +112,19 @@ def gradients_diycnn(d, args) -> dict:
     for precision in ("fp32", "bf16"):
         g = grads(module, x, precision)
         errors[precision] = {n: _relative(g[n], ref[n]) for n in ref}
+    for part, kinds in (("bf16 convolutions only", {"KConv2d"}), ("bf16 dense layers only", {"KLinear"})):
+        g = grads_in_bf16(module, kinds)
+        errors[part] = {n: _relative(g[n], ref[n]) for n in ref}
+    # how much of the per-photo gradients survives their mean (float64, the second convolution)
+    weight = double.body["conv2d_1"].weight
+    per_photo = []
+    for i in range(len(y)):
+        double.zero_grad()
+        F.cross_entropy(double(x[i:i + 1].double()), y[i:i + 1]).backward()
+        per_photo.append(weight.grad.detach().clone())
+    kept = float(torch.stack(per_photo).mean(0).norm() / torch.stack([g.norm() for g in per_photo]).mean())
     np.savez(args.grads, **out)
-    return {"errors": errors}
+    return {"errors": errors, "mean_over_per_photo_norm": kept}
 
 
 def gradients_keras(d, args) -> dict:
