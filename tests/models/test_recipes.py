@@ -351,3 +351,26 @@ def test_on_photos_of_people_imagenet_candidates_wait_until_a_face_candidate_fal
         assert (why is not None and "face candidate" in why) == skipped, why
     assert (face_val >= GOOD_ENOUGH) == skipped and len(said) == (2 if skipped else 0)
     assert contest._why_skip({"model": "face-finetune"}, "new") is None  # face candidates always run
+
+
+def test_the_blogs_model_and_spec_files_train_in_fp32_on_cpus_with_bf16_unless_asked(small_data, tmp_path,
+                                                                                     monkeypatch):
+    """Keras trains in float32 unless a mixed-precision policy is set, and so did the blog: on a CPU with
+    bf16 (pretended here) `auto` gives the blog's model and a Keras-style spec file fp32, `--precision bf16`
+    still gives bf16, and the other recipes keep bf16."""
+    from diycnn.settings import TrainingPlan, TrainSettings
+    from diycnn.training import device
+
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    spec = tmp_path / "blog.json"  # the blog's layers as a user's Keras-style spec file
+    spec.write_text(json.dumps(get_recipe("seed-cnn", 2).spec.get_config()))
+
+    def precision(model, **given):
+        plan = TrainingPlan.merge(get_recipe(model, 2).defaults, TrainSettings(model=model, **given))
+        return device.resolve_precision(plan.precision, device.resolve_device("cpu"), plan.cpu_precision)
+
+    assert precision("seed-cnn") == precision(str(spec)) == "fp32"
+    assert precision("seed-cnn", precision="bf16") == "bf16"
+    assert precision("face-probe") == precision("tm") == "bf16"
+    run = diycnn.train(small_data, model="seed-cnn", epochs=1, out=tmp_path / "run", device="cpu")
+    assert run.info.precision == "fp32"

@@ -33,7 +33,7 @@ from .layers import (
     MaxPooling2D,
     Rescaling,
 )
-from .registry import REGISTRY, SPEC_DEFAULTS, is_spec_file, unknown_model
+from .registry import KERAS_DEFAULTS, REGISTRY, SPEC_DEFAULTS, is_spec_file, unknown_model
 from .sequential import Sequential, read_spec_file
 
 
@@ -217,7 +217,7 @@ def get_recipe(model: str, num_classes: int = 2, backbone: str | None = None) ->
         spec.check_classifier(num_classes)
         if len(spec.input_shape) != 3:
             raise ValueError(f"Model spec '{model}' must start with an image Input(shape=(H, W, 3)).")
-        return Recipe(spec.name, spec, preprocessing_for_spec(spec), dict(SPEC_DEFAULTS), source=str(model))
+        return Recipe(spec.name, spec, preprocessing_for_spec(spec), dict(KERAS_DEFAULTS), source=str(model))
     raise unknown_model(model)
 
 
