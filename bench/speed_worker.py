@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from parity_worker import blog_model  # beside this file
+
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KB
@@ -87,23 +89,7 @@ def run_keras(x, y, args) -> dict:
     if args.precision == "bf16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
-    n = int(y.max()) + 1
-    model = keras.Sequential([
-        keras.Input((100, 100, 3)),
-        keras.layers.Rescaling(1 / 255),  # diycnn scales uint8 photos the same way
-        keras.layers.Conv2D(512, 3, activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(256, 3, activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(32, activation="relu"),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(n, activation="softmax", dtype="float32"),
-    ])
+    model = blog_model(keras, int(y.max()) + 1)  # the same layers as bench/keras_parity.py trains
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     xf = x.astype("float32")  # Keras' usual input: a float array
