@@ -24,8 +24,8 @@ SPEC_DEFAULTS: dict[str, Any] = {"epochs": 30, "batch_size": 32, "lr": 1e-3, "pa
                                  "schedule": "constant", "augment": None, "shuffle": True, "frozen": False}
 # Keras trains in float32 unless a mixed-precision policy is set, and so did the blog. The blog's model
 # and Keras-style spec files keep that on CPUs (`--precision bf16` still asks for bf16): in bf16 one
-# step's gradient is 4-22% away from float64's in diycnn and in Keras alike, against 0.1% in fp32, and
-# the model learns more slowly (bench/keras_parity.py; docs/results.md, "Learning as in Keras").
+# step's gradient is 4-22% away from float64's in diycnn and in Keras alike, against 0.1% in fp32
+# (bench/keras_parity.py; docs/results.md, "Learning as in Keras", says what that did to accuracy).
 KERAS_DEFAULTS: dict[str, Any] = {**SPEC_DEFAULTS, "cpu_precision": "fp32"}
 
 
