@@ -44,6 +44,8 @@ sys.path.insert(0, str(HERE))
 from keras_speed import cpu_description, keras_python, native_bf16  # noqa: E402 (beside this file)
 from shared_data import SHARED  # noqa: E402
 
+from diycnn.io import atomic_write_json  # noqa: E402
+
 FACE_TEST_SPLIT = 0.3
 
 
@@ -215,7 +217,7 @@ def main() -> None:
                         python = sys.executable if engine == "diycnn" else kpy
                         done[key] = run_one(python, engine, npz, photos if side == "keras-decodes" else None,
                                             precision, seed, args.epochs)
-                        results_path.write_text(json.dumps(done))
+                        atomic_write_json(results_path, done)
                         last = done[key]["curves"][-1]
                         print(f"  {name} {side} {precision} seed {seed}: test accuracy {last['test_accuracy']:.3f}, "
                               f"test loss {last['test_loss']:.3f}, train loss {last['loss']:.3f}", flush=True)
