@@ -214,10 +214,16 @@ def test_every_recipe_works_where_users_run_it(work, case):
     folders = {fmt: cwd / f"{run.name}-export-{fmt}" for fmt in formats}
     cams = cwd / f"cams-{run.name}"
 
+    metrics = json.loads((run / "metrics.json").read_text())
+    stored = metrics["test_probabilities"]
+    test_photos = sorted(stored)[:4]
+    data = Path(json.loads((run / "model.json").read_text())["data"])
+
     # predict, evaluate, explain and every export: each a new process that has only the run directory
-    predicted, evaluated, *_ = _both(
+    predicted, evaluated, own_test, *_ = _both(
         lambda: diycnn("predict", str(run), *map(str, photos), "--json", cwd=cwd),
         lambda: diycnn("evaluate", str(run), str(unseen), "--json", cwd=cwd),
+        lambda: diycnn("predict", str(run), *[str(data / p) for p in test_photos], "--json", cwd=cwd),
         lambda: diycnn("explain", str(run), str(photos[0]), "--out", str(cams), cwd=cwd),
         *[lambda fmt=fmt: diycnn("export", str(run), "--format", fmt, "--out", str(folders[fmt]), cwd=cwd)
           for fmt in formats])
@@ -227,6 +233,14 @@ def test_every_recipe_works_where_users_run_it(work, case):
     result = json.loads(evaluated.stdout)
     assert result["n"] == len(photos) and 0 <= result["accuracy"] <= 1
     assert len(list(cams.glob("*.gradcam.jpg"))) == 1
+    # the saved model predicts what the run scored, its calibration (temperature) included
+    assert np.allclose(_probs(own_test, names), [stored[p] for p in test_photos], atol=ATOL)
+    section = metrics["calibration"]
+    assert 0 <= section["test_ece_before"] <= 1 and 0 <= section["test_ece_after"] <= 1
+    if section["calibrated"]:
+        assert section["photos"] > 0 and section["temperature"] > 0
+    else:
+        assert section["why"] and section["test_ece_after"] == section["test_ece_before"]
 
     # each export predicts what the run predicts, used as its README says
     _both(*[lambda fmt=fmt: _check_export(folders[fmt], fmt, photos, want, names, cwd) for fmt in formats])

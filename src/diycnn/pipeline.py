@@ -32,6 +32,7 @@ from .data.scan import Problem, ScanResult, scan_folder
 from .data.split import (
     Split,
     check_split,
+    kfold_splits,
     make_split,
     near_group_ids,
     near_section,
@@ -51,7 +52,7 @@ from .run import NEAR_SIGNATURES, Run, check_model_size, history_csv, new_run_di
 from .settings import INFERENCE_PRECISION, TrainingPlan, TrainSettings
 from .training import crossval, distributed
 from .training.device import autocast, resolve_device, resolve_precision
-from .training.trainer import BEST, CHECKPOINT, Callback, FitConfig, Trainer, predict_probs
+from .training.trainer import BEST, CHECKPOINT, Callback, FitConfig, Trainer, predict_logits, probs_of_logits
 
 log = logging.getLogger(__name__)
 Stage = Callable[[str], None]  # where a run says what it is doing (the CLI prints it; the app shows it)
@@ -382,6 +383,57 @@ def _cross_validation(scan: ScanResult, data_: _Data, untrained_head: Any, train
     return section
 
 
+def _calibrate(p: Prepared, f: Fitted, training: TrainingPlan, device: torch.device, precision: str, tta: bool,
+               stage: Stage) -> tuple[dict[str, Any], float]:
+    """Fit a temperature on held-out photos and fold it into the model's last linear layer
+    (evaluation/calibration.py): (metrics.json's section, the temperature now in the weights)."""
+    from .evaluation import calibration as cal  # noqa: PLC0415 (lazy: loads SciPy)
+
+    if not training.calibrate:
+        return {"calibrated": False, "why": "turned off (--calibrate off)"}, 1.0
+    data_ = p.data
+    x_val, y_val, _ = f.arrays["val"]
+    if len(y_val) >= cal.MIN_PHOTOS:
+        logits = predict_logits(f.fit_module, ArrayBatches(x_val, y_val, training.batch_size), data_.to_input, device,
+                                INFERENCE_PRECISION, tta=tta)
+        labels, source = y_val, f"the {len(y_val)} validation photos"
+    elif data_.mode == "features" and f.untrained_head is not None:
+        pool = {path for name in ("train", "val") for path, _ in p.split.paths(name)}
+        held = dataclasses.replace(p.scan, records=[r for r in p.scan.records if r.rel in pool])
+        folds = crossval.fold_count(held)
+        if folds < 2:
+            return {"calibrated": False, "why": "a class has fewer than 4 training and validation photos"}, 1.0
+        stage(f"Calibrating: only {len(y_val)} validation photos, so {folds}-fold out-of-fold predictions on the "
+              f"{len(held.records)} training and validation photos")
+        logits, labels, _, _ = crossval.out_of_fold(
+            kfold_splits(held, folds, seed=training.seed), lambda split, name: _arrays(split, p.scan, data_.x, name),
+            lambda: copy.deepcopy(f.untrained_head), data_.to_input, FitConfig.from_training(training.record()),
+            training.batch_size, device, precision, training.seed)
+        source = f"{folds}-fold out-of-fold predictions on the {len(labels)} training and validation photos"
+    else:
+        return {"calibrated": False, "why": f"only {len(y_val)} validation photos (calibration needs "
+                                            f"{cal.MIN_PHOTOS}, or a recipe on cached features: {listing()})"}, 1.0
+    temperature = cal.fit_temperature(logits, labels)
+    example = data_.to_input(next(iter(ArrayBatches(x_val, y_val, 8).iterate()))[0].to(device), False)
+    if not cal.fold_temperature(f.fit_module, temperature, example):
+        return {"calibrated": False, "why": "the model's logits do not come from a final linear layer"}, 1.0
+    section = {"calibrated": True, "temperature": temperature, "fitted_on": source, "photos": len(labels),
+               "fitted_loss_before": cal.log_loss(logits, labels, 1.0),
+               "fitted_loss_after": cal.log_loss(logits, labels, temperature)}
+    stage(f"Calibrated: temperature {temperature:.3f}, fitted on {source}")
+    return section, temperature
+
+
+def _test_calibration(before: np.ndarray, after: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """The test photos' expected calibration error and reliability bins, without and with the temperature."""
+    from .evaluation import calibration as cal  # noqa: PLC0415 (lazy: loads SciPy)
+
+    return {"bins": cal.ECE_BINS,
+            "test_ece_before": cal.expected_calibration_error(before, labels),
+            "test_ece_after": cal.expected_calibration_error(after, labels),
+            "reliability_before": cal.reliability(before, labels), "reliability_after": cal.reliability(after, labels)}
+
+
 def _write_signatures(run_dir: Path, scan: ScanResult, the_split: Split) -> None:
     """Near-duplicate signatures of the training and validation photos (a few KB each), so
     `evaluate` can tell which photos it is given are copies of them, without the data folder."""
@@ -469,8 +521,11 @@ def evaluate(p: Prepared, f: Fitted, stage: Stage) -> tuple[Metrics, np.ndarray]
     log.info("Evaluating on the held-out test split")
     tta = info.tta and data_.mode == "images"
     # scored as `diycnn predict` and the exports predict: fp32, whatever the training precision
-    probs = predict_probs(f.fit_module, ArrayBatches(x_test, y_test, training.batch_size), data_.to_input, device,
-                          INFERENCE_PRECISION, tta=tta)
+    test_logits = predict_logits(f.fit_module, ArrayBatches(x_test, y_test, training.batch_size), data_.to_input,
+                                 device, INFERENCE_PRECISION, tta=tta)
+    calibration, temperature = _calibrate(p, f, training, device, precision, tta, stage)
+    probs = probs_of_logits(test_logits, temperature)  # what the saved (temperature-folded) weights predict
+    calibration.update(_test_calibration(probs_of_logits(test_logits), probs, y_test))
     names = list(scan.class_names)
     m = classification_metrics(probs, y_test, names)
     counts = the_split.counts()
@@ -499,6 +554,7 @@ def evaluate(p: Prepared, f: Fitted, stage: Stage) -> tuple[Metrics, np.ndarray]
         suspect_labels=_suspects(the_split, scan, data_, training, stage),
         cross_validation=_cross_validation(scan, data_, f.untrained_head, training, len(y_test), device,
                                            precision, stage),
+        calibration=calibration,
     )
     return metrics, probs
 
@@ -506,7 +562,7 @@ def evaluate(p: Prepared, f: Fitted, stage: Stage) -> tuple[Metrics, np.ndarray]
 def write(p: Prepared, f: Fitted, metrics: Metrics, probs: np.ndarray, stage: Stage) -> Run:
     """Weights, history, signatures, metrics.json, plots and report.html; then the manifest and
     model.json's status 'complete' (last: a run is complete only when everything is there)."""
-    from .report.plots import confusion_png, curves_png  # noqa: PLC0415 (lazy: loads matplotlib)
+    from .report.plots import confusion_png, curves_png, reliability_png  # noqa: PLC0415 (lazy: loads matplotlib)
 
     run_dir, info, recipe, module = p.run_dir, f.info, p.recipe, p.module
     _, y_test, test_paths = f.arrays["test"]
@@ -521,9 +577,14 @@ def write(p: Prepared, f: Fitted, metrics: Metrics, probs: np.ndarray, stage: St
     confusion = confusion_png(metrics.confusion_matrix, names)
     atomic_write_bytes(run_dir / "curves.png", curves)
     atomic_write_bytes(run_dir / "confusion.png", confusion)
+    cal = metrics.calibration or {}
+    reliability = (reliability_png(cal["reliability_before"], cal["reliability_after"], cal["bins"],
+                                   cal.get("temperature")) if cal.get("reliability_before") else None)
+    if reliability:
+        atomic_write_bytes(run_dir / "reliability.png", reliability)
     cams = _report_cams(module, recipe, test_paths, y_test, probs, names, Path(info.data), tta=metrics.tta)
     atomic_write_text(run_dir / "report.html", render_report(info, metrics, curves, confusion, Path(info.data),
-                                                             cams=cams))
+                                                             cams=cams, reliability=reliability))
     write_manifest(run_dir)
     write_run_info(run_dir, info.replace(status="complete"))
     for leftover in (CHECKPOINT, BEST):

@@ -204,6 +204,7 @@ class Metrics(_Record):
     near_duplicates: dict[str, Any] | None = None
     suspect_labels: dict[str, Any] | None = None
     cross_validation: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None  # temperature scaling and the test ECE (evaluation/calibration.py)
     auto: dict[str, Any] | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -241,6 +241,12 @@ def print_result(run) -> None:
         print(f"Test accuracy: {test}{test_loss}")
         if cv.get("checked"):
             print(f"Cross-validated: {describe(cv)}")
+    cal = m.calibration or {}
+    if cal.get("calibrated"):
+        print(f"Calibrated: temperature {cal['temperature']:.2f} (fitted on {cal['fitted_on']}); expected "
+              f"calibration error on the test photos {cal['test_ece_before']:.3f} -> {cal['test_ece_after']:.3f}")
+    elif cal:
+        print(f"Not calibrated: {cal['why']}")
     if m.overfitting:
         print(f"\n{m['overfitting']['message']}\n")
     took = auto.get("seconds", m.train_seconds)

@@ -28,7 +28,8 @@ def run(args) -> int:
         return 0
     lo, hi = result["accuracy_ci95"]
     print(f"Accuracy: {result['accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}, {result['correct']}/{result['n']})   "
-          f"loss: {result['loss']:.4f}   macro-F1: {result['macro_f1']:.3f}")
+          f"loss: {result['loss']:.4f}   macro-F1: {result['macro_f1']:.3f}   "
+          f"calibration error (ECE): {result['ece']:.3f}")
     for c, v in result["per_class"].items():
         if v["support"]:
             print(f"  {c}: precision {v['precision']:.3f} recall {v['recall']:.3f} f1 {v['f1']:.3f} support {v['support']}")

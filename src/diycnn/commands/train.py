@@ -68,6 +68,9 @@ def add_parser(sub) -> Any:
                    help="also estimate accuracy by 5-fold cross-validation over all photos (default: on for recipes "
                         "on cached features when the test split has fewer than 30 photos; the others: use "
                         "diycnn compare --folds)")
+    p.add_argument("--calibrate", choices=["on", "off"],
+                   help="fit a temperature on held-out photos so that the probabilities mean what they say "
+                        "(default on; it never changes the predicted class)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other setting, e.g. --set label_smoothing=0.05 --set freeze_fraction=0.3")
     p.add_argument("--split", help="reuse a split.json (compare models on the same photos)")
@@ -96,6 +99,8 @@ def run(args) -> int:
         overrides["suspects"] = args.suspects == "on"
     if args.cv is not None:
         overrides["cross_validate"] = args.cv == "on"
+    if args.calibrate is not None:
+        overrides["calibrate"] = args.calibrate == "on"
     overrides.update(set_values(args.set))
     model = args.model
     if model is None:  # a config file may name the model; otherwise auto

@@ -1,4 +1,5 @@
-"""Classification metrics: accuracy with a Wilson interval, log loss, per-class scores, confusion."""
+"""Classification metrics: accuracy with a Wilson interval, log loss, per-class scores, confusion,
+expected calibration error."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest
+
+ECE_BINS = 15  # equal-width confidence bins of the expected calibration error
 
 
 def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -31,12 +34,36 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     return cm
 
 
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Sum over confidence bins of |accuracy - mean confidence| x the bin's share of the photos."""
+    if len(labels) == 0:
+        return 0.0
+    return float(sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in reliability(probs, labels, bins))
+                 / len(labels))
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, Any]]:
+    """The non-empty confidence bins: their range, photo count, mean confidence and accuracy
+    (the points of a reliability diagram)."""
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == labels
+    # bin k holds confidences in (k/bins, (k+1)/bins]; the top bin includes 1.0
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    out = []
+    for k in range(bins):
+        inside = index == k
+        if inside.any():
+            out.append({"low": k / bins, "high": (k + 1) / bins, "count": int(inside.sum()),
+                        "confidence": float(confidence[inside].mean()), "accuracy": float(correct[inside].mean())})
+    return out
+
+
 def classification_metrics(probs: np.ndarray, y_true: np.ndarray, class_names: list[str]) -> dict[str, Any]:
     """All the test figures from predicted probabilities (N, C) and true labels (N,).
 
     Returns:
-        {"accuracy", "accuracy_ci95", "loss", "macro_f1", "n", "per_class": {name: {precision,
-        recall, f1, support}}, "confusion_matrix": [[...]], "class_names"}
+        {"accuracy", "accuracy_ci95", "loss", "macro_f1", "ece" (expected calibration error), "n",
+        "per_class": {name: {precision, recall, f1, support}}, "confusion_matrix": [[...]], "class_names"}
     """
     probs = np.asarray(probs, dtype=np.float64)
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -63,6 +90,7 @@ def classification_metrics(probs: np.ndarray, y_true: np.ndarray, class_names: l
         "accuracy_ci95": list(wilson_interval(correct, n)),
         "loss": loss,
         "macro_f1": float(np.mean(present)) if present else 0.0,
+        "ece": expected_calibration_error(probs, y_true),
         "n": n,
         "correct": correct,
         "per_class": per_class,

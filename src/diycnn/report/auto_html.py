@@ -26,4 +26,4 @@ def render_auto_report(run_dir: Path, info: RunInfo, metrics: Metrics) -> str:
                      "kept": c["model"] == auto["winner"]})
     return render("auto.html", Path(info.data or "."), css=Markup(CSS), script=Markup(""), name=info.name,
                   info=info, metrics=metrics, auto=auto, rows=rows, curves=_png(run_dir / "curves.png"),
-                  confusion=_png(run_dir / "confusion.png"))
+                  confusion=_png(run_dir / "confusion.png"), reliability=_png(run_dir / "reliability.png"))

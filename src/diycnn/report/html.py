@@ -96,13 +96,15 @@ def setting_used(key: str, value: Any, info: RunInfo) -> str:
 
 
 def render_report(info: RunInfo, metrics: Metrics, curves: bytes, confusion: bytes,
-                  data_root: Path, max_errors: int = 24, cams: list[dict[str, Any]] | None = None) -> str:
-    """The run report: headline figures, curves, confusion matrix, per-class scores,
+                  data_root: Path, max_errors: int = 24, cams: list[dict[str, Any]] | None = None,
+                  reliability: bytes | None = None) -> str:
+    """The run report: headline figures, curves, confusion matrix, calibration, per-class scores,
     misclassified test photos, data problems and settings (templates/run.html)."""
     problems = metrics.skipped + metrics.duplicates
     return render(
         "run.html", data_root, css=Markup(CSS), script=Markup(RUN_SCRIPT), name=info.name or "run", info=info,
         metrics=metrics, curves=data_uri(curves), confusion=data_uri(confusion), max_errors=max_errors,
+        reliability=data_uri(reliability) if reliability else None,
         cams=cams or [], index={c: i for i, c in enumerate(metrics.class_names)},
         per_class=[[c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
                    for c, v in metrics.per_class.items()],

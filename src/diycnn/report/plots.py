@@ -1,4 +1,4 @@
-"""Learning curves and confusion matrices as PNG bytes (matplotlib, no display needed)."""
+"""Learning curves, confusion matrices and reliability diagrams as PNG bytes (matplotlib, no display needed)."""
 
 from __future__ import annotations
 
@@ -75,6 +75,31 @@ def confusion_png(matrix: list[list[int]], class_names: list[str], title: str = 
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
+    return _png(fig)
+
+
+@_fonts
+def reliability_png(before: list[dict], after: list[dict], bins: int, temperature: float | None) -> bytes:
+    """Accuracy against confidence per confidence bin (evaluation/calibration.py's bins), without
+    and with the run's temperature: on the diagonal, "84%" is right 84% of the time."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.plot([0, 1], [0, 1], color="#999", lw=1, label="perfect calibration")
+    curves = [("uncalibrated", before, "o--")]
+    if temperature is not None:
+        curves.append((f"temperature {temperature:.2f}", after, "s-"))
+    for name, points, style in curves:
+        sizes = [b["count"] for b in points]
+        ax.plot([b["confidence"] for b in points], [b["accuracy"] for b in points], style, label=name, markersize=4)
+        for b, n in zip(points, sizes):
+            ax.annotate(str(n), (b["confidence"], b["accuracy"]), fontsize=6, color="#555",
+                        xytext=(2, -8), textcoords="offset points")
+    ax.set_xlim(min(1 / 2, *(b["low"] for b in before + after)) - 0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"confidence (top-class probability, {bins} bins)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability (test split)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
     return _png(fig)
 
 

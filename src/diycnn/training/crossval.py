@@ -23,7 +23,7 @@ from ..data.loader import ArrayBatches
 from ..data.split import kfold_splits
 from ..evaluation.metrics import classification_metrics
 from ..models.registry import listing
-from .trainer import FitConfig, Trainer, predict_probs
+from .trainer import FitConfig, Trainer, predict_logits, probs_of_logits
 
 log = logging.getLogger(__name__)
 CV_BELOW = 30  # test photos: below this, the test split alone is too small to trust
@@ -67,7 +67,21 @@ def cross_validate(scan, arrays: Callable, make_head: Callable[[], torch.nn.Modu
     splits = kfold_splits(scan, folds, seed=seed)
     n = len(scan.records)
     log.info("Cross-validating, as %s: %d folds over all %d photos, the head trained %d times", why, folds, n, folds)
-    probs_all, y_all, paths_all, per_fold = [], [], [], []
+    logits, y, _, per_fold = out_of_fold(splits, arrays, make_head, to_input, config, batch_size, device, precision,
+                                         seed)
+    m = classification_metrics(probs_of_logits(logits), y, list(scan.class_names))
+    return {"checked": True, "why": why, "folds": folds, "photos": len(y),
+            "accuracy": m["accuracy"], "accuracy_ci95": m["accuracy_ci95"], "loss": m["loss"],
+            "correct": m["correct"], "macro_f1": m["macro_f1"], "per_class": m["per_class"],
+            "confusion_matrix": m["confusion_matrix"], "fold_accuracies": per_fold}
+
+
+def out_of_fold(splits: list, arrays: Callable, make_head: Callable[[], torch.nn.Module], to_input: Callable,
+                config: FitConfig, batch_size: int, device: torch.device, precision: str,
+                seed: int) -> tuple[np.ndarray, np.ndarray, list[str], list[float]]:
+    """Each fold's test photos predicted by a fresh head trained on that fold's other photos:
+    (logits (1, N, C), labels, paths, each fold's accuracy), the folds' photos in turn."""
+    logits_all, y_all, paths_all, per_fold = [], [], [], []
     for k, split in enumerate(splits):
         x_train, y_train, _ = arrays(split, "train")
         x_val, y_val, _ = arrays(split, "val")
@@ -76,17 +90,13 @@ def cross_validate(scan, arrays: Callable, make_head: Callable[[], torch.nn.Modu
         trainer = Trainer(head, ArrayBatches(x_train, y_train, batch_size, shuffle=config.shuffle, seed=seed),
                           ArrayBatches(x_val, y_val, batch_size), to_input, config, device, precision)
         trainer.fit()
-        probs = predict_probs(trainer.module, ArrayBatches(x_test, y_test, batch_size), to_input, device, precision)
-        per_fold.append(float((probs.argmax(1) == y_test).mean()))
-        probs_all.append(probs)
+        logits = predict_logits(trainer.module, ArrayBatches(x_test, y_test, batch_size), to_input, device, precision)
+        per_fold.append(float((logits[0].argmax(1) == y_test).mean()))
+        logits_all.append(logits)
         y_all.append(y_test)
         paths_all += paths
-        log.info("fold %d/%d: %.1f%% of %d held-out photos", k + 1, folds, 100 * per_fold[-1], len(y_test))
-    m = classification_metrics(np.concatenate(probs_all), np.concatenate(y_all), list(scan.class_names))
-    return {"checked": True, "why": why, "folds": folds, "photos": int(sum(len(y) for y in y_all)),
-            "accuracy": m["accuracy"], "accuracy_ci95": m["accuracy_ci95"], "loss": m["loss"],
-            "correct": m["correct"], "macro_f1": m["macro_f1"], "per_class": m["per_class"],
-            "confusion_matrix": m["confusion_matrix"], "fold_accuracies": per_fold}
+        log.info("fold %d/%d: %.1f%% of %d held-out photos", k + 1, len(splits), 100 * per_fold[-1], len(y_test))
+    return np.concatenate(logits_all, axis=1), np.concatenate(y_all), paths_all, per_fold
 
 
 def describe(section: dict[str, Any]) -> str:

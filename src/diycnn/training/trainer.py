@@ -161,11 +161,11 @@ def lr_factor(cfg: FitConfig, step: int, steps_per_epoch: int) -> float:
 
 
 @torch.no_grad()
-def predict_probs(module: torch.nn.Module, batches: ArrayBatches, to_input: Callable, device: torch.device,
-                  precision: str, tta: bool = False, keep_plan: bool = False) -> np.ndarray:
-    """Softmax probabilities (N, C) for every item of `batches`, in order.
+def predict_logits(module: torch.nn.Module, batches: ArrayBatches, to_input: Callable, device: torch.device,
+                   precision: str, tta: bool = False, keep_plan: bool = False) -> np.ndarray:
+    """Logits (V, N, C) for every item of `batches`, in order: V = 1 view, or 2 with `tta` (the
+    photo and its mirror image; not for features).
 
-    tta: also predict the mirrored photo and average (test-time augmentation).
     keep_plan: keep the prepared fast forward on the module for later calls (predict-only models).
     One autocast context covers all batches, so each weight is cast to bf16 once per call
     rather than once per batch; CPU models run through `inference_forward`'s faster path.
@@ -176,11 +176,28 @@ def predict_probs(module: torch.nn.Module, batches: ArrayBatches, to_input: Call
     with autocast(device, precision), reuse_freed_memory():
         for x, _ in batches.iterate():
             x = to_input(x.to(device, non_blocking=True), False)
-            probs = torch.softmax(forward(x).float(), dim=1)
+            views = [forward(x).float()]
             if tta and x.dim() == 4:
-                probs = (probs + torch.softmax(forward(torch.flip(x, dims=[3])).float(), dim=1)) / 2
-            out.append(probs.cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+                views.append(forward(torch.flip(x, dims=[3])).float())
+            out.append(torch.stack(views).cpu())
+    return torch.cat(out, dim=1).numpy() if out else np.zeros((1, 0, 0), dtype=np.float32)
+
+
+def probs_of_logits(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Softmax probabilities (N, C) of `predict_logits`' (V, N, C), averaged over the views, as a
+    loaded run and every export predict; `temperature` divides the logits first."""
+    if logits.shape[1] == 0:
+        return np.zeros(logits.shape[1:], dtype=np.float32)
+    return torch.softmax(torch.from_numpy(logits) / temperature, dim=2).mean(0).numpy()
+
+
+def predict_probs(module: torch.nn.Module, batches: ArrayBatches, to_input: Callable, device: torch.device,
+                  precision: str, tta: bool = False, keep_plan: bool = False) -> np.ndarray:
+    """Softmax probabilities (N, C) for every item of `batches`, in order.
+
+    tta: also predict the mirrored photo and average (test-time augmentation).
+    """
+    return probs_of_logits(predict_logits(module, batches, to_input, device, precision, tta, keep_plan))
 
 
 def _val_metrics(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
