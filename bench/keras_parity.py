@@ -41,10 +41,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from diycnn.io import atomic_write_json  # noqa: E402
 from keras_speed import cpu_description, keras_python, native_bf16  # noqa: E402 (beside this file)
 from shared_data import SHARED  # noqa: E402
-
-from diycnn.io import atomic_write_json  # noqa: E402
 
 FACE_TEST_SPLIT = 0.3
 
