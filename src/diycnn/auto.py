@@ -62,7 +62,8 @@ CROP_BELOW = 0.2  # crop to the face when faces cover less than this share of th
 GOOD_ENOUGH = 0.9
 VAL_SMALL = 30  # validation photos: below this, candidates on cached features are compared cross-validated
 # The winner's files that make the run (model.json, report.html and manifest.json are written afresh)
-RUN_FILES = ("model.safetensors", "history.csv", "curves.png", "confusion.png", "reliability.png", NEAR_SIGNATURES)
+RUN_FILES = ("model.safetensors", "history.csv", "curves.png", "confusion.png", "reliability.png", "unknown.safetensors",
+             NEAR_SIGNATURES)
 
 
 AUTO_FILE = "auto.json"

@@ -52,7 +52,16 @@ from .run import NEAR_SIGNATURES, Run, check_model_size, history_csv, new_run_di
 from .settings import INFERENCE_PRECISION, TrainingPlan, TrainSettings
 from .training import crossval, distributed
 from .training.device import autocast, resolve_device, resolve_precision
-from .training.trainer import BEST, CHECKPOINT, Callback, FitConfig, Trainer, predict_logits, probs_of_logits
+from .training.trainer import (
+    BEST,
+    CHECKPOINT,
+    Callback,
+    FitConfig,
+    Trainer,
+    logits_and_features,
+    predict_logits,
+    probs_of_logits,
+)
 
 log = logging.getLogger(__name__)
 Stage = Callable[[str], None]  # where a run says what it is doing (the CLI prints it; the app shows it)
@@ -424,9 +433,55 @@ def _calibrate(p: Prepared, f: Fitted, training: TrainingPlan, device: torch.dev
     return section, temperature
 
 
+def _open_set(p: Prepared, f: Fitted, training: TrainingPlan, device: torch.device, tta: bool, probs: np.ndarray,
+              y_test: np.ndarray, stage: Stage) -> dict[str, Any]:
+    """'None of these' (evaluation/open_set.py): class means and a threshold saved beside the weights
+    and named in model.json (f.info); metrics.json's section, with the test photos' figures."""
+    from .evaluation import open_set as osr  # noqa: PLC0415 (lazy: loads SciPy)
+
+    if not training.unknown:
+        return {"enabled": False, "why": "turned off (--no-unknown)"}
+    data_, classes = p.data, len(p.scan.class_names)
+
+    def features(name: str, views: bool = tta) -> tuple[np.ndarray, np.ndarray]:
+        x, y, _ = f.arrays[name]
+        _, feats = logits_and_features(f.fit_module, ArrayBatches(x, y, training.batch_size), data_.to_input,
+                                           device, INFERENCE_PRECISION, tta=views)
+        return feats, y
+
+    try:
+        (f_train, y_train), (f_val, y_val) = features("train", False), features("val", False)
+        if data_.mode == "features":  # every training and validation photo, each against means without it
+            pooled, labels = np.concatenate([f_train[0], f_val[0]]), np.concatenate([y_train, y_val])
+            means, known = osr.class_means(pooled, labels, classes), osr.leave_one_out_scores(pooled, labels, classes)
+            fitted_on = f"the {len(labels)} training and validation photos, each left out of its class mean"
+        else:
+            means = osr.class_means(f_train[0], y_train, classes)
+            known = osr.scores(features("val")[0], means)
+            fitted_on = f"the {len(y_val)} validation photos (class means of the {len(y_train)} training photos)"
+        test_scores = osr.scores(features("test")[0], means)
+    except ValueError as exc:  # no final linear layer to read features from
+        return {"enabled": False, "why": str(exc)}
+    threshold = osr.threshold_for(known)
+    osr.save(p.run_dir, means, threshold)
+    f.info = f.info.replace(inference={**f.info.inference, "unknown": {
+        "method": osr.METHOD, "threshold": threshold, "file": osr.UNKNOWN_FILE}})
+    kept = test_scores <= threshold
+    right = probs.argmax(1) == y_test
+    section = {"enabled": True, "method": osr.METHOD, "threshold": threshold,
+               "target_known_rejected": osr.TARGET_KNOWN_REJECTED, "fitted_on": fitted_on,
+               "fitted_known_rejected": float((known > threshold).mean()),
+               "test_known_rejected": float(1 - kept.mean()) if len(kept) else 0.0,
+               "test_kept": int(kept.sum()), "test_accuracy_kept": float(right[kept].mean()) if kept.any() else None}
+    stage(f"None of these: a photo scoring above {threshold:.3f} is unknown; "
+          f"{section['test_known_rejected']:.1%} of the test photos were (target at most "
+          f"{osr.TARGET_KNOWN_REJECTED:.0%})")
+    return section
+
+
 def _test_calibration(before: np.ndarray, after: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """The test photos' expected calibration error and reliability bins, without and with the temperature."""
-    from .evaluation import calibration as cal  # noqa: PLC0415 (lazy: loads SciPy)
+    from .evaluation import metrics as cal  # noqa: PLC0415 (lazy: loads SciPy)
 
     return {"bins": cal.ECE_BINS,
             "test_ece_before": cal.expected_calibration_error(before, labels),
@@ -526,6 +581,7 @@ def evaluate(p: Prepared, f: Fitted, stage: Stage) -> tuple[Metrics, np.ndarray]
     calibration, temperature = _calibrate(p, f, training, device, precision, tta, stage)
     probs = probs_of_logits(test_logits, temperature)  # what the saved (temperature-folded) weights predict
     calibration.update(_test_calibration(probs_of_logits(test_logits), probs, y_test))
+    unknown = _open_set(p, f, training, device, tta, probs, y_test, stage)
     names = list(scan.class_names)
     m = classification_metrics(probs, y_test, names)
     counts = the_split.counts()
@@ -554,7 +610,7 @@ def evaluate(p: Prepared, f: Fitted, stage: Stage) -> tuple[Metrics, np.ndarray]
         suspect_labels=_suspects(the_split, scan, data_, training, stage),
         cross_validation=_cross_validation(scan, data_, f.untrained_head, training, len(y_test), device,
                                            precision, stage),
-        calibration=calibration,
+        calibration=calibration, unknown=unknown,
     )
     return metrics, probs
 

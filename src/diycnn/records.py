@@ -205,6 +205,7 @@ class Metrics(_Record):
     suspect_labels: dict[str, Any] | None = None
     cross_validation: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None  # temperature scaling and the test ECE (evaluation/calibration.py)
+    unknown: dict[str, Any] | None = None  # "none of these": threshold and test figures (evaluation/open_set.py)
     auto: dict[str, Any] | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 

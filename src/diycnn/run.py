@@ -41,7 +41,7 @@ NEAR_SIGNATURES = "training_signatures.npz"  # near-duplicate signatures of the 
 PREDICT_CHUNK = 512  # photos decoded at a time by predict
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 MANIFEST = "manifest.json"
-MANIFEST_FILES = ("model.safetensors", SPLIT_JSON, "history.csv", METRICS_JSON)
+MANIFEST_FILES = ("model.safetensors", SPLIT_JSON, "history.csv", METRICS_JSON, "unknown.safetensors")
 
 
 def versions() -> dict[str, str]:
@@ -251,6 +251,12 @@ class Classifier:
         """Probabilities (N, classes) for decoded uint8 photos (N, H, W, 3)."""
         raise NotImplementedError
 
+    def predict_scored(self, images_u8: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities (N, classes), unknown scores (N,) or None where the model has no detector)."""
+        return self.predict_arrays(images_u8, batch_size), None
+
+    unknown_threshold: float | None = None  # a score above it: "none of these" (None: no detector)
+
     def predict(self, paths: str | Path | list[str | Path], top_k: int | None = None,
                 batch_size: int = 32) -> Predictions:
         """Classify files, folders (recursively) and glob patterns.
@@ -266,22 +272,38 @@ class Classifier:
         out = Predictions(problems=problems)
         for start in range(0, len(files), PREDICT_CHUNK):  # bounded memory for big folders
             chunk = files[start:start + PREDICT_CHUNK]
-            images, ok, failed = decode_all(chunk, self.preprocessing)
+            notes: list[Problem] = []
+            images, ok, failed = decode_all(chunk, self.preprocessing, notes=notes)
             out.problems.extend(failed)
             if ok:
-                self._add_predictions(out, [chunk[i] for i in ok], self.predict_arrays(images, batch_size), top_k)
+                probs, scores = self.predict_scored(images, batch_size)
+                faceless = {n.path for n in notes}
+                self._add_predictions(out, [chunk[i] for i in ok], probs, scores, top_k, faceless)
         return out
 
-    def _add_predictions(self, out: "Predictions", files: list[Path], probs: np.ndarray, top_k: int | None) -> None:
-        for path, p in zip(files, probs):
+    def _add_predictions(self, out: "Predictions", files: list[Path], probs: np.ndarray, scores: np.ndarray | None,
+                         top_k: int | None, faceless: set[str]) -> None:
+        """One item per photo: the top class, or "unknown" when its score passes the threshold, or
+        "no face" for a face model's photo without one; the class probabilities always."""
+        for i, (path, p) in enumerate(zip(files, probs)):
             item: dict[str, Any] = {"path": str(path), "label": self.class_names[int(p.argmax())],
-                    "probabilities": {c: float(v) for c, v in zip(self.class_names, p)}}
+                                    "probabilities": {c: float(v) for c, v in zip(self.class_names, p)}}
+            if scores is not None and self.unknown_threshold is not None:
+                item["unknown"] = bool(scores[i] > self.unknown_threshold)
+                item["unknown_score"] = float(scores[i])
+                if item["unknown"]:
+                    item["label"] = "unknown"
+            if self.preprocessing.faces:
+                item["face"] = str(path) not in faceless
+                if not item["face"]:
+                    item["label"] = "no face"
             if top_k:
                 order = np.argsort(-p)[:top_k]
                 item["top_k"] = [[self.class_names[i], float(p[i])] for i in order]
             out.append(item)
 
-    def evaluate(self, data: str | Path, batch_size: int = 32, near_duplicates: bool = True) -> dict[str, Any]:
+    def evaluate(self, data: str | Path, batch_size: int = 32, near_duplicates: bool = True,
+                 unknown_folder: str | Path | None = None) -> dict[str, Any]:
         """Score a labelled folder (`DATA/<class>/*`) with the test metrics.
 
         Photos the model has already seen are listed: byte-identical copies of its training or
@@ -289,8 +311,12 @@ class Classifier:
         resized, re-encoded, slightly cropped; needs the run's training signatures). The figures are
         given for all photos and, in `unseen`, without those.
 
+        A model that can say "none of these" also reports, in `unknown`, the share of these photos it
+        called unknown and its accuracy on the others; given `unknown_folder` (photos of none of its
+        classes, in any layout), also the share of those it called unknown and the AUROC of its score.
+
         Raises:
-            ValueError: DATA has a class the model does not know.
+            ValueError: DATA has a class the model does not know, or `unknown_folder` holds no photo.
         """
         from .evaluation.metrics import classification_metrics  # noqa: PLC0415 (lazy: loads SciPy)
 
@@ -306,9 +332,14 @@ class Classifier:
         records = [scan.records[i] for i in ok]
         if not records:
             raise ValueError(f"No usable images in '{data}'.")
-        probs = self.predict_arrays(images, batch_size)
+        probs, scores = self.predict_scored(images, batch_size)
         labels = np.array([self.class_names.index(r.label) for r in records])
         result = classification_metrics(probs, labels, self.class_names)
+        if scores is not None and self.unknown_threshold is not None:
+            result["unknown"] = self._unknown_figures(probs, scores, labels, unknown_folder, batch_size)
+        elif unknown_folder is not None:
+            raise ValueError(f"The model in '{self.dir}' cannot say 'none of these' (trained with --no-unknown, "
+                             "by an older diycnn, or an export): --unknown-folder needs a run that can.")
         result["skipped"] = [p.to_dict() for p in scan.skipped + failed]
         result["duplicates"] = [p.to_dict() for p in scan.duplicates]
         seen: set[str] = set()
@@ -331,6 +362,32 @@ class Classifier:
                                                                          self.class_names).items()
                                  if k in ("accuracy", "accuracy_ci95", "loss", "macro_f1", "correct", "n")})
         return result
+
+    def _unknown_figures(self, probs: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                         unknown_folder: str | Path | None, batch_size: int) -> dict[str, Any]:
+        """How often known photos are called unknown, the accuracy on the rest, and (with photos of
+        other classes) how many of those are called unknown."""
+        from .evaluation.open_set import auroc  # noqa: PLC0415 (lazy: loads torch)
+
+        threshold = float(self.unknown_threshold or 0.0)
+        kept = scores <= threshold
+        right = probs.argmax(1) == labels
+        out: dict[str, Any] = {"threshold": threshold, "known_called_unknown": float(1 - kept.mean()),
+                               "kept": int(kept.sum()),
+                               "accuracy_kept": float(right[kept].mean()) if kept.any() else None}
+        if unknown_folder is not None:
+            files, problems = find_images([unknown_folder])
+            images, ok, failed = decode_all(files, self.preprocessing) if files else (None, [], [])
+            if not ok:
+                raise ValueError(f"--unknown-folder '{unknown_folder}' holds no photo diycnn can read"
+                                 f"{' (' + problems[0].reason + ')' if problems else ''}.")
+            assert images is not None  # ok is not empty
+            _, strangers = self.predict_scored(images, batch_size)
+            assert strangers is not None  # this model has a detector
+            out.update({"strangers": len(ok), "strangers_called_unknown": float((strangers > threshold).mean()),
+                        "auroc": auroc(scores, strangers),
+                        "strangers_skipped": [p.to_dict() for p in problems + failed]})
+        return out
 
     def _seen_in_training(self, records: list[ImageRecord]) -> list[str] | None:
         """The photos byte-identical to the run's training or validation photos (None without a split.json)."""
@@ -409,6 +466,17 @@ class Run(Classifier):
         except RuntimeError as exc:
             raise ValueError(f"Weights in '{self.dir / 'model.safetensors'}' do not fit the model in model.json: {exc}") from None
         self.module.to(self.device).to(memory_format=torch.channels_last).eval()
+        from .evaluation.open_set import UNKNOWN_FILE, Detector  # noqa: PLC0415 (lazy: loads torch)
+
+        self.detector: Detector | None = None
+        if self.info.inference.get("unknown"):
+            if not (self.dir / UNKNOWN_FILE).is_file():
+                raise ValueError(f"Run '{self.dir}' lacks {UNKNOWN_FILE}, which its model.json names (the class "
+                                 "means that tell 'none of these'); the run directory is incomplete. Copy the "
+                                 "whole run folder, or train it again.")
+            verify_manifest(self.dir, (UNKNOWN_FILE,))
+            self.detector = Detector.load(self.dir, len(self.class_names))
+            self.unknown_threshold = self.detector.threshold
 
     @property
     def name(self) -> str:
@@ -427,6 +495,18 @@ class Run(Classifier):
         batches = ArrayBatches(images_u8, np.zeros(len(images_u8)), batch_size)
         return predict_probs(self.module, batches, image_input_fn(self.preprocessing), self.device, self.precision,
                              tta=self.tta, keep_plan=True)
+
+    def predict_scored(self, images_u8: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, unknown scores) in one forward pass; the scores are None without a detector."""
+        if self.detector is None:
+            return self.predict_arrays(images_u8, batch_size), None
+        from .data.augment import image_input_fn  # noqa: PLC0415 (lazy: loads torch)
+        from .training.trainer import logits_and_features, probs_of_logits  # noqa: PLC0415 (lazy: loads torch)
+
+        batches = ArrayBatches(images_u8, np.zeros(len(images_u8)), batch_size)
+        logits, features = logits_and_features(self.module, batches, image_input_fn(self.preprocessing), self.device,
+                                               self.precision, tta=self.tta)
+        return probs_of_logits(logits), self.detector.scores(features)
 
 
 class Predictions(list[dict[str, Any]]):

@@ -121,6 +121,7 @@ class TrainSettings:
     suspects: bool | None = None  # suspect labels from out-of-fold predictions; None: where features are cached
     cross_validate: bool | None = None  # K-fold accuracy over all photos; None: on cached features, small test splits
     calibrate: bool = True  # temperature scaling on held-out photos (evaluation/calibration.py)
+    unknown: bool = True  # "none of these": photos far from every class are called unknown (evaluation/open_set.py)
     # Recipe knobs; None keeps the recipe's own value (recorded in model.json either way).
     optimizer: str | None = None  # "adam" or "adamw"
     weight_decay: float | None = None
@@ -157,7 +158,7 @@ class TrainSettings:
             raise ValueError(f"budget must be a positive number of minutes, received {shown(self.budget)}.")
         if self.crop not in (None, "faces"):
             raise ValueError(f"crop must be 'faces' or unset, received {shown(self.crop)}.")
-        for name in ("near_duplicates", "val_as_test", "calibrate"):
+        for name in ("near_duplicates", "val_as_test", "calibrate", "unknown"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, received {shown(getattr(self, name))}.")
         for name in ("suspects", "cross_validate"):

@@ -13,6 +13,8 @@ def add_parser(sub) -> Any:
     p.add_argument("run", help="run directory (or ONNX export folder)")
     p.add_argument("data", help="DATA/<class>/*")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--unknown-folder", metavar="DIR",
+                   help="photos of none of the run's classes: also report how many it calls unknown")
     device_args(p, precision=True)
     near_args(p)
     return p
@@ -22,7 +24,7 @@ def run(args) -> int:
     from .. import load  # noqa: PLC0415 (lazy: the CLI answers --help and usage errors before the library loads)
 
     run = load(args.run, device=args.device, precision=args.precision)
-    result = run.evaluate(args.data, near_duplicates=not args.no_near_duplicates)
+    result = run.evaluate(args.data, near_duplicates=not args.no_near_duplicates, unknown_folder=args.unknown_folder)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return 0
@@ -33,6 +35,14 @@ def run(args) -> int:
     for c, v in result["per_class"].items():
         if v["support"]:
             print(f"  {c}: precision {v['precision']:.3f} recall {v['recall']:.3f} f1 {v['f1']:.3f} support {v['support']}")
+    unknown = result.get("unknown")
+    if unknown:
+        kept = f"{unknown['accuracy_kept']:.1%}" if unknown["accuracy_kept"] is not None else "-"
+        print(f"None of these: {unknown['known_called_unknown']:.1%} of these photos called unknown (score above "
+              f"{unknown['threshold']:.3f}); accuracy on the other {unknown['kept']}: {kept}")
+        if "strangers" in unknown:
+            print(f"  Photos of other classes ({unknown['strangers']}): {unknown['strangers_called_unknown']:.1%} "
+                  f"called unknown; AUROC of the score {unknown['auroc']:.3f}")
     for p in result["skipped"]:
         err(f"skipped {p['path']}: {p['reason']}")
     if result.get("seen_in_training"):

@@ -33,15 +33,20 @@ def run(args) -> int:
         print(json.dumps(list(preds), indent=2, ensure_ascii=False))
     elif args.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["path", "label"] + run.class_names)
+        scored = any("unknown_score" in p for p in preds)
+        writer.writerow(["path", "label"] + run.class_names + (["unknown_score"] if scored else []))
         for p in preds:
-            writer.writerow([p["path"], p["label"]] + [f"{p['probabilities'][c]:.6f}" for c in run.class_names])
+            writer.writerow([p["path"], p["label"]] + [f"{p['probabilities'][c]:.6f}" for c in run.class_names]
+                            + ([f"{p['unknown_score']:.6f}"] if scored else []))
     else:
         k = args.top_k or 1
         width = max([len(p["path"]) for p in preds] + [4])
         for p in preds:
             top = sorted(p["probabilities"].items(), key=lambda kv: -kv[1])[:k]
-            print(f"{p['path']:<{width}}  " + "  ".join(f"{c} {v:6.1%}" for c, v in top))
+            # "unknown" (far from every class) or "no face" first, then the classes as the model ranks them
+            verdict = f"{p['label']} (score {p['unknown_score']:.3f})  " if p.get("unknown") else (
+                "no face  " if p.get("face") is False else "")
+            print(f"{p['path']:<{width}}  {verdict}" + "  ".join(f"{c} {v:6.1%}" for c, v in top))
     if not preds:
         err("Nothing could be predicted.")
         return 1

@@ -71,6 +71,9 @@ def add_parser(sub) -> Any:
     p.add_argument("--calibrate", choices=["on", "off"],
                    help="fit a temperature on held-out photos so that the probabilities mean what they say "
                         "(default on; it never changes the predicted class)")
+    p.add_argument("--no-unknown", action="store_true",
+                   help="always answer one of the classes (by default a photo far from every class is called "
+                        "unknown, with its score)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other setting, e.g. --set label_smoothing=0.05 --set freeze_fraction=0.3")
     p.add_argument("--split", help="reuse a split.json (compare models on the same photos)")
@@ -99,6 +102,8 @@ def run(args) -> int:
         overrides["suspects"] = args.suspects == "on"
     if args.cv is not None:
         overrides["cross_validate"] = args.cv == "on"
+    if args.no_unknown:
+        overrides["unknown"] = False
     if args.calibrate is not None:
         overrides["calibrate"] = args.calibrate == "on"
     overrides.update(set_values(args.set))

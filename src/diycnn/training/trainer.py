@@ -183,6 +183,44 @@ def predict_logits(module: torch.nn.Module, batches: ArrayBatches, to_input: Cal
     return torch.cat(out, dim=1).numpy() if out else np.zeros((1, 0, 0), dtype=np.float32)
 
 
+def logits_and_features(module: torch.nn.Module, batches: Any, to_input: Callable, device: torch.device,
+                        precision: str, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (V, N, C), features (V, N, F)) of every item of `batches`: V views as in
+    predict_logits, F the width of what the last linear layer reads. Runs the module as it
+    is (the fast CPU path replaces its layers, and with them the hook that reads the features)."""
+    from ..evaluation.calibration import last_linear  # noqa: PLC0415 (lazy: loads SciPy)
+
+    module.eval()
+    layer = None
+    logits_out: list[torch.Tensor] = []
+    features_out: list[torch.Tensor] = []
+    seen: list[torch.Tensor] = []
+    hook = None
+    try:
+        with torch.no_grad(), autocast(device, precision):
+            for x, _ in batches.iterate():
+                x = to_input(x.to(device, non_blocking=True), False)
+                if layer is None:
+                    layer = last_linear(module, x[:2])
+                    if layer is None:
+                        raise ValueError("the model's logits do not come from a final linear layer")
+                    hook = layer.register_forward_pre_hook(lambda _m, args: seen.append(args[0].float()))
+                views = [x, torch.flip(x, dims=[3])] if tta and x.dim() == 4 else [x]
+                logits, feats = [], []
+                for view in views:
+                    seen.clear()
+                    logits.append(module(view).float())
+                    feats.append(seen[-1].flatten(1))
+                logits_out.append(torch.stack(logits).cpu())
+                features_out.append(torch.stack(feats).cpu())
+    finally:
+        if hook is not None:
+            hook.remove()
+    if not logits_out:
+        return np.zeros((1, 0, 0), dtype=np.float32), np.zeros((1, 0, 0), dtype=np.float32)
+    return torch.cat(logits_out, dim=1).numpy(), torch.cat(features_out, dim=1).numpy()
+
+
 def probs_of_logits(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Softmax probabilities (N, C) of `predict_logits`' (V, N, C), averaged over the views, as a
     loaded run and every export predict; `temperature` divides the logits first."""
