@@ -209,6 +209,8 @@ def test_every_recipe_works_where_users_run_it(work, case):
     names = json.loads((run / "model.json").read_text())["class_names"]
     unseen = work["unseen"][_project_of(case)]
     photos = sorted(p for p in unseen.rglob("*") if p.is_file())
+    strangers = work["unseen"]["other" if _project_of(case) == "people" else "people"] \
+        if "people" in work["unseen"] else work["unseen"]["other"]  # photos of none of its classes
     formats = _formats(run)
     assert "onnx" in formats and "tm" in formats
     folders = {fmt: cwd / f"{run.name}-export-{fmt}" for fmt in formats}
@@ -222,7 +224,7 @@ def test_every_recipe_works_where_users_run_it(work, case):
     # predict, evaluate, explain and every export: each a new process that has only the run directory
     predicted, evaluated, own_test, *_ = _both(
         lambda: diycnn("predict", str(run), *map(str, photos), "--json", cwd=cwd),
-        lambda: diycnn("evaluate", str(run), str(unseen), "--json", cwd=cwd),
+        lambda: diycnn("evaluate", str(run), str(unseen), "--json", "--unknown-folder", str(strangers), cwd=cwd),
         lambda: diycnn("predict", str(run), *[str(data / p) for p in test_photos], "--json", cwd=cwd),
         lambda: diycnn("explain", str(run), str(photos[0]), "--out", str(cams), cwd=cwd),
         *[lambda fmt=fmt: diycnn("export", str(run), "--format", fmt, "--out", str(folders[fmt]), cwd=cwd)
@@ -241,6 +243,16 @@ def test_every_recipe_works_where_users_run_it(work, case):
         assert section["photos"] > 0 and section["temperature"] > 0
     else:
         assert section["why"] and section["test_ece_after"] == section["test_ece_before"]
+
+    # "none of these": every prediction says whether it is unknown, with its score, by the run's threshold
+    threshold = metrics["unknown"]["threshold"]
+    assert metrics["unknown"]["enabled"] and 0 <= metrics["unknown"]["test_known_rejected"] <= 1
+    for item in json.loads(predicted.stdout):
+        assert item["unknown"] == (item["unknown_score"] > threshold)
+        assert item["label"] in ([*names, "no face"] if item.get("face") is False else [*names, "unknown"])
+    figures = result["unknown"]
+    assert figures["threshold"] == pytest.approx(threshold) and 0 <= figures["known_called_unknown"] <= 1
+    assert figures["strangers"] > 0 and 0 <= figures["strangers_called_unknown"] <= 1
 
     # each export predicts what the run predicts, used as its README says
     _both(*[lambda fmt=fmt: _check_export(folders[fmt], fmt, photos, want, names, cwd) for fmt in formats])
@@ -302,6 +314,7 @@ def test_the_app_started_fresh_previews_and_exports_every_run(work, project):
                 if prep.get("faces") or prep.get("align"):  # a test pattern: no face, and the page says so
                     blank = client.post(f"/api/predict?run={run.name}", content=_test_pattern())
                     assert blank.status_code == 200 and blank.json()["no_face"] is True, f"{case}: {blank.text}"
+                assert isinstance(answer.json()["unknown"], bool), f"{case}: the preview says whether it is none of these"
                 got = np.array([answer.json()["probabilities"][c] for c in names])
                 np.testing.assert_allclose(got, want, atol=ATOL, err_msg=f"the app's preview of {case}")
             made = client.post("/api/export/tm")  # the newest run, as the page's button does

@@ -173,12 +173,18 @@ class App:
             raise ProjectError(f"Cannot read this photo: {exc.reason}.") from None
         prep = model.preprocessing
         with self._model_lock:
-            probs = model.predict_arrays(arr[None])[0]
+            all_probs, scores = model.predict_scored(arr[None])
+        probs = all_probs[0]
+        threshold = model.unknown_threshold
         # A face run tells people apart by their faces: with none found, the page says so rather than
         # name a person (the probabilities, of the whole photo as `diycnn predict` gives them, stay in
         # the answer for whoever calls the API).
         no_face = bool(prep.faces or prep.align) and any(n.startswith("no face") for n in notes)
+        # "none of these" (evaluation/open_set.py): None where the run cannot say it (--no-unknown, older runs)
+        unknown = None if scores is None or threshold is None else bool(scores[0] > threshold)
         return {"run": model.dir.name, "label": model.class_names[int(probs.argmax())], "no_face": no_face,
+                "unknown": unknown, "unknown_score": None if scores is None else float(scores[0]),
+                "unknown_threshold": threshold,
                 "probabilities": {c: float(p) for c, p in zip(model.class_names, probs)}}
 
     def evaluation(self, run: str | None = None) -> Evaluation:

@@ -468,7 +468,9 @@ function dataChecks(ev) {
 function renderBars(r) {
   const box = $("#bars"); box.textContent = "";
   if (r.no_face) { box.append(el("p", { className: "no-face" }, "No face found: this model tells people apart by their faces.")); return; }
-  const top = r.label;
+  if (r.unknown) box.append(el("p", { className: "no-face" },
+    `None of these: far from every class (score ${r.unknown_score.toFixed(3)}, above ${r.unknown_threshold.toFixed(3)}).`));
+  const top = r.unknown ? null : r.label;
   for (const [c, p] of Object.entries(r.probabilities)) {
     const row = document.createElement("div");
     row.className = "bar" + (c === top ? " top" : ""); row.dataset.cls = c;
