@@ -183,20 +183,30 @@ def _both(*steps):
         return [f.result() for f in [pool.submit(step) for step in steps]]
 
 
-def _check_export(folder: Path, fmt: str, photos: list[Path], want: np.ndarray, names: list[str], cwd: Path) -> None:
-    """The export predicts what the run predicts, used as its README.txt says."""
+def _scores(proc: subprocess.CompletedProcess) -> np.ndarray:
+    return np.array([p["unknown_score"] for p in json.loads(proc.stdout)])
+
+
+def _check_export(folder: Path, fmt: str, photos: list[Path], want: np.ndarray, names: list[str], cwd: Path,
+                  scores: np.ndarray) -> None:
+    """The export predicts what the run predicts, used as its README.txt says; an ONNX model also answers
+    "none of these" with the run's scores and threshold."""
     info = json.loads((folder / "export.json").read_text())
     assert info["check"]["status"] == "checked", info["check"]
     readme = (folder / "README.txt").read_text()
     if "predict.py" in readme:  # what the README names is in the folder
         assert (folder / "predict.py").is_file(), f"{fmt}: README.txt names predict.py, which is missing"
     if info["model_file"].endswith(".onnx"):
-        got = _probs(diycnn("predict", str(folder), *map(str, photos), "--json", cwd=cwd), names)
-        np.testing.assert_allclose(got, want, atol=ATOL, err_msg=f"diycnn predict on the {fmt} export")
+        predicted = diycnn("predict", str(folder), *map(str, photos), "--json", cwd=cwd)
+        np.testing.assert_allclose(_probs(predicted, names), want, atol=ATOL, err_msg=f"diycnn predict on the {fmt} export")
         proc = subprocess.run([sys.executable, "predict.py", *map(str, photos)], cwd=folder, env=_user_env(),
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         np.testing.assert_allclose(_probs(proc, names), want, atol=ATOL, err_msg=f"predict.py of the {fmt} export")
+        assert info["unknown"]["output"] == "unknown_score", info["unknown"]
+        for answer in (predicted, proc):
+            np.testing.assert_allclose(_scores(answer), scores, atol=ATOL, err_msg=f"unknown score, {fmt} export")
+            assert [p["unknown"] for p in json.loads(answer.stdout)] == list(scores > info["unknown"]["threshold"])
     elif info["model_file"] == "model.json":
         got = _tfjs_probs(folder, _export_inputs(folder, photos, cwd))
         np.testing.assert_allclose(got, want, atol=ATOL, err_msg=f"TF.js on the {fmt} export")
@@ -255,7 +265,8 @@ def test_every_recipe_works_where_users_run_it(work, case):
     assert figures["strangers"] > 0 and 0 <= figures["strangers_called_unknown"] <= 1
 
     # each export predicts what the run predicts, used as its README says
-    _both(*[lambda fmt=fmt: _check_export(folders[fmt], fmt, photos, want, names, cwd) for fmt in formats])
+    _both(*[lambda fmt=fmt: _check_export(folders[fmt], fmt, photos, want, names, cwd, _scores(predicted))
+            for fmt in formats])
 
 
 def _test_pattern() -> bytes:

@@ -95,3 +95,82 @@ def check_photos(run, limit: int = CHECK_LIMIT) -> tuple[np.ndarray, np.ndarray 
     images = rng.integers(0, 256, (SYNTHETIC_PHOTOS, h, w, 3), dtype=np.uint8)
     log.warning("Export check uses %d synthetic photos: %s.", SYNTHETIC_PHOTOS, reason)
     return images, None, f"{SYNTHETIC_PHOTOS} seeded synthetic photos ({reason})"
+
+
+def scored_export_module(run):
+    """The export wrapper with a second output, the run's "none of these" score (evaluation/open_set.py):
+    uint8 photos -> (probabilities (N, classes), unknown_score (N,)), fp32 on the CPU. The score is
+    computed in the graph from the features the last linear layer reads and the run's class means,
+    averaged over the views as the run does. Returns (module, None), or (None, why) where the run has
+    no detector or its logits do not come straight from a linear layer."""
+    import copy  # noqa: PLC0415 (with torch below)
+
+    import torch  # noqa: PLC0415 (lazy: loads torch)
+    from torch import nn  # noqa: PLC0415 (lazy: loads torch)
+
+    from ..evaluation.calibration import last_linear  # noqa: PLC0415 (lazy: loads torch)
+
+    detector = getattr(run, "detector", None)
+    if detector is None:
+        return None, "the run cannot say 'none of these' (trained with --no-unknown or by an older diycnn)"
+    base = export_module(run)
+    inner = copy.deepcopy(base.module)
+    h, w = run.preprocessing.output_size
+    example = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
+    layer = last_linear(inner, example)
+    name = next((n for n, m in inner.named_modules() if m is layer), None)
+    if layer is None or not name:
+        return None, "the model's logits do not come from a final linear layer"
+    classes = len(run.class_names)
+
+    class Tap(nn.Module):
+        """The last linear layer, with the score of its input as one more column of its output."""
+
+        def __init__(self, linear: nn.Linear, means: np.ndarray):
+            super().__init__()
+            self.linear = linear
+            unit = means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+            self.register_buffer("means", torch.from_numpy(unit).float())
+
+        def forward(self, x):
+            # written out rather than F.normalize, whose Expand onnxruntime's shape inference cannot follow
+            f = x.flatten(1).float()
+            f = f / torch.clamp(torch.sqrt((f * f).sum(dim=1, keepdim=True)), min=1e-12)
+            score = 1 - torch.topk(f @ self.means.t(), 1, dim=1).values[:, 0]  # TopK: ReduceMax-18 defeats shape inference
+            return torch.cat([self.linear(x), score[:, None]], dim=1)
+
+    parent_name, _, child = name.rpartition(".")
+    setattr(inner.get_submodule(parent_name) if parent_name else inner, child, Tap(layer, detector.means))
+    with torch.no_grad():
+        plain, tapped = base.module(example), inner(example)
+    if tapped.shape != (2, classes + 1) or not torch.allclose(tapped[:, :classes], plain, atol=1e-5):
+        return None, "layers after the last linear layer change its output"
+
+    class ScoredExport(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.module, self.tta, self.scale = inner, base.tta, base.scale
+            self.register_buffer("mean", base.mean.clone())
+            self.register_buffer("std", base.std.clone())
+
+        def forward(self, image):
+            x = (image.permute(0, 3, 1, 2).to(torch.float32) * self.scale - self.mean) / self.std
+            views = [x, torch.flip(x, dims=[3])] if self.tta else [x]
+            outs = [self.module(v) for v in views]
+            probs = sum(torch.softmax(o[:, :classes], dim=1) for o in outs) / len(outs)
+            return probs, sum(o[:, classes] for o in outs) / len(outs)
+
+    return ScoredExport().eval(), None
+
+
+def torch_scored(wrapper, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, unknown scores) of a scored_export_module."""
+    import torch  # noqa: PLC0415 (lazy: loads torch)
+
+    probs, scores = [], []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            p, s = wrapper(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])))
+            probs.append(p.numpy())
+            scores.append(s.numpy())
+    return np.concatenate(probs), np.concatenate(scores)

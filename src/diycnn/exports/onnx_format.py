@@ -17,8 +17,8 @@ import numpy as np
 from ..data import align
 from ..io import atomic_write_bytes, atomic_write_json
 from ..models import face_weights
-from .checking import split_photos
-from .job import ExportError, Job, compare, image_input, tm_metadata
+from .checking import scored_export_module, split_photos, torch_scored
+from .job import TOLERANCE, ExportError, Job, compare, image_input, tm_metadata
 from .onnx_sizes import freeze_sizes
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 OPSET = 18
 
+
+UNKNOWN_OUTPUT = "unknown_score"  # the ONNX model's second output, where the run can say "none of these"
 
 CALIBRATION_PHOTOS = 64  # training photos that calibrate int8 activation ranges
 
@@ -39,19 +41,25 @@ def onnx_session(path: Path):
 
 
 def onnx_probs(session, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    return onnx_outputs(session, images, batch_size)[0]
+
+
+def onnx_outputs(session, images: np.ndarray, batch_size: int = 32) -> list[np.ndarray]:
+    """Every output of the model (probabilities, and the unknown score where it has one) for all photos."""
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: np.ascontiguousarray(images[i:i + batch_size])})[0]
-                           for i in range(0, len(images), batch_size)])
+    batches = [session.run(None, {name: np.ascontiguousarray(images[i:i + batch_size])})
+               for i in range(0, len(images), batch_size)]
+    return [np.concatenate([b[k] for b in batches]) for k in range(len(batches[0]))]
 
 
-def _onnx(wrapper, images: np.ndarray, path: Path) -> dict[str, Any]:
+def _onnx(wrapper, images: np.ndarray, path: Path, outputs: tuple[str, ...] = ("probabilities",)) -> dict[str, Any]:
     import torch  # noqa: PLC0415 (lazy: loads torch)
 
     example = torch.from_numpy(np.ascontiguousarray(images[:2] if len(images) >= 2 else np.repeat(images, 2, 0)))
-    return {"opset": OPSET, "input": image_input(images), "exporter": to_onnx(wrapper, example, path, "probabilities")}
+    return {"opset": OPSET, "input": image_input(images), "exporter": to_onnx(wrapper, example, path, *outputs)}
 
 
-def to_onnx(module, example, path: Path, output: str) -> str:
+def to_onnx(module, example, path: Path, *outputs: str) -> str:
     """torch.onnx.export with a dynamic batch; returns which exporter wrote the file. The TorchScript-based
     exporter first: measured 1.7 s against the dynamo exporter's 10 s for the face network (2-core Zen 3).
     Where it fails (it is deprecated, and some graphs it cannot trace) the dynamo exporter writes it. Either
@@ -62,13 +70,13 @@ def to_onnx(module, example, path: Path, output: str) -> str:
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=OPSET,
-                              input_names=["image"], output_names=[output], dynamic_axes={"image": {0: "batch"}})
+                              input_names=["image"], output_names=list(outputs), dynamic_axes={"image": {0: "batch"}})
             exporter = "torchscript"
         except Exception as exc:  # noqa: BLE001 (any failure of the old exporter: the new one decides)
             log.info("TorchScript-based ONNX export failed (%s: %s); using the dynamo exporter", type(exc).__name__, exc)
             Path(path).unlink(missing_ok=True)
             torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=OPSET, input_names=["image"],
-                              output_names=[output], dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
+                              output_names=list(outputs), dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
                               external_data=False, verbose=False)
             exporter = "dynamo"
     freeze_sizes(path, (1, *example.shape[1:]))  # every shape knowable: what loading an export checks
@@ -149,15 +157,38 @@ def _int8(run, path: Path, out: Path, images: np.ndarray, labels: np.ndarray | N
     return result
 
 
+def _check_scores(run, scored, images: np.ndarray, got: np.ndarray, source: str) -> dict[str, Any]:
+    """export.json's "unknown": the output, the run's threshold, and the check of the ONNX scores
+    against PyTorch's (the same tolerance as the probabilities)."""
+    _, want = torch_scored(scored, images)
+    diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+    if not diff <= TOLERANCE:
+        raise ExportError(f"The ONNX export's unknown score differs from the run's ({diff:.3g} > {TOLERANCE}) on "
+                          f"{source}. Nothing was written. Please report this with the run's model.json.")
+    threshold = run.unknown_threshold
+    return {"output": UNKNOWN_OUTPUT, "threshold": threshold, "method": run.info.inference["unknown"]["method"],
+            "rule": f"a photo whose {UNKNOWN_OUTPUT} is above the threshold is of none of the classes",
+            "max_abs_diff": diff, "same_decisions": int(((got > threshold) == (want > threshold)).sum()),
+            "photos": int(len(want))}
+
+
 def write_onnx(job: Job) -> None:
     """model.onnx (+ int8, predict.py, landmarks.onnx for aligned faces, TM's metadata for `tm`)."""
     import onnxruntime  # noqa: PLC0415 (lazy: loads onnxruntime)
 
     run, info = job.run, job.info
-    info.update(_onnx(job.wrapper, job.images, job.model_path))
+    scored, why = scored_export_module(run)
+    if scored is None:
+        info.update(_onnx(job.wrapper, job.images, job.model_path))
+        info["unknown"] = {"output": None, "why": why}
+    else:
+        info.update(_onnx(scored, job.images, job.model_path, outputs=("probabilities", UNKNOWN_OUTPUT)))
     info["versions"]["onnxruntime"] = onnxruntime.__version__
-    got = onnx_probs(onnx_session(job.model_path), job.images)
+    outputs = onnx_outputs(onnx_session(job.model_path), job.images)
+    got = outputs[0]
     info["check"] = compare("ONNX", got, job.want, job.source)
+    if scored is not None:
+        info["unknown"] = _check_scores(run, scored, job.images, outputs[1], job.source)
     if job.int8:
         info["int8"] = _int8(run, job.model_path, job.tmp / "model.int8.onnx", job.images, job.labels, got)
     shutil.copyfile(Path(__file__).with_name("standalone_predict.py"), job.tmp / "predict.py")

@@ -57,6 +57,14 @@ def readme(fmt: str, run, info: dict[str, Any]) -> str:
                   "    python predict.py photo.jpg [more photos or folders] [--model model.int8.onnx]",
                   "or with diycnn (torch is not imported):",
                   "    diycnn predict THIS_FOLDER photo.jpg --json"]
+        unknown = info.get("unknown") or {}
+        if unknown.get("output"):
+            lines += ["", f"'None of these': the model's second output, {unknown['output']}, is the photo's distance "
+                          f"from every class ({unknown['method']}). Above {unknown['threshold']:.4f} (export.json's "
+                          "unknown.threshold) the photo is of none of the classes, whatever the probabilities say; "
+                          "predict.py answers label 'unknown' then."]
+        elif unknown.get("why"):
+            lines += ["", f"This model always names one of the classes: {unknown['why']}."]
     elif fmt == "torchscript":
         lines += ["Load it with torch only:", "    model = torch.jit.load('model.torchscript.pt').eval()",
                   "    probabilities = model(uint8_tensor_of_shape_N_H_W_3)"]

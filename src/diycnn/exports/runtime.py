@@ -17,7 +17,7 @@ from ..data.images import Preprocessing
 from ..io import check_format, read_json
 from ..run import Classifier
 from ..settings import EXPORTS
-from .onnx_format import onnx_probs, onnx_session
+from .onnx_format import UNKNOWN_OUTPUT, onnx_outputs, onnx_session
 from .onnx_sizes import check_onnx_graph
 
 EXPORT_FORMAT = "diycnn-export"
@@ -83,6 +83,15 @@ class OnnxRun(Classifier):
         self.session = self._session(self.path, (1, h, w, 3))
         if self.preprocessing.align:
             self._use_landmarks()
+        unknown = self.info.get("unknown")
+        outputs = [o.name for o in self.session.get_outputs()]
+        if isinstance(unknown, dict) and unknown.get("output") == UNKNOWN_OUTPUT:
+            threshold = unknown.get("threshold")
+            if outputs[1:2] != [UNKNOWN_OUTPUT] or not isinstance(threshold, (int, float)):
+                raise ValueError(f"'{self.dir / 'export.json'}' says the model answers '{UNKNOWN_OUTPUT}', but "
+                                 f"'{self.path.name}' has outputs {outputs} or no threshold is given; export the run "
+                                 "again.")
+            self.unknown_threshold = float(threshold)
 
     def _session(self, path: Path, input_shape: tuple[int, ...]):
         """An onnxruntime session for a file of this folder (never through a link), checked first."""
@@ -125,18 +134,22 @@ class OnnxRun(Classifier):
         return self.info.get("run", {}).get("name", self.dir.name)
 
     def predict_arrays(self, images_u8: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        return self.predict_scored(images_u8, batch_size)[0]
 
+    def predict_scored(self, images_u8: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, unknown scores or None where the export has none), in one run of the model."""
         if len(images_u8) == 0:
-            return np.zeros((0, len(self.class_names)), dtype=np.float32)
+            return np.zeros((0, len(self.class_names)), dtype=np.float32), None
         try:
-            probs = onnx_probs(self.session, images_u8, batch_size)
+            outputs = onnx_outputs(self.session, images_u8, batch_size)
         except Exception as exc:  # onnxruntime's own error types (a file that loads but cannot run)
             raise ValueError(f"'{self.path}' failed to predict ({type(exc).__name__}: {str(exc)[:300]}); export the "
                              "run again.") from None
+        probs = outputs[0]
         if probs.ndim != 2 or probs.shape != (len(images_u8), len(self.class_names)):
             raise ValueError(f"'{self.path}' gives outputs of shape {probs.shape}, not one probability per class "
                              f"({len(self.class_names)}) per photo; export the run again.")
-        return probs
+        return probs, (outputs[1].reshape(-1) if self.unknown_threshold is not None else None)
 
 
 __all__ = ["OnnxRun", "read_export_json"]

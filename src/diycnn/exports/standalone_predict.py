@@ -8,7 +8,9 @@ Prints a JSON list like `diycnn predict --json`. `--save-inputs` writes each pho
 takes it (face-cropped and aligned where the run did that), e.g. for a TensorFlow.js export of a
 face run, whose model.json takes the aligned face and which has no ONNX model to predict with here. Copy this file and the folder's model.onnx
 and export.json into your own app; `Classifier(folder).predict_image(pil_image)` gives the
-probabilities for one Pillow image. The preprocessing below follows export.json step by step.
+probabilities for one Pillow image, `predict_scored` also the "none of these" score, where export.json's
+"unknown" names the output and its threshold (above it: none of the classes). The preprocessing below
+follows export.json step by step.
 """
 
 from __future__ import annotations
@@ -145,8 +147,16 @@ class Classifier:
         if self.session is None:
             raise SystemExit(f"This folder's model ({self.meta['model_file']}) runs in TensorFlow.js, not here: "
                              "use --save-inputs DIR to write the images it takes (see README.txt).")
-        probs = self.session.run(None, {"image": self.prepare(im)[None]})[0][0]
-        return {label: float(p) for label, p in zip(self.labels, probs)}
+        return self.predict_scored(im)[0]
+
+    def predict_scored(self, im: Image.Image):
+        """(probabilities by label, the "none of these" score or None where the model has none)."""
+        if self.session is None:
+            raise SystemExit(f"This folder's model ({self.meta['model_file']}) runs in TensorFlow.js, not here: "
+                             "use --save-inputs DIR to write the images it takes (see README.txt).")
+        outputs = self.session.run(None, {"image": self.prepare(im)[None]})
+        score = float(outputs[1][0]) if len(outputs) > 1 else None
+        return {label: float(p) for label, p in zip(self.labels, outputs[0][0])}, score
 
 
 def files(paths):
@@ -176,11 +186,16 @@ def main(argv=None) -> int:
                     Image.fromarray(model.prepare(im)).save(target)
                     out.append({"path": str(path), "input": str(target)})
                     continue
-                probs = model.predict_image(im)
+                probs, score = model.predict_scored(im)
         except Exception as exc:  # unreadable photo: report it and go on
             print(f"skipped {path}: {exc}", file=sys.stderr)
             continue
         item = {"path": str(path), "label": max(probs, key=probs.get), "probabilities": probs}
+        threshold = (model.meta.get("unknown") or {}).get("threshold")
+        if score is not None and threshold is not None:  # far from every class: "none of these"
+            item.update({"unknown": score > threshold, "unknown_score": score})
+            if item["unknown"]:
+                item["label"] = "unknown"
         if args.top_k:
             item["top_k"] = sorted(probs.items(), key=lambda kv: -kv[1])[:args.top_k]
         out.append(item)
