@@ -67,6 +67,9 @@ RUN_FILES = ("model.safetensors", "history.csv", "curves.png", "confusion.png", 
 
 
 AUTO_FILE = "auto.json"
+# A candidate's lines left out of auto's output: the winner's calibration and unknown threshold are in
+# the summary, every candidate's in its metrics.json
+CANDIDATE_QUIET = ("Training ", "Calibrated: ", "None of these: ")
 AUTO_FORMAT = "diycnn-auto"
 
 
@@ -377,7 +380,7 @@ class _Contest:
                                        max_minutes=round(left / 60, 2))
         run = pipeline.train_one(self.data, settings, out=cdir, split=self.split, scan=self.scan,
                                  callbacks=[*(self.callbacks or []), projection.callback],
-                                 stage=lambda text: None if text.startswith("Training ") else self.stage(text))
+                                 stage=lambda text: None if text.startswith(CANDIDATE_QUIET) else self.stage(text))
         assert run is not None
         return run
 

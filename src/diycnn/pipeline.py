@@ -412,8 +412,6 @@ def _calibrate(p: Prepared, f: Fitted, training: TrainingPlan, device: torch.dev
         folds = crossval.fold_count(held)
         if folds < 2:
             return {"calibrated": False, "why": "a class has fewer than 4 training and validation photos"}, 1.0
-        stage(f"Calibrating: only {len(y_val)} validation photos, so {folds}-fold out-of-fold predictions on the "
-              f"{len(held.records)} training and validation photos")
         logits, labels, _, _ = crossval.out_of_fold(
             kfold_splits(held, folds, seed=training.seed), lambda split, name: _arrays(split, p.scan, data_.x, name),
             lambda: copy.deepcopy(f.untrained_head), data_.to_input, FitConfig.from_training(training.record()),
@@ -429,7 +427,8 @@ def _calibrate(p: Prepared, f: Fitted, training: TrainingPlan, device: torch.dev
     section = {"calibrated": True, "temperature": temperature, "fitted_on": source, "photos": len(labels),
                "fitted_loss_before": cal.log_loss(logits, labels, 1.0),
                "fitted_loss_after": cal.log_loss(logits, labels, temperature)}
-    stage(f"Calibrated: temperature {temperature:.3f}, fitted on {source}")
+    stage(f"Calibrated: temperature {temperature:.3f}, fitted on {source}"
+          + (f" (only {len(y_val)} validation photos)" if len(y_val) < cal.MIN_PHOTOS else ""))
     return section, temperature
 
 

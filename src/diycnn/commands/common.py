@@ -247,6 +247,11 @@ def print_result(run) -> None:
               f"calibration error on the test photos {cal['test_ece_before']:.3f} -> {cal['test_ece_after']:.3f}")
     elif cal:
         print(f"Not calibrated: {cal['why']}")
+    unknown = m.unknown or {}
+    if unknown.get("enabled"):
+        print(f"None of these: above score {unknown['threshold']:.3f} a photo is unknown; "
+              f"{unknown['test_known_rejected']:.0%} of the test photos were (target at most "
+              f"{unknown['target_known_rejected']:.0%})")
     if m.overfitting:
         print(f"\n{m['overfitting']['message']}\n")
     took = auto.get("seconds", m.train_seconds)
