@@ -57,7 +57,7 @@ def test_train_predict_evaluate_through_main(trained, tmp_path, capsys):
     assert main(["predict", str(trained), str(fresh), "--json"]) == 0
     captured = capsys.readouterr()
     preds = json.loads(captured.out)
-    assert len(preds) == 6 and set(preds[0]) == {"path", "label", "probabilities"}
+    assert len(preds) == 6 and set(preds[0]) == {"path", "label", "probabilities", "unknown", "unknown_score"}
     assert all(p["path"].startswith(str(fresh)) for p in preds)
     assert "bad.png" in captured.err and "not an image" in captured.err
 

@@ -78,7 +78,8 @@ def test_weights_changed_after_training_are_caught_by_the_manifest(run_dir):
     from diycnn.io import atomic_save_tensors, load_tensors
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"model.safetensors", "split.json", "history.csv", "metrics.json"}
+    assert set(manifest["files"]) == {"model.safetensors", "split.json", "history.csv", "metrics.json",
+                                     "unknown.safetensors"}
     tensors, meta = load_tensors(run_dir / "model.safetensors")
     tensors = {k: v + 1.0 for k, v in tensors.items()}  # still a valid safetensors file, not the run's weights
     atomic_save_tensors(run_dir / "model.safetensors", tensors, meta)

@@ -406,7 +406,8 @@ def _calibrate(p: Prepared, f: Fitted, training: TrainingPlan, device: torch.dev
         logits = predict_logits(f.fit_module, ArrayBatches(x_val, y_val, training.batch_size), data_.to_input, device,
                                 INFERENCE_PRECISION, tta=tta)
         labels, source = y_val, f"the {len(y_val)} validation photos"
-    elif data_.mode == "features" and f.untrained_head is not None:
+    elif data_.mode == "features" and f.untrained_head is not None and not distributed.context().active:
+        # (not under torchrun: process 0 alone calibrates, and a head trained there would wait for the others)
         pool = {path for name in ("train", "val") for path, _ in p.split.paths(name)}
         held = dataclasses.replace(p.scan, records=[r for r in p.scan.records if r.rel in pool])
         folds = crossval.fold_count(held)
@@ -419,7 +420,8 @@ def _calibrate(p: Prepared, f: Fitted, training: TrainingPlan, device: torch.dev
         source = f"{folds}-fold out-of-fold predictions on the {len(labels)} training and validation photos"
     else:
         return {"calibrated": False, "why": f"only {len(y_val)} validation photos (calibration needs "
-                                            f"{cal.MIN_PHOTOS}, or a recipe on cached features: {listing()})"}, 1.0
+                                            f"{cal.MIN_PHOTOS}, or a recipe on cached features: {listing()}, "
+                                            "outside torchrun)"}, 1.0
     temperature = cal.fit_temperature(logits, labels)
     example = data_.to_input(next(iter(ArrayBatches(x_val, y_val, 8).iterate()))[0].to(device), False)
     if not cal.fold_temperature(f.fit_module, temperature, example):

@@ -470,7 +470,7 @@ function renderBars(r) {
   if (r.no_face) { box.append(el("p", { className: "no-face" }, "No face found: this model tells people apart by their faces.")); return; }
   if (r.unknown) box.append(el("p", { className: "no-face" },
     `None of these: far from every class (score ${r.unknown_score.toFixed(3)}, above ${r.unknown_threshold.toFixed(3)}).`));
-  const top = r.unknown ? null : r.label;
+  const top = r.label;  // the nearest class stays marked; the line above says it is none of them
   for (const [c, p] of Object.entries(r.probabilities)) {
     const row = document.createElement("div");
     row.className = "bar" + (c === top ? " top" : ""); row.dataset.cls = c;
