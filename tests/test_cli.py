@@ -63,7 +63,7 @@ def test_train_predict_evaluate_through_main(trained, tmp_path, capsys):
 
     assert main(["predict", str(trained), str(fresh / "red"), "--csv"]) == 0
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
-    assert rows[0] == ["path", "label", "blue", "red"] and len(rows) == 4
+    assert rows[0] == ["path", "label", "blue", "red", "unknown_score"] and len(rows) == 4
 
     assert main(["predict", str(trained), str(fresh / "blue" / "blue_000.png"), "--top-k", "2"]) == 0
     line = capsys.readouterr().out.strip()
