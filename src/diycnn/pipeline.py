@@ -446,19 +446,20 @@ def _open_set(p: Prepared, f: Fitted, training: TrainingPlan, device: torch.devi
 
     def features(name: str, views: bool = tta) -> tuple[np.ndarray, np.ndarray]:
         x, y, _ = f.arrays[name]
-        _, feats = logits_and_features(f.fit_module, ArrayBatches(x, y, training.batch_size), data_.to_input,
-                                           device, INFERENCE_PRECISION, tta=views)
+        _, feats = logits_and_features(f.fit_module, ArrayBatches(x, y, training.batch_size), data_.to_input, device,
+                                       INFERENCE_PRECISION, tta=views)
         return feats, y
 
     try:
-        (f_train, y_train), (f_val, y_val) = features("train", False), features("val", False)
+        # the means from the photos as they are; the scores over the run's views (cached features have one)
+        (f_train, y_train), (f_val, y_val) = features("train", False), features("val")
         if data_.mode == "features":  # every training and validation photo, each against means without it
             pooled, labels = np.concatenate([f_train[0], f_val[0]]), np.concatenate([y_train, y_val])
             means, known = osr.class_means(pooled, labels, classes), osr.leave_one_out_scores(pooled, labels, classes)
             fitted_on = f"the {len(labels)} training and validation photos, each left out of its class mean"
         else:
             means = osr.class_means(f_train[0], y_train, classes)
-            known = osr.scores(features("val")[0], means)
+            known = osr.scores(f_val, means)
             fitted_on = f"the {len(y_val)} validation photos (class means of the {len(y_train)} training photos)"
         test_scores = osr.scores(features("test")[0], means)
     except ValueError as exc:  # no final linear layer to read features from

@@ -144,9 +144,6 @@ class Classifier:
         return np.array(im, dtype=np.uint8)
 
     def predict_image(self, im: Image.Image) -> dict[str, float]:
-        if self.session is None:
-            raise SystemExit(f"This folder's model ({self.meta['model_file']}) runs in TensorFlow.js, not here: "
-                             "use --save-inputs DIR to write the images it takes (see README.txt).")
         return self.predict_scored(im)[0]
 
     def predict_scored(self, im: Image.Image):
