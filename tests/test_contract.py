@@ -177,6 +177,19 @@ def _tfjs_probs(folder: Path, images: np.ndarray) -> np.ndarray:
     return got
 
 
+def _page_answers(folder: Path, photos: list[Path], want: np.ndarray, scores: np.ndarray) -> None:
+    """The web page's predict.js, run as the page runs it but on photos decoded by Pillow (the browser test
+    decodes them in Chromium): the run's probabilities, unknown scores and verdicts."""
+    from diycnn.data.images import load_rgb
+    from diycnn.exports.webpage_format import run_page
+
+    page = json.loads((folder / "page.json").read_text())
+    results = run_page(folder, [np.asarray(load_rgb(p, tuple(page["preprocessing"]["background"]))) for p in photos])["results"]
+    np.testing.assert_allclose([r["probabilities"] for r in results], want, atol=ATOL, err_msg="the web page's probabilities")
+    np.testing.assert_allclose([r["unknown_score"] for r in results], scores, atol=ATOL, err_msg="the web page's unknown scores")
+    assert [r["unknown"] for r in results] == list(scores > page["unknown"]["threshold"])
+
+
 def _both(*steps):
     """Run independent steps two at a time (each is its own process; two cores): their results, in order."""
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -210,6 +223,8 @@ def _check_export(folder: Path, fmt: str, photos: list[Path], want: np.ndarray, 
     elif info["model_file"] == "model.json":
         got = _tfjs_probs(folder, _export_inputs(folder, photos, cwd))
         np.testing.assert_allclose(got, want, atol=ATOL, err_msg=f"TF.js on the {fmt} export")
+    elif fmt == "webpage":  # the page's own code (predict.js, in TF.js under Node.js) on the whole photos
+        _page_answers(folder, photos, want, scores)
 
 
 @pytest.mark.parametrize("case", CASES)

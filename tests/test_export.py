@@ -223,7 +223,7 @@ def test_tfjs_export_refuses_what_it_cannot_write():
         write_tfjs_backbone(get_recipe("tm", 2, backbone="resnet18"), None, (224, 224, 3), None, "test")
     assert "tfjs" in export_formats_for("backbone", "face_recognition_net")
     assert "tfjs" not in export_formats_for("backbone", "resnet18")
-    assert export_formats_for("spec") == ["onnx", "torchscript", "keras", "tm", "tfjs"]
+    assert export_formats_for("spec") == ["onnx", "torchscript", "keras", "tm", "tfjs", "webpage"]
 
 
 def test_tfjs_layer_vocabulary_matches_diycnn(tmp_path):
@@ -282,7 +282,7 @@ def test_keras_torch_backend_quirk_is_named_before_export():
 
 def test_formats_that_do_not_apply_are_refused_with_the_ones_that_do(runs, tmp_path):
     with pytest.raises(ValueError, match=r"backbone tf_efficientnet_lite0; Keras exports cover Keras-style spec "
-                                         r"models .*Formats for this run: onnx, torchscript, tm, tfjs\.$"):
+                                         r"models .*Formats for this run: onnx, torchscript, tm, tfjs, webpage\.$"):
         diycnn.export(runs["tm"], "keras", out=tmp_path / "k")
     with pytest.raises(ValueError, match="Unknown export format 'tflite'. Formats: onnx, torchscript, keras, tm, tfjs"):
         diycnn.export(runs["tm"], "tflite", out=tmp_path / "k")

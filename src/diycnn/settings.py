@@ -59,6 +59,7 @@ EXPORTS = {f.name: f for f in (
     ExportFormat("tm", "model.onnx", "Teachable Machine (tmImage.load; TF.js where the run allows, else ONNX)",
                  python=True),
     ExportFormat("tfjs", TFJS_MODEL_FILE, "TensorFlow.js (browser, Node.js)", python=False, float_input=True),
+    ExportFormat("webpage", "index.html", "Web page (webcam and photos, any static host, offline)", python=False),
 )}
 EXPORT_FORMATS = tuple(EXPORTS)
 FACE_BACKBONE = "face_recognition_net"  # face-api.js's face-recognition ResNet (models/face_net.py)
@@ -68,16 +69,20 @@ TFJS_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficien
                   "tf_efficientnet_lite4", "efficientnet_lite0", FACE_BACKBONE)
 
 
-def export_formats_for(kind: str | None, backbone: str | None = None) -> list[str]:
-    """The export formats for a run whose model.json says `model.kind` is `kind` on `model.backbone`.
+def export_formats_for(kind: str | None, backbone: str | None = None, faces: bool = False) -> list[str]:
+    """The export formats for a run whose model.json says `model.kind` is `kind` on `model.backbone`;
+    `faces`: its preprocessing crops or aligns faces (which the web page cannot do in the browser).
 
     Example:
         >>> export_formats_for("backbone", "face_recognition_net")
         ['onnx', 'torchscript', 'tm', 'tfjs']
         >>> export_formats_for("backbone", "convnext_tiny")
         ['onnx', 'torchscript', 'tm']
+        >>> export_formats_for("spec")
+        ['onnx', 'torchscript', 'keras', 'tm', 'tfjs', 'webpage']
     """
-    applies = {"keras": kind == "spec", "tfjs": kind == "spec" or (kind == "backbone" and backbone in TFJS_BACKBONES)}
+    tfjs = kind == "spec" or (kind == "backbone" and backbone in TFJS_BACKBONES)
+    applies = {"keras": kind == "spec", "tfjs": tfjs, "webpage": tfjs and backbone != FACE_BACKBONE and not faces}
     return [f for f in EXPORT_FORMATS if applies.get(f, True)]
 
 

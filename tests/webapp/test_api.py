@@ -213,7 +213,7 @@ def test_train_preview_evaluate_export(client, tmp_path, offline):
     assert [h["epoch"] for h in s["history"]] == [1, 2, 3, 4] and all("val_loss" in h for h in s["history"])
     runs = client.get("/api/project").json()["runs"]
     assert len(runs) == 1 and runs[0]["model"] == "tm"
-    assert runs[0]["export_formats"] == ["onnx", "torchscript", "tm", "tfjs"]  # no keras for a backbone recipe
+    assert runs[0]["export_formats"] == ["onnx", "torchscript", "tm", "tfjs", "webpage"]  # no keras for a backbone recipe
     run_dir = root / ".diycnn" / "runs" / runs[0]["name"]
     assert any("dropped-in-by-hand" in p["path"] for p in json.loads(
         (run_dir / "metrics.json").read_text())["skipped"])

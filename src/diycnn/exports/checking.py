@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.images import ImageError, load_rgb
 from ..data.loader import decode_all
 from ..data.split import read_split
 
@@ -95,6 +96,28 @@ def check_photos(run, limit: int = CHECK_LIMIT) -> tuple[np.ndarray, np.ndarray 
     images = rng.integers(0, 256, (SYNTHETIC_PHOTOS, h, w, 3), dtype=np.uint8)
     log.warning("Export check uses %d synthetic photos: %s.", SYNTHETIC_PHOTOS, reason)
     return images, None, f"{SYNTHETIC_PHOTOS} seeded synthetic photos ({reason})"
+
+
+def original_photos(run, limit: int) -> tuple[list[np.ndarray], str]:
+    """Whole decoded photos (RGB uint8 (H, W, 3), before any resizing) to check an export that resizes by
+    itself (the web page): the run's first test photos, or seeded synthetic photos of assorted sizes."""
+    data, split_path = Path(run.info.data), run.dir / "split.json"
+    photos: list[np.ndarray] = []
+    if data.is_dir() and split_path.is_file():
+        chosen = read_split(split_path).assignment["test"]
+        for rel in [r for c, rels in chosen.items() if c in run.class_names for r in rels]:
+            try:
+                photos.append(np.asarray(load_rgb(data / rel, run.preprocessing.background)))
+            except (ImageError, OSError):
+                continue
+            if len(photos) == limit:
+                break
+    if photos:
+        return photos, f"{len(photos)} of the run's test photos in {run.info.data}, whole"
+    rng = np.random.default_rng(0)
+    sizes = [(int(rng.integers(40, 400)), int(rng.integers(40, 400))) for _ in range(limit)]
+    return ([rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes],
+            f"{limit} seeded synthetic photos of assorted sizes (the run's test photos are not available)")
 
 
 def scored_export_module(run):

@@ -29,6 +29,7 @@ from .runtime import EXPORT_FORMAT, EXPORT_VERSION, MODEL_FILES
 from .tfjs_export import write_tfjs
 from .tm_format import write_tm
 from .torchscript_format import write_torchscript
+from .webpage_format import write_webpage
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ TFJS_CHECK_LIMIT = 8  # TensorFlow.js in Node.js runs the blog's model at second
 
 def formats_for(run) -> list[str]:
     """The export formats that apply to a run (settings.export_formats_for)."""
-    return export_formats_for(run.recipe.kind, run.recipe.backbone)
+    prep = run.preprocessing
+    return export_formats_for(run.recipe.kind, run.recipe.backbone, faces=prep.faces or prep.align)
 
 
 def tm_is_tfjs(run) -> bool:
@@ -69,7 +71,7 @@ _EXPORT_LOCK = threading.RLock()
 # Each format, once: its writer makes the files and checks them against the run (settings.EXPORT_FORMATS
 # lists the names; a test keeps the two in step).
 WRITERS = {"onnx": write_onnx, "tm": write_tm, "torchscript": write_torchscript, "keras": write_keras,
-           "tfjs": write_tfjs}
+           "tfjs": write_tfjs, "webpage": write_webpage}
 
 
 def _one_at_a_time(fn):
@@ -107,7 +109,7 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     """
 
     run, model_file = _run_and_model_file(run_dir, fmt, int8)
-    if model_file == TFJS_MODEL_FILE:
+    if model_file == TFJS_MODEL_FILE or fmt == "webpage":
         check_limit = min(check_limit, TFJS_CHECK_LIMIT)
     out = Path(out) if out is not None else run.dir / f"export-{fmt}"
     _prepare_out(out, force)
@@ -157,7 +159,8 @@ def _run_and_model_file(run_dir: str | Path, fmt: str, int8: bool) -> tuple[Run,
         raise ValueError(
             f"Format '{fmt}' does not apply to run '{run.name}': its model '{run.recipe.name}' is on the backbone "
             f"{run.recipe.backbone}; Keras exports cover Keras-style spec models (seed-cnn, seed-cnn-plus, your "
-            f".yaml/.json specs), TensorFlow.js those, the EfficientNet-Lite backbones and the face network. "
+            f".yaml/.json specs), TensorFlow.js those, the EfficientNet-Lite backbones and the face network; the web "
+            f"page those TF.js carries whose photos are not face-cropped or aligned (the page does not find faces). "
             f"Formats for this run: {', '.join(allowed)}."
         )
     model_file = _model_file(run, fmt)
@@ -170,7 +173,7 @@ def _run_and_model_file(run_dir: str | Path, fmt: str, int8: bool) -> tuple[Run,
 def _export_info(run: Run, fmt: str, model_file: str) -> dict[str, Any]:
     """export.json's contents before the model is written and checked (the writer adds "check")."""
     feed = ("teachable" if fmt == "tm" and model_file == TFJS_MODEL_FILE else "float32" if fmt in FLOAT_INPUT
-            else "uint8")
+            else "page" if fmt == "webpage" else "uint8")
     return {
         "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "export_format": fmt,
         "model_file": model_file, "class_names": list(run.class_names),

@@ -39,6 +39,9 @@ def preprocessing_steps(prep, feed: str) -> list[str]:
                          "canvas instead of the resizing above: photos that are not square are seen differently)")
         steps.append(f"pixels / 127 - 1, as Teachable Machine's library feeds them; feed float32 (N, H, W, 3); the "
                      f"model's first layer does the run's own scaling ({norm}), softmax last")
+    elif feed == "page":
+        steps.append(f"{norm}, softmax: the page does every step itself in predict.js (decoding with the browser, "
+                     "resizing exactly as Pillow does)")
     elif feed == "float32":
         steps.append(f"{norm}; feed float32 (N, H, W, 3)")
     else:

@@ -171,4 +171,11 @@ def snippets(info: dict[str, Any]) -> list[dict[str, str]]:
         out.append({"language": "Python", "code": _python(fmt, info)})
     if fmt == "tfjs":
         out.append({"language": "JavaScript", "code": _javascript(info)})
+    if fmt == "webpage":
+        out.append({"language": "Shell", "code": WEBPAGE_SERVE})
     return out
+
+
+WEBPAGE_SERVE = ("# open the page on this computer (the webcam needs localhost or https):\n"
+                 "python -m http.server 8000 --directory THIS_FOLDER\n"
+                 "# then browse to http://localhost:8000/ ; or copy the folder to any static host\n")

@@ -135,7 +135,8 @@ class App:
             m = read_record(d, Metrics)  # damaged: listed, and its evaluation says so
             out.append(RunRow(name=d.name, model=_model_name(info),
                               export_formats=export_formats_for(_text(info.model.get("kind")),
-                                                                _text(info.model.get("backbone"))),
+                                                                _text(info.model.get("backbone")),
+                                                                faces=_crops_faces(info.model)),
                               created=info.created or None, test_accuracy=number(m.test_accuracy) if m else None,
                               test_loss=number(m.test_loss) if m else None, class_names=info.class_names))
         return sorted(out, key=lambda r: (r.created or "", r.name))
@@ -391,3 +392,9 @@ def _make_thumbnail(data: bytes, shown: str) -> bytes:
             return buf.getvalue()
     except Exception as exc:  # a file put there by hand may be anything
         raise ProjectError(f"Cannot show {shown!r}: {type(exc).__name__}: {exc}", 422) from None
+
+
+def _crops_faces(model: dict[str, Any]) -> bool:
+    """Whether a model.json's preprocessing crops or aligns faces (formats that cannot are not offered)."""
+    prep = model.get("preprocessing")
+    return isinstance(prep, dict) and bool(prep.get("faces") or prep.get("align"))
