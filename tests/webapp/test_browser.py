@@ -203,7 +203,7 @@ def test_create_upload_webcam_train_predict_export(server, page, tmp_path):
 
     # export: only the formats this run supports; an ONNX zip comes down, with code to paste
     options = page.locator("#export-format option").evaluate_all("os => os.map(o => o.value)")
-    assert options == ["onnx", "torchscript", "tm", "tfjs"] and "Keras export" in page.text_content("#export-about")
+    assert options == ["onnx", "torchscript", "tm", "tfjs", "webpage"] and "Keras export" in page.text_content("#export-about")
     page.select_option("#export-format", "onnx")
     with page.expect_download(timeout=180_000) as dl:
         page.click("#export")
