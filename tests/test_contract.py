@@ -177,17 +177,29 @@ def _tfjs_probs(folder: Path, images: np.ndarray) -> np.ndarray:
     return got
 
 
-def _page_answers(folder: Path, photos: list[Path], want: np.ndarray, scores: np.ndarray) -> None:
-    """The web page's predict.js, run as the page runs it but on photos decoded by Pillow (the browser test
-    decodes them in Chromium): the run's probabilities, unknown scores and verdicts."""
+def _predict_js_answers(folder: Path, photos: list[Path], want: np.ndarray, scores: np.ndarray,
+                        inputs: np.ndarray | None = None) -> None:
+    """The folder's predict.js (the web page's, and the one TF.js folders ship) under Node.js: the run's
+    probabilities, unknown scores and verdicts. Whole photos decoded by Pillow (the browser test decodes
+    them in Chromium), or, given `inputs`, the model's inputs made as README.txt says."""
     from diycnn.data.images import load_rgb
-    from diycnn.exports.webpage_format import run_page
+    from diycnn.exports.tfjs_export import run_predict_js
+    from diycnn.exports.tfjs_format import find_tfjs
 
-    page = json.loads((folder / "page.json").read_text())
-    results = run_page(folder, [np.asarray(load_rgb(p, tuple(page["preprocessing"]["background"]))) for p in photos])["results"]
-    np.testing.assert_allclose([r["probabilities"] for r in results], want, atol=ATOL, err_msg="the web page's probabilities")
-    np.testing.assert_allclose([r["unknown_score"] for r in results], scores, atol=ATOL, err_msg="the web page's unknown scores")
-    assert [r["unknown"] for r in results] == list(scores > page["unknown"]["threshold"])
+    if find_tfjs() is None:
+        if os.environ.get("CI"):
+            pytest.fail("make install must install TensorFlow.js (diycnn weights fetch)")
+        pytest.skip("needs Node.js and TensorFlow.js (diycnn weights fetch)")
+    settings = json.loads((folder / "predict.json").read_text())
+    if inputs is None:
+        background = tuple(settings["preprocessing"]["background"])
+        results = run_predict_js(folder, [np.asarray(load_rgb(p, background)) for p in photos])["results"]
+    else:
+        results = run_predict_js(folder, inputs, prepared=True)["results"]
+    np.testing.assert_allclose([r["probabilities"] for r in results], want, atol=ATOL, err_msg=f"predict.js, {folder.name}")
+    np.testing.assert_allclose([r["unknown_score"] for r in results], scores, atol=ATOL,
+                               err_msg=f"predict.js's unknown scores, {folder.name}")
+    assert [r["unknown"] for r in results] == list(scores > settings["unknown"]["threshold"])
 
 
 def _both(*steps):
@@ -202,8 +214,8 @@ def _scores(proc: subprocess.CompletedProcess) -> np.ndarray:
 
 def _check_export(folder: Path, fmt: str, photos: list[Path], want: np.ndarray, names: list[str], cwd: Path,
                   scores: np.ndarray) -> None:
-    """The export predicts what the run predicts, used as its README.txt says; an ONNX model also answers
-    "none of these" with the run's scores and threshold."""
+    """The export predicts what the run predicts, used as its README.txt says, and answers "none of these"
+    with the run's scores and threshold (ONNX: its second output; TF.js folders and the page: predict.js)."""
     info = json.loads((folder / "export.json").read_text())
     assert info["check"]["status"] == "checked", info["check"]
     readme = (folder / "README.txt").read_text()
@@ -220,11 +232,13 @@ def _check_export(folder: Path, fmt: str, photos: list[Path], want: np.ndarray, 
         for answer in (predicted, proc):
             np.testing.assert_allclose(_scores(answer), scores, atol=ATOL, err_msg=f"unknown score, {fmt} export")
             assert [p["unknown"] for p in json.loads(answer.stdout)] == list(scores > info["unknown"]["threshold"])
-    elif info["model_file"] == "model.json":
-        got = _tfjs_probs(folder, _export_inputs(folder, photos, cwd))
-        np.testing.assert_allclose(got, want, atol=ATOL, err_msg=f"TF.js on the {fmt} export")
+    elif info["model_file"] == "model.json":  # the model as README.txt feeds it, then with its predict.js
+        inputs = _export_inputs(folder, photos, cwd)
+        np.testing.assert_allclose(_tfjs_probs(folder, inputs), want, atol=ATOL, err_msg=f"TF.js on the {fmt} export")
+        assert info["unknown"]["script"] == "predict.js", info["unknown"]
+        _predict_js_answers(folder, photos, want, scores, inputs)
     elif fmt == "webpage":  # the page's own code (predict.js, in TF.js under Node.js) on the whole photos
-        _page_answers(folder, photos, want, scores)
+        _predict_js_answers(folder, photos, want, scores)
 
 
 @pytest.mark.parametrize("case", CASES)

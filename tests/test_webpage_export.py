@@ -2,7 +2,8 @@
 processes, the folder served by a plain static server (python -m http.server), Chromium with a fake
 webcam. The page's answers for uploaded photos (real JPEGs, an EXIF-rotated one, a grey one, a PNG with
 transparency) must equal `diycnn predict` on the same files within 1e-4, "none of these" included; the
-webcam preview must answer; and the page must open again and predict with the network gone."""
+webcam preview must answer; and the page must open again and predict with the network gone. The TF.js
+export's JavaScript snippet, pasted into a page beside its folder, must answer the same."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def exported(tmp_path_factory):
     run, page = root / "run", root / "page"
     diycnn("train", str(data), "--model", str(root / "tiny.yaml"), "--epochs", "2", "--out", str(run), cwd=root)
     diycnn("export", str(run), "--format", "webpage", "--out", str(page), cwd=root)
+    diycnn("export", str(run), "--format", "tfjs", "--out", str(root / "tfjs"), cwd=root)
     photos = _photos(root / "photos")
     want = json.loads(diycnn("predict", str(run), *map(str, photos), "--json", cwd=root).stdout)
     return {"root": root, "page": page, "photos": photos, "want": want,
@@ -60,11 +62,16 @@ def exported(tmp_path_factory):
 
 @pytest.fixture
 def static_server(exported):
+    yield from _serve(exported["page"])
+
+
+def _serve(folder: Path):
+    """python -m http.server on `folder`, as a user would serve it: yields its address."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
-                             str(exported["page"])], env=_user_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             str(folder)], env=_user_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
@@ -144,3 +151,56 @@ def test_webpage_export_is_refused_for_face_cropped_runs():
     assert "webpage" not in export_formats_for("spec", faces=True)
     assert "webpage" not in export_formats_for("backbone", "face_recognition_net")
     assert "webpage" not in export_formats_for("backbone", "convnext_tiny")
+
+
+SNIPPET_PAGE = """<!doctype html><meta charset="utf-8"><body>
+<script src="tf/tf-core.min.js"></script><script src="tf/tf-backend-cpu.min.js"></script>
+<script src="tf/tf-layers.min.js"></script><script src="predict.js"></script><script src="snippet.js"></script>"""
+SNIPPET_JS = """(async () => {  // the snippet as pasted, in a file of its own (its comments name <script> tags)
+  const img = new Image();
+  img.src = new URLSearchParams(location.search).get("photo");
+  document.body.append(img);
+  await img.decode();
+  await tf.setBackend("cpu");
+CODE
+  window.result = {probabilities: Array.from(answer.probabilities), unknown_score: answer.unknown_score,
+                   unknown: answer.unknown};
+})().catch((err) => { window.result = {error: String(err && err.stack || err)}; });
+"""
+
+
+@pytest.mark.slow
+def test_the_tfjs_snippet_pasted_into_a_page_answers_as_the_run(exported, tmp_path):
+    """The JavaScript that the tfjs export's README.txt (and the app) give, as pasted into a page served beside
+    the folder (TF.js' scripts from the pinned packages instead of the CDN, which tests cannot reach)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    from diycnn.exports.snippets import snippets
+
+    folder = tmp_path / "site"
+    shutil.copytree(exported["root"] / "tfjs", folder)
+    shutil.copytree(exported["page"] / "tf", folder / "tf")
+    info = json.loads((folder / "export.json").read_text())
+    (code,) = [s["code"] for s in snippets(info) if s["language"] == "JavaScript"]
+    assert "diycnnPredict.predict" in code and "predict.json" in code
+    (folder / "snippet.html").write_text(SNIPPET_PAGE)
+    (folder / "snippet.js").write_text(SNIPPET_JS.replace("CODE", code))
+    names = exported["names"]
+    for photo in exported["photos"]:
+        shutil.copyfile(photo, folder / photo.name)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        for address in _serve(folder):
+            for photo, want in zip(exported["photos"], exported["want"]):
+                page.goto(f"{address}snippet.html?photo={photo.name}")
+                wait_js(page, "window.result !== undefined", timeout=60_000)
+                got = page.evaluate("window.result")
+                assert "error" not in got, got
+                np.testing.assert_allclose(got["probabilities"], [want["probabilities"][c] for c in names], atol=ATOL,
+                                           err_msg=f"the snippet's probabilities for {photo.name}")
+                assert got["unknown_score"] == pytest.approx(want["unknown_score"], abs=ATOL), photo.name
+                assert got["unknown"] == (want["label"] == "unknown"), photo.name
+        browser.close()

@@ -87,6 +87,8 @@ def readme(fmt: str, run, info: dict[str, Any]) -> str:
     else:
         lines += ["Load it with Keras 3 (any backend):", "    model = keras.saving.load_model('model.keras')",
                   "    probabilities = model.predict(float32_array_of_shape_N_H_W_3)"]
+    if tfjs:
+        lines += ["", _predict_js_note(info)]
     if needs_face_inputs(run, info["model_file"]):
         lines += ["", _face_input_note(run.preprocessing)]
     for snippet in snippets(info):
@@ -114,3 +116,19 @@ def _face_input_note(prep) -> str:
             + (" opencv-python-headless" if prep.faces else "") + "):\n"
             "    python predict.py --save-inputs inputs/ photo.jpg [more photos or folders]\n"
             "then give inputs/*.png to the model as the snippet below does.")
+
+
+def _predict_js_note(info: dict[str, Any]) -> str:
+    """README.txt's words on predict.js, the TF.js folders' own prediction code, and "none of these"."""
+    text = ("predict.js (window.diycnnPredict in a page, require() in Node.js) does what the run does to a photo: "
+            "its resizing, exactly as Pillow does it, its scaling, its mirror averaging; predict.json holds the "
+            "classes, those steps and the class means. predict(tf, model, inputs, settings) answers probabilities, "
+            "unknown_score and unknown.")
+    unknown = info.get("unknown") or {}
+    if unknown.get("script"):
+        text += (f" 'None of these': unknown_score is the distance of the model's features from every class "
+                 f"({unknown['method']}); above {unknown['threshold']:.4f} (predict.json's unknown.threshold) the "
+                 "photo is of none of the classes, whatever the probabilities say, and unknown is true.")
+    elif unknown.get("why"):
+        text += f" This model always names one of the classes: {unknown['why']}."
+    return text

@@ -122,37 +122,48 @@ def _face_note(p: dict[str, Any]) -> str:
     return FACES_NOTE if p["faces"] else ""
 
 
+PREDICT_JS = (
+    "// diycnnPredict (predict.js, in this folder) prepares the photo as the run did (Pillow's resizing, to the\n"
+    "// pixel) and answers 'none of these' from predict.json's class means and threshold\n"
+    "const settings = await (await fetch('predict.json')).json();\n"
+    "const net = settings.unknown ? diycnnPredict.withFeatures(tf, model) : model;\n"
+    "const w = photo.naturalWidth || photo.videoWidth || photo.width, h = photo.naturalHeight || photo.videoHeight "
+    "|| photo.height;\n"
+    "const canvas = Object.assign(document.createElement('canvas'), { width: w, height: h });\n"
+    "const context = canvas.getContext('2d');\n"
+    "context.drawImage(photo, 0, 0);\n"
+    "const x = diycnnPredict.input(context.getImageData(0, 0, w, h).data, w, h, settings, 4);   // RGBA\n"
+    "const [answer] = await diycnnPredict.predict(tf, net, [x], settings);\n"
+    "// answer.probabilities: one per class; answer.unknown: true when the photo is of none of the classes\n"
+    "// (answer.unknown_score above settings.unknown.threshold)\n"
+    "settings.class_names.forEach((label, i) => console.log(label, answer.probabilities[i]));\n"
+    "console.log('none of these:', answer.unknown, answer.unknown_score);\n"
+)
+SCRIPTS = ("// <script src=\"https://cdn.jsdelivr.net/npm/@tensorflow/tfjs@4.22.0\"></script>\n"
+           "// <script src=\"predict.js\"></script>\n")
+
+
 def _javascript(info: dict[str, Any]) -> str:
-    p = info["preprocessing"]
-    h, w = p["crop"] or p["size"]
-    return (
-        "// <script src=\"https://cdn.jsdelivr.net/npm/@tensorflow/tfjs@4\"></script>\n"
-        + SERVE_NOTE
-        + "const model = await tf.loadLayersModel('model.json');\n"
-        "const labels = (await (await fetch('metadata.json')).json()).labels;\n"
-        "const photo = document.querySelector('img');   // an <img>, <canvas> or <video>\n"
-        + _face_note(p)
-        + "const x = tf.tidy(() => tf.image\n"
-        f"  .resizeBilinear(tf.browser.fromPixels(photo), [{h}, {w}])   // the run: {p['resize']}, "
-        f"{p['interpolation']} (Pillow): close, not identical\n"
-        f"  .toFloat().mul({p['input_scale']:.8g}).sub({list(p['mean'])}).div({list(p['std'])})\n"
-        "  .expandDims(0));\n"
-        "const probabilities = await model.predict(x).data();\n"
-        "labels.forEach((label, i) => console.log(label, probabilities[i]));\n"
-    )
+    return (SCRIPTS + SERVE_NOTE
+            + "const model = await tf.loadLayersModel('model.json');\n"
+            "const photo = document.querySelector('img');   // an <img>, <canvas> or <video>\n"
+            + _face_note(info["preprocessing"]) + PREDICT_JS)
 
 
 def _teachable(info: dict[str, Any]) -> str:
     return (
-        "// <script src=\"https://cdn.jsdelivr.net/npm/@tensorflow/tfjs@4\"></script>\n"
-        "// <script src=\"https://cdn.jsdelivr.net/npm/@teachablemachine/image@0.8/dist/teachablemachine-image.min.js"
+        SCRIPTS
+        + "// <script src=\"https://cdn.jsdelivr.net/npm/@teachablemachine/image@0.8/dist/teachablemachine-image.min.js"
         "\"></script>\n"
         + SERVE_NOTE
-        + "const model = await tmImage.load('model.json', 'metadata.json');\n"
+        + "const tm = await tmImage.load('model.json', 'metadata.json');\n"
         "const photo = document.querySelector('img');   // an <img>, <canvas> or <video>\n"
         + _face_note(info["preprocessing"])
-        + "const predictions = await model.predict(photo);   // [{className, probability}]\n"
+        + "const predictions = await tm.predict(photo);   // [{className, probability}]: Teachable Machine's way\n"
         "predictions.forEach((p) => console.log(p.className, p.probability));\n"
+        "// or the run's own way, with 'none of these':\n"
+        "const model = await tf.loadLayersModel('model.json');   // the same model, for predict.js\n"
+        + PREDICT_JS
     )
 
 

@@ -1,5 +1,5 @@
-// The page: loads page.json and the TF.js model, then classifies webcam frames and chosen photos with
-// predict.js. Every name shown comes from page.json and is placed as text, never as HTML.
+// The page: loads predict.json and the TF.js model, then classifies webcam frames and chosen photos with
+// predict.js. Every name shown comes from predict.json and is placed as text, never as HTML.
 (function () {
   "use strict";
   const core = window.diycnnPredict;
@@ -109,7 +109,7 @@
 
   async function start() {
     try {
-      page = await (await fetch("page.json")).json();
+      page = await (await fetch("predict.json")).json();
       tf.wasm.setWasmPaths(new URL("tf/", location.href).href);
       const wasm = await tf.setBackend("wasm").catch(() => false);
       if (!wasm) await tf.setBackend("cpu");

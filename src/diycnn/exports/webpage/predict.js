@@ -1,10 +1,10 @@
-// diycnn's web page export: a photo's pixels -> the run's class probabilities and its "none of these" score,
-// in TensorFlow.js. The same file runs in the page (window.diycnnPredict) and under Node.js (require), where
-// diycnn checks it against the run at export time.
+// diycnn's TensorFlow.js exports (tfjs, tm, webpage): a photo's pixels -> the run's class probabilities and
+// its "none of these" score, in TensorFlow.js. The same file runs in a page (window.diycnnPredict) and under
+// Node.js (require), where diycnn checks it against the run at export time.
 //
 // The resizing is Pillow's, reproduced to the pixel (its two-pass convolution with 22-bit fixed-point
 // weights, horizontal pass first; nearest neighbour by its affine rule), so the page feeds the model what
-// the run fed it. page.json (written by diycnn) holds the preprocessing, the class names, the class means
+// the run fed it. predict.json (written by diycnn) holds the preprocessing, the class names, the class means
 // and the threshold.
 (function (root, factory) {
   if (typeof module === "object" && module.exports) module.exports = factory();
@@ -219,11 +219,15 @@
     const classes = page.class_names.length, probs = new Float64Array(n * classes), scores = new Float64Array(n);
     const means = page.unknown ? page.unknown.class_means : null;
     for (const v of views) {
-      const [p, feats] = net.predict(v);
-      const pd = await p.data(), fd = await feats.data(), dim = fd.length / n;
+      const out = net.predict(v), [p, feats] = Array.isArray(out) ? out : [out, null];
+      if (means && !feats) throw new Error("the model gives no features: wrap it with withFeatures(tf, model)");
+      const pd = await p.data();
       for (let i = 0; i < n * classes; i++) probs[i] += pd[i] / views.length;
-      if (means) for (let i = 0; i < n; i++) scores[i] += unknownScore(fd.subarray(i * dim, (i + 1) * dim), dim, means) / views.length;
-      tf.dispose([p, feats]);
+      if (means) {
+        const fd = await feats.data(), dim = fd.length / n;
+        for (let i = 0; i < n; i++) scores[i] += unknownScore(fd.subarray(i * dim, (i + 1) * dim), dim, means) / views.length;
+      }
+      tf.dispose(Array.isArray(out) ? out : [out]);
     }
     tf.dispose(views);
     return Array.from({ length: n }, (_, i) => {

@@ -1,6 +1,6 @@
 // Keeps every file of the page, so it opens again with no network once it has loaded once.
-const CACHE = "diycnn-page-v1";
-const FILES = ["./", "index.html", "style.css", "predict.js", "page.js", "page.json", "model.json", "weights.bin",
+const CACHE = "diycnn-page-v2";
+const FILES = ["./", "index.html", "style.css", "predict.js", "page.js", "predict.json", "model.json", "weights.bin",
   "labels.txt", "metadata.json", "tf/tf-core.min.js", "tf/tf-backend-cpu.min.js", "tf/tf-backend-wasm.min.js",
   "tf/tf-layers.min.js", "tf/tfjs-backend-wasm.wasm", "tf/tfjs-backend-wasm-simd.wasm",
   "tf/tfjs-backend-wasm-threaded-simd.wasm"];
