@@ -40,6 +40,7 @@ OPENS = [
     (r"(Extracting |.* features: all )", "feature extraction"),
     (r"(Decoded |feature cache)", None),
     (r"LP-FT", "after LP-FT"),
+    (r"Frozen stages", "frozen stages, once per view"),
     (r"train begin", "training epochs"),
     (r"train end", "after training"),
     (r"Restored the best", None),

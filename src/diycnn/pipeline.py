@@ -50,7 +50,7 @@ from .records import MODEL_JSON, SPLIT_JSON, Metrics, RunInfo, read_run_info, wr
 from .report.html import render_report
 from .run import NEAR_SIGNATURES, Run, check_model_size, history_csv, new_run_dir, versions, write_manifest
 from .settings import INFERENCE_PRECISION, TrainingPlan, TrainSettings
-from .training import crossval, distributed
+from .training import crossval, distributed, trunk
 from .training.device import autocast, resolve_device, resolve_precision
 from .training.trainer import (
     BEST,
@@ -544,7 +544,14 @@ def fit(p: Prepared, callbacks: list[Callback] | None, stage: Stage, resume: boo
     val_batches = ArrayBatches(x_val, y_val, bs)
     fit_module = module.head if data_.mode == "features" else module
     untrained_head = copy.deepcopy(fit_module) if data_.mode == "features" else None  # for cross-validation
-    trainer = Trainer(fit_module, train_batches, val_batches, data_.to_input, config, device, precision,
+    trained, to_input = fit_module, data_.to_input
+    cut = _cached_trunk(p, training, x_train, x_val, device, precision, stage) if data_.mode == "images" else None
+    if cut is not None:  # the frozen stages ran once per view: the epochs train the rest on their activations
+        trained, to_input = cut.module, trunk.view_input
+        train_batches = ShardedBatches(cut.train, y_train, bs, shuffle=config.shuffle, seed=training.seed,
+                                       rank=ctx.rank, world=ctx.world)
+        val_batches = ArrayBatches(cut.val, y_val, bs)
+    trainer = Trainer(trained, train_batches, val_batches, to_input, config, device, precision,
                       run_dir=run_dir, callbacks=list(callbacks or []), brief=data_.mode == "features")
 
     class _History(Callback):  # history.csv after every epoch, so an interrupted run shows its progress
@@ -563,6 +570,37 @@ def fit(p: Prepared, callbacks: list[Callback] | None, stage: Stage, resume: boo
     if not ctx.main:  # the weights are the same in every process; process 0 evaluates and writes
         return None
     return Fitted(info, fit_module, state, untrained_head, arrays)
+
+
+@dataclasses.dataclass
+class _Cut:
+    """A network cut after its frozen stages (training/trunk.py): the top, and the activations."""
+    module: Any
+    train: np.ndarray  # (N, V, P, C, H, W)
+    val: np.ndarray  # (N, 1, P, C, H, W)
+
+
+def _cached_trunk(p: Prepared, training: TrainingPlan, x_train: Any, x_val: Any, device: torch.device,
+                  precision: str, stage: Stage) -> _Cut | None:
+    """The frozen stages run once per augmented view (training/trunk.py), where the network can be
+    cut there, the photos are in memory and their activations fit; None otherwise (or when
+    `trunk_views` is 0 or unset)."""
+    stages = trunk.frozen_trunk(p.module)
+    if not stages or not training.trunk_views or isinstance(x_train, Rows):
+        return None
+    size = tuple((training.augment or {}).get("size") or p.recipe.preprocessing.output_size)
+    wanted = min(training.trunk_views, training.epochs) if training.augment else 1
+    views = trunk.views_that_fit(p.module, stages, len(x_train) + len(x_val) // 2 + 1, size, wanted)
+    if not views:
+        return None
+    views = views if training.augment else 0  # 0: the one un-augmented view
+    stage(f"Frozen stages ({stages} of {len(p.module.backbone.stages())}): "
+          + (f"{views} augmented views of " if views else "") + f"{len(x_train)} training photos through them once ...")
+    h_train = trunk.activations(p.module, stages, x_train, p.data.to_input, views, size, device, precision,
+                                training.seed)
+    h_val = trunk.activations(p.module, stages, x_val, p.data.to_input, 0, p.recipe.preprocessing.output_size,
+                              device, precision, training.seed)
+    return _Cut(trunk.TopOfTrunk(p.module, stages), h_train, h_val)
 
 
 def evaluate(p: Prepared, f: Fitted, stage: Stage) -> tuple[Metrics, np.ndarray]:

@@ -135,6 +135,9 @@ class TrainSettings:
     label_smoothing: float | None = None
     layer_decay: float | None = None
     freeze_fraction: float | None = None  # backbone recipes: earliest fraction of layers kept frozen
+    # fine-tuning with frozen early stages: augmented views of each training photo put through them
+    # once before training (training/trunk.py); 0: every step runs the whole network
+    trunk_views: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -146,6 +149,9 @@ class TrainSettings:
             raise ValueError(f"batch_size must be a whole number >= 1, received {shown(self.batch_size)}.")
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, received {shown(self.lr)}.")
+        if self.trunk_views is not None and (isinstance(self.trunk_views, bool) or not isinstance(self.trunk_views, int)
+                                             or self.trunk_views < 0):
+            raise ValueError(f"trunk_views must be a whole number >= 0 (or unset), received {shown(self.trunk_views)}.")
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
             raise ValueError(f"patience must be a whole number >= 1 (or unset), received {shown(self.patience)}.")
         for name in ("val_split", "test_split"):

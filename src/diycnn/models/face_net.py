@@ -117,14 +117,35 @@ class FaceRecognitionNet(nn.Module):
                 p.requires_grad_(False)
         return names
 
-    def forward_features(self, x):
+    def frozen_stages(self) -> int:
+        """How many stages, from the input on, have no trainable parameter."""
+        count = 0
+        for name in self.stages():
+            if any(p.requires_grad for p in getattr(self, name).parameters()):
+                break
+            count += 1
+        return count
+
+    def trunk(self, x, stages: int):
+        """The activations after the first `stages` stages (the max-pool belongs to the first)."""
+        if not 0 < stages < len(self.stages()):
+            raise ValueError(f"the trunk has 1 to {len(self.stages()) - 1} stages, not {stages}")
         x = self.pool(self.conv32_down(x))
-        for name in self.stages()[1:-1]:
+        for name in self.stages()[1:stages]:
             x = getattr(self, name)(x)
-        return x  # (B, 256, 2, 2)
+        return x
+
+    def top(self, h, stages: int):
+        """The descriptor from `trunk(x, stages)`: descriptor(x) == top(trunk(x, k), k) for every k < 16."""
+        for name in self.stages()[stages:-1]:
+            h = getattr(self, name)(h)
+        return self.fc(h.mean(dim=(2, 3)))
+
+    def forward_features(self, x):
+        return self.trunk(x, len(self.stages()) - 1)  # (B, 256, 2, 2)
 
     def descriptor(self, x):
-        return self.fc(self.forward_features(x).mean(dim=(2, 3)))
+        return self.top(self.forward_features(x), len(self.stages()) - 1)
 
     def forward(self, x):
         if self.mirror:

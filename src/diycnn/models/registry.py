@@ -97,7 +97,9 @@ REGISTRY: dict[str, RecipeEntry] = {e.name: e for e in (
                 FINE_TUNED, True,
                 {**SPEC_DEFAULTS, "epochs": 15, "batch_size": 32, "lr": 1e-4, "optimizer": "adamw",
                  "weight_decay": 1e-2, "schedule": "cosine", "warmup_epochs": 1, "patience": 5,
-                 "lp_init": True, "freeze_fraction": 0.6, "augment": _FACE_AUGMENT},
+                 "lp_init": True, "freeze_fraction": 0.6, "augment": _FACE_AUGMENT,
+                 # its frozen stages run once per view of a photo, not in every step (training/trunk.py)
+                 "trunk_views": 8},
                 auto_order=2),
 )}
 
