@@ -21,7 +21,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_MODEL = "auto"  # what `diycnn train`, `diycnn.train` and the web app train with no model named
 DEFAULT_VAL_SPLIT = 0.15  # the share of each class held out for validation,
 DEFAULT_TEST_SPLIT = 0.15  # and for the test
-DEFAULT_BUDGET_MINUTES = 20.0  # what auto may spend when no budget is given
+DEFAULT_BUDGET_MINUTES = 3.0  # what auto may spend when no budget is given (bench/default_pipeline.py)
 
 
 def suggest(name: object, choices: Iterable[str]) -> str:
