@@ -39,7 +39,8 @@ from .data.split import Split, make_split, read_split
 from .data.survey import face_survey
 from .io import atomic_write_json, atomic_write_text, read_json, to_jsonable
 from .loading import load
-from .models.registry import AUTO_ORDER, REGISTRY
+from .models.recipes import get_recipe
+from .models.registry import AUTO_ORDER, FINE_TUNED, REGISTRY
 from .records import MODEL_JSON, SPLIT_JSON, read_metrics, read_run_info, write_metrics, write_run_info
 from .report.auto_html import render_auto_report
 from .run import NEAR_SIGNATURES, Run, new_run_dir, write_manifest
@@ -228,7 +229,35 @@ def _result(name: str, run: Run, projected: float | None) -> dict[str, Any]:
             "cv_loss": cv.get("loss") if m.cv_checked else None,
             "cached_features": bool(run.info.training.get("frozen")),
             "epochs_run": m.epochs_run, "train_seconds": m.train_seconds,
-            "stopped_by_budget": m.stopped_by_time, "projected_seconds": projected}
+            "stopped_by_budget": m.stopped_by_time, "projected_seconds": projected,
+            "backbone": m.backbone, "size": list(run.preprocessing.output_size),
+            "seconds_per_photo": _seconds_per_photo(m.feature_cache)}
+
+
+def _seconds_per_photo(cache: dict[str, float] | None) -> float | None:
+    """What decoding a photo and one forward pass of the backbone took, from a candidate's feature
+    extraction (None where its features came from the cache)."""
+    cache = cache or {}
+    return cache["seconds"] / cache["misses"] if cache.get("misses") and cache.get("seconds") else None
+
+
+def fine_tuning_floor(name: str, trained: list[dict[str, Any]], train_photos: int, classes: int,
+                      settings: TrainSettings) -> tuple[float, dict[str, Any]] | None:
+    """A lower bound on a fine-tuned ImageNet candidate's time, before it starts: each epoch is at
+    least one forward pass of its backbone over the training photos (its backward pass and
+    augmentation come on top), at the rate measured extracting a trained candidate's features with
+    the same backbone at the same size (decoding included, as the candidate decodes its photos
+    first). (seconds, the candidate it was measured on), or None without such a measurement."""
+    entry = REGISTRY[name]
+    if entry.family != FINE_TUNED or entry.faces:
+        return None
+    recipe = get_recipe(name, classes, backbone=settings.backbone)
+    epochs = settings.epochs or entry.defaults["epochs"]
+    for r in trained:
+        if (r.get("seconds_per_photo") and r.get("backbone") == recipe.backbone
+                and r.get("size") == list(recipe.preprocessing.output_size)):
+            return epochs * train_photos * r["seconds_per_photo"], r
+    return None
 
 
 def pick(trained: list[dict[str, Any]], val_photos: int) -> tuple[dict[str, Any], str]:
@@ -351,8 +380,21 @@ class _Contest:
             self.stage(f"auto: {name} skipped: {best_val:.3f} val accuracy reached already")
             return (f"skipped: a pretrained candidate already reaches {best_val:.3f} validation accuracy; a "
                     "from-scratch CNN is not expected to beat it on this many photos")
-        if self.budget - self.elapsed() <= 0:
+        left = self.budget - self.elapsed()
+        if left <= 0:
             return "skipped: time budget used up"
+        floor = None
+        if REGISTRY[name].family == FINE_TUNED and any(r.get("seconds_per_photo") for r in self.trained()):
+            split = read_split(self.run_dir / SPLIT_JSON)
+            floor = fine_tuning_floor(name, self.trained(), sum(split.counts()["train"].values()),
+                                      len(split.class_names), self.settings)
+        if floor is not None and floor[0] > left:
+            seconds, source = floor
+            self.stage(f"auto: {name} skipped: it would take at least {seconds / 60:.1f} min, "
+                       f"{left / 60:.1f} min of budget left")
+            return (f"skipped: its epochs would take at least {seconds / 60:.1f} min (one forward pass over the "
+                    f"training photos each, at the {source['seconds_per_photo'] * 1000:.0f} ms a photo measured "
+                    f"extracting {source['model']}'s features), more than the {left / 60:.1f} min left")
         return None
 
     def _train(self, name: str, cdir: Path, state: str, left: float, projection: _Projection) -> Run:

@@ -193,7 +193,7 @@ class Metrics(_Record):
     device: str = ""
     precision: str = ""
     inference_precision: str = ""
-    feature_cache: dict[str, int] | None = None
+    feature_cache: dict[str, float] | None = None  # hits, misses, seconds (extraction with decoding)
     tta: bool = False
     skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     duplicates: list[dict[str, Any]] = dataclasses.field(default_factory=list)

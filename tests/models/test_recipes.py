@@ -68,7 +68,8 @@ def test_tm_recipe_is_teachable_machines(small_data):
 def test_feature_cache_hit_miss_and_invalidation(small_data, tmp_path, capsys):
     stages = []
     first = diycnn.train(small_data, model="tm", out=tmp_path / "a", epochs=2, on_stage=stages.append)
-    assert first.metrics["feature_cache"] == {"hits": 0, "misses": 20}
+    assert {k: first.metrics["feature_cache"][k] for k in ("hits", "misses")} == {"hits": 0, "misses": 20}
+    assert first.metrics["feature_cache"]["seconds"] > 0  # what auto's floor for fine-tuning is measured on
     assert any(s.startswith("Extracting tf_efficientnet_lite0 features of 20 photos (0 in the cache")
                for s in stages)
     stages.clear()
@@ -76,12 +77,12 @@ def test_feature_cache_hit_miss_and_invalidation(small_data, tmp_path, capsys):
     assert not any(s.startswith(("Extracting", "Feature cache")) for s in stages)  # nothing to extract: not said
     assert any(s.startswith("tf_efficientnet_lite0 features: all 20 photos in the cache") for s in stages)
     assert (run.dir / "report.html").is_file()
-    assert run.metrics["feature_cache"] == {"hits": 20, "misses": 0}
+    assert {k: run.metrics["feature_cache"][k] for k in ("hits", "misses")} == {"hits": 20, "misses": 0}
     # change one photo: only it is re-extracted
     Image.new("RGB", (24, 24), (250, 0, 0)).save(small_data / "red" / "red_000.png")
     stages.clear()
     third = diycnn.train(small_data, model="tm", out=tmp_path / "c", epochs=2, on_stage=stages.append)
-    assert third.metrics["feature_cache"] == {"hits": 19, "misses": 1}
+    assert {k: third.metrics["feature_cache"][k] for k in ("hits", "misses")} == {"hits": 19, "misses": 1}
     assert any(s.startswith("Extracting tf_efficientnet_lite0 features of 1 photo (19 in the cache") for s in stages)
 
 
@@ -374,3 +375,34 @@ def test_the_blogs_model_and_spec_files_train_in_fp32_on_cpus_with_bf16_unless_a
     assert precision("face-probe") == precision("tm") == "bf16"
     run = diycnn.train(small_data, model="seed-cnn", epochs=1, out=tmp_path / "run", device="cpu")
     assert run.info.precision == "fp32"
+
+
+@pytest.mark.parametrize("ms_a_photo, skipped", [(100.0, True), (1.0, False)])
+def test_a_fine_tuned_candidate_that_cannot_fit_is_not_started(small_data, tmp_path, ms_a_photo, skipped):
+    """Its epochs take at least a forward pass over the training photos each, at the rate a trained
+    candidate with the same backbone and size measured extracting features: over the budget left,
+    auto does not start it (it would decode every photo and run an epoch before its projection)."""
+    from diycnn.auto import _Contest, fine_tuning_floor
+    from diycnn.data.scan import scan_folder
+    from diycnn.data.split import make_split
+    from diycnn.io import atomic_write_json
+    from diycnn.settings import TrainSettings
+
+    split = make_split(scan_folder(small_data), 0.15, 0.15, 0)
+    atomic_write_json(tmp_path / "split.json", split.to_dict())
+    train = sum(split.counts()["train"].values())
+    size = list(get_recipe("finetune", 2).preprocessing.output_size)
+    probe = {"model": "linear-probe", "status": "trained", "val_accuracy": 0.8, "cached_features": True,
+             "backbone": "tf_efficientnet_lite0", "size": size, "seconds_per_photo": ms_a_photo / 1000}
+    other_size = {**probe, "model": "tm", "size": [224, 224] if size != [224, 224] else [160, 160]}
+    plan = {"faces": False, "candidates": [{"model": "finetune"}], "why": "test"}
+    contest = _Contest(tmp_path, small_data, TrainSettings(), plan, 10.0, 10, False, lambda text: None, None, None,
+                       None)
+    contest.results.append(other_size)
+    assert contest._why_skip({"model": "finetune"}, "new") is None  # measured at another size: no floor
+    contest.results.append(probe)
+    seconds, source = fine_tuning_floor("finetune", contest.trained(), train, 2, TrainSettings())
+    assert source is probe and seconds == pytest.approx(10 * train * ms_a_photo / 1000)  # 10 epochs
+    why = contest._why_skip({"model": "finetune"}, "new")
+    assert (why is not None and "would take at least" in why) == skipped, why
+    assert fine_tuning_floor("face-finetune", contest.trained(), train, 2, TrainSettings()) is None
