@@ -66,6 +66,7 @@ from .training.trainer import (
 
 log = logging.getLogger(__name__)
 Stage = Callable[[str], None]  # where a run says what it is doing (the CLI prints it; the app shows it)
+ONNX_FROM = 100  # photos to extract features of, from which onnxruntime is tried (saves ~10-25 ms a photo)
 
 @dataclasses.dataclass
 class _Data:
@@ -116,13 +117,19 @@ def _decode_or_extract(recipe: Recipe, scan: ScanResult, module: Any, training: 
         backbone = module.backbone.to(device).to(memory_format=torch.channels_last).eval()
         to_image = image_input_fn(prep)
 
+        cache = FeatureCache({"backbone": recipe.backbone, "weights": weights_fingerprint(backbone),
+                              "preprocessing": prep.to_dict(), "precision": INFERENCE_PRECISION,
+                              "device": device.type})
         # Features in the precision a loaded run predicts in: the head then learns from, and is scored
         # on, the numbers `diycnn predict` and the exports compute (bf16 features differ by up to 1e-2).
-        # On the CPU onnxruntime computes them, about twice as fast, checked against PyTorch first.
+        # On the CPU onnxruntime computes them, about twice as fast, checked against PyTorch first,
+        # where there are enough photos to extract to pay for exporting the backbone (1-2 s).
         runner: list[Any] = []
+        cached = sum(cache.holds(r.sha256) for r in scan.records)
+        onnx = device.type == "cpu" and INFERENCE_PRECISION == "fp32" and len(scan.records) - cached >= ONNX_FROM
 
         def encode(images: np.ndarray) -> np.ndarray:
-            if device.type == "cpu" and INFERENCE_PRECISION == "fp32" and not runner:
+            if onnx and not runner:
                 from .exports.onnx_format import feature_runner  # noqa: PLC0415 (lazy: loads onnxruntime)
 
                 def forward(x: torch.Tensor) -> torch.Tensor:
@@ -136,10 +143,6 @@ def _decode_or_extract(recipe: Recipe, scan: ScanResult, module: Any, training: 
                                        for i in range(0, len(images), 64)])
             return _encode(backbone, images, to_image, device, INFERENCE_PRECISION)
 
-        cache = FeatureCache({"backbone": recipe.backbone, "weights": weights_fingerprint(backbone),
-                              "preprocessing": prep.to_dict(), "precision": INFERENCE_PRECISION,
-                              "device": device.type})
-        cached = sum(cache.holds(r.sha256) for r in scan.records)
         log.info("feature cache: %s", cache.dir)
         stage(f"{recipe.backbone} features: all {cached} photos in the cache" if cached == len(scan.records)
               else f"Extracting {recipe.backbone} features of {len(scan.records) - cached} "

@@ -47,3 +47,32 @@ def test_pytorch_extracts_where_onnxruntime_disagrees_or_is_slower(caplog):
         assert "Features extracted with PyTorch (onnxruntime" in caplog.text
         assert feature_runner(lambda v: v.numpy(), x, net) is None  # not a network it can export
         assert "could not run the backbone" in caplog.text
+
+
+def test_a_run_trained_on_onnxruntime_features_predicts_them_in_pytorch(two_class_data, tmp_path, monkeypatch, caplog):
+    """tm trained on features from onnxruntime (PyTorch made to look slower on the check batch, and the
+    photo count that tries it lowered to this folder's): the saved model, predicting in PyTorch, gives
+    the probabilities the run scored its test photos with."""
+    import itertools
+
+    import diycnn
+    from diycnn import pipeline
+    from diycnn.exports import onnx_format
+
+    clock = itertools.chain([0.0, 10.0, 10.0, 11.0], itertools.repeat(11.0))  # PyTorch 10 s, onnxruntime 1 s
+
+    class Clock:
+        @staticmethod
+        def perf_counter():
+            return next(clock)
+
+    monkeypatch.setattr(onnx_format, "time", Clock)
+    monkeypatch.setattr(pipeline, "ONNX_FROM", 1)
+    with caplog.at_level(logging.INFO, logger="diycnn"):
+        run = diycnn.train(two_class_data, model="tm", out=tmp_path / "run", epochs=2, seed=0)
+    assert "Features extracted with onnxruntime" in caplog.text
+    stored = run.metrics["test_probabilities"]
+    names = run.class_names
+    again = diycnn.load(run.dir).predict([two_class_data / p for p in stored])
+    for item, path in zip(again, stored):
+        assert np.allclose([item["probabilities"][c] for c in names], stored[path], atol=1e-4)
