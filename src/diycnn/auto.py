@@ -383,11 +383,7 @@ class _Contest:
         left = self.budget - self.elapsed()
         if left <= 0:
             return "skipped: time budget used up"
-        floor = None
-        if REGISTRY[name].family == FINE_TUNED and any(r.get("seconds_per_photo") for r in self.trained()):
-            split = read_split(self.run_dir / SPLIT_JSON)
-            floor = fine_tuning_floor(name, self.trained(), sum(split.counts()["train"].values()),
-                                      len(split.class_names), self.settings)
+        floor = self._fine_tuning_floor(name)
         if floor is not None and floor[0] > left:
             seconds, source = floor
             self.stage(f"auto: {name} skipped: it would take at least {seconds / 60:.1f} min, "
@@ -396,6 +392,14 @@ class _Contest:
                     f"training photos each, at the {source['seconds_per_photo'] * 1000:.0f} ms a photo measured "
                     f"extracting {source['model']}'s features), more than the {left / 60:.1f} min left")
         return None
+
+    def _fine_tuning_floor(self, name: str) -> tuple[float, dict[str, Any]] | None:
+        """fine_tuning_floor on this contest's split (read only once a candidate has measured a rate)."""
+        if not any(r.get("seconds_per_photo") for r in self.trained()):
+            return None
+        split = self.split or read_split(self.run_dir / SPLIT_JSON)
+        return fine_tuning_floor(name, self.trained(), sum(split.counts()["train"].values()), len(split.class_names),
+                                 self.settings)
 
     def _train(self, name: str, cdir: Path, state: str, left: float, projection: _Projection) -> Run:
         """A candidate's run: reused when finished, continued from its checkpoint, or trained."""

@@ -89,12 +89,16 @@ def _load_backbone_weights(module: Any, recipe: Recipe, training: TrainingPlan) 
 
 @torch.no_grad()
 def _encode(backbone: Any, x: np.ndarray, to_input: Callable[..., torch.Tensor], device: torch.device,
-            precision: str) -> np.ndarray:
-    """Backbone features (N, F) of cached photos, evaluation-cropped."""
+            precision: str, run: Callable[[torch.Tensor], np.ndarray] | None = None) -> np.ndarray:
+    """Backbone features (N, F) of cached photos, evaluation-cropped (by `run`, the backbone in
+    another engine, where given)."""
     backbone.eval()
     out = []
     for start in range(0, len(x), 64):
         batch = to_input(torch.from_numpy(x[start:start + 64]).to(device), False).to(memory_format=torch.channels_last)
+        if run is not None:
+            out.append(torch.from_numpy(run(batch)))
+            continue
         with autocast(device, precision):
             out.append(backbone(batch).float().cpu())
     return torch.cat(out).numpy()
@@ -132,16 +136,9 @@ def _decode_or_extract(recipe: Recipe, scan: ScanResult, module: Any, training: 
             if onnx and not runner:
                 from .exports.onnx_format import feature_runner  # noqa: PLC0415 (lazy: loads onnxruntime)
 
-                def forward(x: torch.Tensor) -> torch.Tensor:
-                    with torch.no_grad():
-                        out: torch.Tensor = backbone(x.to(memory_format=torch.channels_last))
-                        return out
-
-                runner.append(feature_runner(backbone, to_image(torch.from_numpy(images[:8]), False), forward))
-            if runner and runner[0] is not None:
-                return np.concatenate([runner[0](to_image(torch.from_numpy(images[i:i + 64]), False))
-                                       for i in range(0, len(images), 64)])
-            return _encode(backbone, images, to_image, device, INFERENCE_PRECISION)
+                runner.append(feature_runner(backbone, to_image(torch.from_numpy(images[:8]), False),
+                                             lambda x: backbone(x.to(memory_format=torch.channels_last))))
+            return _encode(backbone, images, to_image, device, INFERENCE_PRECISION, run=runner[0] if runner else None)
 
         log.info("feature cache: %s", cache.dir)
         stage(f"{recipe.backbone} features: all {cached} photos in the cache" if cached == len(scan.records)
@@ -612,15 +609,15 @@ def _cached_trunk(p: Prepared, training: TrainingPlan, x_train: Any, x_val: Any,
     if not stages or not training.trunk_views or isinstance(x_train, Rows):
         return None
     size = tuple((training.augment or {}).get("size") or p.recipe.preprocessing.output_size)
-    wanted = min(training.trunk_views, training.epochs) if training.augment else 1
-    views = trunk.views_that_fit(p.module, stages, len(x_train) + len(x_val) // 2 + 1, size, wanted)
+    augmented = bool(training.augment)  # without augmentation one view, the un-augmented one, is all there is
+    views = trunk.views_that_fit(p.module, stages, size, len(x_train), len(x_val),
+                                 min(training.trunk_views, training.epochs) if augmented else 1)
     if not views:
         return None
-    views = views if training.augment else 0  # 0: the one un-augmented view
     stage(f"Frozen stages ({stages} of {len(p.module.backbone.stages())}): "
-          + (f"{views} augmented views of " if views else "") + f"{len(x_train)} training photos through them once ...")
-    h_train = trunk.activations(p.module, stages, x_train, p.data.to_input, views, size, device, precision,
-                                training.seed)
+          + (f"{views} augmented views of " if augmented else "") + f"{len(x_train)} training photos through them once ...")
+    h_train = trunk.activations(p.module, stages, x_train, p.data.to_input, views if augmented else 0, size, device,
+                                precision, training.seed)
     h_val = trunk.activations(p.module, stages, x_val, p.data.to_input, 0, p.recipe.preprocessing.output_size,
                               device, precision, training.seed)
     return _Cut(trunk.TopOfTrunk(p.module, stages), h_train, h_val)

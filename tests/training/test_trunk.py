@@ -109,4 +109,5 @@ def test_networks_that_cannot_be_cut_take_the_plain_path():
         p.requires_grad_(True)
     assert trunk.frozen_trunk(module) == 0  # nothing frozen
     assert trunk.frozen_trunk(get_recipe("finetune", 2).build(seed=0)) == 0  # a timm network
-    assert trunk.views_that_fit(_classifier()[1], 10, 10 ** 9, SIZE, 8) == 0  # would not fit in memory
+    assert trunk.views_that_fit(_classifier()[1], 10, SIZE, 10 ** 9, 0, 8) == 0  # would not fit in memory
+    assert trunk.views_that_fit(_classifier()[1], 10, SIZE, 300, 60, 8) == 8  # 300 photos' 8 views: 157 MB

@@ -72,19 +72,19 @@ def feature_runner(backbone, example, torch_forward) -> Any:
         def run(batch) -> np.ndarray:
             return session.run(None, {"image": np.ascontiguousarray(batch.numpy(), dtype=np.float32)})[0]
 
-        seconds = {}
         def torch_features(x) -> np.ndarray:
             with torch.no_grad():
                 return torch_forward(x).detach().float().numpy()
 
-        for engine, forward in (("torch", torch_features), ("onnxruntime", run)):
+        def timed(forward) -> tuple[float, np.ndarray]:
             forward(example)  # (warm-up: the first call prepares kernels)
             start = time.perf_counter()
-            seconds[engine], result = 0.0, forward(example)
-            seconds[engine] = time.perf_counter() - start
-            if engine == "torch":
-                want = result
-        worst = float(np.abs(result - want).max()) / max(float(np.abs(want).max()), 1e-6)
+            result = forward(example)
+            return time.perf_counter() - start, result
+
+        (torch_seconds, want), (onnx_seconds, got) = timed(torch_features), timed(run)
+        seconds = {"torch": torch_seconds, "onnxruntime": onnx_seconds}
+        worst = float(np.abs(got - want).max()) / max(float(np.abs(want).max()), 1e-6)
     except Exception as exc:  # noqa: BLE001 (any failure: PyTorch extracts the features instead)
         log.warning("Features are extracted with PyTorch: onnxruntime could not run the backbone (%s: %s)",
                     type(exc).__name__, exc)

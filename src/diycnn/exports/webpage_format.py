@@ -21,6 +21,7 @@ from PIL import Image
 
 from .checking import original_photos, scored_export_module, torch_probs, torch_scored
 from .job import TOLERANCE, ExportError, Job
+from .tfjs_export import JS as HERE  # index.html, its scripts, predict.js: one folder for every TF.js export
 from .tfjs_export import run_predict_js, write_tfjs
 from .tfjs_format import find_tfjs, tfjs_missing_message
 
@@ -29,7 +30,6 @@ SCRIPTS = {"tfjs-core": ("tf-core.min.js",), "tfjs-backend-cpu": ("tf-backend-cp
            "tfjs-layers": ("tf-layers.min.js",),
            "tfjs-backend-wasm": ("tf-backend-wasm.min.js", "tfjs-backend-wasm.wasm", "tfjs-backend-wasm-simd.wasm",
                                  "tfjs-backend-wasm-threaded-simd.wasm")}
-HERE = Path(__file__).with_name("webpage")
 
 
 def _copy_scripts(modules: Path, folder: Path) -> list[str]:

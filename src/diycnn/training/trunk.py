@@ -50,11 +50,6 @@ class TopOfTrunk(nn.Module):
             descriptor = (descriptor + net.top(h[:, 1], self.stages)) / 2
         return self.classifier.head(descriptor)
 
-    def train(self, mode: bool = True):
-        self.training = mode
-        self.classifier.train(mode)  # (keeps the classifier's frozen modules in eval mode)
-        return self
-
     # The classifier's own keys: checkpoints and kept weights are those of the plain path.
     def state_dict(self, *args, **kwargs):  # type: ignore[override]
         return self.classifier.state_dict(*args, **kwargs)
@@ -77,15 +72,17 @@ def _shape(module: Any, stages: int, size: tuple[int, int]) -> tuple[int, ...]:
     """(P, C, H, W): one photo's activations of one view."""
     net = module.backbone
     with torch.no_grad():
-        shape = net.trunk(torch.zeros(1, 3, *size), stages).shape
+        shape = net.trunk(torch.zeros(1, 3, *size, device=next(net.parameters()).device), stages).shape
     return (2 if getattr(net, "mirror", False) else 1, *shape[1:])
 
 
-def views_that_fit(module: Any, stages: int, photos: int, size: tuple[int, int], wanted: int) -> int:
-    """How many augmented views of `photos` photos fit in MAX_BYTES (0: not even two)."""
-    per_view = photos * int(np.prod(_shape(module, stages, size))) * 4
-    fit = int(MAX_BYTES // max(per_view, 1))
-    return min(wanted, fit) if fit >= 2 else 0
+def views_that_fit(module: Any, stages: int, size: tuple[int, int], train_photos: int, other_photos: int,
+                   wanted: int) -> int:
+    """How many views (at most `wanted`) of each of `train_photos` photos fit in MAX_BYTES beside one
+    view of each of `other_photos` (0: not even `min(wanted, 2)`)."""
+    per_view = int(np.prod(_shape(module, stages, size))) * 4
+    fit = (MAX_BYTES // per_view - other_photos) // max(train_photos, 1)
+    return min(wanted, fit) if fit >= min(wanted, 2) else 0
 
 
 @torch.no_grad()
@@ -93,8 +90,7 @@ def activations(module: Any, stages: int, x: Any, to_input: Callable[..., torch.
                 size: tuple[int, int], device: torch.device, precision: str, seed: int) -> np.ndarray:
     """(N, V, P, C, H, W) float32 trunk activations of photos `x` (uint8 (N, H, W, 3)) for inputs of
     `size`: V = `views` augmented draws, or one un-augmented view when `views` is 0."""
-    net = module.backbone
-    net.eval()
+    net = module.backbone.to(device).eval()
     passes = 2 if getattr(net, "mirror", False) else 1
     out = np.empty((len(x), max(views, 1), *_shape(module, stages, size)), dtype=np.float32)
     generator_state = torch.get_rng_state()
