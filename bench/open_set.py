@@ -1,12 +1,14 @@
 """'None of these' and calibration, measured: strangers a run never saw, and its confidence.
 
     .venv/bin/python bench/open_set.py [--draws 3] [--known 5] [--face-model face-probe]
-        [--other-model linear-probe] [--per-class 200] [--only faces,other]
+        [--other-model linear-probe] [--per-class 200] [--only faces,other] [--cohort]
 
 Faces: train on `--known` idols of kpop_idols/train (drawn at random, `--draws` times), then score
 their held-out test photos and every photo of the other idols (strangers). Other photos: train on
 hymenoptera with cats_and_dogs photos as strangers, then the reverse (`--per-class` photos a class
-of cats_and_dogs, and as many strangers). For each run it prints:
+of cats_and_dogs, and as many strangers). `--cohort`: for faces, half the other idols are given to
+the run as `--unknown-folder` (photos of others) and the strangers are the other half, beside a run
+of the same draw without them, scored on the same strangers. For each run it prints:
 
 - the AUROC of the run's unknown score (cosine distance to the nearest class mean), beside two
   scores from the network's outputs (1 - the top probability; the energy, -logsumexp of the
@@ -70,12 +72,14 @@ def scored(run, files: list[Path]) -> dict[str, np.ndarray]:
             "ok": np.array(ok)}
 
 
-def measure(title: str, data: Path, model: str, strangers: list[Path], work: Path, seed: int) -> dict[str, float]:
+def measure(title: str, data: Path, model: str, strangers: list[Path], work: Path, seed: int,
+            unknown_folder: Path | None = None) -> dict[str, float]:
     import diycnn
     from diycnn.data.split import read_split
     from diycnn.evaluation.open_set import auroc
 
-    run = diycnn.train(data, model=model, out=work / f"run-{title}", seed=seed, calibrate=True, unknown=True)
+    run = diycnn.train(data, model=model, out=work / f"run-{title}", seed=seed, calibrate=True, unknown=True,
+                       unknown_folder=None if unknown_folder is None else str(unknown_folder))
     split = read_split(run.dir / "split.json")
     test = [(data / p, run.class_names.index(c)) for p, c in split.paths("test")]
     known = scored(run, [p for p, _ in test])
@@ -108,9 +112,11 @@ def table(rows: dict[str, dict[str, float]]) -> None:
     print("|---|" + "---|" * len(keys))
     for name, r in rows.items():
         print(f"| {name} | " + " | ".join(format(r[k], f) for k, _, f in keys) + " |")
-    faces = [r for n, r in rows.items() if n.startswith("faces")]
-    if len(faces) > 1:
-        print("| faces, mean | " + " | ".join(format(statistics.mean(r[k] for r in faces), f) for k, _, f in keys) + " |")
+    for tag, which in (("faces, mean", lambda n: "unknown folder" not in n),
+                       ("faces with an unknown folder, mean", lambda n: "unknown folder" in n)):
+        faces = [r for n, r in rows.items() if n.startswith("faces") and which(n)]
+        if len(faces) > 1:
+            print(f"| {tag} | " + " | ".join(format(statistics.mean(r[k] for r in faces), f) for k, _, f in keys) + " |")
 
 
 def main() -> None:
@@ -121,6 +127,7 @@ def main() -> None:
     p.add_argument("--other-model", default="linear-probe")
     p.add_argument("--per-class", type=int, default=200, help="cats_and_dogs photos a class to train on")
     p.add_argument("--only", default="faces,other")
+    p.add_argument("--cohort", action="store_true", help="faces: also a run given half the other idols as --unknown-folder")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="diycnn-open-set-"))
     print(f"CPU: {cpu_description()}", flush=True)
@@ -131,9 +138,16 @@ def main() -> None:
             rng = np.random.default_rng(draw)
             known = sorted(rng.choice(len(idols), args.known, replace=False))
             data = linked(work / f"faces-{draw}", {idols[i].name: photos(idols[i]) for i in known})
-            strangers = [f for i, d in enumerate(idols) if i not in known for f in photos(d)]
-            print(f"\nfaces, draw {draw}: known {', '.join(idols[i].name for i in known)}", flush=True)
+            others = [i for i in range(len(idols)) if i not in known]
+            cohort = sorted(rng.choice(others, len(others) // 2, replace=False)) if args.cohort else []
+            strangers = [f for i in others if i not in cohort for f in photos(idols[i])]
+            print(f"\nfaces, draw {draw}: known {', '.join(idols[i].name for i in known)}"
+                  + (f"; unknown folder {', '.join(idols[i].name for i in cohort)}" if cohort else ""), flush=True)
             rows[f"faces {draw}"] = measure(f"faces-{draw}", data, args.face_model, strangers, work, seed=draw)
+            if cohort:
+                folder = linked(work / f"others-{draw}", {idols[i].name: photos(idols[i]) for i in cohort})
+                rows[f"faces {draw}, unknown folder"] = measure(f"faces-{draw}-cohort", data, args.face_model, strangers,
+                                                                 work, seed=draw, unknown_folder=folder)
     if "other" in args.only:
         hym, cats = SHARED / "hymenoptera", SHARED / "cats_and_dogs"
         cd_train = {c: photos(cats / "train" / c)[:args.per_class] for c in ("cats", "dogs")}

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.slow
 
 KPOP = SHARED / "kpop_idols" / "train"
 PEOPLE = ("Arin", "Chorong")  # two people of kpop_idols; any two would do
+STRANGER = "Jihyo"  # photos of someone else: the --unknown-folder the recipes' runs are given
 PER_CLASS = 8
 CASES = [*RECIPE_NAMES, "auto:people", "auto:other"]
 DIYCNN = str(Path(sys.executable).with_name("diycnn"))  # the installed command, as a user types it
@@ -69,6 +70,7 @@ def work(tmp_path_factory):
     root = tmp_path_factory.mktemp("contract")
     other = make_dataset(root / "other", {"red": PER_CLASS, "blue": PER_CLASS}, seed=3)
     unseen = {"other": make_dataset(root / "other-unseen", {"red": 2, "blue": 2}, seed=11)}
+    others = {"other": make_dataset(root / "other-others", {"green": 4}, seed=13)}
     people = root / "people"
     if KPOP.is_dir():
         for person in PEOPLE:
@@ -80,7 +82,12 @@ def work(tmp_path_factory):
             for f in files[PER_CLASS:PER_CLASS + 2]:
                 shutil.copy(f, root / "people-unseen" / person / f.name)
         unseen["people"] = root / "people-unseen"
-    return {"root": root, "projects": {"people": people, "other": other}, "unseen": unseen, "runs": {}, "want": {}}
+        (root / "people-others").mkdir()
+        for f in sorted(f for f in (KPOP / STRANGER).iterdir() if "(1)" not in f.name)[:4]:
+            shutil.copy(f, root / "people-others" / f.name)
+        others["people"] = root / "people-others"
+    return {"root": root, "projects": {"people": people, "other": other}, "unseen": unseen, "others": others,
+            "runs": {}, "want": {}}
 
 
 def _project_of(case: str) -> str:
@@ -89,7 +96,9 @@ def _project_of(case: str) -> str:
 
 def _trained(work, case: str) -> Path:
     """The case's run, trained on first use by `diycnn train` (one epoch: the contract is about what
-    works, not how well), into the project's .diycnn/runs so the web app finds it."""
+    works, not how well), into the project's .diycnn/runs so the web app finds it. A recipe's run is
+    given photos of none of its classes (--unknown-folder), so every export answers "none of these"
+    with them as the run does; auto's is trained with no flags but the budget."""
     if case in work["runs"]:
         return work["runs"][case]
     project = _project_of(case)
@@ -103,9 +112,11 @@ def _trained(work, case: str) -> Path:
         proc = diycnn(*args, "--budget", "1", cwd=work["root"], columns=80)
         _check_terminal_output(proc.stdout + proc.stderr)
     else:
-        diycnn(*args, "--model", case, cwd=work["root"])
+        diycnn(*args, "--model", case, "--unknown-folder", str(work["others"][project]), cwd=work["root"])
     info = json.loads((out / "model.json").read_text())
     assert info["status"] == "complete"
+    cohort = json.loads((out / "metrics.json").read_text())["unknown"].get("unknown_folder")
+    assert (cohort is not None and cohort["photos"] == 4) == (not case.startswith("auto")), cohort
     entry = REGISTRY.get(case)
     if entry is not None:  # what the registry says of the recipe is what the run is
         assert info["model"]["name"] == case and info["training"]["frozen"] == entry.cached_features
@@ -215,7 +226,8 @@ def _scores(proc: subprocess.CompletedProcess) -> np.ndarray:
 def _check_export(folder: Path, fmt: str, photos: list[Path], want: np.ndarray, names: list[str], cwd: Path,
                   scores: np.ndarray) -> None:
     """The export predicts what the run predicts, used as its README.txt says, and answers "none of these"
-    with the run's scores and threshold (ONNX: its second output; TF.js folders and the page: predict.js)."""
+    with the run's scores and threshold (ONNX: its second output; TF.js folders and the page: predict.js;
+    TorchScript: its unknown_score method)."""
     info = json.loads((folder / "export.json").read_text())
     assert info["check"]["status"] == "checked", info["check"]
     readme = (folder / "README.txt").read_text()
@@ -239,6 +251,16 @@ def _check_export(folder: Path, fmt: str, photos: list[Path], want: np.ndarray, 
         _predict_js_answers(folder, photos, want, scores, inputs)
     elif fmt == "webpage":  # the page's own code (predict.js, in TF.js under Node.js) on the whole photos
         _predict_js_answers(folder, photos, want, scores)
+    elif info["model_file"].endswith(".pt"):  # TorchScript, loaded with torch alone: forward and unknown_score
+        import torch
+
+        model = torch.jit.load(str(folder / info["model_file"]), map_location="cpu").eval()
+        x = torch.from_numpy(_export_inputs(folder, photos, cwd))
+        with torch.inference_mode():
+            np.testing.assert_allclose(model(x).numpy(), want, atol=ATOL, err_msg=f"TorchScript, {fmt} export")
+            assert info["unknown"]["method_name"] == "unknown_score", info["unknown"]
+            np.testing.assert_allclose(model.unknown_score(x).numpy(), scores, atol=ATOL,
+                                       err_msg=f"TorchScript's unknown scores, {fmt} export")
 
 
 @pytest.mark.parametrize("case", CASES)

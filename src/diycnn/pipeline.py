@@ -28,8 +28,8 @@ import torch
 
 from .data.augment import feature_input_fn, image_input_fn
 from .data.features import FeatureCache, extract_features
-from .data.loader import ArrayBatches, Rows, ShardedBatches, decode_cached
-from .data.scan import Problem, ScanResult, scan_folder
+from .data.loader import ArrayBatches, Rows, ShardedBatches, decode_all, decode_cached
+from .data.scan import Problem, ScanResult, find_images, scan_folder
 from .data.split import (
     Split,
     check_split,
@@ -268,6 +268,9 @@ def prepare(data: str | Path, s: TrainSettings, *, out: str | Path | None = None
     # (near-duplicate separation edits the split: a Split given is copied, the caller's stays as it was)
     given = copy.deepcopy(split) if isinstance(split, Split) else read_split(split) if split is not None else None
     run_dir = distributed.on_main(lambda: new_run_dir(out, f"{Path(scan.root).name}-{recipe.name}", runs_root))
+    if training.unknown_folder is not None and not Path(training.unknown_folder).is_dir():
+        raise ValueError(f"--unknown-folder '{training.unknown_folder}' is not a folder: give a folder of photos "
+                         "of none of the classes (any layout), or leave the option out.")
     device = distributed.device_for(resolve_device(training.device))
     precision = resolve_precision(training.precision, device, training.cpu_precision)
     module = recipe.build(seed=training.seed)
@@ -454,10 +457,40 @@ def _calibrate(p: Prepared, f: Fitted, training: TrainingPlan, device: torch.dev
     return section, temperature
 
 
+def _cohort_features(p: Prepared, f: Fitted, training: TrainingPlan, device: torch.device,
+                     stage: Stage) -> tuple[np.ndarray, dict[str, Any]]:
+    """The features the last linear layer reads of the unknown folder's photos (one view each, as the
+    class means are taken), and what was used: photos that did not decode, and a face run's photos
+    with no face (those are answered "no face", not scored), are left out and named."""
+    folder = Path(str(training.unknown_folder))
+    files, problems = find_images([folder]) if folder.is_dir() else ([], [])
+    prep = p.recipe.preprocessing
+    notes: list[Problem] = []
+    # decoded as the run's own photos are: whole for a frozen backbone, for the evaluation crop otherwise
+    images, ok, failed = decode_all(files, prep if p.data.mode == "features" else prep.for_cache(), notes=notes)
+    faceless = {n.path for n in notes} if prep.faces else set()
+    keep = [j for j, i in enumerate(ok) if str(files[i]) not in faceless]
+    if not keep:
+        raise ValueError(f"--unknown-folder '{folder}' holds no photo diycnn can use"
+                         + (" (no face found in any)" if faceless else "")
+                         + ": give a folder of photos of none of the classes (other people, for a face run).")
+    x = images[keep]
+    if p.data.mode == "features":
+        x = _encode(p.module.backbone, x, image_input_fn(prep), device, INFERENCE_PRECISION)
+    _, feats = logits_and_features(f.fit_module, ArrayBatches(x, np.zeros(len(x)), training.batch_size),
+                                   p.data.to_input, device, INFERENCE_PRECISION, tta=False)
+    skipped = [pr.to_dict() for pr in problems + failed] + [{"path": n, "reason": "no face found"}
+                                                           for n in sorted(faceless)]
+    stage(f"None of these: {len(keep)} photos of others from {folder}"
+          + (f" ({len(skipped)} left out)" if skipped else ""))
+    return feats[0], {"folder": str(folder), "photos": len(keep), "skipped": skipped}
+
+
 def _open_set(p: Prepared, f: Fitted, training: TrainingPlan, device: torch.device, tta: bool, probs: np.ndarray,
               y_test: np.ndarray, stage: Stage) -> dict[str, Any]:
-    """'None of these' (evaluation/open_set.py): class means and a threshold saved beside the weights
-    and named in model.json (f.info); metrics.json's section, with the test photos' figures."""
+    """'None of these' (evaluation/open_set.py): class means (and a cohort, from --unknown-folder) and a
+    threshold saved beside the weights and named in model.json (f.info); metrics.json's section, with
+    the test photos' figures."""
     from .evaluation import open_set as osr  # noqa: PLC0415 (lazy: loads SciPy)
 
     if not training.unknown:
@@ -472,29 +505,37 @@ def _open_set(p: Prepared, f: Fitted, training: TrainingPlan, device: torch.devi
 
     try:
         # the means from the photos as they are; the scores over the run's views (cached features have one)
-        (f_train, y_train), (f_val, y_val) = features("train", False), features("val")
-        if data_.mode == "features":  # every training and validation photo, each against means without it
-            pooled, labels = np.concatenate([f_train[0], f_val[0]]), np.concatenate([y_train, y_val])
-            means, known = osr.class_means(pooled, labels, classes), osr.leave_one_out_scores(pooled, labels, classes)
-            fitted_on = f"the {len(labels)} training and validation photos, each left out of its class mean"
-        else:
-            means = osr.class_means(f_train[0], y_train, classes)
-            known = osr.scores(f_val, means)
-            fitted_on = f"the {len(y_val)} validation photos (class means of the {len(y_train)} training photos)"
-        test_scores = osr.scores(features("test")[0], means)
+        (f_train, y_train), (f_val, y_val), (f_test, _) = features("train", False), features("val"), features("test")
     except ValueError as exc:  # no final linear layer to read features from
         return {"enabled": False, "why": str(exc)}
+    cohort, others = None, None
+    if training.unknown_folder is not None:
+        found, others = _cohort_features(p, f, training, device, stage)
+        cohort = osr.cohort_mean(found)
+    if data_.mode == "features":  # every training and validation photo, each against means without it
+        pooled, labels = np.concatenate([f_train[0], f_val[0]]), np.concatenate([y_train, y_val])
+        means = osr.class_means(pooled, labels, classes)
+        known = osr.leave_one_out_scores(pooled, labels, classes, cohort)
+        fitted_on = f"the {len(labels)} training and validation photos, each left out of its class mean"
+    else:
+        means = osr.class_means(f_train[0], y_train, classes)
+        known = osr.scores(f_val, means, cohort)
+        fitted_on = f"the {len(y_val)} validation photos (class means of the {len(y_train)} training photos)"
+    test_scores = osr.scores(f_test, means, cohort)
+    method = osr.METHOD if cohort is None else osr.COHORT_METHOD
     threshold = osr.threshold_for(known)
-    osr.save(p.run_dir, means, threshold)
+    osr.save(p.run_dir, means, threshold, cohort)
     f.info = f.info.replace(inference={**f.info.inference, "unknown": {
-        "method": osr.METHOD, "threshold": threshold, "file": osr.UNKNOWN_FILE}})
+        "method": method, "threshold": threshold, "file": osr.UNKNOWN_FILE}})
     kept = test_scores <= threshold
     right = probs.argmax(1) == y_test
-    section = {"enabled": True, "method": osr.METHOD, "threshold": threshold,
+    section = {"enabled": True, "method": method, "threshold": threshold,
                "target_known_rejected": osr.TARGET_KNOWN_REJECTED, "fitted_on": fitted_on,
                "fitted_known_rejected": float((known > threshold).mean()),
                "test_known_rejected": float(1 - kept.mean()) if len(kept) else 0.0,
                "test_kept": int(kept.sum()), "test_accuracy_kept": float(right[kept].mean()) if kept.any() else None}
+    if others is not None:
+        section["unknown_folder"] = others
     stage(f"None of these: a photo scoring above {threshold:.3f} is unknown; "
           f"{section['test_known_rejected']:.1%} of the test photos were (target at most "
           f"{osr.TARGET_KNOWN_REJECTED:.0%})")

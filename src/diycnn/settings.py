@@ -127,6 +127,7 @@ class TrainSettings:
     cross_validate: bool | None = None  # K-fold accuracy over all photos; None: on cached features, small test splits
     calibrate: bool = True  # temperature scaling on held-out photos (evaluation/calibration.py)
     unknown: bool = True  # "none of these": photos far from every class are called unknown (evaluation/open_set.py)
+    unknown_folder: str | None = None  # photos of none of the classes, any layout: a cohort that sharpens the score
     # Recipe knobs; None keeps the recipe's own value (recorded in model.json either way).
     optimizer: str | None = None  # "adam" or "adamw"
     weight_decay: float | None = None
@@ -175,6 +176,10 @@ class TrainSettings:
         for name in ("suspects", "cross_validate"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true, false or unset, received {shown(getattr(self, name))}.")
+        if self.unknown_folder is not None and not (isinstance(self.unknown_folder, str) and self.unknown_folder):
+            raise ValueError(f"unknown_folder must be a folder's path (or unset), received {shown(self.unknown_folder)}.")
+        if self.unknown_folder is not None and not self.unknown:
+            raise ValueError("unknown_folder needs unknown (drop --no-unknown, or the unknown folder).")
         if self.no_face not in ("keep", "skip"):
             raise ValueError(f"no_face must be 'keep' or 'skip', received {shown(self.no_face)}.")
         if self.optimizer not in (None, "adam", "adamw"):

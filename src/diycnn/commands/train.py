@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 from ..models.registry import CACHED_FEATURE_RECIPES, RECIPE_GUIDE, RECIPE_NAMES, listing, recipe_defaults_help
@@ -74,6 +75,9 @@ def add_parser(sub) -> Any:
     p.add_argument("--no-unknown", action="store_true",
                    help="always answer one of the classes (by default a photo far from every class is called "
                         "unknown, with its score)")
+    p.add_argument("--unknown-folder", metavar="DIR",
+                   help="photos of none of the classes (any layout; for a face run, other people): the run "
+                        "compares each photo with them too, and calls more strangers unknown")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other setting, e.g. --set label_smoothing=0.05 --set freeze_fraction=0.3")
     p.add_argument("--split", help="reuse a split.json (compare models on the same photos)")
@@ -104,6 +108,8 @@ def run(args) -> int:
         overrides["cross_validate"] = args.cv == "on"
     if args.no_unknown:
         overrides["unknown"] = False
+    if args.unknown_folder is not None:  # absolute: model.json keeps it for --resume from anywhere
+        overrides["unknown_folder"] = str(Path(args.unknown_folder).resolve())
     if args.calibrate is not None:
         overrides["calibrate"] = args.calibrate == "on"
     overrides.update(set_values(args.set))

@@ -13,6 +13,14 @@ unknown. Recipes on cached features use every training and validation photo, eac
 against means computed without it (leave-one-out: exact, and cheap on cached features); the
 others score the validation photos. The means and the threshold are saved beside the weights
 (UNKNOWN_FILE), so a loaded run answers the same way.
+
+Given photos of none of the classes (`--unknown-folder`, a cohort of "others": other people for a
+face run), the score becomes that distance minus COHORT_WEIGHT times the cosine distance to the
+cohort's mean: a photo near a known class but nearer still to the others is more likely a
+stranger. On face-api's descriptors of kpop_idols (40 draws of 5 known people, a cohort of 5 others,
+strangers from the remaining 5) it raised the AUROC from 0.912 to 0.952, in every draw; the
+nearest cohort photos (instead of their mean), or a weight of 1, did better on average and worse
+more often. The threshold is set the same way, on the known photos' scores with the cohort.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from ..io import atomic_save_tensors, load_tensors
 TARGET_KNOWN_REJECTED = 0.05
 UNKNOWN_FILE = "unknown.safetensors"
 METHOD = "cosine distance to the nearest class mean of the features the last linear layer reads"
+COHORT_WEIGHT = 0.5
+COHORT_METHOD = METHOD + f", minus {COHORT_WEIGHT} times the cosine distance to the mean of the unknown folder's photos"
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -42,15 +52,31 @@ def class_means(features: np.ndarray, labels: np.ndarray, classes: int) -> np.nd
                           for c in range(classes)]))
 
 
-def scores(features: np.ndarray, means: np.ndarray) -> np.ndarray:
+def cohort_distance(f: np.ndarray, cohort: np.ndarray, weight: float = COHORT_WEIGHT) -> np.ndarray:
+    """`weight` times the cosine distance of unit rows `f` (..., F) to the cohort's mean (1, F)."""
+    return weight * (1 - (f @ unit(cohort).T)[..., 0])
+
+
+def scores(features: np.ndarray, means: np.ndarray, cohort: np.ndarray | None = None,
+           weight: float = COHORT_WEIGHT) -> np.ndarray:
     """The unknown score (N,) of features (V, N, F) or (N, F): 1 - the cosine similarity to the nearest
-    class mean, averaged over the views."""
+    class mean (minus the cohort's term, given the cohort's mean (1, F)), averaged over the views."""
     f = unit(features if features.ndim == 3 else features[None])
-    return (1 - (f @ unit(means).T).max(-1)).mean(0)
+    out = 1 - (f @ unit(means).T).max(-1)
+    if cohort is not None:
+        out = out - cohort_distance(f, cohort, weight)
+    return out.mean(0)
 
 
-def leave_one_out_scores(features: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
-    """Each photo's score against means where its own class's mean is computed without it."""
+def cohort_mean(features: np.ndarray) -> np.ndarray:
+    """(1, F): the unit-length mean of the cohort's unit-length features (M, F)."""
+    return unit(unit(features).mean(0, keepdims=True))
+
+
+def leave_one_out_scores(features: np.ndarray, labels: np.ndarray, classes: int,
+                         cohort: np.ndarray | None = None) -> np.ndarray:
+    """Each photo's score against means where its own class's mean is computed without it (minus its
+    cohort distance, given a cohort)."""
     f = unit(features)
     sums = np.stack([f[labels == c].sum(0) for c in range(classes)])
     counts = np.array([(labels == c).sum() for c in range(classes)])
@@ -61,7 +87,7 @@ def leave_one_out_scores(features: np.ndarray, labels: np.ndarray, classes: int)
         sims = means @ row
         sims[c] = own @ row
         out[i] = 1 - sims.max()
-    return out
+    return out if cohort is None else out - cohort_distance(f, cohort)
 
 
 def threshold_for(known: np.ndarray, rate: float = TARGET_KNOWN_REJECTED) -> float:
@@ -79,31 +105,39 @@ def auroc(known: np.ndarray, strangers: np.ndarray) -> float:
     return float(mannwhitneyu(strangers, known).statistic / (len(known) * len(strangers)))
 
 
-def save(run_dir: Path, means: np.ndarray, threshold: float) -> None:
-    atomic_save_tensors(run_dir / UNKNOWN_FILE, {"class_means": torch.from_numpy(np.asarray(means, np.float32))},
-                        {"format": "diycnn-unknown", "threshold": repr(float(threshold))})
+def save(run_dir: Path, means: np.ndarray, threshold: float, cohort: np.ndarray | None = None) -> None:
+    tensors = {"class_means": torch.from_numpy(np.asarray(means, np.float32))}
+    if cohort is not None:
+        tensors["cohort_mean"] = torch.from_numpy(np.asarray(cohort, np.float32))
+    atomic_save_tensors(run_dir / UNKNOWN_FILE, tensors, {"format": "diycnn-unknown", "threshold": repr(float(threshold)),
+                                                          "cohort_weight": repr(COHORT_WEIGHT)})
 
 
 class Detector:
     """A loaded run's 'none of these': score features, compare with the threshold."""
 
-    def __init__(self, means: np.ndarray, threshold: float):
+    def __init__(self, means: np.ndarray, threshold: float, cohort: np.ndarray | None = None,
+                 weight: float = COHORT_WEIGHT):
         self.means, self.threshold = np.asarray(means, dtype=np.float64), float(threshold)
+        self.cohort = None if cohort is None else np.asarray(cohort, dtype=np.float64)  # the cohort's mean (1, F)
+        self.weight = float(weight)
 
     @classmethod
     def load(cls, run_dir: Path, classes: int) -> "Detector":
         """Raises ValueError naming the file when it is damaged or does not fit the run."""
         where = run_dir / UNKNOWN_FILE
         tensors, meta = load_tensors(where)
-        means = tensors.get("class_means")
+        means, cohort = tensors.get("class_means"), tensors.get("cohort_mean")
         try:
-            threshold = float(meta.get("threshold", "nan"))
+            threshold, weight = float(meta.get("threshold", "nan")), float(meta.get("cohort_weight", repr(COHORT_WEIGHT)))
         except ValueError:
-            threshold = float("nan")
-        if means is None or means.dim() != 2 or means.shape[0] != classes or not np.isfinite(threshold):
+            threshold, weight = float("nan"), float("nan")
+        if (means is None or means.dim() != 2 or means.shape[0] != classes or not np.isfinite(threshold)
+                or (cohort is not None and (cohort.shape != (1, means.shape[1]) or not np.isfinite(weight)))):
             raise ValueError(f"'{where}' is not this run's unknown detector (damaged); train the run again, or "
                              "delete the file to predict without 'unknown'.")
-        return cls(means.double().numpy(), threshold)
+        return cls(means.double().numpy(), threshold, None if cohort is None else cohort.double().numpy(),
+                   weight)
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        return scores(features, self.means)
+        return scores(features, self.means, self.cohort, self.weight)

@@ -132,6 +132,7 @@ def scored_export_module(run):
     from torch import nn  # noqa: PLC0415 (lazy: loads torch)
 
     from ..evaluation.calibration import last_linear  # noqa: PLC0415 (lazy: loads torch)
+    from ..evaluation.open_set import unit  # noqa: PLC0415 (lazy: loads torch)
 
     detector = getattr(run, "detector", None)
     if detector is None:
@@ -149,21 +150,24 @@ def scored_export_module(run):
     class Tap(nn.Module):
         """The last linear layer, with the score of its input as one more column of its output."""
 
-        def __init__(self, linear: nn.Linear, means: np.ndarray):
+        def __init__(self, linear: nn.Linear, means: np.ndarray, cohort: np.ndarray | None, weight: float):
             super().__init__()
-            self.linear = linear
-            unit = means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-            self.register_buffer("means", torch.from_numpy(unit).float())
+            self.linear, self.weight = linear, float(weight) if cohort is not None else 0.0
+            self.register_buffer("means", torch.from_numpy(unit(means)).float())
+            # without a cohort a zero weight and any unit vector: the term vanishes and the graph stays one
+            self.register_buffer("cohort", torch.from_numpy(unit(cohort if cohort is not None else means[:1])).float())
 
         def forward(self, x):
             # written out rather than F.normalize, whose Expand onnxruntime's shape inference cannot follow
             f = x.flatten(1).float()
             f = f / torch.clamp(torch.sqrt((f * f).sum(dim=1, keepdim=True)), min=1e-12)
             score = 1 - torch.topk(f @ self.means.t(), 1, dim=1).values[:, 0]  # TopK: ReduceMax-18 defeats shape inference
+            if self.weight:
+                score = score - self.weight * (1 - (f @ self.cohort.t())[:, 0])
             return torch.cat([self.linear(x), score[:, None]], dim=1)
 
     parent_name, _, child = name.rpartition(".")
-    setattr(inner.get_submodule(parent_name) if parent_name else inner, child, Tap(layer, detector.means))
+    setattr(inner.get_submodule(parent_name) if parent_name else inner, child, Tap(layer, detector.means, detector.cohort, detector.weight))
     with torch.no_grad():
         plain, tapped = base.module(example), inner(example)
     if tapped.shape != (2, classes + 1) or not torch.allclose(tapped[:, :classes], plain, atol=1e-5):

@@ -219,13 +219,13 @@ def _int8(run, path: Path, out: Path, images: np.ndarray, labels: np.ndarray | N
     return result
 
 
-def _check_scores(run, scored, images: np.ndarray, got: np.ndarray, source: str) -> dict[str, Any]:
-    """export.json's "unknown": the output, the run's threshold, and the check of the ONNX scores
+def check_scores(run, scored, images: np.ndarray, got: np.ndarray, source: str, engine: str = "ONNX") -> dict[str, Any]:
+    """export.json's "unknown": the output, the run's threshold, and the check of the export's scores
     against PyTorch's (the same tolerance as the probabilities)."""
     _, want = torch_scored(scored, images)
     diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
     if not diff <= TOLERANCE:
-        raise ExportError(f"The ONNX export's unknown score differs from the run's ({diff:.3g} > {TOLERANCE}) on "
+        raise ExportError(f"The {engine} export's unknown score differs from the run's ({diff:.3g} > {TOLERANCE}) on "
                           f"{source}. Nothing was written. Please report this with the run's model.json.")
     threshold = run.unknown_threshold
     return {"output": UNKNOWN_OUTPUT, "threshold": threshold, "method": run.info.inference["unknown"]["method"],
@@ -250,7 +250,7 @@ def write_onnx(job: Job) -> None:
     got = outputs[0]
     info["check"] = compare("ONNX", got, job.want, job.source)
     if scored is not None:
-        info["unknown"] = _check_scores(run, scored, job.images, outputs[1], job.source)
+        info["unknown"] = check_scores(run, scored, job.images, outputs[1], job.source)
     if job.int8:
         info["int8"] = _int8(run, job.model_path, job.tmp / "model.int8.onnx", job.images, job.labels, got)
     shutil.copyfile(Path(__file__).with_name("standalone_predict.py"), job.tmp / "predict.py")

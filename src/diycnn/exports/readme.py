@@ -71,6 +71,13 @@ def readme(fmt: str, run, info: dict[str, Any]) -> str:
     elif fmt == "torchscript":
         lines += ["Load it with torch only:", "    model = torch.jit.load('model.torchscript.pt').eval()",
                   "    probabilities = model(uint8_tensor_of_shape_N_H_W_3)"]
+        unknown = info.get("unknown") or {}
+        if unknown.get("method_name"):
+            lines += ["", f"'None of these': model.{unknown['method_name']}(the same tensor) is each photo's distance "
+                          f"from every class ({unknown['method']}). Above {unknown['threshold']:.4f} (export.json's "
+                          "unknown.threshold) the photo is of none of the classes, whatever the probabilities say."]
+        elif unknown.get("why"):
+            lines += ["", f"This model always names one of the classes: {unknown['why']}."]
     elif fmt == "tm" and info["model_file"] == TFJS_MODEL_FILE:
         lines += ["Teachable Machine's own export format: load it with its library (@teachablemachine/image 0.8 "
                   "or later reads imageSize from metadata.json) or with TensorFlow.js:",

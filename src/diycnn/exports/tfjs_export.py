@@ -34,14 +34,16 @@ def predict_settings(run, teachable: bool = False) -> dict[str, Any]:
     """predict.json: what predict.js needs besides the model (plain numbers and text). `teachable`: the
     model takes Teachable Machine's pixels (the tm format). A face run's model takes the aligned or cropped
     face that predict.py --save-inputs writes, so its resizing is none (the input size)."""
-    from ..evaluation.open_set import METHOD  # noqa: PLC0415 (lazy: loads torch)
+    from ..evaluation.open_set import COHORT_METHOD, METHOD, unit  # noqa: PLC0415 (lazy: loads torch)
 
     prep = run.preprocessing
     detector = getattr(run, "detector", None)
     unknown = None
     if detector is not None:
-        means = detector.means / np.maximum(np.linalg.norm(detector.means, axis=1, keepdims=True), 1e-12)
-        unknown = {"class_means": means.tolist(), "threshold": detector.threshold, "method": METHOD}
+        unknown = {"class_means": unit(detector.means).tolist(), "threshold": detector.threshold,
+                   "method": METHOD if detector.cohort is None else COHORT_METHOD,
+                   "cohort_mean": None if detector.cohort is None else unit(detector.cohort)[0].tolist(),
+                   "cohort_weight": detector.weight}
     steps = {k: v for k, v in prep.to_dict().items()
              if k in ("size", "resize", "interpolation", "input_scale", "mean", "std", "background", "crop")}
     if prep.faces or prep.align:

@@ -196,17 +196,20 @@
     return tf.model({ inputs: model.inputs, outputs: [model.outputs[0], dense.input] });
   }
 
-  function unknownScore(features, dim, means) {  // 1 - cosine similarity to the nearest class mean
+  // 1 - cosine similarity to the nearest class mean; given the unknown folder's mean (unit length),
+  // minus `weight` times the cosine distance to it
+  function unknownScore(features, dim, means, cohort, weight) {
     let norm = 0;
     for (let j = 0; j < dim; j++) norm += features[j] * features[j];
     norm = Math.max(Math.sqrt(norm), 1e-12);
-    let best = -Infinity;
-    for (const m of means) {
+    const cosine = (m) => {
       let dot = 0;
       for (let j = 0; j < dim; j++) dot += features[j] * m[j];
-      best = Math.max(best, dot / norm);
-    }
-    return 1 - best;
+      return dot / norm;
+    };
+    let best = -Infinity;
+    for (const m of means) best = Math.max(best, cosine(m));
+    return 1 - best - (cohort ? weight * (1 - cosine(cohort)) : 0);
   }
 
   // Probabilities (per class) and the unknown score (null without a detector) of prepared photos.
@@ -225,7 +228,10 @@
       for (let i = 0; i < n * classes; i++) probs[i] += pd[i] / views.length;
       if (means) {
         const fd = await feats.data(), dim = fd.length / n;
-        for (let i = 0; i < n; i++) scores[i] += unknownScore(fd.subarray(i * dim, (i + 1) * dim), dim, means) / views.length;
+        const u = page.unknown;
+        for (let i = 0; i < n; i++) {
+          scores[i] += unknownScore(fd.subarray(i * dim, (i + 1) * dim), dim, means, u.cohort_mean, u.cohort_weight) / views.length;
+        }
       }
       tf.dispose(Array.isArray(out) ? out : [out]);
     }
