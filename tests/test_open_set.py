@@ -144,6 +144,7 @@ def test_an_unknown_folder_is_the_runs_cohort_in_every_later_process(model, colo
     recipe = str(tiny_spec) if model == "tiny" else model
     with pytest.raises(ValueError, match="--unknown-folder '.*missing' is not a folder"):
         diycnn.train(data, model=recipe, out=tmp_path / "none", epochs=1, unknown_folder=str(tmp_path / "missing"))
+    assert not (tmp_path / "none").exists()  # refused before a run folder is made
     run = diycnn.train(data, model=recipe, out=tmp_path / "run", epochs=2, batch_size=16, seed=0,
                        unknown_folder=str(green))
     section = run.metrics["unknown"]

@@ -247,6 +247,9 @@ def prepare(data: str | Path, s: TrainSettings, *, out: str | Path | None = None
             scan: ScanResult | None = None, runs_root: str | Path = "runs", stage: Stage) -> Prepared:
     """Scan (unless given), build, decode or extract features, split; model.json written with
     status 'training'."""
+    if s.unknown_folder is not None and not Path(s.unknown_folder).is_dir():  # before any work, or a run folder
+        raise ValueError(f"--unknown-folder '{s.unknown_folder}' is not a folder: give a folder of photos "
+                         "of none of the classes (any layout), or leave the option out.")
     ctx = distributed.context()
     scan = scan if scan is not None else scan_for_training(data, s, stage)
     recipe = get_recipe(s.model, len(scan.class_names), backbone=s.backbone)
@@ -268,9 +271,6 @@ def prepare(data: str | Path, s: TrainSettings, *, out: str | Path | None = None
     # (near-duplicate separation edits the split: a Split given is copied, the caller's stays as it was)
     given = copy.deepcopy(split) if isinstance(split, Split) else read_split(split) if split is not None else None
     run_dir = distributed.on_main(lambda: new_run_dir(out, f"{Path(scan.root).name}-{recipe.name}", runs_root))
-    if training.unknown_folder is not None and not Path(training.unknown_folder).is_dir():
-        raise ValueError(f"--unknown-folder '{training.unknown_folder}' is not a folder: give a folder of photos "
-                         "of none of the classes (any layout), or leave the option out.")
     device = distributed.device_for(resolve_device(training.device))
     precision = resolve_precision(training.precision, device, training.cpu_precision)
     module = recipe.build(seed=training.seed)
@@ -463,7 +463,7 @@ def _cohort_features(p: Prepared, f: Fitted, training: TrainingPlan, device: tor
     class means are taken), and what was used: photos that did not decode, and a face run's photos
     with no face (those are answered "no face", not scored), are left out and named."""
     folder = Path(str(training.unknown_folder))
-    files, problems = find_images([folder]) if folder.is_dir() else ([], [])
+    files, problems = find_images([folder])
     prep = p.recipe.preprocessing
     notes: list[Problem] = []
     # decoded as the run's own photos are: whole for a frozen backbone, for the evaluation crop otherwise

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..data.images import ImageError, load_rgb
 from ..data.loader import decode_all
 from ..data.split import read_split
+from .job import TOLERANCE, ExportError
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +190,23 @@ def scored_export_module(run):
             return probs, sum(o[:, classes] for o in outs) / len(outs)
 
     return ScoredExport().eval(), None
+
+
+def check_scores(run, scored, images: np.ndarray, got: np.ndarray, source: str, engine: str,
+                 decided: np.ndarray | None = None) -> dict[str, Any]:
+    """export.json's "unknown" check: an export's unknown scores `got` against PyTorch's (the
+    scored_export_module `scored`), to the probabilities' tolerance, with the run's threshold and
+    method, and how many of the export's decisions (`decided`, where it answers them itself; else
+    its scores against the threshold) are the run's. Raises ExportError where the scores differ."""
+    _, want = torch_scored(scored, images)
+    diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+    if not diff <= TOLERANCE:
+        raise ExportError(f"The {engine} export's unknown score differs from the run's ({diff:.3g} > {TOLERANCE}) on "
+                          f"{source}. Nothing was written. Please report this with the run's model.json.")
+    threshold = run.unknown_threshold
+    decided = got > threshold if decided is None else np.asarray(decided, dtype=bool)
+    return {"threshold": threshold, "method": run.info.inference["unknown"]["method"], "max_abs_diff": diff,
+            "same_decisions": int((decided == (want > threshold)).sum()), "photos": int(len(want))}
 
 
 def torch_scored(wrapper, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:

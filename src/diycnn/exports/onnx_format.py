@@ -19,8 +19,8 @@ import numpy as np
 from ..data import align
 from ..io import atomic_write_bytes, atomic_write_json
 from ..models import face_weights
-from .checking import scored_export_module, split_photos, torch_scored
-from .job import TOLERANCE, ExportError, Job, compare, image_input, tm_metadata
+from .checking import check_scores, scored_export_module, split_photos
+from .job import ExportError, Job, compare, image_input, tm_metadata
 from .onnx_sizes import freeze_sizes
 
 log = logging.getLogger(__name__)
@@ -219,19 +219,10 @@ def _int8(run, path: Path, out: Path, images: np.ndarray, labels: np.ndarray | N
     return result
 
 
-def check_scores(run, scored, images: np.ndarray, got: np.ndarray, source: str, engine: str = "ONNX") -> dict[str, Any]:
-    """export.json's "unknown": the output, the run's threshold, and the check of the export's scores
-    against PyTorch's (the same tolerance as the probabilities)."""
-    _, want = torch_scored(scored, images)
-    diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
-    if not diff <= TOLERANCE:
-        raise ExportError(f"The {engine} export's unknown score differs from the run's ({diff:.3g} > {TOLERANCE}) on "
-                          f"{source}. Nothing was written. Please report this with the run's model.json.")
-    threshold = run.unknown_threshold
-    return {"output": UNKNOWN_OUTPUT, "threshold": threshold, "method": run.info.inference["unknown"]["method"],
-            "rule": f"a photo whose {UNKNOWN_OUTPUT} is above the threshold is of none of the classes",
-            "max_abs_diff": diff, "same_decisions": int(((got > threshold) == (want > threshold)).sum()),
-            "photos": int(len(want))}
+def _unknown_output(run, scored, images: np.ndarray, got: np.ndarray, source: str) -> dict[str, Any]:
+    """export.json's "unknown": the output, the run's threshold, and the check of the ONNX scores."""
+    return {"output": UNKNOWN_OUTPUT, **check_scores(run, scored, images, got, source, "ONNX"),
+            "rule": f"a photo whose {UNKNOWN_OUTPUT} is above the threshold is of none of the classes"}
 
 
 def write_onnx(job: Job) -> None:
@@ -250,7 +241,7 @@ def write_onnx(job: Job) -> None:
     got = outputs[0]
     info["check"] = compare("ONNX", got, job.want, job.source)
     if scored is not None:
-        info["unknown"] = check_scores(run, scored, job.images, outputs[1], job.source)
+        info["unknown"] = _unknown_output(run, scored, job.images, outputs[1], job.source)
     if job.int8:
         info["int8"] = _int8(run, job.model_path, job.tmp / "model.int8.onnx", job.images, job.labels, got)
     shutil.copyfile(Path(__file__).with_name("standalone_predict.py"), job.tmp / "predict.py")

@@ -19,8 +19,8 @@ import numpy as np
 
 from .. import __version__
 from ..io import atomic_write_json
-from .checking import scored_export_module, torch_scored
-from .job import TOLERANCE, ExportError, Job, compare, image_input, mirror_note, tm_metadata, unchecked
+from .checking import check_scores, scored_export_module
+from .job import ExportError, Job, compare, image_input, mirror_note, tm_metadata, unchecked
 from .tfjs_backbone import write_tfjs_backbone
 from .tfjs_format import TFJS_VERSION, find_tfjs, tfjs_missing_message
 from .tfjs_format import write_tfjs as write_layers_model
@@ -88,18 +88,11 @@ def _check(job: Job) -> None:
     if scored is None:
         info["unknown"] = {"script": None, "why": why}
         return
-    _, want = torch_scored(scored, job.images)
     scores = np.array([r["unknown_score"] for r in page["results"]], dtype=np.float64)
-    diff = float(np.abs(scores - want).max())
-    if not diff <= TOLERANCE:
-        raise ExportError(f"The TensorFlow.js export's unknown score differs from the run's ({diff:.3g} > "
-                          f"{TOLERANCE}) on {job.source}. Nothing was written. Please report this with the run's "
-                          "model.json.")
-    threshold = job.run.unknown_threshold
-    info["unknown"] = {"script": "predict.js", "threshold": threshold, "method": job.run.info.inference["unknown"]["method"],
-                       "rule": "predict.js's answer has unknown: true when unknown_score is above the threshold",
-                       "max_abs_diff": diff, "photos": int(len(want)),
-                       "same_decisions": int(sum((r["unknown"] == bool(w > threshold)) for r, w in zip(page["results"], want)))}
+    checked = check_scores(job.run, scored, job.images, scores, job.source, "TensorFlow.js",
+                           decided=np.array([r["unknown"] for r in page["results"]], dtype=bool))
+    info["unknown"] = {"script": "predict.js", **checked,
+                       "rule": "predict.js's answer has unknown: true when unknown_score is above the threshold"}
 
 
 def write_tfjs(job: Job, teachable: bool = False) -> None:

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .checking import scored_export_module, torch_probs
+from .checking import check_scores, scored_export_module, torch_probs
 from .job import Job, compare, image_input
-from .onnx_format import check_scores
 
 UNKNOWN_METHOD = "unknown_score"
 
@@ -64,13 +63,7 @@ def _scored_torchscript(scored, images: np.ndarray, path: Path) -> tuple[np.ndar
             traced = torch.jit.trace_module(Scored().eval(), {"forward": (example,), UNKNOWN_METHOD: (example,)},
                                             check_trace=False)
         loaded = _saved(traced, path)
-    probs, scores = [], []
-    with torch.inference_mode():
-        for i in range(0, len(images), 32):
-            x = torch.from_numpy(np.ascontiguousarray(images[i:i + 32]))
-            probs.append(loaded(x).numpy())
-            scores.append(getattr(loaded, UNKNOWN_METHOD)(x).numpy())
-    return np.concatenate(probs), np.concatenate(scores)
+    return torch_probs(loaded, images), torch_probs(getattr(loaded, UNKNOWN_METHOD), images)
 
 
 def write_torchscript(job: Job) -> None:
